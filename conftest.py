@@ -1,0 +1,78 @@
+"""Suite-wide rules: a false-fail budget for statistical tests, fixed seeds, quiet TensorFlow.
+
+Every test whose verdict is random carries ``@pytest.mark.statistical(false_fail_rate=a)``;
+collection fails if the rates of the collected tests add up to more than SUITE_FALSE_FAIL_BUDGET
+(union bound: the whole run falsely fails with probability below it).  Seeds are fixed per test
+(crc32 of the node id), so any failure replays exactly; the seed is printed with the failure.
+"""
+from __future__ import annotations
+
+import os
+import zlib
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import pytest  # noqa: E402
+from hypothesis import HealthCheck, settings  # noqa: E402
+
+SUITE_FALSE_FAIL_BUDGET = 1e-6
+
+# Deterministic examples: a property test runs the same cases on every run and worker.
+settings.register_profile(
+    "dropout_stats", derandomize=True, deadline=None, database=None, print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.load_profile("dropout_stats")
+
+
+def _designed_rate(item) -> float:
+    mark = item.get_closest_marker("statistical")
+    if mark is None:
+        return 0.0
+    rate = mark.kwargs.get("false_fail_rate")
+    if rate is None or not (0 < rate < 1):
+        raise pytest.UsageError(f"{item.nodeid}: statistical mark needs false_fail_rate in (0, 1)")
+    return float(rate)
+
+
+def pytest_collection_modifyitems(session, config, items):
+    total = sum(_designed_rate(item) for item in items)
+    config._dropout_stats_suite_rate = (total, sum(1 for i in items if _designed_rate(i)))
+    if total > SUITE_FALSE_FAIL_BUDGET:
+        raise pytest.UsageError(
+            f"statistical tests add up to a false-fail rate of {total:.3g} per run, over the "
+            f"suite's budget of {SUITE_FALSE_FAIL_BUDGET:g}")
+
+
+def pytest_report_collectionfinish(config, start_path, items):
+    total, count = getattr(config, "_dropout_stats_suite_rate", (0.0, 0))
+    return (f"dropout_stats: {count} statistical tests, designed false-fail rate "
+            f"{total:.3g} per run (budget {SUITE_FALSE_FAIL_BUDGET:g})")
+
+
+def seed_for(nodeid: str) -> int:
+    return zlib.crc32(nodeid.encode())
+
+
+@pytest.fixture
+def seed(request) -> int:
+    """A fixed seed per test, printed with any failure."""
+    value = seed_for(request.node.nodeid)
+    request.node.user_properties.append(("seed", value))
+    return value
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed:
+        seeds = [v for k, v in item.user_properties if k == "seed"]
+        rate = _designed_rate(item)
+        lines = []
+        if seeds:
+            lines.append(f"seed {seeds[0]} (crc32 of the node id): the rerun replays this exactly")
+        if rate:
+            lines.append(f"designed false-fail rate of this test: {rate:g}")
+        if lines:
+            report.sections.append(("dropout_stats", "\n".join(lines)))

@@ -1,0 +1,103 @@
+"""Exact inference for a keep probability from k kept draws out of n.
+
+``rate_test`` is the exact binomial test (scipy.stats.binomtest, whose two-sided p-value sums
+every outcome no more likely than the one observed).  ``proportion_ci`` gives Clopper–Pearson
+("exact", guaranteed coverage), Wilson and Jeffreys intervals.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import special, stats
+
+from ._checks import check_choice, check_counts, check_open_unit, check_probability
+
+__all__ = ["ProportionInterval", "RateTestResult", "proportion_ci", "rate_test"]
+
+_METHODS = ("exact", "wilson", "jeffreys")
+_ALTERNATIVES = ("two-sided", "less", "greater")
+
+
+@dataclass(frozen=True)
+class ProportionInterval:
+    """A confidence interval for a proportion; unpacks as ``low, high``."""
+
+    low: float
+    high: float
+    confidence_level: float
+    method: str
+
+    def __iter__(self):
+        return iter((self.low, self.high))
+
+    def __contains__(self, p) -> bool:
+        return self.low <= p <= self.high
+
+    def __repr__(self) -> str:
+        return (f"ProportionInterval(low={self.low!r}, high={self.high!r}, "
+                f"confidence_level={self.confidence_level!r}, method={self.method!r})")
+
+
+def proportion_ci(k, n, *, confidence_level: float = 0.95, method: str = "exact",
+                  alternative: str = "two-sided") -> ProportionInterval:
+    """Confidence interval for a binomial proportion.
+
+    method: "exact" (Clopper–Pearson, coverage >= confidence_level for every p and n),
+    "wilson" (score interval without continuity correction, as scipy), or "jeffreys"
+    (Beta(1/2, 1/2) posterior quantiles, with low = 0 at k = 0 and high = 1 at k = n).
+    ``alternative`` gives one-sided intervals as in scipy ("less": [0, high]).
+    """
+    k, n = check_counts(k, n)
+    cl = check_open_unit(confidence_level, "confidence_level")
+    check_choice(method, "method", _METHODS)
+    check_choice(alternative, "alternative", _ALTERNATIVES)
+    tail = (1 - cl) / 2 if alternative == "two-sided" else 1 - cl
+    want_low = alternative != "less"
+    want_high = alternative != "greater"
+    if method == "wilson":
+        z = special.ndtri(1 - tail)
+        p = k / n
+        denom = 2 * (n + z * z)
+        center = (2 * n * p + z * z) / denom
+        delta = z / denom * np.sqrt(4 * n * p * (1 - p) + z * z)
+        low = center - delta if (want_low and k > 0) else 0.0
+        high = center + delta if (want_high and k < n) else 1.0
+    else:
+        a = 0.0 if method == "exact" else 0.5
+        low = float(special.betaincinv(k + a, n - k + 1 - a, tail)) if (want_low and k > 0) else 0.0
+        high = float(special.betaincinv(k + 1 - a, n - k + a, 1 - tail)) if (want_high and k < n) else 1.0
+    return ProportionInterval(float(low), float(high), cl, method)
+
+
+@dataclass(frozen=True, repr=False)
+class RateTestResult:
+    """Result of ``rate_test``, shaped like scipy's BinomTestResult."""
+
+    k: int
+    n: int
+    keep_prob: float
+    alternative: str
+    statistic: float  # observed keep fraction k / n
+    pvalue: float
+
+    def proportion_ci(self, confidence_level: float = 0.95, method: str = "exact") -> ProportionInterval:
+        return proportion_ci(self.k, self.n, confidence_level=confidence_level, method=method,
+                             alternative=self.alternative)
+
+    def __repr__(self) -> str:
+        return (f"RateTestResult(k={self.k}, n={self.n}, keep_prob={self.keep_prob!r}, "
+                f"alternative={self.alternative!r}, statistic={self.statistic!r}, pvalue={self.pvalue!r})")
+
+
+def rate_test(kept, n, keep_prob, *, alternative: str = "two-sided") -> RateTestResult:
+    """Exact binomial test that ``kept`` of ``n`` draws came from keep probability ``keep_prob``.
+
+    Two-sided p-values sum every outcome whose probability is at most that of the observed
+    one (scipy's rule, with its 1e-7 relative tolerance): the p-values are scipy's.
+    """
+    k, n = check_counts(kept, n, k_name="kept")
+    p = check_probability(keep_prob, "keep_prob")
+    check_choice(alternative, "alternative", _ALTERNATIVES)
+    pvalue = float(stats.binomtest(k, n, p, alternative=alternative).pvalue)
+    return RateTestResult(k, n, p, alternative, k / n, pvalue)

@@ -1,0 +1,80 @@
+"""Experiment design, checked against brute force: scipy's own p-values at every count."""
+import math
+
+import numpy as np
+import pytest
+from hypothesis import assume, given, settings, strategies as st
+from scipy import stats
+
+from dropout_stats import (min_discrepancy_detectable, min_num_samples_for_rate_test,
+                           power_of_rate_test, rejection_region_for_rate_test)
+
+
+def brute_force_power(n, p0, alts, alpha):
+    """Power of scipy.stats.binomtest itself: its rejection set, summed under each alternative."""
+    k = np.arange(n + 1)
+    rejected = np.array([stats.binomtest(int(i), n, p0).pvalue <= alpha for i in k])
+    return min(float(stats.binom.pmf(k[rejected], n, q).sum()) for q in alts)
+
+
+@settings(max_examples=25)
+@given(p0=st.floats(0.05, 0.95), rel=st.floats(0.08, 0.6),
+       alpha=st.sampled_from([1e-2, 1e-4, 1e-6]), beta=st.sampled_from([0.2, 1e-2, 1e-3]))
+def test_min_num_samples_is_a_crossing_of_exact_power(p0, rel, alpha, beta):
+    delta = rel * min(p0, 1 - p0)
+    n = min_num_samples_for_rate_test(p0, delta, false_fail_rate=alpha, false_pass_rate=beta)
+    assume(n <= 1500)
+    alts = [q for q in (p0 - delta, p0 + delta) if 0 <= q <= 1]
+    assert brute_force_power(n, p0, alts, alpha) >= 1 - beta
+    assert n == 1 or brute_force_power(n - 1, p0, alts, alpha) < 1 - beta
+
+
+@settings(max_examples=30)
+@given(n=st.integers(20_001, 10**9), p0=st.floats(0.01, 0.99),
+       alpha=st.sampled_from([1e-3, 1e-6, 1e-9]))
+def test_large_n_rejection_region_matches_scipy_pvalues(n, p0, alpha):
+    """The windowed region (n > 20,000) agrees with binomtest at both boundaries."""
+    r = rejection_region_for_rate_test(n, p0, false_fail_rate=alpha)
+    for k, rejected in ((r.low, True), (r.low + 1, False), (r.high - 1, False), (r.high, True)):
+        if 0 <= k <= n:
+            assert (stats.binomtest(k, n, p0).pvalue <= alpha) == rejected, (k, r)
+
+
+def test_issue_example_exact_binomial_needs_far_fewer_draws_than_dkwm():
+    # TFP's DKWM bound needs 290,173 samples for keep 0.1, discrepancy 0.01, both rates 1e-6
+    n = min_num_samples_for_rate_test(0.1, 0.01, false_fail_rate=1e-6, false_pass_rate=1e-6)
+    assert 80_000 < n < 95_000
+    assert power_of_rate_test(n, 0.1, 0.01, false_fail_rate=1e-6) >= 1 - 1e-6
+    assert power_of_rate_test(n - 1, 0.1, 0.01, false_fail_rate=1e-6) < 1 - 1e-6
+
+
+def test_large_design_is_still_a_crossing():
+    # n* above 10^7: found by bisection on exact power (a scan from 1 would take hours;
+    # benchmarks/design.py times it)
+    n = min_num_samples_for_rate_test(0.8, 0.0002)
+    assert n > 10**7
+    assert power_of_rate_test(n, 0.8, 0.0002) >= 1 - 1e-3 > power_of_rate_test(n - 1, 0.8, 0.0002)
+
+
+@settings(max_examples=20)
+@given(p0=st.floats(0.05, 0.95), n=st.integers(50, 10**7),
+       alpha=st.sampled_from([1e-3, 1e-6]), beta=st.sampled_from([1e-2, 1e-3]))
+def test_min_discrepancy_inverts_min_num_samples(p0, n, alpha, beta):
+    d = min_discrepancy_detectable(p0, n, false_fail_rate=alpha, false_pass_rate=beta)
+    assume(math.isfinite(d) and d < min(p0, 1 - p0))
+    region = rejection_region_for_rate_test(n, p0, false_fail_rate=alpha)
+    # at the returned discrepancy the power reaches the target on both sides ...
+    assert min(region.power(p0 - d), region.power(p0 + d)) >= 1 - beta - 1e-9
+    # ... and a slightly smaller one misses it on at least one side
+    d_less = d * (1 - 1e-6)
+    assert min(region.power(p0 - d_less), region.power(p0 + d_less)) < 1 - beta
+
+
+def test_too_few_draws_detect_nothing():
+    assert min_discrepancy_detectable(0.8, 5) == math.inf
+
+
+def test_one_sided_alternative_near_the_edge():
+    # keep 0.999 and discrepancy 0.005: only keep - discrepancy lies inside [0, 1]
+    n = min_num_samples_for_rate_test(0.999, 0.005)
+    assert power_of_rate_test(n, 0.999, 0.005) >= 1 - 1e-3

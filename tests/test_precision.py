@@ -1,0 +1,109 @@
+"""Dtype-exact keep probability and scale, against grid enumeration and real TensorFlow."""
+from fractions import Fraction
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from hypothesis import given, settings, strategies as st
+
+from dropout_stats import (apply_scale, expected_keep_fraction, expected_keep_probability,
+                           expected_scale, ulp_distance)
+from dropout_stats._floats import round_to
+
+rates = st.floats(0.0, 0.999999, exclude_max=True)
+
+
+def _grid_keep(rate, dtype):
+    """Enumerate TF's uniform grid k / M in the dtype and count U >= fl(rate)."""
+    levels = {"float16": 2**10, "bfloat16": 2**7, "float32": 2**23}[dtype]
+    grid = np.arange(levels, dtype=np.float64) / levels  # exact in every dtype listed
+    threshold = float(round_to(rate, dtype))
+    return Fraction(int(np.count_nonzero(grid >= threshold)), levels)
+
+
+@given(rates, st.sampled_from(["float16", "bfloat16", "float32"]))
+def test_keep_probability_matches_grid_enumeration(rate, dtype):
+    assert expected_keep_fraction(rate, dtype) == _grid_keep(rate, dtype)
+
+
+@given(rates)
+def test_float64_keep_probability_boundary(rate):
+    # 2^52 levels are too many to enumerate: check the boundary count from both sides
+    levels = 2**52
+    keep = expected_keep_fraction(rate, "float64")
+    first_kept = levels - keep.numerator * (levels // keep.denominator)
+    assert first_kept / levels >= rate
+    assert first_kept == 0 or (first_kept - 1) / levels < rate
+
+
+@pytest.mark.parametrize("dtype,rate,expected", [
+    ("bfloat16", 0.2, Fraction(102, 128)),
+    ("bfloat16", 0.3, Fraction(89, 128)),
+    ("float16", 0.2, Fraction(819, 1024)),
+    ("float16", 0.3, Fraction(716, 1024)),
+    ("float16", 0.1, Fraction(921, 1024)),
+    ("float16", 0.9995, Fraction(0)),     # the rate rounds to 1.0: everything dropped
+    ("bfloat16", 0.995, Fraction(0)),
+    ("float16", 1e-4, Fraction(1023, 1024)),  # drops 1/1024: 9.8x the nominal share
+])
+def test_published_low_precision_keep_probabilities(dtype, rate, expected):
+    assert expected_keep_fraction(rate, dtype) == expected
+    assert expected_keep_probability(rate, dtype) == float(expected)
+
+
+@settings(max_examples=40)
+@given(st.floats(0.0, 0.999, exclude_max=True), st.sampled_from(["float16", "bfloat16", "float32", "float64"]))
+def test_rate_rounding_matches_tensorflow(rate, dtype):
+    ours = float(round_to(rate, dtype))
+    theirs = float(tf.cast(tf.constant(rate, dtype=getattr(tf, dtype)), tf.float64).numpy())
+    assert ours == theirs
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32", "float64"])
+@pytest.mark.parametrize("rate", [0.1, 0.3, 0.7])
+def test_keep_probability_is_the_share_of_tf_uniform_at_or_above_rate(dtype, rate, seed):
+    """Exact, not statistical: the mask equals stateless_uniform >= rate, so the expected keep
+    probability must equal the grid share; here every mask position is checked against it."""
+    x = tf.ones([4096], dtype=getattr(tf, dtype))
+    s = tf.constant([seed % 2**31, 7], tf.int32)
+    y = tf.nn.experimental.stateless_dropout(x, rate, seed=s)
+    u = tf.random.stateless_uniform([4096], seed=s, dtype=getattr(tf, dtype))
+    levels = {"float16": 2**10, "bfloat16": 2**7, "float32": 2**23, "float64": 2**52}[dtype]
+    k = np.round(u.numpy().astype(np.float64) * levels)
+    assert np.all(k == u.numpy().astype(np.float64) * levels)   # U is on the k / M grid
+    first_kept = levels - expected_keep_fraction(rate, dtype) * levels
+    np.testing.assert_array_equal(y.numpy() != 0, k >= first_kept)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32", "float64"])
+@pytest.mark.parametrize("rate", [0.2, 0.3, 0.7])
+@pytest.mark.parametrize("rate_is_tensor", [False, True])
+def test_scale_is_bit_exact_against_tensorflow(dtype, rate, rate_is_tensor, seed):
+    rng = np.random.default_rng(seed)
+    tdt = getattr(tf, dtype)
+    x = tf.cast(tf.constant(rng.uniform(-4, 4, 20_000)), tdt)
+    r = tf.constant(rate, dtype=tdt) if rate_is_tensor else rate
+    y = tf.nn.experimental.stateless_dropout(x, r, seed=[seed % 2**31, 1]).numpy()
+    kept = y != 0
+    expected = apply_scale(x.numpy()[kept], expected_scale(rate, dtype, rate_is_tensor=rate_is_tensor))
+    got = y[kept].astype(np.float64) if dtype != "bfloat16" else y[kept].astype(np.float32).astype(np.float64)
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_ulp_distance():
+    one = np.float32(1)
+    assert ulp_distance(np.float32([1, 1]), np.float32([1, np.nextafter(one, np.float32(2))])).tolist() == [0, 1]
+    assert ulp_distance(np.float32([-0.0]), np.float32([0.0])).tolist() == [0]
+    assert ulp_distance(np.float32([-1e-45]), np.float32([1e-45])).tolist() == [2]
+    assert ulp_distance(np.float64([1.0]), np.float64([np.nan])).tolist() == [-1]
+    assert ulp_distance(np.float16([2.0]), np.float16([2.002])).tolist() == [1]
+    b = tf.constant([1.0, 1.0078125], tf.bfloat16).numpy()
+    assert ulp_distance(b[:1], b[1:]).tolist() == [1]
+
+
+def test_multiply_and_divide_paths_differ_by_at_most_two_ulp():
+    x = np.random.default_rng(0).uniform(-4, 4, 100_000).astype(np.float16)
+    a = apply_scale(x, expected_scale(0.7, "float16"))
+    b = apply_scale(x, expected_scale(0.7, "float16", rate_is_tensor=True))
+    d = ulp_distance(a.astype(np.float16), b.astype(np.float16))
+    assert d.max() <= 2 and d.max() >= 1
