@@ -5,7 +5,7 @@ The package is layered; importing it loads numpy and scipy, never TensorFlow:
 * statistics on counts and arrays: ``counts``, ``binomial``, ``design``, ``precision``,
   ``structure``, ``sequential`` (this module re-exports their public names);
 * the TensorFlow reference model and adapters: ``dropout_stats.tf`` (imports TensorFlow);
-* the verification battery ``verify`` (loaded on first use).
+* the verification battery ``verify`` (``battery``, loaded on first use; imports TensorFlow).
 """
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ from .structure import (
 
 __version__ = "0.1.0"
 
-_LAZY = {"verify": "verify", "Report": "verify", "Check": "verify"}
+_LAZY = {"verify": "battery", "Report": "report", "Check": "report", "Finding": "report"}
 
 
 def __getattr__(name):  # PEP 562: the battery (and TensorFlow) load on first use only
@@ -63,5 +63,5 @@ __all__ = [
     "SequentialRateTest", "SequentialResult", "sequential_rate_test",
     "StructureTestResult", "homogeneity_test", "independence_test", "agreement_test",
     "pair_independence_test", "trend_test", "HolmResult", "holm_bonferroni",
-    "verify", "Report", "Check",
+    "verify", "Report", "Check", "Finding",
 ]

@@ -1,0 +1,701 @@
+"""verify(fn): a battery that proves or refutes a dropout implementation.
+
+Every statistical check is sized from (false_fail_rate, false_pass_rate, discrepancy) and the
+run's false-fail budget is split across them: the sequential keep-fraction test gets alpha / m
+up front (Bonferroni) and the p-value checks share the rest by Holm's step-down.  So a correct
+implementation fails a run with probability at most ``false_fail_rate``.  Exact checks
+(mechanism, nesting, scale, determinism, noise-shape consistency) cannot fail by chance.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ._checks import check_choice, check_count, check_open_unit, check_positive, check_rate
+from ._floats import FORMATS, dtype_name
+from .binomial import proportion_ci, rate_test
+from .counts import _normalise_noise_shape
+from .design import min_discrepancy_detectable, min_num_samples_for_rate_test
+from .precision import (apply_scale, exact_scale, expected_keep_fraction, expected_scale,
+                        ulp_distance)
+from .report import Check, Finding, Report
+from .sequential import SequentialRateTest
+from .structure import (holm_bonferroni, homogeneity_test, independence_test, trend_test)
+
+__all__ = ["verify", "Report", "Check", "Finding", "DEFAULT_SHAPE"]
+
+DEFAULT_SHAPE = (64, 4096)          # 64 rows: a mask shared across the batch shows
+DEFAULT_PROBE = ((16, 8, 8, 32), (16, 1, 1, 32))  # 4-D input, one draw per (batch, channel)
+_SCALE_VALUES = 200_000             # kept values checked bit for bit against each formula
+_MEAN_ELEMENTS = 1_000_000          # elements in the unbiasedness sum
+_SEED_POSITIONS = 1 << 18           # positions compared between seeds
+_MIN_CALLS = 8
+_GROUPS = 16
+
+
+class ContractError(Exception):
+    """fn broke the calling contract (raised, or returned the wrong shape or dtype)."""
+
+
+@dataclass
+class _Config:
+    fn: object
+    fn_name: str
+    rate: float
+    dtype: str
+    shape: tuple
+    noise_shape: tuple | None
+    seed: int
+    stateful: bool
+    reference: str | None
+    alpha: float
+    beta: float
+    delta: float
+    keep: float
+    strict_nominal: bool
+    probe: tuple | None            # (shape, noise_shape) of the noise-shape probe, or None
+    samples: int = 0
+    calls: int = 0
+
+    def reproduce(self, extra: str = "") -> str:
+        opts = [f"rate={self.rate!r}", f"dtype={self.dtype!r}", f"shape={list(self.shape)}",
+                f"seed={self.seed}"]
+        if self.noise_shape is not None:
+            opts.append(f"noise_shape={list(self.noise_shape)}")
+        if self.stateful:
+            opts.append("stateful=True")
+        s = f"verify({self.fn_name}, {', '.join(opts)})"
+        return f"{s}; {extra}" if extra else s
+
+
+def _validate_shape(shape, name: str) -> tuple:
+    try:
+        dims = tuple(int(d) for d in shape)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} ({shape!r}) must be a sequence of ints") from None
+    if len(dims) == 0 or any(d <= 0 for d in dims):
+        raise ValueError(f"{name} ({list(dims)}) must have at least one axis and only positive dimensions")
+    return dims
+
+
+def _name_of(fn) -> str:
+    return getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or type(fn).__name__
+
+
+def verify(fn, *, rate, dtype="float32", shape=None, noise_shape=None, seed=0, stateful=False,
+           reference="tensorflow", false_fail_rate=1e-6, false_pass_rate=1e-3, discrepancy=None,
+           strict_nominal=False) -> Report:
+    """Prove or refute a dropout implementation.
+
+    fn follows ``tf.nn.experimental.stateless_dropout``: ``fn(x, rate, seed, noise_shape=None)``
+    with seed an int32 tensor of shape [2]; with ``stateful=True`` it follows ``tf.nn.dropout``:
+    ``fn(x, rate, noise_shape=None)``, fresh randomness on every call.
+
+    ``reference``: "tensorflow" checks the kept set bit for bit against TF's stateless uniform,
+    "tensorflow-xla" against XLA's (jit_compile) stream, None skips that check (an RNG of its
+    own: the black-box threshold check carries the proof).  ``discrepancy`` (default 1% of
+    min(keep, 1 - keep)) is the keep-probability error the rate check detects with probability
+    >= 1 - false_pass_rate.  The keep probability expected is TF's dtype-exact one
+    (``expected_keep_probability``); ``strict_nominal=True`` demands 1 - rate instead.
+    """
+    if not callable(fn):
+        raise TypeError(f"fn ({fn!r}) must be callable")
+    rate = check_rate(rate)
+    dtype = dtype_name(dtype)
+    seed = check_count(seed, "seed")
+    if seed >= 2**31 - 1:
+        raise ValueError(f"seed ({seed}) must be < 2**31 - 1 (it is an int32 seed component)")
+    check_choice(reference, "reference", ("tensorflow", "tensorflow-xla", None))
+    alpha = check_open_unit(false_fail_rate, "false_fail_rate")
+    beta = check_open_unit(false_pass_rate, "false_pass_rate")
+    if shape is None and noise_shape is not None:
+        raise ValueError(f"noise_shape ({list(noise_shape)}) needs an explicit shape")
+    shape = DEFAULT_SHAPE if shape is None else _validate_shape(shape, "shape")
+    if noise_shape is not None:
+        noise_shape = _normalise_noise_shape(noise_shape, shape)
+    keep_exact = expected_keep_fraction(rate, dtype)
+    keep = float(1 - rate) if strict_nominal else float(keep_exact)
+    if discrepancy is None:
+        delta = 0.01 * min(keep, 1 - keep) if 0 < keep < 1 else 0.01
+    else:
+        delta = check_positive(discrepancy, "discrepancy")
+    probe = None
+    if noise_shape is None:
+        if len(shape) >= 3:
+            probe = (shape, (shape[0],) + (1,) * (len(shape) - 2) + (shape[-1],))
+        elif len(shape) == 2 and shape == DEFAULT_SHAPE:
+            probe = DEFAULT_PROBE
+        elif len(shape) == 2 and shape[0] > 1:
+            probe = (shape, (shape[0], 1))
+
+    cfg = _Config(fn, _name_of(fn), rate, dtype, shape, noise_shape, seed, bool(stateful), reference,
+                  alpha, beta, delta, keep, bool(strict_nominal), probe)
+    config = {"fn": cfg.fn_name, "rate": rate, "dtype": dtype, "shape": list(shape),
+              "noise_shape": list(noise_shape) if noise_shape is not None else None, "seed": seed,
+              "stateful": cfg.stateful, "reference": reference, "false_fail_rate": alpha,
+              "false_pass_rate": beta, "discrepancy": delta, "strict_nominal": cfg.strict_nominal}
+    findings = [_keep_finding(rate, dtype, keep_exact)]
+    try:
+        checks = _Battery(cfg, findings).run()
+    except ContractError as exc:
+        checks = [Check("contract", False, detail=str(exc), reproduce=cfg.reproduce())]
+    passed = all(c.passed is not False for c in checks)
+    return Report(passed, checks, findings, cfg.samples, seed, config)
+
+
+def _keep_finding(rate, dtype, keep_exact) -> Finding:
+    nominal = 1 - rate
+    if float(keep_exact) == nominal:
+        return Finding("keep_probability", f"{dtype} at rate {rate}: keeps exactly 1 - rate", float(keep_exact))
+    return Finding(
+        "keep_probability",
+        f"{dtype} at rate {rate}: TF's uniform has {FORMATS[dtype].uniform_levels} levels and the rate "
+        f"rounds to {dtype}, so the keep probability is {keep_exact} = {float(keep_exact):.10g}, not "
+        f"1 - rate = {nominal:.10g} (relative difference {(float(keep_exact) - nominal) / nominal:+.3g})",
+        float(keep_exact))
+
+
+# --------------------------------------------------------------------------------------------
+class _Battery:
+    def __init__(self, cfg: _Config, findings: list):
+        import tensorflow as tf
+
+        from . import reference as ref
+
+        self.tf, self.ref, self.cfg, self.findings = tf, ref, cfg, findings
+        self.fmt = FORMATS[cfg.dtype]
+        self.x = ref.make_input(cfg.shape, cfg.dtype, cfg.seed)
+        self.x_np = self.x.numpy()
+        self.unit_shape = cfg.noise_shape or cfg.shape
+        self.axes = tuple(i for i, (d, s) in enumerate(zip(self.unit_shape, cfg.shape)) if d == 1 and s != 1)
+        self._rate_cache = {}
+
+    # -- calling fn -----------------------------------------------------------------------
+    def call(self, x, rate, seed_pair=None, noise_shape=None, x_np=None):
+        cfg = self.cfg
+        ns = list(noise_shape) if noise_shape is not None else None
+        where = (f"fn(x, {rate!r}, noise_shape={ns})" if cfg.stateful
+                 else f"fn(x, {rate!r}, seed={list(seed_pair)}, noise_shape={ns})")
+        try:
+            if cfg.stateful:
+                y = cfg.fn(x, rate, noise_shape=ns)
+            else:
+                y = cfg.fn(x, rate, self.ref.as_seed(seed_pair), noise_shape=ns)
+        except Exception as exc:  # report, never a bare traceback
+            raise ContractError(f"{where} raised {type(exc).__name__}: {exc}") from None
+        try:
+            y_np = y.numpy() if hasattr(y, "numpy") else np.asarray(y)
+        except Exception as exc:
+            raise ContractError(f"{where} returned {type(y).__name__}, not an array: {exc}") from None
+        shape = tuple(x.shape)
+        if tuple(y_np.shape) != shape:
+            raise ContractError(f"{where} returned shape {list(y_np.shape)}, expected {list(shape)}")
+        if y_np.dtype.name != cfg.dtype:
+            raise ContractError(f"{where} returned dtype {y_np.dtype.name}, expected {cfg.dtype}")
+        cfg.samples += int(np.prod(shape))
+        cfg.calls += 1
+        return y_np
+
+    def mask(self, y_np, x_np=None, noise_shape=None) -> tuple[np.ndarray, int]:
+        """Unit-level kept mask and the number of inconsistent units."""
+        bits = y_np.view(self.fmt.uint)
+        kept = (bits & self.fmt.uint(self.fmt.abs_mask)) != 0
+        ns = noise_shape
+        if ns is None or tuple(ns) == kept.shape:
+            return kept, 0
+        axes = tuple(i for i, (d, s) in enumerate(zip(ns, kept.shape)) if d == 1 and s != 1)
+        any_kept = kept.any(axis=axes, keepdims=True)
+        all_kept = kept.all(axis=axes, keepdims=True)
+        return any_kept, int(np.count_nonzero(any_kept & ~all_kept))
+
+    def seed_pair(self, i: int, offset: int = 0):
+        return (self.cfg.seed + offset, i)
+
+    # -- the run --------------------------------------------------------------------------
+    def run(self) -> list[Check]:
+        cfg = self.cfg
+        if cfg.keep in (0.0, 1.0):
+            return self.run_degenerate()
+        stats_plan = self.plan()
+        alpha_seq = cfg.alpha / len(stats_plan)
+        checks: dict[str, Check] = {}
+        self.main_loop(alpha_seq, checks)
+        self.after_loop(checks)
+        # Holm across the p-value checks with what the sequential test left of the budget
+        pchecks = [c for c in checks.values() if c.kind == "statistical" and c.pvalue is not None
+                   and c.name != "keep_fraction"]
+        if pchecks:
+            holm = holm_bonferroni([c.pvalue for c in pchecks], cfg.alpha - alpha_seq)
+            for c, rejected, level in zip(pchecks, holm.rejected, holm.thresholds):
+                c.level = level
+                c.passed = not rejected
+                if rejected and not c.detail.startswith("FAIL"):
+                    c.detail = f"p = {c.pvalue:.3g} <= its Holm level {level:.2g}: {c.detail}"
+        order = ["keep_fraction", "mechanism", "threshold_nesting", "threshold_flips", "scale",
+                 "unbiasedness", "seed_determinism", "seed_independence", "row_independence",
+                 "neighbour_independence", "homogeneity_blocks", "homogeneity_strided",
+                 *[f"homogeneity_axis{a}" for a in range(8)], "noise_shape_consistency", "noise_shape_units",
+                 "stateful_fresh", "stateful_drift"]
+        return [checks[n] for n in order if n in checks] + [c for n, c in checks.items() if n not in order]
+
+    def plan(self) -> list[str]:
+        """The statistical checks this configuration runs (fixes the budget split up front)."""
+        cfg = self.cfg
+        names = ["keep_fraction", "unbiasedness", "homogeneity_blocks", "homogeneity_strided"]
+        names += [f"homogeneity_axis{a}" for a in self.homogeneity_axes()]
+        if self.unit_shape[0] > 1 and len(self.unit_shape) > 1:
+            names.append("row_independence")
+        if self.unit_shape[-1] > 1:
+            names.append("neighbour_independence")
+        if cfg.stateful:
+            names += ["stateful_fresh", "stateful_drift"]
+        else:
+            names += ["seed_independence", "threshold_flips"]
+        if cfg.probe is not None or cfg.noise_shape is not None:
+            names.append("noise_shape_units")
+        return names
+
+    # -- degenerate keep probabilities: everything kept, or everything dropped -------------
+    def run_degenerate(self) -> list[Check]:
+        cfg = self.cfg
+        y = self.call(self.x, cfg.rate, self.seed_pair(0), cfg.noise_shape)
+        kept, _ = self.mask(y)
+        if cfg.keep == 1.0:
+            same = np.array_equal(y.view(self.fmt.uint), self.x_np.view(self.fmt.uint))
+            return [Check("keep_fraction", bool(same), observed=f"{int(kept.sum())}/{kept.size} kept",
+                          expected="all kept, unchanged (keep probability 1)", samples=kept.size,
+                          detail="" if same else "rate 0 must return x unchanged",
+                          reproduce=cfg.reproduce())]
+        none = not kept.any()
+        return [Check("keep_fraction", bool(none), observed=f"{int(kept.sum())}/{kept.size} kept",
+                      expected=f"none kept: fl(rate) in {cfg.dtype} is >= 1", samples=kept.size,
+                      detail="" if none else "the rate rounds to 1 in this dtype: everything must drop",
+                      reproduce=cfg.reproduce())]
+
+    # -- the main sequence of calls ---------------------------------------------------------
+    def main_loop(self, alpha_seq: float, checks: dict) -> None:
+        cfg = self.cfg
+        test = SequentialRateTest(cfg.keep, cfg.delta, false_fail_rate=alpha_seq, false_pass_rate=cfg.beta)
+        units = int(np.prod(self.unit_shape))
+        min_n = min_num_samples_for_rate_test(cfg.keep, min(4 * cfg.delta, 0.5 * max(cfg.keep, 1 - cfg.keep)),
+                                              false_fail_rate=alpha_seq, false_pass_rate=cfg.beta)
+        per_position = np.zeros(self.unit_shape, dtype=np.int64)
+        pair_tables = {}
+        per_call_kept = []
+        fresh_table = np.zeros(4, dtype=np.int64)
+        self.stored_masks = []           # first masks, for seeds, threshold and mechanism checks
+        self.store_limit = max(2, math.ceil(_SEED_POSITIONS / units))
+        scale_x, scale_y = [], []
+        scale_count = 0
+        mean_parts = []
+        mean_count = 0
+        inconsistent = 0
+        previous = None
+        i = 0
+        while test.verdict == "continue" or test.n < min_n or i < _MIN_CALLS:
+            y = self.call(self.x, cfg.rate, self.seed_pair(i), cfg.noise_shape)
+            m, bad = self.mask(y, noise_shape=cfg.noise_shape)
+            inconsistent += bad
+            k = int(np.count_nonzero(m))
+            if test.verdict == "continue":
+                test.update(k, m.size)
+            per_call_kept.append(k)
+            per_position += m
+            _accumulate_pairs(pair_tables, m)
+            if previous is not None:
+                _accumulate_table(fresh_table, previous, m)
+            previous = m
+            if len(self.stored_masks) < self.store_limit:
+                self.stored_masks.append(m)
+            if scale_count < _SCALE_VALUES:
+                kept_elems = (y.view(self.fmt.uint) & self.fmt.uint(self.fmt.abs_mask)) != 0
+                scale_x.append(self.x_np[kept_elems])
+                scale_y.append(y[kept_elems])
+                scale_count += int(kept_elems.sum())
+            if mean_count < _MEAN_ELEMENTS:
+                mean_parts.append(y)
+                mean_count += y.size
+            i += 1
+        self.main_calls = i
+        self.inconsistent = inconsistent
+        res = test.result()
+        level_conf = 1 - alpha_seq
+        ci = proportion_ci(res.kept, res.n, confidence_level=level_conf)
+        detectable = min_discrepancy_detectable(cfg.keep, max(res.n, 1), false_fail_rate=alpha_seq,
+                                                false_pass_rate=cfg.beta)
+        checks["keep_fraction"] = Check(
+            "keep_fraction", res.passed, "statistical", res.pvalue, alpha_seq, res.n,
+            observed=f"{res.kept}/{res.n} = {res.kept / res.n:.6g}",
+            expected=f"{cfg.keep:.10g}" + (" (1 - rate)" if cfg.strict_nominal else f" (exact for {cfg.dtype})"),
+            interval=(ci.low, ci.high),
+            detail=(f"sequential test: {res.reason}; designed to catch keep {cfg.keep:.6g} +- {cfg.delta:.3g} "
+                    f"with false-pass <= {cfg.beta:g} (fixed-n would need "
+                    f"{min_num_samples_for_rate_test(cfg.keep, cfg.delta, false_fail_rate=alpha_seq, false_pass_rate=cfg.beta):,}); "
+                    f"the {res.n:,} draws used detect +-{detectable:.3g}"),
+            reproduce=cfg.reproduce())
+        self.check_homogeneity(per_position, i, checks)
+        self.check_pairs(pair_tables, checks)
+        self.check_scale(np.concatenate(scale_x), np.concatenate(scale_y), checks)
+        self.check_mean(mean_parts, checks)
+        if cfg.noise_shape is not None:
+            checks["noise_shape_consistency"] = self.consistency_check(inconsistent, units * i, cfg.noise_shape)
+        if cfg.stateful:
+            self.check_stateful(fresh_table, per_call_kept, checks)
+
+    # -- checks on accumulated data -----------------------------------------------------------
+    def check_homogeneity(self, per_position: np.ndarray, calls: int, checks: dict) -> None:
+        flat = per_position.ravel()
+        positions = flat.size
+
+        def run(name, kept, n, what):
+            if kept.size < 2:
+                checks[name] = Check(name, None, "statistical", detail=f"fewer than 2 {what}")
+                return
+            r = homogeneity_test(kept, n)
+            pooled = kept.sum() / n.sum()
+            worst = int(np.argmax(np.abs(kept / n - pooled)))
+            checks[name] = Check(
+                name, True, "statistical", r.pvalue, None, int(n.sum()),
+                observed=f"chi2 {r.statistic:.4g} on {kept.size - 1} df",
+                expected=f"keep rate equal across {kept.size} {what}",
+                detail=f"most extreme group {worst}: {kept[worst] / n[worst]:.6g} vs pooled {pooled:.6g}",
+                reproduce=self.cfg.reproduce())
+
+        g = min(_GROUPS, positions)
+        edges = np.linspace(0, positions, g + 1).astype(np.int64)
+        block_k = np.add.reduceat(flat, edges[:-1]) if g >= 2 else flat[:1]
+        block_n = np.diff(edges) * calls
+        run("homogeneity_blocks", block_k, block_n, "contiguous blocks of positions")
+        stride = min(_GROUPS, positions)
+        idx = np.arange(positions) % stride
+        run("homogeneity_strided", np.bincount(idx, weights=flat, minlength=stride).astype(np.int64),
+            np.bincount(idx, minlength=stride).astype(np.int64) * calls, f"positions mod {stride}")
+        for axis in self.homogeneity_axes():
+            # per index along the axis when short (a batch's rows), else 16 contiguous bins
+            length = per_position.shape[axis]
+            along = np.moveaxis(per_position, axis, 0).reshape(length, -1).sum(axis=1)
+            bins = length if length <= 64 else _GROUPS
+            edges = np.linspace(0, length, bins + 1).astype(np.int64)
+            k = np.add.reduceat(along, edges[:-1])
+            n = np.diff(edges) * (positions // length) * calls
+            what = f"indices along axis {axis}" if bins == length else f"{bins} bins along axis {axis}"
+            run(f"homogeneity_axis{axis}", k, n, what)
+
+    def homogeneity_axes(self) -> list[int]:
+        return [a for a, d in enumerate(self.unit_shape) if d > 1] if len(self.unit_shape) > 1 else []
+
+    def check_pairs(self, tables: dict, checks: dict) -> None:
+        shape = self.unit_shape
+        for name, axis in (("row_independence", 0), ("neighbour_independence", len(shape) - 1)):
+            if name not in self.plan():
+                continue
+            t = tables.get(axis)
+            checks[name] = _table_check(name, t, f"pairs along axis {axis} (disjoint pairs (0,1), (2,3), ...)",
+                                        self.cfg.reproduce())
+
+    def check_scale(self, xs: np.ndarray, ys: np.ndarray, checks: dict) -> None:
+        cfg = self.cfg
+        if xs.size == 0:
+            checks["scale"] = Check("scale", None, detail="no kept values to check")
+            return
+        got = _as_float64(ys)
+        formulas = [expected_scale(cfg.rate, cfg.dtype), expected_scale(cfg.rate, cfg.dtype, rate_is_tensor=True),
+                    exact_scale(cfg.rate, cfg.dtype)]
+        results = []
+        for f in formulas:
+            sub = slice(None) if (f.formula != "exact" or cfg.dtype != "float64") else slice(0, 20_000)
+            want = apply_scale(xs[sub], f)
+            mismatch = int(np.count_nonzero(want != got[sub]))
+            if mismatch == 0:
+                checks["scale"] = Check(
+                    "scale", True, samples=int(xs.size), observed=f"every kept value = {_formula_text(f)}",
+                    expected="one reference formula, bit for bit",
+                    detail=f"{xs.size:,} kept values; formula {f.formula!r}")
+                self.findings.append(Finding("scale_formula", f"kept values are {_formula_text(f)} "
+                                             f"(formula {f.formula!r}) in {cfg.dtype}", f.formula))
+                return
+            d = ulp_distance(want.astype(np.float64), got[sub], cfg.dtype)
+            results.append((f, mismatch, int(d.max()), got[sub].size))
+        best = min(results, key=lambda r: (r[2], r[1]))
+        f, mismatch, ulp, n = best
+        ratio = got / _as_float64(xs)
+        checks["scale"] = Check(
+            "scale", False, samples=int(xs.size),
+            observed=f"{mismatch:,}/{n:,} differ from the closest formula ({f.formula})",
+            expected="x*fl(1/(1-rate)), x/(1-fl(rate)) or round(x/(1-rate))",
+            detail=(f"no formula matches every kept value; closest {f.formula!r}: {mismatch:,} of {n:,} "
+                    f"differ, largest distance {ulp} ULP; y/x ranges over [{ratio.min():.9g}, {ratio.max():.9g}] "
+                    f"where 1/(1-rate) = {1 / (1 - cfg.rate):.9g}"),
+            reproduce=cfg.reproduce())
+
+    def check_mean(self, parts: list, checks: dict) -> None:
+        """Bernstein's inequality on sum(y) against its expectation: a valid p-value at any n,
+        no normal approximation."""
+        cfg = self.cfg
+        # |y| = B * |scale(x)|: the sum of absolute values keeps every term's sign out of the way
+        y = np.abs(_as_float64(np.concatenate([p.ravel() for p in parts])))
+        x = np.tile(np.abs(_as_float64(self.x_np.ravel())), len(parts))[: y.size]
+        scaled = x / (1 - cfg.rate)
+        p, q = cfg.keep, 1 - cfg.keep
+        expected = p * scaled.sum()
+        var = p * q * float(np.sum(scaled ** 2))
+        b = float(np.abs(scaled).max())
+        t = abs(float(y.sum()) - expected)
+        pvalue = min(1.0, 2 * math.exp(-t * t / (2 * (var + b * t / 3)))) if t > 0 else 1.0
+        ratio = y.sum() / x.sum()
+        checks["unbiasedness"] = Check(
+            "unbiasedness", True, "statistical", pvalue, None, int(y.size),
+            observed=f"sum|y|/sum|x| = {ratio:.6g}", expected=f"{p / (1 - cfg.rate):.6g} (keep / (1 - rate))",
+            detail="Bernstein bound on sum|y| - E[sum|y|] (valid at any n, no normal approximation)", reproduce=cfg.reproduce())
+        nominal_bias = p / (1 - cfg.rate) - 1
+        if nominal_bias != 0:
+            self.findings.append(Finding(
+                "mean_bias", f"E[y]/E[x] = keep/(1-rate) = {p / (1 - cfg.rate):.8g}: dropout in {cfg.dtype} at rate "
+                f"{cfg.rate} is biased by {nominal_bias:+.3g} relative", nominal_bias))
+
+    def consistency_check(self, inconsistent: int, units: int, noise_shape) -> Check:
+        return Check("noise_shape_consistency", inconsistent == 0, samples=units,
+                     observed=f"{inconsistent} of {units:,} units with mixed fate",
+                     expected="every element of a broadcast unit kept or dropped together",
+                     detail="" if inconsistent == 0 else
+                     f"noise_shape {list(noise_shape)} ignored or misapplied: {inconsistent} units have kept "
+                     "and dropped elements",
+                     reproduce=self.cfg.reproduce(f"noise_shape={list(noise_shape)}"))
+
+    def check_stateful(self, fresh_table, per_call_kept, checks) -> None:
+        cfg = self.cfg
+        checks["stateful_fresh"] = _table_check("stateful_fresh", fresh_table,
+                                                "masks of successive calls", cfg.reproduce())
+        k = np.asarray(per_call_kept, dtype=np.int64)
+        units = int(np.prod(self.unit_shape))
+        groups = min(64, k.size)
+        edges = np.linspace(0, k.size, groups + 1).astype(np.int64)
+        gk = np.add.reduceat(k, edges[:-1])
+        gn = np.diff(edges) * units
+        r = trend_test(gk, gn)
+        checks["stateful_drift"] = Check(
+            "stateful_drift", True, "statistical", r.pvalue, None, int(gn.sum()),
+            observed=f"trend z = {r.statistic:.3g} over {k.size} calls in {groups} groups",
+            expected="keep rate stable across calls", detail="Cochran-Armitage trend test",
+            reproduce=cfg.reproduce())
+
+    # -- checks that need extra calls ---------------------------------------------------------
+    def after_loop(self, checks: dict) -> None:
+        cfg = self.cfg
+        if not cfg.stateful:
+            self.check_mechanism(checks)
+            self.check_seeds(checks)
+            self.check_threshold(checks)
+        else:
+            checks["mechanism"] = Check("mechanism", None, detail="stateful contract: no seed to reproduce "
+                                        "the uniform; the threshold structure shows in the rate and scale checks")
+        if cfg.noise_shape is None and cfg.probe is not None:
+            self.noise_probe(checks)
+        elif cfg.noise_shape is not None:
+            units_n = self.main_calls * int(np.prod(cfg.noise_shape))
+            checks["noise_shape_units"] = Check(
+                "noise_shape_units", True, "statistical", 1.0, None, units_n,
+                detail="units counted by the keep_fraction check (one draw per broadcast unit)")
+
+    def check_mechanism(self, checks: dict) -> None:
+        cfg = self.cfg
+        if cfg.reference is None:
+            checks["mechanism"] = Check("mechanism", None, detail="reference=None: the implementation has its "
+                                        "own RNG; threshold_nesting and threshold_flips carry the proof")
+            return
+        xla = cfg.reference == "tensorflow-xla"
+        mismatches, total = 0, 0
+        other = 0
+        n_check = min(2, len(self.stored_masks))
+        for i in range(n_check):
+            want = self.ref.reference_keep(self.unit_shape, self.seed_pair(i), cfg.dtype, cfg.rate, xla=xla)
+            got = self.stored_masks[i]
+            mismatches += int(np.count_nonzero(want != got))
+            total += want.size
+            if mismatches:
+                alt = self.ref.reference_keep(self.unit_shape, self.seed_pair(i), cfg.dtype, cfg.rate, xla=not xla)
+                other += int(np.count_nonzero(alt != got))
+        cfg.samples += total
+        detail = ""
+        if mismatches:
+            which = "XLA's (jit_compile)" if not xla else "eager"
+            detail = (f"{mismatches:,} of {total:,} positions differ from "
+                      f"stateless_uniform({list(self.unit_shape)}, seed, {cfg.dtype}) >= rate")
+            if other == 0:
+                detail += (f"; the mask equals {which} stream instead: under XLA TensorFlow draws a different "
+                           "uniform than eagerly (float32, bfloat16, float64) unless rng_alg='philox'; "
+                           f"use reference={'tensorflow-xla' if not xla else 'tensorflow'!r}")
+                self.findings.append(Finding("xla_stream", detail, "xla" if not xla else "eager"))
+        checks["mechanism"] = Check(
+            "mechanism", mismatches == 0, samples=total, observed=f"{mismatches} mismatches",
+            expected=f"kept == ({'XLA ' if xla else ''}stateless_uniform >= fl(rate)), bit for bit",
+            detail=detail, reproduce=cfg.reproduce(f"seed pairs {[self.seed_pair(i) for i in range(n_check)]}"))
+
+    def check_seeds(self, checks: dict) -> None:
+        cfg = self.cfg
+        y0 = self.call(self.x, cfg.rate, self.seed_pair(0), cfg.noise_shape)
+        y0b = self.call(self.x, cfg.rate, self.seed_pair(0), cfg.noise_shape)
+        same = np.array_equal(y0.view(self.fmt.uint), y0b.view(self.fmt.uint))
+        checks["seed_determinism"] = Check(
+            "seed_determinism", same, samples=2 * y0.size,
+            observed="identical" if same else "different outputs",
+            expected="the same seed gives the same output",
+            detail="" if same else f"two calls with seed {list(self.seed_pair(0))} differ",
+            reproduce=cfg.reproduce(f"fn(x, {cfg.rate}, seed={list(self.seed_pair(0))}) twice"))
+        # (s, i) vs (s, i + 1); (s, i) vs (s + 1, i); (s + 1, i) vs (s, i + 1): catches a seed
+        # component ignored, or the two components mixed into one number
+        stored = self.stored_masks
+        table = np.zeros(4, dtype=np.int64)
+        ns = cfg.noise_shape
+        for i in range(len(stored) - 1):
+            _accumulate_table(table, stored[i], stored[i + 1])
+        other_table = np.zeros(4, dtype=np.int64)
+        mixed_table = np.zeros(4, dtype=np.int64)
+        for i in range(len(stored) - 1):
+            m, _ = self.mask(self.call(self.x, cfg.rate, self.seed_pair(i, offset=1), ns), noise_shape=ns)
+            _accumulate_table(other_table, stored[i], m)
+            _accumulate_table(mixed_table, stored[i + 1], m)
+        results = [_fisher(t) for t in (table, other_table, mixed_table)]
+        labels = ["seed[1] + 1", "seed[0] + 1", "(seed[0] + 1, i) against (seed[0], i + 1)"]
+        worst = int(np.argmin([r[0] for r in results]))
+        p = min(1.0, min(r[0] for r in results) * 3)  # Bonferroni over the three comparisons
+        checks["seed_independence"] = Check(
+            "seed_independence", True, "statistical", p, None, int(sum(t[3] for t in (table, other_table, mixed_table))),
+            observed=f"agreement {results[worst][1]:.6g} ({labels[worst]})",
+            expected=f"{cfg.keep ** 2 + (1 - cfg.keep) ** 2:.6g} = p^2 + q^2 (independent masks)",
+            detail=f"Fisher exact on the 2x2 tables of masks from neighbouring seeds; smallest p at {labels[worst]}",
+            reproduce=cfg.reproduce())
+
+    def check_threshold(self, checks: dict) -> None:
+        cfg = self.cfg
+        rates = sorted({cfg.rate, cfg.rate / 2, cfg.rate + (1 - cfg.rate) / 2})
+        rates = [r for r in rates if 0 < expected_keep_fraction(r, cfg.dtype) < 1]
+        if cfg.rate not in rates or len(rates) < 2:
+            checks["threshold_nesting"] = Check("threshold_nesting", None, detail="no rate sweep possible here")
+            checks["threshold_flips"] = Check("threshold_flips", None, "statistical", detail="no rate sweep")
+            return
+        ns = cfg.noise_shape
+        n_calls = len(self.stored_masks)
+        masks = {r: [] for r in rates}
+        for i in range(n_calls):
+            for r in rates:
+                if r == cfg.rate:
+                    masks[r].append(self.stored_masks[i])
+                else:
+                    masks[r].append(self.mask(self.call(self.x, r, self.seed_pair(i), ns), noise_shape=ns)[0])
+        violations = 0
+        flips_p = []
+        details = []
+        total = 0
+        for lo, hi in zip(rates, rates[1:]):
+            a = np.stack(masks[lo])
+            b = np.stack(masks[hi])
+            violations += int(np.count_nonzero(b & ~a))
+            flips = int(np.count_nonzero(a & ~b))
+            share = float(expected_keep_fraction(lo, cfg.dtype) - expected_keep_fraction(hi, cfg.dtype))
+            r = rate_test(flips, a.size, share)
+            flips_p.append(r.pvalue)
+            total += a.size
+            details.append(f"{lo:.4g}->{hi:.4g}: {flips}/{a.size} flipped, expected share {share:.6g}")
+        checks["threshold_nesting"] = Check(
+            "threshold_nesting", violations == 0, samples=total,
+            observed=f"{violations} positions kept at a higher rate but dropped at a lower one",
+            expected="kept(higher rate) is a subset of kept(lower rate) for one seed",
+            detail="" if violations == 0 else "the mask is not a threshold of one uniform draw per position",
+            reproduce=cfg.reproduce(f"rates {rates}"))
+        p = min(1.0, min(flips_p) * len(flips_p))
+        checks["threshold_flips"] = Check(
+            "threshold_flips", True, "statistical", p, None, total,
+            observed=f"{len(details)} rate pairs", expected="flip share = keep(lower) - keep(higher)",
+            detail="exact binomial test per rate pair (Bonferroni inside): " + "; ".join(details),
+            reproduce=cfg.reproduce())
+
+    def noise_probe(self, checks: dict) -> None:
+        cfg = self.cfg
+        shape, noise = cfg.probe
+        x = self.ref.make_input(shape, cfg.dtype, cfg.seed + 1)
+        units = int(np.prod(noise))
+        calls = max(1, math.ceil(min_num_samples_for_rate_test(
+            cfg.keep, min(4 * cfg.delta, 0.5 * max(cfg.keep, 1 - cfg.keep)), false_fail_rate=cfg.alpha,
+            false_pass_rate=cfg.beta) / units))
+        calls = min(calls, 256)
+        inconsistent, kept, n = 0, 0, 0
+        mismatches = 0
+        for i in range(calls):
+            y = self.call(x, cfg.rate, self.seed_pair(i, offset=2), noise)
+            m, bad = self.mask(y, noise_shape=noise)
+            inconsistent += bad
+            kept += int(m.sum())
+            n += m.size
+            if i == 0 and not cfg.stateful and cfg.reference is not None:
+                want = self.ref.reference_keep(noise, self.seed_pair(i, offset=2), cfg.dtype, cfg.rate,
+                                               xla=cfg.reference == "tensorflow-xla")
+                mismatches = int(np.count_nonzero(want != m))
+        check = self.consistency_check(inconsistent, n, noise)
+        if mismatches:
+            check.passed = False
+            check.detail = (check.detail + "; " if check.detail else "") + (
+                f"{mismatches} of {units} units differ from stateless_uniform(noise_shape) >= rate")
+        checks["noise_shape_consistency"] = check
+        r = rate_test(kept, n, cfg.keep)
+        checks["noise_shape_units"] = Check(
+            "noise_shape_units", True, "statistical", r.pvalue, None, n,
+            observed=f"{kept}/{n} units kept = {kept / n:.6g}", expected=f"{cfg.keep:.10g}",
+            detail=f"x {list(shape)}, noise_shape {list(noise)}: one draw per unit, {calls} calls",
+            reproduce=cfg.reproduce(f"x of shape {list(shape)}, noise_shape={list(noise)}"))
+
+
+# --------------------------------------------------------------------------------------------
+def _as_float64(a: np.ndarray) -> np.ndarray:
+    return a.astype(np.float64)
+
+
+def _formula_text(f) -> str:
+    return {"multiply": f"x * {f.factor!r} (fl(1/(1-rate)))", "divide": f"x / {f.factor!r} (1 - fl(rate))",
+            "exact": "x / (1 - rate) correctly rounded"}[f.formula]
+
+
+def _accumulate_table(table: np.ndarray, a: np.ndarray, b: np.ndarray) -> None:
+    """table = [both kept, a kept, b kept, n]"""
+    table[0] += np.count_nonzero(a & b)
+    table[1] += np.count_nonzero(a)
+    table[2] += np.count_nonzero(b)
+    table[3] += a.size
+
+
+def _accumulate_pairs(tables: dict, m: np.ndarray) -> None:
+    for axis in (0, m.ndim - 1):
+        length = m.shape[axis] - m.shape[axis] % 2
+        if length < 2 or (axis == 0 and m.ndim == 1 and 0 in tables):
+            continue
+        first = np.take(m, np.arange(0, length, 2), axis=axis)
+        second = np.take(m, np.arange(1, length, 2), axis=axis)
+        _accumulate_table(tables.setdefault(axis, np.zeros(4, dtype=np.int64)), first, second)
+
+
+def _fisher(table) -> tuple[float, float]:
+    """(p-value, agreement rate) of a 2 x 2 table given as [both, a, b, n]."""
+    from scipy import stats
+
+    both, na, nb, n = (int(v) for v in table)
+    agree = (n - na - nb + 2 * both) / n if n else float("nan")
+    if n == 0 or min(na, nb) == 0 or max(na, nb) == n:
+        return 1.0, agree
+    _, p = stats.fisher_exact([[both, na - both], [nb - both, n - na - nb + both]])
+    return float(p), agree
+
+
+def _table_check(name: str, table, what: str, reproduce: str) -> Check:
+    if table is None or table[3] == 0:
+        return Check(name, None, "statistical", detail=f"no {what} to compare")
+    p, agree = _fisher(table)
+    both, na, nb, n = (int(v) for v in table)
+    p_a = na / n
+    cond = both / na if na else float("nan")
+    return Check(name, True, "statistical", p, None, n,
+                 observed=f"P(kept | partner kept) = {cond:.6g}, agreement {agree:.6g}",
+                 expected=f"P(kept) = {nb / n:.6g} (independent)",
+                 detail=f"Fisher exact test on {n:,} {what}; keep rate of the first {p_a:.6g}",
+                 reproduce=reproduce)

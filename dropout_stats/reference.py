@@ -1,0 +1,55 @@
+"""TensorFlow's dropout mechanism as a reference model (imports TensorFlow).
+
+Measured on TF 2.15 and 2.21 (0 mismatches in 1e6 elements, four float dtypes): the kept set of
+``stateless_dropout(x, rate, seed)`` is ``stateless_uniform(noise_shape or shape, seed, dtype)
+>= fl(rate)``.  Under XLA (jit_compile=True) the same holds with XLA's own uniform stream,
+which differs from eager's for float32, bfloat16 and float64 unless rng_alg="philox".
+"""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from ._floats import round_to  # noqa: E402
+
+REFERENCES = ("tensorflow", "tensorflow-xla")
+
+
+def tf_dtype(name: str):
+    return tf.as_dtype(name)
+
+
+def make_input(shape, dtype: str, seed: int) -> tf.Tensor:
+    """Normal, non-zero values of both signs with magnitudes in [0.5, 2): every position is
+    informative for the mask and the mantissas vary, so a scale error shows in the bits."""
+    rng = np.random.default_rng([seed, 0x5EED])
+    values = rng.uniform(0.5, 2.0, size=tuple(shape)) * rng.choice([-1.0, 1.0], size=tuple(shape))
+    return tf.cast(tf.constant(values, dtype=tf.float64), tf_dtype(dtype))
+
+
+def as_seed(pair) -> tf.Tensor:
+    return tf.constant(list(pair), dtype=tf.int32)
+
+
+@tf.function(jit_compile=True, reduce_retracing=True)
+def _xla_uniform(shape, seed, dtype_probe):
+    return tf.random.stateless_uniform(shape, seed=seed, dtype=dtype_probe.dtype)
+
+
+def reference_uniform(shape, seed, dtype: str, *, xla: bool = False) -> np.ndarray:
+    """TF's stateless uniform as float64 values (exact for every float dtype)."""
+    s = as_seed(seed)
+    if xla:
+        u = _xla_uniform(tf.constant(list(shape), tf.int32), s, tf.zeros([], tf_dtype(dtype)))
+    else:
+        u = tf.random.stateless_uniform(list(shape), seed=s, dtype=tf_dtype(dtype))
+    return u.numpy().astype(np.float64)
+
+
+def reference_keep(shape, seed, dtype: str, rate: float, *, xla: bool = False) -> np.ndarray:
+    """The kept set TensorFlow's stateless dropout draws: uniform >= fl(rate) in ``dtype``."""
+    return reference_uniform(shape, seed, dtype, xla=xla) >= float(round_to(rate, dtype))
