@@ -19,6 +19,7 @@ class FloatFormat:
     mantissa_bits: int    # explicit fraction bits
     exponent_mask: int    # bits of the exponent field
     uniform_levels: int   # TF's uniform in this dtype takes values k / uniform_levels
+    xla_uniform_levels: int  # the same under XLA (bfloat16: a float32 uniform, truncated)
 
     @property
     def uint(self):
@@ -38,10 +39,10 @@ class FloatFormat:
 
 
 FORMATS = {
-    "float16": FloatFormat("float16", 16, 10, 0x7C00, 2**10),
-    "bfloat16": FloatFormat("bfloat16", 16, 7, 0x7F80, 2**7),
-    "float32": FloatFormat("float32", 32, 23, 0x7F800000, 2**23),
-    "float64": FloatFormat("float64", 64, 52, 0x7FF0000000000000, 2**52),
+    "float16": FloatFormat("float16", 16, 10, 0x7C00, 2**10, 2**10),
+    "bfloat16": FloatFormat("bfloat16", 16, 7, 0x7F80, 2**7, 2**23),
+    "float32": FloatFormat("float32", 32, 23, 0x7F800000, 2**23, 2**23),
+    "float64": FloatFormat("float64", 64, 52, 0x7FF0000000000000, 2**52, 2**52),
 }
 
 

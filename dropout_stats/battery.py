@@ -29,7 +29,7 @@ __all__ = ["verify", "Report", "Check", "Finding", "DEFAULT_SHAPE"]
 DEFAULT_SHAPE = (64, 4096)          # 64 rows: a mask shared across the batch shows
 DEFAULT_PROBE = ((16, 8, 8, 32), (16, 1, 1, 32))  # 4-D input, one draw per (batch, channel)
 _SCALE_VALUES = 200_000             # kept values checked bit for bit against each formula
-_MEAN_ELEMENTS = 1_000_000          # elements in the unbiasedness sum
+_MEAN_ELEMENTS = 1_000_000          # elements in the unbiasedness sum (whole calls)
 _SEED_POSITIONS = 1 << 18           # positions compared between seeds
 _MIN_CALLS = 8
 _GROUPS = 16
@@ -115,7 +115,8 @@ def verify(fn, *, rate, dtype="float32", shape=None, noise_shape=None, seed=0, s
     shape = DEFAULT_SHAPE if shape is None else _validate_shape(shape, "shape")
     if noise_shape is not None:
         noise_shape = _normalise_noise_shape(noise_shape, shape)
-    keep_exact = expected_keep_fraction(rate, dtype)
+    xla = reference == "tensorflow-xla"
+    keep_exact = expected_keep_fraction(rate, dtype, xla=xla)
     keep = float(1 - rate) if strict_nominal else float(keep_exact)
     if discrepancy is None:
         delta = 0.01 * min(keep, 1 - keep) if 0 < keep < 1 else 0.01
@@ -136,7 +137,7 @@ def verify(fn, *, rate, dtype="float32", shape=None, noise_shape=None, seed=0, s
               "noise_shape": list(noise_shape) if noise_shape is not None else None, "seed": seed,
               "stateful": cfg.stateful, "reference": reference, "false_fail_rate": alpha,
               "false_pass_rate": beta, "discrepancy": delta, "strict_nominal": cfg.strict_nominal}
-    findings = [_keep_finding(rate, dtype, keep_exact)]
+    findings = [_keep_finding(rate, dtype, keep_exact, xla)]
     try:
         checks = _Battery(cfg, findings).run()
     except ContractError as exc:
@@ -145,13 +146,15 @@ def verify(fn, *, rate, dtype="float32", shape=None, noise_shape=None, seed=0, s
     return Report(passed, checks, findings, cfg.samples, seed, config)
 
 
-def _keep_finding(rate, dtype, keep_exact) -> Finding:
+def _keep_finding(rate, dtype, keep_exact, xla: bool) -> Finding:
     nominal = 1 - rate
     if float(keep_exact) == nominal:
         return Finding("keep_probability", f"{dtype} at rate {rate}: keeps exactly 1 - rate", float(keep_exact))
+    fmt = FORMATS[dtype]
+    levels = fmt.xla_uniform_levels if xla else fmt.uniform_levels
     return Finding(
         "keep_probability",
-        f"{dtype} at rate {rate}: TF's uniform has {FORMATS[dtype].uniform_levels} levels and the rate "
+        f"{dtype} at rate {rate}{' under XLA' if xla else ''}: TF's uniform has {levels} levels and the rate "
         f"rounds to {dtype}, so the keep probability is {keep_exact} = {float(keep_exact):.10g}, not "
         f"1 - rate = {nominal:.10g} (relative difference {(float(keep_exact) - nominal) / nominal:+.3g})",
         float(keep_exact))
@@ -431,24 +434,28 @@ class _Battery:
             reproduce=cfg.reproduce())
 
     def check_mean(self, parts: list, checks: dict) -> None:
-        """Bernstein's inequality on sum(y) against its expectation: a valid p-value at any n,
-        no normal approximation."""
+        """Bernstein's inequality on sum|y| against its expectation: a valid p-value at any n,
+        no normal approximation.  The independent terms are the units (one mask draw each)."""
         cfg = self.cfg
-        # |y| = B * |scale(x)|: the sum of absolute values keeps every term's sign out of the way
-        y = np.abs(_as_float64(np.concatenate([p.ravel() for p in parts])))
-        x = np.tile(np.abs(_as_float64(self.x_np.ravel())), len(parts))[: y.size]
-        scaled = x / (1 - cfg.rate)
+        # |y| = B * |scale(x)|: absolute values keep the terms' signs out of the way
+        y = np.stack([np.abs(_as_float64(p)) for p in parts])
+        ax = np.abs(_as_float64(self.x_np))
+        scaled = ax / (1 - cfg.rate)
+        unit_weight = scaled.sum(axis=self.axes, keepdims=True) if self.axes else scaled
         p, q = cfg.keep, 1 - cfg.keep
-        expected = p * scaled.sum()
-        var = p * q * float(np.sum(scaled ** 2))
-        b = float(np.abs(scaled).max())
-        t = abs(float(y.sum()) - expected)
+        calls = y.shape[0]
+        expected = calls * p * float(scaled.sum())
+        var = calls * p * q * float(np.sum(unit_weight ** 2))
+        b = float(unit_weight.max())
+        total = float(y.sum())
+        t = abs(total - expected)
         pvalue = min(1.0, 2 * math.exp(-t * t / (2 * (var + b * t / 3)))) if t > 0 else 1.0
-        ratio = y.sum() / x.sum()
+        ratio = total / (calls * float(ax.sum()))
         checks["unbiasedness"] = Check(
             "unbiasedness", True, "statistical", pvalue, None, int(y.size),
             observed=f"sum|y|/sum|x| = {ratio:.6g}", expected=f"{p / (1 - cfg.rate):.6g} (keep / (1 - rate))",
-            detail="Bernstein bound on sum|y| - E[sum|y|] (valid at any n, no normal approximation)", reproduce=cfg.reproduce())
+            detail="Bernstein bound on sum|y| - E[sum|y|] over independent units (valid at any n, "
+                   "no normal approximation)", reproduce=cfg.reproduce())
         nominal_bias = p / (1 - cfg.rate) - 1
         if nominal_bias != 0:
             self.findings.append(Finding(
@@ -571,7 +578,8 @@ class _Battery:
     def check_threshold(self, checks: dict) -> None:
         cfg = self.cfg
         rates = sorted({cfg.rate, cfg.rate / 2, cfg.rate + (1 - cfg.rate) / 2})
-        rates = [r for r in rates if 0 < expected_keep_fraction(r, cfg.dtype) < 1]
+        xla = cfg.reference == "tensorflow-xla"
+        rates = [r for r in rates if 0 < expected_keep_fraction(r, cfg.dtype, xla=xla) < 1]
         if cfg.rate not in rates or len(rates) < 2:
             checks["threshold_nesting"] = Check("threshold_nesting", None, detail="no rate sweep possible here")
             checks["threshold_flips"] = Check("threshold_flips", None, "statistical", detail="no rate sweep")
@@ -594,7 +602,7 @@ class _Battery:
             b = np.stack(masks[hi])
             violations += int(np.count_nonzero(b & ~a))
             flips = int(np.count_nonzero(a & ~b))
-            share = float(expected_keep_fraction(lo, cfg.dtype) - expected_keep_fraction(hi, cfg.dtype))
+            share = float(expected_keep_fraction(lo, cfg.dtype, xla=xla) - expected_keep_fraction(hi, cfg.dtype, xla=xla))
             r = rate_test(flips, a.size, share)
             flips_p.append(r.pvalue)
             total += a.size
