@@ -44,6 +44,11 @@ def pytest_collection_modifyitems(session, config, items):
             f"suite's budget of {SUITE_FALSE_FAIL_BUDGET:g}")
 
 
+def pytest_report_header(config):
+    return (f"dropout_stats: statistical tests share a false-fail budget of {SUITE_FALSE_FAIL_BUDGET:g} per run "
+            "(summed at collection; exceeding it is a usage error)")
+
+
 def pytest_report_collectionfinish(config, start_path, items):
     total, count = getattr(config, "_dropout_stats_suite_rate", (0.0, 0))
     return (f"dropout_stats: {count} statistical tests, designed false-fail rate "

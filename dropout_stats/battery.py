@@ -32,6 +32,7 @@ _SCALE_VALUES = 200_000             # kept values checked bit for bit against ea
 _MEAN_ELEMENTS = 1_000_000          # elements in the unbiasedness sum (whole calls)
 _SEED_POSITIONS = 1 << 18           # positions compared between seeds
 _MIN_CALLS = 8
+_MAX_STORED = 64                    # masks kept for the seed and threshold checks
 _GROUPS = 16
 
 
@@ -56,6 +57,7 @@ class _Config:
     keep: float
     strict_nominal: bool
     probe: tuple | None            # (shape, noise_shape) of the noise-shape probe, or None
+    max_calls: int = 20_000
     samples: int = 0
     calls: int = 0
 
@@ -86,7 +88,7 @@ def _name_of(fn) -> str:
 
 def verify(fn, *, rate, dtype="float32", shape=None, noise_shape=None, seed=0, stateful=False,
            reference="tensorflow", false_fail_rate=1e-6, false_pass_rate=1e-3, discrepancy=None,
-           strict_nominal=False) -> Report:
+           strict_nominal=False, max_calls=20_000) -> Report:
     """Prove or refute a dropout implementation.
 
     fn follows ``tf.nn.experimental.stateless_dropout``: ``fn(x, rate, seed, noise_shape=None)``
@@ -105,6 +107,7 @@ def verify(fn, *, rate, dtype="float32", shape=None, noise_shape=None, seed=0, s
     rate = check_rate(rate)
     dtype = dtype_name(dtype)
     seed = check_count(seed, "seed")
+    max_calls = check_count(max_calls, "max_calls", minimum=_MIN_CALLS)
     if seed >= 2**31 - 1:
         raise ValueError(f"seed ({seed}) must be < 2**31 - 1 (it is an int32 seed component)")
     check_choice(reference, "reference", ("tensorflow", "tensorflow-xla", None))
@@ -132,7 +135,7 @@ def verify(fn, *, rate, dtype="float32", shape=None, noise_shape=None, seed=0, s
             probe = (shape, (shape[0], 1))
 
     cfg = _Config(fn, _name_of(fn), rate, dtype, shape, noise_shape, seed, bool(stateful), reference,
-                  alpha, beta, delta, keep, bool(strict_nominal), probe)
+                  alpha, beta, delta, keep, bool(strict_nominal), probe, max_calls)
     config = {"fn": cfg.fn_name, "rate": rate, "dtype": dtype, "shape": list(shape),
               "noise_shape": list(noise_shape) if noise_shape is not None else None, "seed": seed,
               "stateful": cfg.stateful, "reference": reference, "false_fail_rate": alpha,
@@ -289,7 +292,7 @@ class _Battery:
         per_call_kept = []
         fresh_table = np.zeros(4, dtype=np.int64)
         self.stored_masks = []           # first masks, for seeds, threshold and mechanism checks
-        self.store_limit = max(2, math.ceil(_SEED_POSITIONS / units))
+        self.store_limit = min(_MAX_STORED, max(2, math.ceil(_SEED_POSITIONS / units)))
         scale_x, scale_y = [], []
         scale_count = 0
         mean_parts = []
@@ -297,11 +300,13 @@ class _Battery:
         inconsistent = 0
         previous = None
         i = 0
-        while test.verdict == "continue" or test.n < min_n or i < _MIN_CALLS:
+        drawn = 0
+        while (test.verdict == "continue" or drawn < min_n or i < _MIN_CALLS) and i < cfg.max_calls:
             y = self.call(self.x, cfg.rate, self.seed_pair(i), cfg.noise_shape)
             m, bad = self.mask(y, noise_shape=cfg.noise_shape)
             inconsistent += bad
             k = int(np.count_nonzero(m))
+            drawn += m.size
             if test.verdict == "continue":
                 test.update(k, m.size)
             per_call_kept.append(k)
@@ -323,6 +328,12 @@ class _Battery:
             i += 1
         self.main_calls = i
         self.inconsistent = inconsistent
+        if test.verdict == "continue":
+            test.stop()
+            self.findings.append(Finding(
+                "sample_size", f"shape {list(cfg.shape)} gives {units} draws per call: max_calls ({cfg.max_calls}) "
+                f"calls gave {test.n:,} draws of the {test.n_max:,} the design may need; the keep-fraction check "
+                "detects less than the requested discrepancy (its detail says how much)", test.n))
         res = test.result()
         level_conf = 1 - alpha_seq
         ci = proportion_ci(res.kept, res.n, confidence_level=level_conf)
@@ -400,6 +411,7 @@ class _Battery:
 
     def check_scale(self, xs: np.ndarray, ys: np.ndarray, checks: dict) -> None:
         cfg = self.cfg
+        self.scale_formula = None
         if xs.size == 0:
             checks["scale"] = Check("scale", None, detail="no kept values to check")
             return
@@ -412,6 +424,7 @@ class _Battery:
             want = apply_scale(xs[sub], f)
             mismatch = int(np.count_nonzero(want != got[sub]))
             if mismatch == 0:
+                self.scale_formula = f
                 checks["scale"] = Check(
                     "scale", True, samples=int(xs.size), observed=f"every kept value = {_formula_text(f)}",
                     expected="one reference formula, bit for bit",
@@ -435,12 +448,19 @@ class _Battery:
 
     def check_mean(self, parts: list, checks: dict) -> None:
         """Bernstein's inequality on sum|y| against its expectation: a valid p-value at any n,
-        no normal approximation.  The independent terms are the units (one mask draw each)."""
+        no normal approximation.  The independent terms are the units (one mask draw each).
+
+        The expectation is keep * |scaled x| with the scale formula the scale check found (the
+        implementation's own design); the bias that design has against E[x] is a finding.
+        With strict_nominal the expectation is E[x] itself.
+        """
         cfg = self.cfg
         # |y| = B * |scale(x)|: absolute values keep the terms' signs out of the way
         y = np.stack([np.abs(_as_float64(p)) for p in parts])
         ax = np.abs(_as_float64(self.x_np))
-        scaled = ax / (1 - cfg.rate)
+        ideal = ax / (1 - cfg.rate)
+        formula = None if cfg.strict_nominal else self.scale_formula
+        scaled = np.abs(apply_scale(self.x_np, formula)) if formula is not None else ideal
         unit_weight = scaled.sum(axis=self.axes, keepdims=True) if self.axes else scaled
         p, q = cfg.keep, 1 - cfg.keep
         calls = y.shape[0]
@@ -451,16 +471,24 @@ class _Battery:
         t = abs(total - expected)
         pvalue = min(1.0, 2 * math.exp(-t * t / (2 * (var + b * t / 3)))) if t > 0 else 1.0
         ratio = total / (calls * float(ax.sum()))
+        design_ratio = p * float(scaled.sum()) / float(ax.sum())
         checks["unbiasedness"] = Check(
             "unbiasedness", True, "statistical", pvalue, None, int(y.size),
-            observed=f"sum|y|/sum|x| = {ratio:.6g}", expected=f"{p / (1 - cfg.rate):.6g} (keep / (1 - rate))",
+            observed=f"sum|y|/sum|x| = {ratio:.6g}",
+            expected=f"{design_ratio:.6g} (keep x {'1/(1-rate)' if formula is None else formula.formula + ' scale'})",
             detail="Bernstein bound on sum|y| - E[sum|y|] over independent units (valid at any n, "
                    "no normal approximation)", reproduce=cfg.reproduce())
-        nominal_bias = p / (1 - cfg.rate) - 1
-        if nominal_bias != 0:
+        bias = design_ratio - 1
+        if bias != 0 and not cfg.strict_nominal:
+            parts_text = []
+            if p != 1 - cfg.rate:
+                parts_text.append(f"keep {p:.10g} instead of {1 - cfg.rate:.10g}")
+            scale_ratio = float(scaled.sum()) / float(ideal.sum())
+            if scale_ratio != 1:
+                parts_text.append(f"kept values {scale_ratio:.8g} x the ideal x/(1-rate)")
             self.findings.append(Finding(
-                "mean_bias", f"E[y]/E[x] = keep/(1-rate) = {p / (1 - cfg.rate):.8g}: dropout in {cfg.dtype} at rate "
-                f"{cfg.rate} is biased by {nominal_bias:+.3g} relative", nominal_bias))
+                "mean_bias", f"E[y]/E[x] = {design_ratio:.8g} in {cfg.dtype} at rate {cfg.rate}: biased by "
+                f"{bias:+.3g} relative ({'; '.join(parts_text)})", bias))
 
     def consistency_check(self, inconsistent: int, units: int, noise_shape) -> Check:
         return Check("noise_shape_consistency", inconsistent == 0, samples=units,
@@ -674,9 +702,9 @@ def _accumulate_table(table: np.ndarray, a: np.ndarray, b: np.ndarray) -> None:
 
 
 def _accumulate_pairs(tables: dict, m: np.ndarray) -> None:
-    for axis in (0, m.ndim - 1):
+    for axis in sorted({0, m.ndim - 1}):
         length = m.shape[axis] - m.shape[axis] % 2
-        if length < 2 or (axis == 0 and m.ndim == 1 and 0 in tables):
+        if length < 2:
             continue
         first = np.take(m, np.arange(0, length, 2), axis=axis)
         second = np.take(m, np.arange(1, length, 2), axis=axis)

@@ -107,6 +107,20 @@ class SequentialRateTest:
                            f"{'rejects' if self.verdict == 'fail' else 'accepts'}")
         return self.verdict
 
+    def stop(self) -> str:
+        """End early (a draw budget ran out): the exact test at level alpha_term decides on the
+        draws so far.  The false-fail rate still holds; the false-pass rate is only that of
+        this smaller n (see min_discrepancy_detectable)."""
+        if self.verdict != "continue":
+            return self.verdict
+        if self.n == 0:
+            raise RuntimeError("no draws yet: nothing to decide on")
+        region = _region(self.n, self.keep_prob, self._alpha_term)
+        self.verdict = "fail" if region.rejects(self.kept) else "pass"
+        self.reason = (f"stopped early at {self.n} of up to {self.n_max} draws: exact test at level "
+                       f"{self._alpha_term:.3g} {'rejects' if self.verdict == 'fail' else 'accepts'}")
+        return self.verdict
+
     def result(self) -> SequentialResult:
         if self.verdict == "continue":
             raise RuntimeError("the test has not ended: call update() until verdict != 'continue'")

@@ -1,0 +1,168 @@
+"""verify(): correct implementations pass, every broken one in the corpus fails, bad input is
+reported clearly.
+
+Budget: each verify() here runs at false_fail_rate=1e-9 (a correct implementation fails with
+probability <= 1e-9) and false_pass_rate=1e-9 where a defect must be caught.
+"""
+import json
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import dropout_stats as ds
+from tests.corpus import STATEFUL, STATELESS
+
+A = 1e-9
+
+
+def stateless(x, rate, seed, noise_shape=None):
+    return tf.nn.experimental.stateless_dropout(x, rate, seed=seed, noise_shape=noise_shape)
+
+
+def stateful(x, rate, noise_shape=None):
+    return tf.nn.dropout(x, rate, noise_shape=noise_shape)
+
+
+@pytest.mark.statistical(false_fail_rate=8 * A)
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32", "float64"])
+@pytest.mark.parametrize("rate", [0.2, 0.7])
+def test_tensorflow_stateless_passes(dtype, rate, seed):
+    r = ds.verify(stateless, rate=rate, dtype=dtype, seed=seed % 2**31, false_fail_rate=A)
+    assert r.passed, str(r)
+    assert r.check("mechanism").passed and r.check("scale").passed
+
+
+@pytest.mark.statistical(false_fail_rate=10 * A)
+@pytest.mark.parametrize("seed_index", range(10))
+def test_correct_implementation_passes_across_seeds(seed_index):
+    r = ds.verify(stateless, rate=0.3, seed=1000 + seed_index, false_fail_rate=A)
+    assert r.passed, str(r)
+
+
+@pytest.mark.parametrize("name,fn,catchers,rate", STATELESS, ids=[c[0] for c in STATELESS])
+def test_broken_stateless_implementations_fail(name, fn, catchers, rate, request):
+    if rate:
+        request.node.add_marker(pytest.mark.statistical(false_fail_rate=rate))
+    r = ds.verify(fn, rate=0.2, seed=11, false_fail_rate=A, false_pass_rate=A)
+    failed = {c.name for c in r.failures}
+    assert not r.passed
+    assert failed & catchers, f"{name}: expected one of {catchers} to fail, failed {failed}\n{r}"
+
+
+@pytest.mark.parametrize("name,fn,catchers,rate", STATEFUL, ids=[c[0] for c in STATEFUL])
+def test_broken_stateful_implementations_fail(name, fn, catchers, rate, request):
+    request.node.add_marker(pytest.mark.statistical(false_fail_rate=rate))
+    tf.random.set_seed(5)
+    r = ds.verify(fn, rate=0.2, stateful=True, false_fail_rate=A, false_pass_rate=A)
+    failed = {c.name for c in r.failures}
+    assert failed & catchers, f"{name}: expected one of {catchers} to fail, failed {failed}\n{r}"
+
+
+@pytest.mark.statistical(false_fail_rate=A)
+def test_stateful_contract_passes_for_tf_nn_dropout():
+    tf.random.set_seed(3)
+    r = ds.verify(stateful, rate=0.2, stateful=True, false_fail_rate=A)
+    assert r.passed, str(r)
+    assert r.check("mechanism").passed is None  # not applicable without a seed
+
+
+def test_bfloat16_keep_probability_is_reported_as_a_finding():
+    r = ds.verify(stateless, rate=0.2, dtype="bfloat16", false_fail_rate=A)
+    finding = next(f for f in r.findings if f.name == "keep_probability")
+    assert finding.value == 0.796875 and "51/64" in finding.detail
+    assert "0.796875" in r.check("keep_fraction").expected
+
+
+@pytest.mark.statistical(false_fail_rate=1e-12)
+def test_strict_nominal_fails_bfloat16_tensorflow():
+    """102/128 against 0.8 is a 0.4% error: far beyond the 1% of 0.2 = 0.002 detectable."""
+    r = ds.verify(stateless, rate=0.2, dtype="bfloat16", strict_nominal=True, false_fail_rate=A, false_pass_rate=A)
+    assert r.check("keep_fraction").passed is False
+
+
+def test_xla_stream_is_named_plainly():
+    fn = tf.function(stateless, jit_compile=True)
+    r = ds.verify(fn, rate=0.2, false_fail_rate=A)
+    mech = r.check("mechanism")
+    assert mech.passed is False and "XLA" in mech.detail and "tensorflow-xla" in mech.detail
+    r2 = ds.verify(fn, rate=0.2, reference="tensorflow-xla", false_fail_rate=A)
+    assert r2.check("mechanism").passed
+
+
+def test_noise_shape_counts_units():
+    r = ds.verify(stateless, rate=0.2, shape=[16, 4, 4, 32], noise_shape=[16, 1, 1, 32], false_fail_rate=A)
+    assert r.passed, str(r)
+    assert r.check("noise_shape_consistency").passed
+    n = r.check("keep_fraction").samples
+    assert n % (16 * 32) == 0  # units, not elements
+
+
+def test_rate_zero_keeps_everything_unchanged():
+    r = ds.verify(stateless, rate=0.0, false_fail_rate=A)
+    assert r.passed and r.check("keep_fraction").passed
+
+
+def test_rate_that_rounds_to_one_drops_everything():
+    r = ds.verify(stateless, rate=0.9995, dtype="float16", false_fail_rate=A)
+    assert r.passed and "none kept" in r.check("keep_fraction").expected
+
+
+def test_same_seed_same_report():
+    a = ds.verify(stateless, rate=0.2, seed=9, false_fail_rate=A).to_json()
+    b = ds.verify(stateless, rate=0.2, seed=9, false_fail_rate=A).to_json()
+    assert a == b
+    json.loads(a)
+
+
+def test_report_reads_as_a_table():
+    r = ds.verify(ds_broken := STATELESS[9][1], rate=0.2, false_fail_rate=A)
+    text = str(r)
+    assert "check" in text and "FAIL scale" in text and "reproduce: verify(" in text
+    assert "largest distance 1 ULP" in r.check("scale").detail
+    d = r.to_dict()
+    assert d["passed"] is False and any(c["name"] == "scale" for c in d["checks"])
+    assert ds_broken is STATELESS[9][1]
+
+
+def _raises(x, rate, seed, noise_shape=None):
+    raise RuntimeError("boom")
+
+
+def _wrong_shape(x, rate, seed, noise_shape=None):
+    return x[:1]
+
+
+def _wrong_dtype(x, rate, seed, noise_shape=None):
+    return tf.cast(x, tf.float64)
+
+
+@pytest.mark.parametrize("fn,fragment", [
+    (_raises, "raised RuntimeError: boom"),
+    (_wrong_shape, "returned shape [1, 4096], expected [64, 4096]"),
+    (_wrong_dtype, "returned dtype float64, expected float32"),
+])
+def test_contract_violations_fail_with_the_reason(fn, fragment):
+    r = ds.verify(fn, rate=0.2)
+    assert not r.passed
+    assert fragment in r.check("contract").detail
+
+
+@pytest.mark.parametrize("kwargs,exc,fragment", [
+    (dict(fn=42, rate=0.2), TypeError, "fn (42) must be callable"),
+    (dict(fn=stateless, rate=1.5), ValueError, "rate (1.5) must be in [0, 1)"),
+    (dict(fn=stateless, rate=float("nan")), ValueError, "rate (nan) must be in [0, 1)"),
+    (dict(fn=stateless, rate=0.2, dtype="int32"), ValueError, "dtype ('int32') must be one of"),
+    (dict(fn=stateless, rate=0.2, shape=[0, 4]), ValueError, "shape ([0, 4]) must have"),
+    (dict(fn=stateless, rate=0.2, shape=[]), ValueError, "shape ([]) must have"),
+    (dict(fn=stateless, rate=0.2, shape=[8, 4], noise_shape=[8, 2]), ValueError, "noise_shape ([8, 2]) must broadcast"),
+    (dict(fn=stateless, rate=0.2, noise_shape=[8, 1]), ValueError, "needs an explicit shape"),
+    (dict(fn=stateless, rate=0.2, reference="torch"), ValueError, "reference ('torch') must be one of"),
+    (dict(fn=stateless, rate=0.2, false_fail_rate=0), ValueError, "false_fail_rate (0.0) must be in (0, 1)"),
+    (dict(fn=stateless, rate=0.2, seed=-1), ValueError, "seed (-1) must be >= 0"),
+])
+def test_bad_arguments_name_themselves(kwargs, exc, fragment):
+    fn = kwargs.pop("fn")
+    with pytest.raises(exc) as info:
+        ds.verify(fn, **kwargs)
+    assert fragment in str(info.value)
