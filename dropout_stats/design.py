@@ -15,6 +15,7 @@ rates like 1e-6, and DKWM bounds ask for about 3x the draws.
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -186,6 +187,13 @@ def min_num_samples_for_rate_test(keep_prob, discrepancy, *, false_fail_rate=1e-
     delta = check_positive(discrepancy, "discrepancy")
     alpha = check_open_unit(false_fail_rate, "false_fail_rate")
     beta = check_open_unit(false_pass_rate, "false_pass_rate")
+    _alternatives(p, delta)
+    return _min_num_samples(p, delta, alpha, beta)
+
+
+@functools.lru_cache(maxsize=1024)
+def _min_num_samples(p: float, delta: float, alpha: float, beta: float) -> int:
+    # pure and called with the same arguments many times by a battery or an audit: cached
     alts = _alternatives(p, delta)
     target = 1.0 - beta
 
@@ -195,15 +203,16 @@ def min_num_samples_for_rate_test(keep_prob, discrepancy, *, false_fail_rate=1e-
     za, zb = special.ndtri(1 - alpha / 2), special.ndtri(1 - beta)
     guess = max(((za * math.sqrt(p * (1 - p)) + zb * math.sqrt(q * (1 - q))) / delta) ** 2 for q in alts)
     guess = max(1, int(math.ceil(guess)))
-    lo, hi = max(1, guess // 2), max(2, int(guess * 1.25) + 2)
+    # the normal approximation is within a few percent here; widen geometrically if not
+    lo, hi = max(1, int(guess * 0.97)), max(2, int(guess * 1.03) + 2)
     while not ok(hi):
-        lo, hi = hi, hi * 2
+        lo, hi = hi, int(hi * 1.25) + 2
         if hi > 10**15:
             raise ValueError("no sample size up to 1e15 reaches the requested power")
     if lo == 1 and ok(1):
         return 1
     while ok(lo):
-        hi, lo = lo, max(1, lo // 2)
+        hi, lo = lo, max(1, int(lo * 0.8))
         if lo == 1 and ok(1):
             return 1
     while hi - lo > 1:  # invariant: not ok(lo), ok(hi)
