@@ -41,7 +41,7 @@ from .structure import (
 
 __version__ = "0.1.0"
 
-_LAZY = {"verify": "battery", "Report": "report", "Check": "report", "Finding": "report"}
+_LAZY = {"verify": "battery", "verify_alpha_dropout": "battery", "verify_gaussian_dropout": "battery", "Report": "report", "Check": "report", "Finding": "report"}
 
 
 def __getattr__(name):  # PEP 562: the battery (and TensorFlow) load on first use only
@@ -63,5 +63,5 @@ __all__ = [
     "SequentialRateTest", "SequentialResult", "sequential_rate_test",
     "StructureTestResult", "homogeneity_test", "independence_test", "agreement_test",
     "pair_independence_test", "trend_test", "HolmResult", "holm_bonferroni",
-    "verify", "Report", "Check", "Finding",
+    "verify", "verify_alpha_dropout", "verify_gaussian_dropout", "Report", "Check", "Finding",
 ]

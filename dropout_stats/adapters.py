@@ -34,19 +34,28 @@ class Adapter:
     noise_shape: tuple | None = None     # the noise shape it applies by itself, if any
     dtypes: tuple = FLOAT_DTYPES
     notes: str = ""
+    kind: str = "dropout"                # "dropout", "alpha" or "gaussian"
+    keep_dtype: str | None = None        # dtype of the uniform, when not the input's
 
     @property
     def name(self) -> str:
         return f"{self.entry_point}[{self.mode}]"
 
     def verify(self, *, rate, dtype="float32", seed=0, **kwargs):
-        from .battery import verify
+        from .battery import verify, verify_alpha_dropout, verify_gaussian_dropout
 
         if self.stateful:
             tf.random.set_seed(seed)
         fn = self.make(seed)
         fn.__qualname__ = self.name
         kwargs.setdefault("shape", self.shape)
+        if self.kind == "gaussian":
+            kwargs.pop("noise_shape", None)
+            return verify_gaussian_dropout(fn, rate=rate, dtype=dtype, seed=seed, **kwargs)
+        if self.kind == "alpha":
+            kwargs.setdefault("noise_shape", self.noise_shape)
+            return verify_alpha_dropout(fn, rate=rate, dtype=dtype, seed=seed, keep_dtype=self.keep_dtype,
+                                        **kwargs)
         kwargs.setdefault("noise_shape", self.noise_shape)
         return verify(fn, rate=rate, dtype=dtype, seed=seed, stateful=self.stateful,
                       reference=self.reference, **kwargs)
@@ -140,6 +149,13 @@ def adapters(*, modes=MODES) -> list[Adapter]:
         for module, label in _keras_modules():
             out.append(Adapter(f"{label}.layers.Dropout", mode, True,
                                _keras_layer(module, "Dropout", mode, True), reference=ref))
+            out.append(Adapter(f"{label}.layers.AlphaDropout", mode, True,
+                               _keras_layer(module, "AlphaDropout", mode, True), reference=ref, kind="alpha",
+                               keep_dtype="float32" if label == "keras" else None,
+                               notes="dropped positions hold a*alpha'+b; Keras 3 draws the uniform in float32"))
+            out.append(Adapter(f"{label}.layers.GaussianDropout", mode, True,
+                               _keras_layer(module, "GaussianDropout", mode, False), kind="gaussian",
+                               notes="multiplicative Normal(1, rate/(1-rate)) noise, no mask"))
             for dims, cls in ((1, "SpatialDropout1D"), (2, "SpatialDropout2D"), (3, "SpatialDropout3D")):
                 # few elements per unit: the draws are the units, the elements only cost time
                 shape = (64,) + (2,) * dims + (64,)

@@ -24,7 +24,8 @@ from .report import Check, Finding, Report
 from .sequential import SequentialRateTest
 from .structure import (holm_bonferroni, homogeneity_test, independence_test, trend_test)
 
-__all__ = ["verify", "Report", "Check", "Finding", "DEFAULT_SHAPE"]
+__all__ = ["verify", "verify_alpha_dropout", "verify_gaussian_dropout", "Report", "Check", "Finding",
+           "DEFAULT_SHAPE"]
 
 DEFAULT_SHAPE = (64, 4096)          # 64 rows: a mask shared across the batch shows
 DEFAULT_PROBE = ((64, 2, 2, 256), (64, 1, 1, 256))  # 4-D input, one draw per (batch, channel)
@@ -102,10 +103,19 @@ def verify(fn, *, rate, dtype="float32", shape=None, noise_shape=None, seed=0, s
     >= 1 - false_pass_rate.  The keep probability expected is TF's dtype-exact one
     (``expected_keep_probability``); ``strict_nominal=True`` demands 1 - rate instead.
     """
+    return _verify(fn, _Battery, None, rate=rate, dtype=dtype, shape=shape, noise_shape=noise_shape,
+                   seed=seed, stateful=stateful, reference=reference, false_fail_rate=false_fail_rate,
+                   false_pass_rate=false_pass_rate, discrepancy=discrepancy, strict_nominal=strict_nominal,
+                   max_calls=max_calls)
+
+
+def _verify(fn, battery_cls, keep_dtype, *, rate, dtype, shape, noise_shape, seed, stateful, reference,
+            false_fail_rate, false_pass_rate, discrepancy, strict_nominal, max_calls) -> Report:
     if not callable(fn):
         raise TypeError(f"fn ({fn!r}) must be callable")
     rate = check_rate(rate)
     dtype = dtype_name(dtype)
+    keep_dtype = dtype if keep_dtype is None else dtype_name(keep_dtype, "keep_dtype")
     seed = check_count(seed, "seed")
     max_calls = check_count(max_calls, "max_calls", minimum=_MIN_CALLS)
     if seed >= 2**31 - 1:
@@ -119,7 +129,7 @@ def verify(fn, *, rate, dtype="float32", shape=None, noise_shape=None, seed=0, s
     if noise_shape is not None:
         noise_shape = _normalise_noise_shape(noise_shape, shape)
     xla = reference == "tensorflow-xla"
-    keep_exact = expected_keep_fraction(rate, dtype, xla=xla)
+    keep_exact = expected_keep_fraction(rate, keep_dtype, xla=xla)
     keep = float(1 - rate) if strict_nominal else float(keep_exact)
     if discrepancy is None:
         delta = 0.01 * min(keep, 1 - keep) if 0 < keep < 1 else 0.01
@@ -140,9 +150,9 @@ def verify(fn, *, rate, dtype="float32", shape=None, noise_shape=None, seed=0, s
               "noise_shape": list(noise_shape) if noise_shape is not None else None, "seed": seed,
               "stateful": cfg.stateful, "reference": reference, "false_fail_rate": alpha,
               "false_pass_rate": beta, "discrepancy": delta, "strict_nominal": cfg.strict_nominal}
-    findings = [_keep_finding(rate, dtype, keep_exact, xla)]
+    findings = [_keep_finding(rate, keep_dtype, keep_exact, xla)]
     try:
-        checks = _Battery(cfg, findings).run()
+        checks = battery_cls(cfg, findings).run()
     except ContractError as exc:
         checks = [Check("contract", False, detail=str(exc), reproduce=cfg.reproduce())]
     passed = all(c.passed is not False for c in checks)
@@ -172,11 +182,19 @@ class _Battery:
 
         self.tf, self.ref, self.cfg, self.findings = tf, ref, cfg, findings
         self.fmt = FORMATS[cfg.dtype]
-        self.x = ref.make_input(cfg.shape, cfg.dtype, cfg.seed)
+        self.x = self.make_input(cfg.shape, cfg.seed)
         self.x_np = self.x.numpy()
         self.unit_shape = cfg.noise_shape or cfg.shape
         self.axes = tuple(i for i, (d, s) in enumerate(zip(self.unit_shape, cfg.shape)) if d == 1 and s != 1)
         self._rate_cache = {}
+
+    def make_input(self, shape, seed):
+        return self.ref.make_input(shape, self.cfg.dtype, seed)
+
+    def kept_elements(self, y_np) -> np.ndarray:
+        if self.cfg.dtype == "bfloat16":  # ml_dtypes compares slowly: use the bits
+            return (y_np.view(self.fmt.uint) & self.fmt.uint(self.fmt.abs_mask)) != 0
+        return y_np != 0  # -0.0 == 0; NaN != 0
 
     # -- calling fn -----------------------------------------------------------------------
     def call(self, x, rate, seed_pair=None, noise_shape=None, x_np=None):
@@ -206,10 +224,7 @@ class _Battery:
 
     def mask(self, y_np, x_np=None, noise_shape=None) -> tuple[np.ndarray, int]:
         """Unit-level kept mask and the number of inconsistent units."""
-        if self.cfg.dtype == "bfloat16":  # ml_dtypes compares slowly: use the bits
-            kept = (y_np.view(self.fmt.uint) & self.fmt.uint(self.fmt.abs_mask)) != 0
-        else:
-            kept = y_np != 0  # -0.0 == 0; NaN != 0
+        kept = self.kept_elements(y_np)
         ns = noise_shape
         if ns is None or tuple(ns) == kept.shape:
             return kept, 0
@@ -320,7 +335,7 @@ class _Battery:
             if len(self.stored_masks) < self.store_limit:
                 self.stored_masks.append(m)
             if scale_count < _SCALE_VALUES:
-                kept_elems = (y.view(self.fmt.uint) & self.fmt.uint(self.fmt.abs_mask)) != 0
+                kept_elems = self.kept_elements(y)
                 scale_x.append(self.x_np[kept_elems])
                 scale_y.append(y[kept_elems])
                 scale_count += int(kept_elems.sum())
@@ -653,7 +668,7 @@ class _Battery:
     def noise_probe(self, checks: dict) -> None:
         cfg = self.cfg
         shape, noise = cfg.probe
-        x = self.ref.make_input(shape, cfg.dtype, cfg.seed + 1)
+        x = self.make_input(shape, cfg.seed + 1)
         units = int(np.prod(noise))
         calls = max(1, math.ceil(min_num_samples_for_rate_test(
             cfg.keep, min(4 * cfg.delta, 0.5 * max(cfg.keep, 1 - cfg.keep)), false_fail_rate=cfg.alpha,
@@ -737,3 +752,223 @@ def _table_check(name: str, table, what: str, reproduce: str) -> Check:
                  expected=f"P(kept) = {nb / n:.6g} (independent)",
                  detail=f"Fisher exact test on {n:,} {what}; keep rate of the first {p_a:.6g}",
                  reproduce=reproduce)
+
+
+# -- AlphaDropout ---------------------------------------------------------------------------
+SELU_ALPHA = 1.6732632423543772848170429916717
+SELU_SCALE = 1.0507009873554804934193349852946
+
+
+def verify_alpha_dropout(fn, *, rate, dtype="float32", shape=None, noise_shape=None, seed=0,
+                         keep_dtype="float32", false_fail_rate=1e-6, false_pass_rate=1e-3,
+                         discrepancy=None, max_calls=20_000) -> Report:
+    """verify() for alpha dropout (stateful contract): the same mask mechanism, but dropped
+    positions hold a * alpha' + b and kept ones a * x + b, with alpha' = -SELU_ALPHA * SELU_SCALE,
+    a = ((1 - rate)(1 + rate alpha'^2))^(-1/2), b = -a alpha' rate (Klambauer et al. 2017).
+
+    ``keep_dtype``: the dtype of the uniform compared with the rate; Keras 3's AlphaDropout
+    draws it in float32 whatever the input dtype.
+    """
+    return _verify(fn, _AlphaBattery, keep_dtype, rate=rate, dtype=dtype, shape=shape,
+                   noise_shape=noise_shape, seed=seed, stateful=True, reference=None,
+                   false_fail_rate=false_fail_rate, false_pass_rate=false_pass_rate,
+                   discrepancy=discrepancy, strict_nominal=False, max_calls=max_calls)
+
+
+def _in_dtype(values, dtype: str) -> np.ndarray:
+    from ._floats import round_to
+
+    return round_to(values, dtype)
+
+
+class _AlphaBattery(_Battery):
+    def __init__(self, cfg, findings):
+        r = cfg.rate
+        ap = -SELU_ALPHA * SELU_SCALE
+        self.a = ((1 - r) * (1 + r * ap ** 2)) ** -0.5
+        self.b = -self.a * ap * r
+        d = cfg.dtype
+        self.cfg = cfg
+        self.a_d, self.b_d, self.ap_d = (float(_in_dtype(v, d)) for v in (self.a, self.b, ap))
+        self.dropped_value = self.affine(np.array([self.ap_d]))[0]
+        super().__init__(cfg, findings)
+
+    def affine(self, xv: np.ndarray) -> np.ndarray:
+        """fl(fl(a * x) + b) in the dtype, as Keras computes ``a * x + b``."""
+        d = self.cfg.dtype
+        if d == "float64":
+            return (xv * self.a_d) + self.b_d
+        return _in_dtype(_in_dtype(xv * self.a_d, d) + self.b_d, d)
+
+    def make_input(self, shape, seed):
+        # positive inputs: a * x + b then never equals the dropped value a * alpha' + b
+        return self.tf.abs(self.ref.make_input(shape, self.cfg.dtype, seed))
+
+    def kept_elements(self, y_np) -> np.ndarray:
+        return _as_float64(y_np) != self.dropped_value
+
+    def fused(self, xv: np.ndarray) -> np.ndarray:
+        """fl(a * x + b) with one rounding (XLA fuses the multiply-add)."""
+        d = self.cfg.dtype
+        if d == "float64":
+            from fractions import Fraction as F
+
+            a, b = F(self.a_d), F(self.b_d)
+            return np.array([float(a * F(float(v)) + b) for v in xv], dtype=np.float64)
+        # a*x has <= 48 significant bits and b's last bit lies within them: exact in float64
+        return _in_dtype(xv * self.a_d + self.b_d, d)
+
+    def check_scale(self, xs, ys, checks) -> None:
+        cfg = self.cfg
+        self.scale_formula = None
+        got = _as_float64(ys)
+        xv = _as_float64(xs)
+        if cfg.dtype == "float64":
+            got, xv = got[:20_000], xv[:20_000]
+        results = []
+        for label, want in (("two roundings", self.affine(xv)), ("fused", self.fused(xv))):
+            mismatch = int(np.count_nonzero(want != got))
+            if mismatch == 0:
+                checks["scale"] = Check(
+                    "scale", True, samples=int(xv.size), observed=f"every kept value = a*x + b ({label})",
+                    expected=f"kept: a*x + b with a = {self.a_d!r}, b = {self.b_d!r}; dropped: {self.dropped_value!r}",
+                    detail=f"{xv.size:,} kept values")
+                self.findings.append(Finding("affine_formula", f"kept values are a*x + b with {label} "
+                                             f"in {cfg.dtype}" + (" (a fused multiply-add)" if label == "fused" else ""),
+                                             label))
+                return
+            results.append((label, mismatch, int(ulp_distance(want, got, cfg.dtype).max())))
+        label, mismatch, ulp = min(results, key=lambda r: (r[2], r[1]))
+        checks["scale"] = Check(
+            "scale", False, samples=int(xv.size),
+            observed=f"{mismatch:,} of {xv.size:,} kept values differ from a*x + b ({label})",
+            expected=f"kept: a*x + b with a = {self.a_d!r}, b = {self.b_d!r}",
+            detail=f"neither two roundings nor a fused multiply-add matches; closest ({label}) is off by "
+                   f"up to {ulp} ULP", reproduce=cfg.reproduce())
+
+    def check_mean(self, parts, checks) -> None:
+        checks["unbiasedness"] = Check(
+            "unbiasedness", None, "statistical",
+            detail="alpha dropout keeps the mean and variance of SELU-normalised inputs, not E[y] = E[x]")
+
+
+# -- GaussianDropout ------------------------------------------------------------------------
+def verify_gaussian_dropout(fn, *, rate, dtype="float32", shape=None, seed=0, false_fail_rate=1e-6,
+                            false_pass_rate=1e-3, discrepancy=None, max_calls=2_000) -> Report:
+    """Gaussian dropout (stateful contract ``fn(x, rate, noise_shape=None)``): y = x * n with
+    n ~ Normal(1, rate / (1 - rate)) independent per element and per call.
+
+    Checks on n = y / x, each exact under normality: mean 1 (t-test), variance rate/(1 - rate)
+    (chi-square), normal shape (Kolmogorov-Smirnov; not in bfloat16, whose 8-bit noise is
+    visibly discrete at these n), neighbour, row and successive-call correlation 0 (Pearson's r
+    over disjoint pairs), equal means across positions (one-way ANOVA).
+    ``discrepancy`` (default 1% of the noise's standard deviation) is the mean error detected
+    with probability >= 1 - false_pass_rate; the variance check detects 2x that, relative.
+    """
+    from scipy import special, stats
+
+    if not callable(fn):
+        raise TypeError(f"fn ({fn!r}) must be callable")
+    rate = check_rate(rate)
+    if rate == 0:
+        raise ValueError("rate (0.0) must be > 0 for Gaussian dropout (the noise variance is rate/(1-rate))")
+    dtype = dtype_name(dtype)
+    seed = check_count(seed, "seed")
+    alpha = check_open_unit(false_fail_rate, "false_fail_rate")
+    beta = check_open_unit(false_pass_rate, "false_pass_rate")
+    max_calls = check_count(max_calls, "max_calls", minimum=2)
+    shape = DEFAULT_SHAPE if shape is None else _validate_shape(shape, "shape")
+    var = rate / (1 - rate)
+    sd = math.sqrt(var)
+    delta = 0.01 * sd if discrepancy is None else check_positive(discrepancy, "discrepancy")
+    names = ["gaussian_mean", "gaussian_variance", "gaussian_shape", "neighbour_independence",
+             "row_independence", "stateful_fresh", "homogeneity_blocks"]
+    a_each = alpha / len(names)
+    z = special.ndtri(1 - a_each / 2) + special.ndtri(1 - beta)
+    n_mean = math.ceil((z * sd / delta) ** 2)
+    n_var = math.ceil(2 * (z / (2 * delta / sd)) ** 2)
+    need = max(n_mean, n_var)
+
+    import tensorflow as tf
+
+    from . import reference as ref
+
+    config = {"fn": _name_of(fn), "rate": rate, "dtype": dtype, "shape": list(shape), "seed": seed,
+              "kind": "gaussian", "false_fail_rate": alpha, "false_pass_rate": beta, "discrepancy": delta}
+    x = tf.abs(ref.make_input(shape, dtype, seed))
+    xv = _as_float64(x.numpy())
+    per = int(np.prod(shape))
+    calls = min(max_calls, max(2, math.ceil(need / per)))
+    noises = []
+    samples = 0
+    try:
+        for _ in range(calls):
+            try:
+                y = fn(x, rate, noise_shape=None)
+                yv = y.numpy() if hasattr(y, "numpy") else np.asarray(y)
+            except Exception as exc:
+                raise ContractError(f"fn(x, {rate!r}) raised {type(exc).__name__}: {exc}") from None
+            if tuple(yv.shape) != tuple(shape) or yv.dtype.name != dtype:
+                raise ContractError(f"fn returned shape {list(yv.shape)} dtype {yv.dtype.name}, "
+                                    f"expected {list(shape)} {dtype}")
+            noises.append(_as_float64(yv) / xv)
+            samples += per
+    except ContractError as exc:
+        return Report(False, [Check("contract", False, detail=str(exc))], [], samples, seed, config)
+    noise = np.stack(noises)
+    flat = noise.ravel()
+    n = flat.size
+    checks = []
+    t = stats.ttest_1samp(flat, 1.0)
+    checks.append(Check("gaussian_mean", True, "statistical", float(t.pvalue), None, n,
+                        observed=f"{flat.mean():.6g}", expected="1",
+                        detail=f"t-test; detects a mean off by {delta:.3g} with false-pass <= {beta:g} "
+                               f"(sized for {n_mean:,} draws)"))
+    s2 = float(flat.var(ddof=1))
+    chi = (n - 1) * s2 / var
+    p_var = float(2 * min(stats.chi2.cdf(chi, n - 1), stats.chi2.sf(chi, n - 1)))
+    checks.append(Check("gaussian_variance", True, "statistical", min(1.0, p_var), None, n,
+                        observed=f"{s2:.6g}", expected=f"{var:.6g} = rate/(1-rate)",
+                        detail="chi-square test of the variance (exact under normality)"))
+    if dtype == "bfloat16":
+        checks.append(Check("gaussian_shape", None, "statistical",
+                            detail="bfloat16 noise has 8 significant bits: discrete at this n, not tested"))
+    else:
+        ks = stats.kstest(flat[: 1_000_000], "norm", args=(1.0, sd))
+        checks.append(Check("gaussian_shape", True, "statistical", float(ks.pvalue), None, min(n, 1_000_000),
+                            observed=f"KS D = {ks.statistic:.4g}", expected=f"Normal(1, {var:.4g})",
+                            detail="Kolmogorov-Smirnov against the stated normal"))
+
+    def corr_check(name, a, b, what):
+        a, b = a.ravel(), b.ravel()
+        r, p = stats.pearsonr(a, b)
+        return Check(name, True, "statistical", float(p), None, a.size, observed=f"r = {r:.4g}",
+                     expected="0 (independent)", detail=f"Pearson correlation over {a.size:,} {what}")
+
+    length = shape[-1] - shape[-1] % 2
+    if length >= 2:
+        checks.append(corr_check("neighbour_independence", noise[..., 0:length:2], noise[..., 1:length:2],
+                                 "disjoint neighbour pairs"))
+    else:
+        checks.append(Check("neighbour_independence", None, "statistical", detail="last axis too short"))
+    rows = shape[0] - shape[0] % 2
+    if len(shape) > 1 and rows >= 2:
+        checks.append(corr_check("row_independence", noise[:, 0:rows:2], noise[:, 1:rows:2],
+                                 "disjoint pairs of rows of the batch"))
+    else:
+        checks.append(Check("row_independence", None, "statistical", detail="no batch of rows"))
+    checks.append(corr_check("stateful_fresh", noise[:-1], noise[1:], "positions of successive calls"))
+    per_pos = noise.reshape(noise.shape[0], -1)
+    g = min(_GROUPS, per_pos.shape[1])
+    if g >= 2:
+        groups = np.array_split(np.arange(per_pos.shape[1]), g)
+        f = stats.f_oneway(*[per_pos[:, idx].ravel() for idx in groups])
+        checks.append(Check("homogeneity_blocks", True, "statistical", float(f.pvalue), None, n,
+                            observed=f"F = {f.statistic:.4g}", expected=f"equal means across {g} blocks",
+                            detail="one-way ANOVA"))
+    pchecks = [c for c in checks if c.pvalue is not None]
+    holm = holm_bonferroni([c.pvalue for c in pchecks], alpha)
+    for c, rejected, level in zip(pchecks, holm.rejected, holm.thresholds):
+        c.level, c.passed = level, not rejected
+    passed = all(c.passed is not False for c in checks)
+    return Report(passed, checks, [], samples, seed, config)

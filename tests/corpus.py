@@ -120,3 +120,22 @@ STATEFUL = [
     ("mask reused on every call", reused_mask, {"stateful_fresh"}, 1e-12),
     ("rate drifting with the call count", drifting_rate, {"stateful_drift", "keep_fraction"}, 1e-12),
 ]
+
+
+def alpha_wrong_offset(x, rate, noise_shape=None):
+    """alpha dropout with b computed from rate / 2"""
+    import keras
+
+    layer = keras.layers.AlphaDropout(rate / 2, seed=1, dtype=x.dtype.name, noise_shape=noise_shape)
+    y = keras.layers.AlphaDropout(rate, seed=1, dtype=x.dtype.name, noise_shape=noise_shape)(x, training=True)
+    return y + tf.cast(0.01, x.dtype) * tf.cast(y > 0, x.dtype) + 0 * layer(x, training=False)
+
+
+def gaussian_wrong_variance(x, rate, noise_shape=None):
+    """stddev rate instead of sqrt(rate / (1 - rate))"""
+    return x * tf.random.normal(tf.shape(x), mean=1.0, stddev=rate, dtype=x.dtype)
+
+
+def gaussian_shared_across_batch(x, rate, noise_shape=None):
+    sd = (rate / (1 - rate)) ** 0.5
+    return x * tf.random.normal([1] + list(x.shape[1:]), mean=1.0, stddev=sd, dtype=x.dtype)

@@ -12,15 +12,36 @@ from dropout_stats.adapters import adapters
 A = 1e-9
 ADAPTERS = adapters()
 
+# Real deviations of TF 2.21 / Keras 3.15, asserted as such in their own tests below.
+KNOWN_DEVIATIONS = {
+    ("keras.layers.GaussianDropout[jit]", "float16"): {"gaussian_variance"},
+}
+
 
 @pytest.mark.statistical(false_fail_rate=A)
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32", "float64"])
 @pytest.mark.parametrize("adapter", ADAPTERS, ids=[a.name for a in ADAPTERS])
 def test_entry_point_passes(adapter, dtype, seed):
     r = adapter.verify(rate=0.2, dtype=dtype, seed=seed % 2**20, false_fail_rate=A)
-    assert r.passed, str(r)
+    known = KNOWN_DEVIATIONS.get((adapter.name, dtype), set())
+    unexpected = [c for c in r.failures if c.name not in known]
+    assert not unexpected, str(r)
     if not adapter.stateful:
         assert r.check("mechanism").passed  # bit for bit against TF's (or XLA's) uniform
+
+
+@pytest.mark.statistical(false_fail_rate=1e-12)
+def test_gaussian_dropout_under_xla_in_float16_has_too_much_variance():
+    """TF 2.21 / Keras 3.15: GaussianDropout with jit_compile=True in float16 gives noise variance
+    about 1.1% above rate/(1-rate) (rate 0.5: 1.0108 on 786k draws, p = 1e-11); eager float16 and
+    XLA float32 are exact.  Sized at 0.25% of sigma: the variance check then needs ~5.4M draws and
+    a 1.1% excess is ~18 sigma out, so a miss has probability far below 1e-12."""
+    adapter = next(a for a in ADAPTERS if a.name == "keras.layers.GaussianDropout[jit]")
+    r = adapter.verify(rate=0.5, dtype="float16", seed=2, false_fail_rate=A, discrepancy=0.0025)
+    var = r.check("gaussian_variance")
+    assert var.passed is False and float(var.observed) > 1.005, str(r)
+    eager = next(a for a in ADAPTERS if a.name == "keras.layers.GaussianDropout[eager]")
+    assert eager.verify(rate=0.5, dtype="float16", seed=2, false_fail_rate=A, discrepancy=0.0025).passed
 
 
 def test_adapters_cover_every_entry_point():
@@ -28,12 +49,14 @@ def test_adapters_cover_every_entry_point():
     for required in ("tf.nn.experimental.stateless_dropout", "tf.nn.dropout",
                      "tf.compat.v1.nn.dropout(keep_prob=...)", "keras.layers.Dropout",
                      "keras.layers.SpatialDropout1D", "keras.layers.SpatialDropout2D",
-                     "keras.layers.SpatialDropout3D"):
+                     "keras.layers.SpatialDropout3D", "keras.layers.AlphaDropout",
+                     "keras.layers.GaussianDropout"):
         assert required in names
     assert {a.mode for a in ADAPTERS} == {"eager", "function", "jit"}
 
 
 STATELESS = [a for a in ADAPTERS if not a.stateful and a.mode == "eager"]
+
 
 
 @pytest.mark.statistical(false_fail_rate=10 * A)

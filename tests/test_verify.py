@@ -166,3 +166,31 @@ def test_bad_arguments_name_themselves(kwargs, exc, fragment):
     with pytest.raises(exc) as info:
         ds.verify(fn, **kwargs)
     assert fragment in str(info.value)
+
+
+@pytest.mark.statistical(false_fail_rate=1e-12)
+def test_alpha_dropout_with_a_wrong_offset_fails():
+    from tests.corpus import alpha_wrong_offset
+
+    r = ds.verify_alpha_dropout(alpha_wrong_offset, rate=0.2, false_fail_rate=A)
+    assert r.check("scale").passed is False
+
+
+@pytest.mark.statistical(false_fail_rate=1e-12)
+def test_gaussian_dropout_with_the_wrong_variance_fails():
+    """stddev 0.2 (variance 0.04) instead of 0.5 (0.25): the chi-square statistic is off by a
+    factor of 6; a miss is impossible in practice."""
+    from tests.corpus import gaussian_wrong_variance
+
+    tf.random.set_seed(1)
+    r = ds.verify_gaussian_dropout(gaussian_wrong_variance, rate=0.2, false_fail_rate=A)
+    assert r.check("gaussian_variance").passed is False
+
+
+@pytest.mark.statistical(false_fail_rate=1e-12)
+def test_gaussian_noise_shared_across_the_batch_fails():
+    from tests.corpus import gaussian_shared_across_batch
+
+    tf.random.set_seed(1)
+    r = ds.verify_gaussian_dropout(gaussian_shared_across_batch, rate=0.2, false_fail_rate=A)
+    assert r.check("row_independence").passed is False  # identical rows: r = 1
