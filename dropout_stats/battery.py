@@ -446,8 +446,8 @@ class _Battery:
                     "scale", True, samples=int(xs.size), observed=f"every kept value = {_formula_text(f)}",
                     expected="one reference formula, bit for bit",
                     detail=f"{xs.size:,} kept values; formula {f.formula!r}")
-                self.findings.append(Finding("scale_formula", f"kept values are {_formula_text(f)} "
-                                             f"(formula {f.formula!r}) in {cfg.dtype}", f.formula))
+                self.findings.append(Finding("scale_formula", f"{cfg.dtype}: kept values are {_formula_text(f)} "
+                                             f"(formula {f.formula!r})", f.formula))
                 return
             d = ulp_distance(want.astype(np.float64), got[sub], cfg.dtype)
             results.append((f, mismatch, int(d.max()), got[sub].size))
@@ -504,7 +504,7 @@ class _Battery:
             if scale_ratio != 1:
                 parts_text.append(f"kept values {scale_ratio:.8g} x the ideal x/(1-rate)")
             self.findings.append(Finding(
-                "mean_bias", f"E[y]/E[x] = {design_ratio:.8g} in {cfg.dtype} at rate {cfg.rate}: biased by "
+                "mean_bias", f"{cfg.dtype} at rate {cfg.rate}: E[y]/E[x] = {design_ratio:.8g}, biased by "
                 f"{bias:+.3g} relative ({'; '.join(parts_text)})", bias))
 
     def consistency_check(self, inconsistent: int, units: int, noise_shape) -> Check:
@@ -833,9 +833,9 @@ class _AlphaBattery(_Battery):
                     "scale", True, samples=int(xv.size), observed=f"every kept value = a*x + b ({label})",
                     expected=f"kept: a*x + b with a = {self.a_d!r}, b = {self.b_d!r}; dropped: {self.dropped_value!r}",
                     detail=f"{xv.size:,} kept values")
-                self.findings.append(Finding("affine_formula", f"kept values are a*x + b with {label} "
-                                             f"in {cfg.dtype}" + (" (a fused multiply-add)" if label == "fused" else ""),
-                                             label))
+                self.findings.append(Finding("affine_formula", f"{cfg.dtype}: kept values are a*x + b with "
+                                             + ("one rounding (a fused multiply-add)" if label == "fused"
+                                                else "two roundings (multiply, then add)"), label))
                 return
             results.append((label, mismatch, int(ulp_distance(want, got, cfg.dtype).max())))
         label, mismatch, ulp = min(results, key=lambda r: (r[2], r[1]))

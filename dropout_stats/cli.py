@@ -1,0 +1,439 @@
+"""dropout-stats: audit the installed TensorFlow's dropout, verify an implementation, explain a count.
+
+Exit codes: 0 every check passed, 1 a check failed, 2 bad usage (a clear message, no traceback).
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import sys
+import tempfile
+import time
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+class UsageError(Exception):
+    pass
+
+
+# -- helpers ----------------------------------------------------------------------------------
+def write_atomically(path: str, text: str) -> None:
+    """Write to a temporary file beside ``path`` and rename: never a half-written report."""
+    directory = os.path.dirname(os.path.abspath(path)) or "."
+    if not os.path.isdir(directory):
+        raise UsageError(f"--json/--plot path ({path}) is in a folder that does not exist: {directory}")
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".dropout-stats-", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _require_matplotlib():
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise UsageError("--plot needs matplotlib: pip install 'dropout-stats[plot]'") from None
+    return plt
+
+
+def _save_figure(fig, path: str) -> None:
+    directory = os.path.dirname(os.path.abspath(path)) or "."
+    if not os.path.isdir(directory):
+        raise UsageError(f"--plot path ({path}) is in a folder that does not exist: {directory}")
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".dropout-stats-", suffix=".png")
+    os.close(fd)
+    try:
+        fig.savefig(tmp, format="png", dpi=110)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _quiet_tensorflow() -> None:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import logging
+
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
+    try:
+        import absl.logging
+
+        absl.logging.set_verbosity(absl.logging.ERROR)
+    except ImportError:  # pragma: no cover
+        pass
+
+
+class Progress:
+    """A bar on a terminal, plain lines otherwise."""
+
+    def __init__(self, total: int, stream=sys.stderr):
+        self.total, self.done, self.stream = total, 0, stream
+        self.tty = stream.isatty()
+        self.start = time.perf_counter()
+
+    def step(self, label: str, status: str) -> None:
+        self.done += 1
+        elapsed = time.perf_counter() - self.start
+        if self.tty:
+            width = 30
+            filled = int(width * self.done / self.total)
+            self.stream.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total} "
+                              f"{elapsed:5.0f}s {label[:50]:50s}")
+            if self.done == self.total:
+                self.stream.write("\n")
+        else:
+            self.stream.write(f"[{self.done}/{self.total}] {elapsed:6.1f}s {label}: {status}\n")
+        self.stream.flush()
+
+
+# -- audit ------------------------------------------------------------------------------------
+def cmd_audit(args) -> int:
+    _quiet_tensorflow()
+    import tensorflow as tf
+
+    from .adapters import adapters
+
+    modes = ("eager",) if args.quick else ("eager", "function", "jit")
+    dtypes = args.dtypes or (["float32", "bfloat16"] if args.quick else ["float16", "bfloat16", "float32", "float64"])
+    plan = [(a, d) for a in adapters(modes=modes) for d in dtypes]
+    progress = Progress(len(plan))
+    results = []
+    for adapter, dtype in plan:
+        report = adapter.verify(rate=args.rate, dtype=dtype, seed=args.seed, false_fail_rate=args.false_fail_rate)
+        results.append((adapter, dtype, report))
+        progress.step(f"{adapter.name} {dtype}", "pass" if report.passed else
+                      "FAIL " + ", ".join(c.name for c in report.failures))
+    print(_audit_table(results, args.rate, tf.__version__))
+    if args.json:
+        payload = {"tensorflow": tf.__version__, "keras": _keras_version(), "rate": args.rate,
+                   "seed": args.seed, "false_fail_rate": args.false_fail_rate,
+                   "results": [{"entry_point": a.entry_point, "mode": a.mode, "dtype": d, "report": r.to_dict()}
+                               for a, d, r in results]}
+        write_atomically(args.json, json.dumps(payload, indent=1, sort_keys=True))
+        print(f"wrote {args.json}")
+    if args.plot:
+        _audit_plot(results, args.plot)
+        print(f"wrote {args.plot}")
+    return EXIT_OK if all(r.passed for _, _, r in results) else EXIT_FAILED
+
+
+def _keras_version():
+    try:
+        import keras
+
+        return keras.__version__
+    except ImportError:  # pragma: no cover
+        return None
+
+
+def _audit_table(results, rate, tf_version) -> str:
+    rows = [("entry point", "mode", "dtype", "verdict", "keep observed / expected", "n", "scale", "failed checks")]
+    findings: dict[str, list[str]] = {}
+    for a, d, r in results:
+        k = next((c for c in r.checks if c.name in ("keep_fraction", "gaussian_variance")), None)
+        scale = next((c for c in r.checks if c.name == "scale"), None)
+        rows.append((a.entry_point, a.mode, d, "pass" if r.passed else "FAIL",
+                     f"{k.observed} / {k.expected.split(' ')[0]}" if k else "",
+                     f"{k.samples:,}" if k and k.samples else "",
+                     ("ok" if scale.passed else "FAIL") if scale and scale.passed is not None else "",
+                     ", ".join(c.name for c in r.failures)))
+        for f in r.findings:
+            if f.name == "keep_probability" and abs(f.value - (1 - rate)) <= 1e-6 * (1 - rate):
+                continue  # float32/float64: off by an ulp of the rate, not worth a line
+            if f.name == "mean_bias" and abs(f.value) <= 1e-6:
+                continue
+            key = (f.name, f.detail.split(":")[0])  # one line per finding and configuration kind
+            findings.setdefault(key, [f.detail, []])[1].append(f"{a.name} {d}")
+    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
+    lines = [f"dropout-stats audit: TensorFlow {tf_version}, rate {rate}", ""]
+    for i, row in enumerate(rows):
+        lines.append("  ".join(str(v).ljust(w) for v, w in zip(row, widths)).rstrip())
+        if i == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    failed = sum(1 for _, _, r in results if not r.passed)
+    lines.append("")
+    lines.append(f"{len(results) - failed} of {len(results)} configurations passed")
+    for a, d, r in results:
+        for c in r.failures:
+            lines.append(f"FAIL {a.name} {d} {c.name}: {c.detail}")
+    if findings:
+        lines.append("")
+        lines.append("findings:")
+        for (name, _), (text, where) in sorted(findings.items()):
+            lines.append(f"- {name}: {text}")
+            lines.append(f"    seen in {len(where)}: {', '.join(where[:4])}{' ...' if len(where) > 4 else ''}")
+    return "\n".join(lines)
+
+
+def _audit_plot(results, path) -> None:
+    import numpy as np
+
+    from .binomial import proportion_ci
+
+    plt = _require_matplotlib()
+    fig, ax = plt.subplots(figsize=(9, 5.5))
+    points = []
+    for a, d, r in results:
+        c = next((c for c in r.checks if c.name == "keep_fraction" and c.samples), None)
+        if c is None or c.passed is None:
+            continue
+        kept, n = (int(v) for v in c.observed.split(" = ")[0].split("/"))
+        expected = float(c.expected.split(" ")[0])
+        points.append((n, kept / n - expected, a.name, d, c.passed))
+    if not points:
+        raise UsageError("--plot: no keep-fraction results to plot")
+    ns = np.logspace(np.log10(min(p[0] for p in points) / 2), np.log10(max(p[0] for p in points) * 2), 60)
+    for level, shade in ((0.999, 0.35), (1 - 1e-7, 0.15)):
+        half = np.array([(lambda ci: (ci.high - ci.low) / 2)(proportion_ci(int(n * 0.8), int(n), confidence_level=level))
+                         for n in ns])
+        ax.fill_between(ns, -half, half, alpha=shade, color="tab:blue", lw=0,
+                        label=f"exact {level:.7g} interval around the expectation (keep 0.8)")
+    for n, dev, name, d, ok in points:
+        ax.plot(n, dev, "o" if ok else "x", color="tab:green" if ok else "tab:red", ms=4)
+    ax.set_xscale("log")
+    ax.set_xlabel("draws used by the keep-fraction check")
+    ax.set_ylabel("observed - expected keep fraction")
+    ax.set_title(f"dropout-stats audit: {len(points)} entry point x dtype runs")
+    ax.axhline(0, color="black", lw=0.5)
+    ax.legend(loc="upper right", fontsize=8)
+    _save_figure(fig, path)
+    plt.close(fig)
+
+
+# -- verify -----------------------------------------------------------------------------------
+def _load_function(spec: str):
+    if ":" not in spec:
+        raise UsageError(f"FUNCTION ({spec}) must be MODULE:FUNCTION, e.g. mypkg.layers:dropout")
+    module_name, _, attr = spec.partition(":")
+    sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:
+        raise UsageError(f"could not import {module_name!r}: {type(exc).__name__}: {exc}") from None
+    obj = module
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise UsageError(f"{module_name!r} has no attribute {attr!r}")
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise UsageError(f"{spec} ({type(obj).__name__}) is not callable")
+    return obj
+
+
+def _check_signature(fn, stateful: bool) -> None:
+    import inspect
+
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return
+    params = list(sig.parameters.values())
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    varargs = any(p.kind == p.VAR_POSITIONAL for p in params)
+    need = 2 if stateful else 3
+    contract = "fn(x, rate, noise_shape=None)" if stateful else "fn(x, rate, seed, noise_shape=None)"
+    if len(positional) < need and not varargs:
+        raise UsageError(f"{getattr(fn, '__name__', fn)}{sig} does not follow the contract {contract}"
+                         + ("" if stateful else " (pass --stateful for tf.nn.dropout's contract)"))
+
+
+def cmd_verify(args) -> int:
+    fn = _load_function(args.function)
+    _check_signature(fn, args.stateful)
+    _quiet_tensorflow()
+    from .battery import verify
+
+    try:
+        report = verify(fn, rate=args.rate, dtype=args.dtype, shape=args.shape, noise_shape=args.noise_shape,
+                        seed=args.seed, stateful=args.stateful, false_fail_rate=args.false_fail_rate,
+                        reference=None if args.no_reference else "tensorflow")
+    except (TypeError, ValueError) as exc:
+        raise UsageError(str(exc)) from None
+    print(report)
+    if args.json:
+        write_atomically(args.json, report.to_json(indent=1))
+        print(f"wrote {args.json}")
+    return EXIT_OK if report.passed else EXIT_FAILED
+
+
+# -- explain ----------------------------------------------------------------------------------
+def explain_text(units: int, rate: float, dtype: str = "float32", observed: int | None = None) -> str:
+    import numpy as np
+    from scipy import stats
+
+    from . import (expected_keep_fraction, min_num_samples_for_rate_test, proportion_ci, rate_test)
+    from ._checks import check_count, check_rate
+    from ._floats import dtype_name
+
+    units = check_count(units, "units", minimum=1)
+    rate = check_rate(rate)
+    dtype = dtype_name(dtype)
+    keep_frac = expected_keep_fraction(rate, dtype)
+    drop = 1 - float(keep_frac)
+    dist = stats.binom(units, drop)
+    lines = [f"Dropout(rate={rate}) on {units} units in {dtype}: each unit is dropped independently with "
+             f"probability {drop:.10g}, so the number of zeros is Binomial({units}, {drop:.6g})."]
+    if abs(float(keep_frac) - (1 - rate)) > 1e-6 * (1 - rate):
+        lines.append(f"  ({dtype}: TensorFlow keeps {keep_frac} = {float(keep_frac):.10g}, not 1 - rate = {1 - rate:.10g}:"
+                     f" its uniform has a coarse grid in {dtype} and the rate is rounded first)")
+    mode = round(rate * units)
+    lo95, hi95 = dist.ppf(0.025), dist.isf(0.025)
+    lo999, hi999 = dist.ppf(0.0005), dist.isf(0.0005)
+    lines.append(f"  mean {dist.mean():.3f} zeros, standard deviation {dist.std():.3f}")
+    lines.append(f"  95% of calls give {lo95:.0f} to {hi95:.0f} zeros; 99.9% give {lo999:.0f} to {hi999:.0f}")
+    lines.append(f"  P(exactly {mode} zeros) = {dist.pmf(mode):.4f}: the 'expected' count is the exception, not the rule")
+    ks = np.arange(max(0, int(lo999)), int(hi999) + 1)
+    pmf = dist.pmf(ks)
+    scale = 40 / pmf.max() if pmf.max() > 0 else 0
+    if len(ks) <= 40:
+        lines.append("  zeros  probability")
+        for k, p in zip(ks, pmf):
+            mark = " <- observed" if observed is not None and k == observed else ""
+            lines.append(f"  {k:5d}  {p:.4f} {'#' * int(round(p * scale))}{mark}")
+    if 0 < drop < 1:
+        need = min_num_samples_for_rate_test(float(keep_frac), 0.01 * min(drop, 1 - drop),
+                                             false_fail_rate=1e-3, false_pass_rate=1e-3)
+        lines.append(f"  to see the zero fraction within 1% of its value ({0.01 * min(drop, 1 - drop):.3g}) "
+                     f"with 99.9% confidence and 99.9% power: {need:,} units")
+    if observed is not None:
+        observed = check_count(observed, "observed")
+        if observed > units:
+            raise ValueError(f"observed ({observed}) must be <= units ({units})")
+        r = rate_test(observed, units, drop)
+        ci = proportion_ci(observed, units, confidence_level=0.999)
+        verdict = "consistent with" if r.pvalue > 1e-3 else "NOT consistent with"
+        lines.append(f"{observed} zeros out of {units} is {verdict} rate {rate}: exact two-sided p = {r.pvalue:.4g}; "
+                     f"99.9% interval for the zero fraction [{ci.low:.4f}, {ci.high:.4f}]")
+    return "\n".join(lines)
+
+
+def cmd_explain(args) -> int:
+    try:
+        print(explain_text(args.units, args.rate, args.dtype, args.observed))
+    except (TypeError, ValueError) as exc:
+        raise UsageError(str(exc)) from None
+    if args.plot:
+        _explain_plot(args, args.plot)
+        print(f"wrote {args.plot}")
+    return EXIT_OK
+
+
+def _explain_plot(args, path) -> None:
+    import numpy as np
+    from scipy import stats
+
+    from . import expected_keep_probability
+
+    plt = _require_matplotlib()
+    drop = 1 - expected_keep_probability(args.rate, args.dtype)
+    dist = stats.binom(args.units, drop)
+    ks = np.arange(int(dist.ppf(1e-4)), int(dist.isf(1e-4)) + 1)
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    colors = ["tab:red" if args.observed is not None and k == args.observed else "tab:blue" for k in ks]
+    ax.bar(ks, dist.pmf(ks), color=colors)
+    ax.set_xlabel("zeros after dropout")
+    ax.set_ylabel("probability")
+    title = f"Binomial({args.units}, {drop:.4g}): zeros after Dropout({args.rate}) on {args.units} units"
+    if args.observed is not None:
+        title += f"; observed {args.observed}"
+    ax.set_title(title, fontsize=10)
+    _save_figure(fig, path)
+    plt.close(fig)
+
+
+# -- entry point ------------------------------------------------------------------------------
+def _shape(text: str):
+    try:
+        dims = [int(v) if v.lower() != "none" else None for v in text.replace("x", ",").split(",") if v]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"shape ({text}) must be comma-separated ints, e.g. 64,4096") from None
+    return dims
+
+
+def _probability(name):
+    def parse(text):
+        try:
+            v = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} ({text}) must be a number") from None
+        return v
+    return parse
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="dropout-stats", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command")
+
+    a = sub.add_parser("audit", help="verify every dropout entry point of the installed TensorFlow/Keras")
+    a.add_argument("--quick", action="store_true", help="eager mode, float32 and bfloat16 only (~1 minute)")
+    a.add_argument("--rate", type=_probability("rate"), default=0.2)
+    a.add_argument("--dtypes", nargs="+", choices=["float16", "bfloat16", "float32", "float64"])
+    a.add_argument("--seed", type=int, default=0)
+    a.add_argument("--false-fail-rate", type=_probability("false-fail-rate"), default=1e-6,
+                   help="per configuration (default 1e-6)")
+    a.add_argument("--json", metavar="FILE", help="write the whole report as JSON")
+    a.add_argument("--plot", metavar="FILE", help="write a PNG: keep fraction against draws, exact funnel")
+    a.set_defaults(func=cmd_audit)
+
+    v = sub.add_parser("verify", help="verify MODULE:FUNCTION")
+    v.add_argument("function", metavar="MODULE:FUNCTION")
+    v.add_argument("--stateful", action="store_true", help="fn(x, rate, noise_shape=None), like tf.nn.dropout")
+    v.add_argument("--rate", type=_probability("rate"), default=0.2)
+    v.add_argument("--dtype", default="float32")
+    v.add_argument("--shape", type=_shape)
+    v.add_argument("--noise-shape", type=_shape)
+    v.add_argument("--seed", type=int, default=0)
+    v.add_argument("--false-fail-rate", type=_probability("false-fail-rate"), default=1e-6)
+    v.add_argument("--no-reference", action="store_true", help="an RNG of its own: skip the bit-exact mechanism check")
+    v.add_argument("--json", metavar="FILE")
+    v.set_defaults(func=cmd_verify)
+
+    e = sub.add_parser("explain", help="why Dropout(rate) on N units does not zero exactly rate*N of them")
+    e.add_argument("--units", type=int, required=True)
+    e.add_argument("--rate", type=_probability("rate"), required=True)
+    e.add_argument("--dtype", default="float32")
+    e.add_argument("--observed", type=int, help="zeros you saw in one call")
+    e.add_argument("--plot", metavar="FILE")
+    e.set_defaults(func=cmd_explain)
+    return p
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse: 2 on bad usage, 0 on --help
+        return int(exc.code or 0)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    try:
+        if getattr(args, "json", None):
+            d = os.path.dirname(os.path.abspath(args.json))
+            if not os.path.isdir(d):
+                raise UsageError(f"--json path ({args.json}) is in a folder that does not exist: {d}")
+        if getattr(args, "plot", None):
+            _require_matplotlib()
+        return args.func(args)
+    except UsageError as exc:
+        print(f"dropout-stats: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except (TypeError, ValueError) as exc:  # argument validation inside the library
+        print(f"dropout-stats: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,127 @@
+"""The dropout-stats command line, run as a user would: subprocesses, exit codes, files."""
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+
+
+def run(*args, cwd=None, env=None):
+    return subprocess.run([sys.executable, "-m", "dropout_stats", *args], capture_output=True, text=True,
+                          cwd=cwd, env=env or ENV, timeout=600)
+
+
+def test_explain_the_founding_question():
+    r = run("explain", "--units", "32", "--rate", "0.2", "--observed", "9")
+    assert r.returncode == 0, r.stderr
+    assert "Binomial(32, 0.2)" in r.stdout
+    assert "P(exactly 6 zeros) = 0.1753" in r.stdout
+    assert "9 zeros out of 32 is consistent with rate 0.2" in r.stdout
+
+
+def test_explain_bfloat16_names_the_grid():
+    r = run("explain", "--units", "1000", "--rate", "0.2", "--dtype", "bfloat16", "--observed", "300")
+    assert r.returncode == 0
+    assert "51/64" in r.stdout and "NOT consistent" in r.stdout
+
+
+@pytest.mark.parametrize("args,fragment", [
+    (("explain", "--units", "32", "--rate", "1.5"), "rate (1.5) must be in [0, 1)"),
+    (("explain", "--units", "0", "--rate", "0.2"), "units (0) must be >= 1"),
+    (("explain", "--units", "32", "--rate", "0.2", "--observed", "40"), "observed (40) must be <= units (32)"),
+    (("explain", "--units", "32", "--rate", "abc"), "rate (abc) must be a number"),
+    (("explain", "--units", "32", "--rate", "0.2", "--dtype", "int8"), "dtype ('int8') must be one of"),
+    (("verify", "nosuch_module_xyz:fn"), "could not import 'nosuch_module_xyz'"),
+    (("verify", "no_colon"), "must be MODULE:FUNCTION"),
+    (("audit", "--rate", "2"), "rate (2.0) must be in [0, 1)"),
+    (("audit", "--json", "/no/such/folder/out.json"), "folder that does not exist"),
+    (("bogus",), "invalid choice"),
+    ((), "usage: dropout-stats"),
+])
+def test_bad_usage_exits_2_with_a_message(args, fragment):
+    r = run(*args)
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert fragment in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+@pytest.fixture
+def user_module(tmp_path):
+    (tmp_path / "userdrop.py").write_text(textwrap.dedent("""
+        import tensorflow as tf
+
+        def good(x, rate, seed, noise_shape=None):
+            return tf.nn.experimental.stateless_dropout(x, rate, seed=seed, noise_shape=noise_shape)
+
+        def unscaled(x, rate, seed, noise_shape=None):
+            y = tf.nn.experimental.stateless_dropout(x, rate, seed=seed, noise_shape=noise_shape)
+            return tf.where(y != 0, x, tf.zeros_like(x))
+
+        def stateful(x, rate, noise_shape=None):
+            return tf.nn.dropout(x, rate, noise_shape=noise_shape)
+
+        def wrong_signature(x):
+            return x
+    """))
+    return tmp_path
+
+
+@pytest.mark.statistical(false_fail_rate=2e-9)
+def test_verify_a_user_function(user_module):
+    out = user_module / "report.json"
+    r = run("verify", "userdrop:good", "--false-fail-rate", "1e-9", "--json", str(out), cwd=user_module)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "PASSED" in r.stdout and json.loads(out.read_text())["passed"] is True
+    r = run("verify", "userdrop:stateful", "--stateful", "--false-fail-rate", "1e-9", cwd=user_module)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_verify_exits_1_on_a_broken_function(user_module):
+    r = run("verify", "userdrop:unscaled", cwd=user_module)
+    assert r.returncode == 1
+    assert "FAIL scale" in r.stdout and "reproduce: verify(" in r.stdout
+
+
+def test_verify_rejects_a_wrong_signature(user_module):
+    r = run("verify", "userdrop:wrong_signature", cwd=user_module)
+    assert r.returncode == 2 and "does not follow the contract fn(x, rate, seed, noise_shape=None)" in r.stderr
+
+
+@pytest.mark.statistical(false_fail_rate=1e-8)
+def test_quick_audit_writes_json_and_png(tmp_path):
+    out, png = tmp_path / "audit.json", tmp_path / "audit.png"
+    r = run("audit", "--quick", "--dtypes", "float32", "bfloat16", "--false-fail-rate", "1e-9",
+            "--json", str(out), "--plot", str(png))
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "tf.nn.experimental.stateless_dropout" in r.stdout and "configurations passed" in r.stdout
+    assert "[1/" in r.stderr  # plain progress lines when not a terminal
+    data = json.loads(out.read_text())
+    assert data["results"] and all(x["report"]["passed"] for x in data["results"])
+    assert any("102/128" in f["detail"] or "51/64" in f["detail"]
+               for x in data["results"] for f in x["report"]["findings"])
+    import matplotlib.image
+
+    img = matplotlib.image.imread(str(png))
+    assert img.shape[0] > 300 and img.shape[1] > 500 and img.std() > 0.01  # a real picture, not blank
+    assert not [p for p in os.listdir(tmp_path) if p.startswith(".dropout-stats-")]  # no temp files left
+
+
+def test_plot_without_matplotlib_says_how_to_install(tmp_path):
+    fake = tmp_path / "fake"
+    (fake / "matplotlib").mkdir(parents=True)
+    (fake / "matplotlib" / "__init__.py").write_text("raise ImportError('no matplotlib here')\n")
+    env = dict(ENV, PYTHONPATH=f"{fake}{os.pathsep}{ENV.get('PYTHONPATH', '')}")
+    r = run("explain", "--units", "32", "--rate", "0.2", "--plot", str(tmp_path / "x.png"), env=env)
+    assert r.returncode == 2 and "pip install 'dropout-stats[plot]'" in r.stderr
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_explain_plot_is_a_png(tmp_path):
+    png = tmp_path / "explain.png"
+    r = run("explain", "--units", "32", "--rate", "0.2", "--observed", "9", "--plot", str(png))
+    assert r.returncode == 0, r.stderr
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
