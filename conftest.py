@@ -15,6 +15,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import pytest  # noqa: E402
 from hypothesis import HealthCheck, settings  # noqa: E402
 
+pytest_plugins = ["pytester"]
+
 SUITE_FALSE_FAIL_BUDGET = 1e-6
 
 # Deterministic examples: a property test runs the same cases on every run and worker.

@@ -45,7 +45,7 @@ def _shapes(draw, min_rank, max_rank, max_side, with_noise, min_units):
         noise = [d if draw(st.booleans()) else 1 for d in shape]
     units = shape if noise is None else noise
     axis = 0
-    while _prod(units) < min_units and axis < 4 * rank:
+    while _prod(units) < min_units and min(units) < max_side:
         i = axis % rank
         if units[i] < max_side:
             shape[i] = units[i] = min(max_side, units[i] * 2)
