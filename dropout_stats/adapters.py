@@ -9,7 +9,7 @@ the stateless mask follows XLA's own uniform stream, so those adapters use the
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

@@ -9,7 +9,7 @@ implementation fails a run with probability at most ``false_fail_rate``.  Exact 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -22,7 +22,7 @@ from .precision import (apply_scale, exact_scale, expected_keep_fraction, expect
                         ulp_distance)
 from .report import Check, Finding, Report
 from .sequential import SequentialRateTest
-from .structure import (holm_bonferroni, homogeneity_test, independence_test, trend_test)
+from .structure import (holm_bonferroni, homogeneity_test, trend_test)
 
 __all__ = ["verify", "verify_alpha_dropout", "verify_gaussian_dropout", "Report", "Check", "Finding",
            "DEFAULT_SHAPE"]

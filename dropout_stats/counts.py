@@ -21,7 +21,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._checks import check_choice
 from ._floats import FORMATS, array_dtype_name, bits_of, to_numpy
 
 __all__ = ["MaskCounts", "mask_counts"]

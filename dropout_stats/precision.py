@@ -19,7 +19,7 @@ from fractions import Fraction
 
 import numpy as np
 
-from ._checks import check_choice, check_rate
+from ._checks import check_rate
 from ._floats import (FORMATS, bfloat16_bits_to_float32, dtype_name,
                       float32_to_bfloat16_bits, round_to)
 

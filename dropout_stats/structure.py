@@ -6,12 +6,12 @@ share of the false-fail budget.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 from scipy import special, stats
 
-from ._checks import check_count, check_open_unit, check_probability
+from ._checks import check_open_unit, check_probability
 
 __all__ = [
     "StructureTestResult",

@@ -2,7 +2,6 @@
 import math
 
 import numpy as np
-import pytest
 from hypothesis import assume, given, settings, strategies as st
 from scipy import stats
 

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 import tensorflow as tf
-from hypothesis import given, strategies as st
+from hypothesis import given
 
 from dropout_stats import strategies
 from dropout_stats.testing import (assert_dropout, assert_keep_fraction, assert_mask_is_uniform_threshold,
