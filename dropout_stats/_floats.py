@@ -95,10 +95,11 @@ def float32_to_bfloat16_bits(a) -> np.ndarray:
     """Round float32 values to bfloat16 (nearest, ties to even) and return the uint16 bits."""
     f = np.asarray(a, dtype=np.float32)
     b = f.view(np.uint32).astype(np.uint64) if f.ndim else np.asarray(f.reshape(1).view(np.uint32)[0], np.uint64)
-    rounded = ((b + 0x7FFF + ((b >> 16) & 1)) >> 16).astype(np.uint16)
+    u = np.uint64  # explicit unsigned constants: numpy 1.x will not mix uint64 with Python ints
+    rounded = ((b + u(0x7FFF) + ((b >> u(16)) & u(1))) >> u(16)).astype(np.uint16)
     nan = np.isnan(f)
     if nan.any():
-        rounded = np.where(nan, ((b >> 16) | 0x40).astype(np.uint16), rounded)
+        rounded = np.where(nan, ((b >> u(16)) | u(0x40)).astype(np.uint16), rounded)
     return rounded
 
 

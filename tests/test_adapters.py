@@ -3,6 +3,7 @@ verified against the installed TensorFlow.
 
 Budget: each verify() at false_fail_rate=1e-9.
 """
+import keras
 import pytest
 from hypothesis import given, settings
 
@@ -11,11 +12,13 @@ from dropout_stats.adapters import adapters
 
 A = 1e-9
 ADAPTERS = adapters()
+KERAS_3 = int(keras.__version__.split(".")[0]) >= 3
 
-# Real deviations of TF 2.21 / Keras 3.15, asserted as such in their own tests below.
+# Real deviations, asserted as such in their own tests below.  Keras 3 (TF 2.21: Keras 3.15) has
+# the Gaussian one; Keras 2.15 (TF 2.15) does not.
 KNOWN_DEVIATIONS = {
     ("keras.layers.GaussianDropout[jit]", "float16"): {"gaussian_variance"},
-}
+} if KERAS_3 else {}
 
 
 @pytest.mark.statistical(false_fail_rate=A)
@@ -30,16 +33,20 @@ def test_entry_point_passes(adapter, dtype, seed):
         assert r.check("mechanism").passed  # bit for bit against TF's (or XLA's) uniform
 
 
-@pytest.mark.statistical(false_fail_rate=1e-12)
-def test_gaussian_dropout_under_xla_in_float16_has_too_much_variance():
-    """TF 2.21 / Keras 3.15: GaussianDropout with jit_compile=True in float16 gives noise variance
-    about 1.1% above rate/(1-rate) (rate 0.5: 1.0108 on 786k draws, p = 1e-11); eager float16 and
-    XLA float32 are exact.  Sized at 0.25% of sigma: the variance check then needs ~5.4M draws and
-    a 1.1% excess is ~18 sigma out, so a miss has probability far below 1e-12."""
+@pytest.mark.statistical(false_fail_rate=2e-12)
+def test_gaussian_dropout_under_xla_in_float16_variance_per_keras_version():
+    """Keras 3 (TF 2.21, Keras 3.15): GaussianDropout with jit_compile=True in float16 gives noise
+    variance about 1.1% above rate/(1-rate) (rate 0.5: 1.0108 on 786k draws, p = 1e-11); eager
+    float16 and XLA float32 are exact.  Keras 2 (TF 2.15): exact under XLA too.  Sized at 0.25%
+    of sigma the variance check needs ~5.4M draws, where a 1.1% excess is ~18 sigma out: a miss
+    (or, on Keras 2, a false alarm at level 1e-9) has probability below 1e-12."""
     adapter = next(a for a in ADAPTERS if a.name == "keras.layers.GaussianDropout[jit]")
     r = adapter.verify(rate=0.5, dtype="float16", seed=2, false_fail_rate=A, discrepancy=0.0025)
     var = r.check("gaussian_variance")
-    assert var.passed is False and float(var.observed) > 1.005, str(r)
+    if KERAS_3:
+        assert var.passed is False and float(var.observed) > 1.005, str(r)
+    else:
+        assert r.passed, str(r)
     eager = next(a for a in ADAPTERS if a.name == "keras.layers.GaussianDropout[eager]")
     assert eager.verify(rate=0.5, dtype="float16", seed=2, false_fail_rate=A, discrepancy=0.0025).passed
 
