@@ -130,10 +130,9 @@ def pair_independence_test(mask, axis: int = -1) -> StructureTestResult:
     m = _as_bool(mask, "mask")
     if m.ndim == 0:
         raise ValueError("mask (a scalar) must have at least one axis")
-    try:
-        m = np.moveaxis(m, axis, -1)
-    except np.exceptions.AxisError:
-        raise ValueError(f"axis ({axis}) must be in [-{m.ndim}, {m.ndim})") from None
+    if not isinstance(axis, (int, np.integer)) or not -m.ndim <= axis < m.ndim:
+        raise ValueError(f"axis ({axis}) must be in [-{m.ndim}, {m.ndim})")
+    m = np.moveaxis(m, axis, -1)
     length = m.shape[-1] - m.shape[-1] % 2
     if length < 2:
         raise ValueError(f"mask (length {m.shape[-1]} along axis {axis}) must have >= 2 elements there")
