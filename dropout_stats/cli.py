@@ -356,6 +356,30 @@ def _explain_plot(args, path) -> None:
     plt.close(fig)
 
 
+# -- calibrate --------------------------------------------------------------------------------
+def cmd_calibrate(args) -> int:
+    _quiet_tensorflow()
+    from .calibrate import calibrate_null, calibrate_power
+
+    if args.runs < 1:
+        raise UsageError(f"--runs ({args.runs}) must be >= 1")
+    if not 0 < args.false_fail_rate < 1:
+        raise UsageError(f"--false-fail-rate ({args.false_fail_rate}) must be in (0, 1)")
+
+    def progress(done, total):
+        if done == total or done % max(1, total // 10) == 0:
+            print(f"  {done}/{total}", file=sys.stderr, flush=True)
+
+    null = calibrate_null(args.runs, false_fail_rate=args.false_fail_rate, seed=args.seed, progress=progress)
+    print(null)
+    ok = null.consistent
+    if args.power_runs:
+        print(f"power: each defect of the corpus, {args.power_runs} runs at false-fail 1e-6, false-pass 1e-3")
+        for row in calibrate_power(args.power_runs, seed=args.seed, progress=progress):
+            print(f"  {row}")
+    return EXIT_OK if ok else EXIT_FAILED
+
+
 # -- matrix -----------------------------------------------------------------------------------
 def matrix_markdown(payloads: list[dict]) -> str:
     """One row per measured fact, one column per TensorFlow version."""
@@ -475,6 +499,14 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--no-reference", action="store_true", help="an RNG of its own: skip the bit-exact mechanism check")
     v.add_argument("--json", metavar="FILE")
     v.set_defaults(func=cmd_verify)
+
+    c = sub.add_parser("calibrate", help="measure verify()'s false-alarm rate and the corpus' catch rates")
+    c.add_argument("--runs", type=int, default=200, help="correct runs (default 200)")
+    c.add_argument("--false-fail-rate", type=_probability("false-fail-rate"), default=0.05,
+                   help="the budget to calibrate at (default 0.05: informative counts)")
+    c.add_argument("--power-runs", type=int, default=5, help="runs per defect of the corpus (0: skip)")
+    c.add_argument("--seed", type=int, default=0)
+    c.set_defaults(func=cmd_calibrate)
 
     m = sub.add_parser("matrix", help="merge audit JSON files of several TF versions into a markdown table")
     m.add_argument("files", nargs="+", metavar="AUDIT.json")

@@ -7,7 +7,7 @@ from hypothesis import given
 from dropout_stats import strategies
 from dropout_stats.testing import (assert_dropout, assert_keep_fraction, assert_mask_is_uniform_threshold,
                                    assert_scaled_by_inverse_keep)
-from tests.corpus import scale_one_ulp_off
+from dropout_stats.corpus import scale_one_ulp_off
 
 
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32", "float64"])

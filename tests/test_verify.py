@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 
 import dropout_stats as ds
-from tests.corpus import STATEFUL, STATELESS
+from dropout_stats.corpus import STATEFUL, STATELESS
 
 A = 1e-9
 
@@ -115,7 +115,7 @@ def test_same_seed_same_report():
 
 
 def test_report_reads_as_a_table():
-    from tests.corpus import scale_one_ulp_off
+    from dropout_stats.corpus import scale_one_ulp_off
 
     r = ds.verify(scale_one_ulp_off, rate=0.2, false_fail_rate=A)
     text = str(r)
@@ -170,7 +170,7 @@ def test_bad_arguments_name_themselves(kwargs, exc, fragment):
 
 @pytest.mark.statistical(false_fail_rate=1e-12)
 def test_alpha_dropout_with_a_wrong_offset_fails():
-    from tests.corpus import alpha_wrong_offset
+    from dropout_stats.corpus import alpha_wrong_offset
 
     r = ds.verify_alpha_dropout(alpha_wrong_offset, rate=0.2, false_fail_rate=A)
     assert r.check("scale").passed is False
@@ -180,7 +180,7 @@ def test_alpha_dropout_with_a_wrong_offset_fails():
 def test_gaussian_dropout_with_the_wrong_variance_fails():
     """stddev 0.2 (variance 0.04) instead of 0.5 (0.25): the chi-square statistic is off by a
     factor of 6; a miss is impossible in practice."""
-    from tests.corpus import gaussian_wrong_variance
+    from dropout_stats.corpus import gaussian_wrong_variance
 
     tf.random.set_seed(1)
     r = ds.verify_gaussian_dropout(gaussian_wrong_variance, rate=0.2, false_fail_rate=A)
@@ -189,7 +189,7 @@ def test_gaussian_dropout_with_the_wrong_variance_fails():
 
 @pytest.mark.statistical(false_fail_rate=1e-12)
 def test_gaussian_noise_shared_across_the_batch_fails():
-    from tests.corpus import gaussian_shared_across_batch
+    from dropout_stats.corpus import gaussian_shared_across_batch
 
     tf.random.set_seed(1)
     r = ds.verify_gaussian_dropout(gaussian_shared_across_batch, rate=0.2, false_fail_rate=A)

@@ -1,7 +1,7 @@
-"""Deliberately broken dropout implementations, each with the check that must catch it.
+"""Deliberately broken dropout implementations (imports TensorFlow), each with the checks that must
+catch it: the power side of `dropout-stats calibrate` and of tests/test_verify.py.
 
-Each entry: (name, fn, stateful, the checks allowed to be the ones that fail, test false-fail
-rate).  The rate is the chance verify() misses the defect at the settings used in
+Each entry: (name, fn, the checks of which at least one must fail, test false-fail rate).  The rate is the chance verify() misses the defect at the settings used in
 test_verify.py (false_pass_rate=1e-9 there): 1e-9 for a defect at the designed discrepancy,
 far less for gross ones (stated as 1e-12).
 """
