@@ -80,6 +80,16 @@ def test_verify_a_user_function(user_module):
     assert r.returncode == 0, r.stdout + r.stderr
 
 
+@pytest.mark.statistical(false_fail_rate=2e-9)
+def test_same_seed_gives_byte_identical_reports_across_processes(user_module):
+    outs = []
+    for name in ("one.json", "two.json"):
+        r = run("verify", "userdrop:good", "--seed", "77", "--false-fail-rate", "1e-9", "--json", name, cwd=user_module)
+        assert r.returncode == 0, r.stderr
+        outs.append((user_module / name).read_bytes())
+    assert outs[0] == outs[1]
+
+
 def test_verify_exits_1_on_a_broken_function(user_module):
     r = run("verify", "userdrop:unscaled", cwd=user_module)
     assert r.returncode == 1
