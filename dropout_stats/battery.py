@@ -719,13 +719,26 @@ def _accumulate_table(table: np.ndarray, a: np.ndarray, b: np.ndarray) -> None:
 
 
 def _accumulate_pairs(tables: dict, m: np.ndarray) -> None:
+    """2 x 2 tables of disjoint pairs (0, 1), (2, 3), ... along the first and the last axis."""
+    m = np.ascontiguousarray(m)
     for axis in sorted({0, m.ndim - 1}):
         length = m.shape[axis] - m.shape[axis] % 2
         if length < 2:
             continue
-        view = np.moveaxis(m, axis, -1)  # strided views, no copies
-        first, second = view[..., 0:length:2], view[..., 1:length:2]
-        _accumulate_table(tables.setdefault(axis, np.zeros(4, dtype=np.int64)), first, second)
+        table = tables.setdefault(axis, np.zeros(4, dtype=np.int64))
+        if axis == m.ndim - 1 and length == m.shape[-1]:
+            # neighbours along the contiguous last axis: read each pair as one uint16
+            # (little-endian: bit 0 is the first of the pair, bit 8 the second)
+            v = m.view(np.uint16)
+            table[0] += np.count_nonzero(v == 0x0101)
+            first = np.count_nonzero(v & np.uint16(0x0001))
+            table[1] += first
+            table[2] += np.count_nonzero(m) - first
+            table[3] += v.size
+            continue
+        view = np.moveaxis(m, axis, 0)[:length]
+        pairs = view.reshape((length // 2, 2) + view.shape[1:])  # contiguous halves when axis == 0
+        _accumulate_table(table, pairs[:, 0], pairs[:, 1])
 
 
 def _fisher(table) -> tuple[float, float]:
