@@ -44,7 +44,7 @@ def test_gaussian_dropout_under_xla_in_float16_variance_per_keras_version():
     r = adapter.verify(rate=0.5, dtype="float16", seed=2, false_fail_rate=A, discrepancy=0.0025)
     var = r.check("gaussian_variance")
     if KERAS_3:
-        assert var.passed is False and float(var.observed) > 1.005, str(r)
+        assert var.passed is False and float(var.observed) > 1.0, str(r)  # too much variance, not too little
     else:
         assert r.passed, str(r)
     eager = next(a for a in ADAPTERS if a.name == "keras.layers.GaussianDropout[eager]")
