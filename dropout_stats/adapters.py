@@ -151,8 +151,8 @@ def adapters(*, modes=MODES) -> list[Adapter]:
                                _keras_layer(module, "Dropout", mode, True), reference=ref))
             out.append(Adapter(f"{label}.layers.AlphaDropout", mode, True,
                                _keras_layer(module, "AlphaDropout", mode, True), reference=ref, kind="alpha",
-                               keep_dtype="float32" if label == "keras" else None,
-                               notes="dropped positions hold a*alpha'+b; Keras 3 draws the uniform in float32"))
+                               keep_dtype="float32",  # Keras 2 and 3 both draw it with floatx
+                               notes="dropped positions hold a*alpha'+b; the uniform is drawn in float32"))
             out.append(Adapter(f"{label}.layers.GaussianDropout", mode, True,
                                _keras_layer(module, "GaussianDropout", mode, False), kind="gaussian",
                                notes="multiplicative Normal(1, rate/(1-rate)) noise, no mask"))
