@@ -119,7 +119,8 @@ def cmd_audit(args) -> int:
     if args.json:
         from .probes import all_probes
 
-        payload = {"tensorflow": tf.__version__, "keras": _keras_version(), "rate": args.rate,
+        payload = {"tensorflow": tf.__version__, "keras": _keras_version(), "tf_keras": _tf_keras_version(),
+                   "rate": args.rate,
                    "seed": args.seed, "false_fail_rate": args.false_fail_rate, "quick": bool(args.quick),
                    "facts": all_probes(),
                    "results": [{"entry_point": a.entry_point, "mode": a.mode, "dtype": d, "report": r.to_dict()}
@@ -138,6 +139,15 @@ def _keras_version():
 
         return keras.__version__
     except ImportError:  # pragma: no cover
+        return None
+
+
+def _tf_keras_version():
+    try:
+        import tf_keras
+
+        return tf_keras.__version__
+    except ImportError:
         return None
 
 
@@ -383,8 +393,12 @@ def cmd_calibrate(args) -> int:
 # -- matrix -----------------------------------------------------------------------------------
 def matrix_markdown(payloads: list[dict]) -> str:
     """One row per measured fact, one column per TensorFlow version."""
-    payloads = sorted(payloads, key=lambda p: [int(v) for v in p["tensorflow"].split(".")[:3] if v.isdigit()])
-    versions = [f"TF {p['tensorflow']} (Keras {p.get('keras')})" for p in payloads]
+    def legacy(p):
+        return bool(p.get("tf_keras")) or any(r["entry_point"].startswith("tf_keras") for r in p.get("results", []))
+
+    payloads = sorted(payloads, key=lambda p: ([int(v) for v in p["tensorflow"].split(".")[:3] if v.isdigit()], legacy(p)))
+    versions = [f"TF {p['tensorflow']} (Keras {p.get('keras')}" + (" + tf_keras" if legacy(p) else "") + ")"
+                for p in payloads]
     rows: dict[tuple, dict] = {}
 
     def put(section, fact, column, value):
