@@ -33,13 +33,14 @@ def test_entry_point_passes(adapter, dtype, seed):
         assert r.check("mechanism").passed  # bit for bit against TF's (or XLA's) uniform
 
 
-@pytest.mark.statistical(false_fail_rate=2e-12)
+@pytest.mark.statistical(false_fail_rate=2e-9)
 def test_gaussian_dropout_under_xla_in_float16_variance_per_keras_version():
     """Keras 3 (TF 2.21, Keras 3.15): GaussianDropout with jit_compile=True in float16 gives noise
     variance about 1.1% above rate/(1-rate) (rate 0.5: 1.0108 on 786k draws, p = 1e-11); eager
     float16 and XLA float32 are exact.  Keras 2 (TF 2.15): exact under XLA too.  Sized at 0.25%
     of sigma the variance check needs ~5.4M draws, where a 1.1% excess is ~18 sigma out: a miss
-    (or, on Keras 2, a false alarm at level 1e-9) has probability below 1e-12."""
+    has probability below 1e-12; the eager run (and on Keras 2 the XLA one) false-fails with
+    probability <= 1e-9 each."""
     adapter = next(a for a in ADAPTERS if a.name == "keras.layers.GaussianDropout[jit]")
     r = adapter.verify(rate=0.5, dtype="float16", seed=2, false_fail_rate=A, discrepancy=0.0025)
     var = r.check("gaussian_variance")

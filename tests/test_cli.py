@@ -101,8 +101,9 @@ def test_verify_rejects_a_wrong_signature(user_module):
     assert r.returncode == 2 and "does not follow the contract fn(x, rate, seed, noise_shape=None)" in r.stderr
 
 
-@pytest.mark.statistical(false_fail_rate=1e-8)
+@pytest.mark.statistical(false_fail_rate=2.2e-8)
 def test_quick_audit_writes_json_and_png(tmp_path):
+    """22 configurations (11 eager entry points x 2 dtypes), each verified at 1e-9."""
     out, png = tmp_path / "audit.json", tmp_path / "audit.png"
     r = run("audit", "--quick", "--dtypes", "float32", "bfloat16", "--false-fail-rate", "1e-9",
             "--json", str(out), "--plot", str(png))
