@@ -425,6 +425,11 @@ def matrix_markdown(payloads: list[dict]) -> str:
             failed = [f"{d}: {', '.join(c['name'] for c in r['checks'] if c['passed'] is False)}"
                       for d, r in items if not r["passed"]]
             put("verify", name, col, f"{ok}/{len(items)} dtypes pass" + (f" (FAIL {'; '.join(failed)})" if failed else ""))
+            mech = [(d, next((c for c in r["checks"] if c["name"] == "mechanism"), None)) for d, r in items]
+            if any(c is not None and c["passed"] is not None for _, c in mech):  # stateless entry points
+                exact = [d for d, c in mech if c is not None and c["passed"] is True]
+                put("mechanism (kept == uniform >= rate, bit for bit)", name, col,
+                    f"exact in {len(exact)}/{len(items)} dtypes")
             for d, r in items:
                 for f in r.get("findings", []):
                     if f["name"] == "scale_formula" and d == "float32":

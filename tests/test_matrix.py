@@ -68,7 +68,8 @@ def _payload(version, passed=True):
     return {"tensorflow": version, "keras": "x", "facts": {"nonfinite": {"nan": {"dropped_hold": "0 (select)"}},
                                                             "extremes": "probe failed: Boom"},
             "results": [{"entry_point": "tf.nn.dropout", "mode": "eager", "dtype": "float32",
-                         "report": {"passed": passed, "checks": [{"name": "scale", "passed": passed}],
+                         "report": {"passed": passed, "checks": [{"name": "scale", "passed": passed},
+                                                                 {"name": "mechanism", "passed": True}],
                                     "findings": [{"name": "scale_formula", "value": "multiply"}]}}]}
 
 
@@ -80,6 +81,7 @@ def test_matrix_has_one_column_per_version_sorted():
     assert "0/1 dtypes pass (FAIL float32: scale)" in row and "1/1 dtypes pass" in row
     assert "| nonfinite | nan | dropped_hold 0 (select) | dropped_hold 0 (select) |" in text
     assert "probe failed: Boom" in text
+    assert "| mechanism (kept == uniform >= rate, bit for bit) | tf.nn.dropout [eager] | exact in 1/1 dtypes |" in text
 
 
 def test_matrix_command_writes_the_file(tmp_path):
