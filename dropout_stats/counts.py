@@ -23,7 +23,7 @@ import numpy as np
 
 from ._floats import FORMATS, array_dtype_name, bits_of, to_numpy
 
-__all__ = ["MaskCounts", "mask_counts"]
+__all__ = ["MaskCounts", "mask_counts", "informative_and_kept"]
 
 _CHUNK = 1 << 16  # elements per block: keeps the temporaries in the L2 cache
 
@@ -109,12 +109,8 @@ def _informative_and_kept(xb: np.ndarray, yb: np.ndarray, fmt):
     return informative, nonzero_y
 
 
-def mask_counts(x, y, *, noise_shape=None) -> MaskCounts:
-    """Count kept, dropped and excluded draws of dropout's mask from its input and output.
-
-    x, y: arrays of one float dtype and one shape (numpy, TF tensors, anything with
-    ``__array__`` or ``.numpy()``).  See the module docstring for what is excluded and why.
-    """
+def _validated_bits(x, y):
+    """x and y as bit patterns after the checks every mask reader needs."""
     xa = to_numpy(x, "x")
     ya = to_numpy(y, "y")
     xd = array_dtype_name(xa, "x")
@@ -125,15 +121,28 @@ def mask_counts(x, y, *, noise_shape=None) -> MaskCounts:
         raise TypeError(f"x and y must have the same dtype: x {xd}, y {yd}")
     if xa.size == 0:
         raise ValueError(f"x (shape {list(xa.shape)}) must not be empty")
-    fmt = FORMATS[xd]
-    xb = bits_of(np.ascontiguousarray(xa)).reshape(-1) if noise_shape is None else bits_of(np.ascontiguousarray(xa))
-    yb = bits_of(np.ascontiguousarray(ya)).reshape(-1) if noise_shape is None else bits_of(np.ascontiguousarray(ya))
+    return bits_of(np.ascontiguousarray(xa)), bits_of(np.ascontiguousarray(ya)), FORMATS[xd]
 
+
+def informative_and_kept(x, y) -> tuple[np.ndarray, np.ndarray]:
+    """Element-wise (informative, kept): informative where x is normal, finite and non-zero
+    (the rule of the module docstring), kept where y != 0.  Validates like mask_counts."""
+    xb, yb, fmt = _validated_bits(x, y)
+    return _informative_and_kept(xb, yb, fmt)
+
+
+def mask_counts(x, y, *, noise_shape=None) -> MaskCounts:
+    """Count kept, dropped and excluded draws of dropout's mask from its input and output.
+
+    x, y: arrays of one float dtype and one shape (numpy, TF tensors, anything with
+    ``__array__`` or ``.numpy()``).  See the module docstring for what is excluded and why.
+    """
+    xb, yb, fmt = _validated_bits(x, y)
     if noise_shape is not None:
-        ns = _normalise_noise_shape(noise_shape, xa.shape)
-        if ns != tuple(xa.shape):
+        ns = _normalise_noise_shape(noise_shape, xb.shape)
+        if ns != tuple(xb.shape):
             return _unit_counts(xb, yb, ns, fmt)
-        xb, yb = xb.reshape(-1), yb.reshape(-1)
+    xb, yb = xb.reshape(-1), yb.reshape(-1)
 
     total = xb.size
     informative_n = 0

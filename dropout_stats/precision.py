@@ -92,10 +92,6 @@ def exact_scale(rate, dtype="float32") -> ScaleFormula:
     return ScaleFormula("exact", dtype_name(dtype), r, 1.0 - r)
 
 
-def _correctly_rounded(values: np.ndarray, name: str) -> np.ndarray:
-    return round_to(values, name)
-
-
 def apply_scale(x, scale: ScaleFormula) -> np.ndarray:
     """fl(x * factor) or fl(x / factor) in scale.dtype, returned as float64 values.
 
@@ -107,11 +103,11 @@ def apply_scale(x, scale: ScaleFormula) -> np.ndarray:
     if scale.formula == "multiply":
         if name == "float64":
             return xv * scale.factor
-        return _correctly_rounded(xv * scale.factor, name)
+        return round_to(xv * scale.factor, name)
     if scale.formula == "divide":
         if name == "float64":
             return xv / scale.factor
-        return _correctly_rounded(xv / scale.factor, name)
+        return round_to(xv / scale.factor, name)
     # exact: x / (1 - rate) correctly rounded; 1 - rate in double is exact for the rates we
     # see only approximately, so compute with Fractions where the format is float64.
     if name == "float64":
@@ -119,7 +115,7 @@ def apply_scale(x, scale: ScaleFormula) -> np.ndarray:
         d = F(1) - F(scale.rate)
         flat = [float(F(float(v)) / d) if np.isfinite(v) else v / (1 - scale.rate) for v in xv.ravel()]
         return np.asarray(flat, dtype=np.float64).reshape(xv.shape)
-    return _correctly_rounded(xv / (1.0 - scale.rate), name)
+    return round_to(xv / (1.0 - scale.rate), name)
 
 
 def _values_float64(x, name: str) -> np.ndarray:

@@ -11,7 +11,7 @@ import numpy as np
 from ._checks import check_open_unit, check_rate
 from ._floats import to_numpy
 from .binomial import proportion_ci, rate_test
-from .counts import mask_counts
+from .counts import _normalise_noise_shape, informative_and_kept, mask_counts
 from .design import min_discrepancy_detectable
 from .precision import apply_scale, expected_keep_probability, expected_scale, exact_scale, ulp_distance
 
@@ -81,18 +81,20 @@ def assert_mask_is_uniform_threshold(x, y, rate, seed, *, noise_shape=None, xla=
     from .reference import reference_keep
 
     rate = check_rate(rate)
-    ya = to_numpy(y, "y")
-    xa = to_numpy(x, "x")
-    dt = ya.dtype.name
-    shape = tuple(noise_shape) if noise_shape is not None else ya.shape
-    want = reference_keep(shape, [int(s) for s in np.asarray(to_numpy(seed, "seed")).ravel()], dt, rate, xla=xla)
-    kept = (ya != 0) | (xa == 0)
-    if noise_shape is not None:
-        axes = tuple(i for i, (d, s) in enumerate(zip(shape, ya.shape)) if d == 1 and s != 1)
-        kept = kept.all(axis=axes, keepdims=True)
-    mismatch = want != kept
+    informative, kept = informative_and_kept(x, y)
+    dt = to_numpy(y, "y").dtype.name
+    pair = np.asarray(to_numpy(seed, "seed")).ravel()
+    if pair.size != 2 or not np.issubdtype(pair.dtype, np.integer):
+        raise ValueError(f"seed ({seed!r}) must be two integers, as for stateless_dropout")
+    shape = _normalise_noise_shape(noise_shape, kept.shape) if noise_shape is not None else kept.shape
+    want = reference_keep(shape, [int(v) for v in pair], dt, rate, xla=xla)
+    # only informative positions say anything about the mask (zero, subnormal, NaN/inf x do not)
+    axes = tuple(i for i, (d, s) in enumerate(zip(shape, kept.shape)) if d == 1 and s != 1)
+    unit_kept = np.any(kept & informative, axis=axes, keepdims=True)
+    unit_seen = np.any(informative, axis=axes, keepdims=True)
+    mismatch = unit_seen & (want != unit_kept)
     n_bad = int(np.count_nonzero(mismatch))
-    _record(what=f"mask == uniform >= {rate}", passed=n_bad == 0, n=int(want.size), observed=f"{n_bad} mismatches",
+    _record(what=f"mask == uniform >= {rate}", passed=n_bad == 0, n=int(unit_seen.sum()), observed=f"{n_bad} mismatches",
             interval=None, pvalue="exact", level=None, seed=str(seed))
     if n_bad:
         first = np.argwhere(mismatch)[:5].tolist()
@@ -108,9 +110,10 @@ def assert_scaled_by_inverse_keep(x, y, rate, *, rate_is_tensor=None) -> None:
     x / (1 - fl(rate)) for a tensor rate, or the correctly rounded x / (1 - rate))."""
     __tracebackhide__ = True
     rate = check_rate(rate)
+    informative, kept_bits = informative_and_kept(x, y)
     xa, ya = to_numpy(x, "x"), to_numpy(y, "y")
     dt = ya.dtype.name
-    kept = ya != 0
+    kept = informative & kept_bits
     xs = xa[kept]
     got = ya[kept].astype(np.float64)
     options = [expected_scale(rate, dt, rate_is_tensor=False), expected_scale(rate, dt, rate_is_tensor=True),

@@ -46,7 +46,20 @@ CASES = [
     (lambda: ds.holm_bonferroni([0.5], 1.5), ValueError, "false_fail_rate (1.5) must be in (0, 1)"),
     (lambda: ds.SequentialRateTest(0.8, -0.1), ValueError, "discrepancy (-0.1) must be a finite number > 0"),
     (lambda: ds.ulp_distance(F32, np.ones(3, np.float32)), ValueError, "a and b must have the same shape"),
+    (lambda: _testing().assert_scaled_by_inverse_keep(F32, np.ones(3, np.float32), 0.2), ValueError,
+     "x and y must have the same shape"),
+    (lambda: _testing().assert_keep_fraction(F32, F32, 1.5), ValueError, "rate (1.5) must be in [0, 1)"),
+    (lambda: _testing().assert_mask_is_uniform_threshold(F32, F32, 0.2, [1, 2, 3]), ValueError,
+     "seed ([1, 2, 3]) must be two integers"),
+    (lambda: _testing().assert_mask_is_uniform_threshold(np.ones(4, np.int32), F32, 0.2, [1, 2]), TypeError,
+     "x (dtype int32) must be a floating-point array"),
 ]
+
+
+def _testing():
+    from dropout_stats import testing
+
+    return testing
 
 
 @pytest.mark.parametrize("call,exc,fragment", CASES, ids=[c[2][:40] for c in CASES])

@@ -75,3 +75,11 @@ def test_strategy_arguments_are_validated(call, fragment):
 @given(strategies.rates(edges=True))
 def test_rates_stay_in_range(rate):
     assert 0 <= rate < 1
+
+
+def test_mask_assertion_ignores_zeros_before_dropout():
+    """After a ReLU, x == 0 says nothing about the mask: those positions must not count."""
+    x = tf.nn.relu(tf.constant(np.random.default_rng(1).normal(size=(64, 64)), tf.float32))
+    y = tf.nn.experimental.stateless_dropout(x, 0.3, seed=[5, 6])
+    assert_mask_is_uniform_threshold(x, y, 0.3, [5, 6])
+    assert_scaled_by_inverse_keep(x, y, 0.3)
