@@ -3,12 +3,12 @@
 Every test whose verdict is random carries ``@pytest.mark.statistical(false_fail_rate=a)``;
 collection fails if the rates of the collected tests add up to more than SUITE_FALSE_FAIL_BUDGET
 (union bound: the whole run falsely fails with probability below it).  Seeds are fixed per test
-(crc32 of the node id), so any failure replays exactly; the seed is printed with the failure.
+(the plugin's base seed + crc32 of the node id), so any failure replays exactly; the plugin prints
+the seed with the failure.
 """
 from __future__ import annotations
 
 import os
-import zlib
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -57,29 +57,17 @@ def pytest_report_collectionfinish(config, start_path, items):
             f"{total:.3g} per run (budget {SUITE_FALSE_FAIL_BUDGET:g})")
 
 
-def seed_for(nodeid: str) -> int:
-    return zlib.crc32(nodeid.encode())
-
-
 @pytest.fixture
-def seed(request) -> int:
-    """A fixed seed per test, printed with any failure."""
-    value = seed_for(request.node.nodeid)
-    request.node.user_properties.append(("seed", value))
-    return value
+def seed(dropout_seed) -> int:
+    """This test's fixed seed: the project's own pytest plugin (base seed + crc32 of the node id),
+    which also prints it, with the replay command, on any failure."""
+    return dropout_seed
 
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     outcome = yield
     report = outcome.get_result()
-    if report.failed:
-        seeds = [v for k, v in item.user_properties if k == "seed"]
-        rate = _designed_rate(item)
-        lines = []
-        if seeds:
-            lines.append(f"seed {seeds[0]} (crc32 of the node id): the rerun replays this exactly")
-        if rate:
-            lines.append(f"designed false-fail rate of this test: {rate:g}")
-        if lines:
-            report.sections.append(("dropout_stats", "\n".join(lines)))
+    rate = _designed_rate(item)
+    if report.failed and rate:
+        report.sections.append(("dropout_stats", f"designed false-fail rate of this test: {rate:g}"))

@@ -42,7 +42,8 @@ def test_large_n_rejection_region_matches_scipy_pvalues(n, p0, alpha):
 def test_issue_example_exact_binomial_needs_far_fewer_draws_than_dkwm():
     # TFP's DKWM bound needs 290,173 samples for keep 0.1, discrepancy 0.01, both rates 1e-6
     n = min_num_samples_for_rate_test(0.1, 0.01, false_fail_rate=1e-6, false_pass_rate=1e-6)
-    assert 80_000 < n < 95_000
+    dkwm = ((math.sqrt(math.log(2 / 1e-6) / 2) * 2) / 0.01) ** 2  # TFP's two-sided DKWM bound
+    assert math.ceil(dkwm) == 290_174 and 3 * n < dkwm
     assert power_of_rate_test(n, 0.1, 0.01, false_fail_rate=1e-6) >= 1 - 1e-6
     assert power_of_rate_test(n - 1, 0.1, 0.01, false_fail_rate=1e-6) < 1 - 1e-6
 

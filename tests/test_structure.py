@@ -6,6 +6,7 @@ noncentral distribution of the statistic where it is not astronomically small.
 """
 import numpy as np
 import pytest
+from hypothesis import given, strategies as st
 from scipy import stats
 
 from dropout_stats import (agreement_test, holm_bonferroni, homogeneity_test, independence_test,
@@ -104,10 +105,18 @@ def test_holm_rejects_in_order_and_stops():
     assert holm_bonferroni([1e-9, 1e-9], 1e-6).rejected == (True, True)
 
 
-def test_holm_never_rejects_more_than_bonferroni_allows_on_nulls(seed):
-    """Holm controls the family-wise rate: with all nulls true, P(any rejection) <= alpha.
-    Checked exactly for independent uniforms: P(min p <= alpha / m) = 1 - (1 - alpha/m)^m."""
-    m, alpha = 10, 0.05
-    assert 1 - (1 - alpha / m) ** m <= alpha
-    r = holm_bonferroni(np.linspace(0.006, 1, m), alpha)
-    assert not any(r.rejected)
+@given(st.lists(st.floats(0, 1), min_size=1, max_size=30), st.sampled_from([1e-6, 0.01, 0.05]))
+def test_holm_is_a_step_down_between_bonferroni_and_unadjusted(pvalues, alpha):
+    r = holm_bonferroni(pvalues, alpha)
+    p = np.asarray(pvalues)
+    rejected = np.asarray(r.rejected)
+    m = p.size
+    assert np.all(rejected[p <= alpha / m])            # everything Bonferroni rejects
+    assert not np.any(rejected[p > alpha])             # nothing an unadjusted test keeps
+    if rejected.any():                                 # the smallest p-values, in a prefix
+        assert p[rejected].max() <= p[~rejected].min(initial=1.0)
+    order = np.argsort(p, kind="stable")
+    for rank, idx in enumerate(order):                 # step-down: stop at the first miss
+        if not rejected[idx]:
+            assert p[idx] > alpha / (m - rank)
+            break
