@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._checks import check_choice, check_count, check_open_unit, check_positive, check_rate
+from ._exact import fisher_two_sided_pvalue
 from ._floats import FORMATS, dtype_name
 from .binomial import proportion_ci, rate_test
 from .counts import _normalise_noise_shape
@@ -312,8 +313,8 @@ class _Battery:
         self.store_limit = min(_MAX_STORED, max(2, math.ceil(_SEED_POSITIONS / units)))
         scale_x, scale_y = [], []
         scale_count = 0
-        mean_parts = []
-        mean_count = 0
+        mean_total = 0.0  # sum |y| over the first calls, in float64
+        mean_calls = 0
         inconsistent = 0
         previous = None
         i = 0
@@ -339,9 +340,9 @@ class _Battery:
                 scale_x.append(self.x_np[kept_elems])
                 scale_y.append(y[kept_elems])
                 scale_count += int(kept_elems.sum())
-            if mean_count < _MEAN_ELEMENTS:
-                mean_parts.append(y)
-                mean_count += y.size
+            if mean_calls * y.size < _MEAN_ELEMENTS:
+                mean_total += _abs_sum(y)
+                mean_calls += 1
             i += 1
         self.main_calls = i
         self.inconsistent = inconsistent
@@ -369,7 +370,7 @@ class _Battery:
         self.check_homogeneity(per_position, i, checks)
         self.check_pairs(pair_tables, checks)
         self.check_scale(np.concatenate(scale_x), np.concatenate(scale_y), checks)
-        self.check_mean(mean_parts, checks)
+        self.check_mean(mean_total, mean_calls, checks)
         if cfg.noise_shape is not None:
             checks["noise_shape_consistency"] = self.consistency_check(inconsistent, units * i, cfg.noise_shape)
         if cfg.stateful:
@@ -400,13 +401,17 @@ class _Battery:
         block_n = np.diff(edges) * calls
         run("homogeneity_blocks", block_k, block_n, "contiguous blocks of positions")
         stride = min(_GROUPS, positions)
-        idx = np.arange(positions) % stride
-        run("homogeneity_strided", np.bincount(idx, weights=flat, minlength=stride).astype(np.int64),
-            np.bincount(idx, minlength=stride).astype(np.int64) * calls, f"positions mod {stride}")
+        whole, rest = divmod(positions, stride)
+        strided_k = flat[: whole * stride].reshape(whole, stride).sum(axis=0, dtype=np.int64)
+        strided_k[:rest] += flat[whole * stride:]
+        strided_n = np.full(stride, whole, dtype=np.int64)
+        strided_n[:rest] += 1
+        run("homogeneity_strided", strided_k, strided_n * calls, f"positions mod {stride}")
         for axis in self.homogeneity_axes():
             # per index along the axis when short (a batch's rows), else 16 contiguous bins
             length = per_position.shape[axis]
-            along = np.moveaxis(per_position, axis, 0).reshape(length, -1).sum(axis=1)
+            others = tuple(a for a in range(per_position.ndim) if a != axis)
+            along = per_position.sum(axis=others, dtype=np.int64)
             bins = length if length <= 64 else _GROUPS
             edges = np.linspace(0, length, bins + 1).astype(np.int64)
             k = np.add.reduceat(along, edges[:-1])
@@ -463,7 +468,7 @@ class _Battery:
                     f"where 1/(1-rate) = {1 / (1 - cfg.rate):.9g}"),
             reproduce=cfg.reproduce())
 
-    def check_mean(self, parts: list, checks: dict) -> None:
+    def check_mean(self, total: float, calls: int, checks: dict) -> None:
         """Bernstein's inequality on sum|y| against its expectation: a valid p-value at any n,
         no normal approximation.  The independent terms are the units (one mask draw each).
 
@@ -473,24 +478,23 @@ class _Battery:
         """
         cfg = self.cfg
         # |y| = B * |scale(x)|: absolute values keep the terms' signs out of the way
-        y = np.stack([np.abs(_as_float64(p)) for p in parts])
-        ax = np.abs(_as_float64(self.x_np))
-        ideal = ax / (1 - cfg.rate)
+        ax_sum = _abs_sum(self.x_np)
+        ideal_sum = ax_sum / (1 - cfg.rate)
         formula = None if cfg.strict_nominal else self.scale_formula
-        scaled = np.abs(apply_scale(self.x_np, formula)) if formula is not None else ideal
+        scaled = (np.abs(apply_scale(self.x_np, formula)) if formula is not None
+                  else np.abs(_as_float64(self.x_np)) / (1 - cfg.rate))
+        scaled_sum = float(scaled.sum())
         unit_weight = scaled.sum(axis=self.axes, keepdims=True) if self.axes else scaled
         p, q = cfg.keep, 1 - cfg.keep
-        calls = y.shape[0]
-        expected = calls * p * float(scaled.sum())
-        var = calls * p * q * float(np.sum(unit_weight ** 2))
+        expected = calls * p * scaled_sum
+        var = calls * p * q * float(np.dot(unit_weight.ravel(), unit_weight.ravel()))
         b = float(unit_weight.max())
-        total = float(y.sum())
         t = abs(total - expected)
         pvalue = min(1.0, 2 * math.exp(-t * t / (2 * (var + b * t / 3)))) if t > 0 else 1.0
-        ratio = total / (calls * float(ax.sum()))
-        design_ratio = p * float(scaled.sum()) / float(ax.sum())
+        ratio = total / (calls * ax_sum)
+        design_ratio = p * scaled_sum / ax_sum
         checks["unbiasedness"] = Check(
-            "unbiasedness", True, "statistical", pvalue, None, int(y.size),
+            "unbiasedness", True, "statistical", pvalue, None, calls * self.x_np.size,
             observed=f"sum|y|/sum|x| = {ratio:.6g}",
             expected=f"{design_ratio:.6g} (keep x {'1/(1-rate)' if formula is None else formula.formula + ' scale'})",
             detail="Bernstein bound on sum|y| - E[sum|y|] over independent units (valid at any n, "
@@ -500,7 +504,7 @@ class _Battery:
             parts_text = []
             if p != 1 - cfg.rate:
                 parts_text.append(f"keep {p:.10g} instead of {1 - cfg.rate:.10g}")
-            scale_ratio = float(scaled.sum()) / float(ideal.sum())
+            scale_ratio = scaled_sum / ideal_sum
             if scale_ratio != 1:
                 parts_text.append(f"kept values {scale_ratio:.8g} x the ideal x/(1-rate)")
             self.findings.append(Finding(
@@ -705,6 +709,13 @@ def _as_float64(a: np.ndarray) -> np.ndarray:
     return a.astype(np.float64)
 
 
+def _abs_sum(y: np.ndarray) -> float:
+    """sum |y| accumulated in float64 (half-precision values widen to float32 exactly first)."""
+    if y.dtype.itemsize < 4:
+        y = y.astype(np.float32)
+    return float(np.abs(y).sum(dtype=np.float64))
+
+
 def _formula_text(f) -> str:
     return {"multiply": f"x * {f.factor!r} (fl(1/(1-rate)))", "divide": f"x / {f.factor!r} (1 - fl(rate))",
             "exact": "x / (1 - rate) correctly rounded"}[f.formula]
@@ -743,14 +754,11 @@ def _accumulate_pairs(tables: dict, m: np.ndarray) -> None:
 
 def _fisher(table) -> tuple[float, float]:
     """(p-value, agreement rate) of a 2 x 2 table given as [both, a, b, n]."""
-    from scipy import stats
-
     both, na, nb, n = (int(v) for v in table)
     agree = (n - na - nb + 2 * both) / n if n else float("nan")
     if n == 0 or min(na, nb) == 0 or max(na, nb) == n:
         return 1.0, agree
-    _, p = stats.fisher_exact([[both, na - both], [nb - both, n - na - nb + both]])
-    return float(p), agree
+    return fisher_two_sided_pvalue([[both, na - both], [nb - both, n - na - nb + both]]), agree
 
 
 def _table_check(name: str, table, what: str, reproduce: str) -> Check:
@@ -859,7 +867,7 @@ class _AlphaBattery(_Battery):
             detail=f"neither two roundings nor a fused multiply-add matches; closest ({label}) is off by "
                    f"up to {ulp} ULP", reproduce=cfg.reproduce())
 
-    def check_mean(self, parts, checks) -> None:
+    def check_mean(self, total, calls, checks) -> None:
         checks["unbiasedness"] = Check(
             "unbiasedness", None, "statistical",
             detail="alpha dropout keeps the mean and variance of SELU-normalised inputs, not E[y] = E[x]")

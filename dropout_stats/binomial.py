@@ -1,7 +1,7 @@
 """Exact inference for a keep probability from k kept draws out of n.
 
-``rate_test`` is the exact binomial test (scipy.stats.binomtest, whose two-sided p-value sums
-every outcome no more likely than the one observed).  ``proportion_ci`` gives Clopper–Pearson
+``rate_test`` is the exact binomial test (scipy.stats.binomtest's p-values, whose two-sided
+form sums every outcome no more likely than the one observed; _exact finds that set faster).  ``proportion_ci`` gives Clopper–Pearson
 ("exact", guaranteed coverage), Wilson and Jeffreys intervals.
 """
 from __future__ import annotations
@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import special, stats
 
+from ._exact import binom_two_sided_pvalue
 from ._checks import check_choice, check_counts, check_open_unit, check_probability
 
 __all__ = ["ProportionInterval", "RateTestResult", "proportion_ci", "rate_test"]
@@ -99,5 +100,8 @@ def rate_test(kept, n, keep_prob, *, alternative: str = "two-sided") -> RateTest
     k, n = check_counts(kept, n, k_name="kept")
     p = check_probability(keep_prob, "keep_prob")
     check_choice(alternative, "alternative", _ALTERNATIVES)
-    pvalue = float(stats.binomtest(k, n, p, alternative=alternative).pvalue)
+    if alternative == "two-sided":
+        pvalue = binom_two_sided_pvalue(k, n, p)
+    else:
+        pvalue = float(stats.binomtest(k, n, p, alternative=alternative).pvalue)
     return RateTestResult(k, n, p, alternative, k / n, pvalue)

@@ -246,6 +246,26 @@ def min_discrepancy_detectable(keep_prob, n, *, false_fail_rate=1e-6, false_pass
             return math.inf
         if gap(0.0) >= 0:  # cannot happen for alpha < 1 - beta, kept for safety
             continue
+        lo, hi = _bracket(gap, _one_tail_guess(region, target, sign), room)
         # 1e-10 relative: far below any discrepancy worth reporting, and half the power evaluations
-        result = max(result, optimize.brentq(gap, 0.0, room, xtol=1e-15, rtol=1e-10))
+        result = max(result, optimize.brentq(gap, lo, hi, xtol=1e-15, rtol=1e-10))
     return float(result)
+
+
+def _one_tail_guess(region: RejectionRegion, target: float, sign: int) -> float:
+    """The discrepancy at which the near tail alone reaches the target power (the far tail
+    adds less than alpha): a starting point within a hair of the root."""
+    n, p = region.n, region.keep_prob
+    if sign < 0:
+        return p - float(special.bdtri(region.low, n, target)) if region.low >= 0 else math.nan
+    return (1 - float(special.bdtri(n - region.high, n, target))) - p if region.high <= n else math.nan
+
+
+def _bracket(gap, guess: float, room: float) -> tuple[float, float]:
+    """[lo, hi] with gap(lo) < 0 <= gap(hi): tight around the guess when it checks out,
+    else the whole [0, room] (gap(0) < 0 <= gap(room) holds there)."""
+    if math.isfinite(guess) and 0 < guess < room:
+        lo, hi = guess * (1 - 1e-6), min(room, guess * (1 + 1e-6))
+        if gap(lo) < 0 <= gap(hi):
+            return lo, hi
+    return 0.0, room

@@ -27,7 +27,10 @@ def make_input(shape, dtype: str, seed: int) -> tf.Tensor:
     """Normal, non-zero values of both signs with magnitudes in [0.5, 2): every position is
     informative for the mask and the mantissas vary, so a scale error shows in the bits."""
     rng = np.random.default_rng([seed, 0x5EED])
-    values = rng.uniform(0.5, 2.0, size=tuple(shape)) * rng.choice([-1.0, 1.0], size=tuple(shape))
+    v = rng.uniform(-1.5, 1.5, size=tuple(shape))
+    values = np.copysign(np.abs(v) + 0.5, v)
+    if dtype in ("float32", "float64"):  # numpy rounds float64 -> float32 to nearest even, as TF does
+        return tf.constant(values.astype(dtype))
     return tf.cast(tf.constant(values, dtype=tf.float64), tf_dtype(dtype))
 
 
@@ -52,4 +55,10 @@ def reference_uniform(shape, seed, dtype: str, *, xla: bool = False) -> np.ndarr
 
 def reference_keep(shape, seed, dtype: str, rate: float, *, xla: bool = False) -> np.ndarray:
     """The kept set TensorFlow's stateless dropout draws: uniform >= fl(rate) in ``dtype``."""
-    return reference_uniform(shape, seed, dtype, xla=xla) >= float(round_to(rate, dtype))
+    s = as_seed(seed)
+    threshold = tf.constant(float(round_to(rate, dtype)), tf_dtype(dtype))  # exact: already rounded
+    if xla:
+        u = _xla_uniform(tf.constant(list(shape), tf.int32), s, tf.zeros([], tf_dtype(dtype)))
+    else:
+        u = tf.random.stateless_uniform(list(shape), seed=s, dtype=tf_dtype(dtype))
+    return (u >= threshold).numpy()

@@ -6,12 +6,14 @@ share of the false-fail budget.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 from scipy import special, stats
 
 from ._checks import check_open_unit, check_probability
+from ._exact import binom_two_sided_pvalue, fisher_two_sided_pvalue
 
 __all__ = [
     "StructureTestResult",
@@ -87,7 +89,8 @@ def _table_test(a: np.ndarray, b: np.ndarray, name: str) -> StructureTestResult:
     table = [[n11, na - n11], [nb - n11, n - na - nb + n11]]
     if min(na, nb) == 0 or max(na, nb) == n:
         return StructureTestResult(name, 1.0, 1.0, n, "a margin is constant: nothing to test")
-    odds, p = stats.fisher_exact(table)
+    odds = n11 * table[1][1] / (table[0][1] * table[1][0]) if table[0][1] and table[1][0] else math.inf
+    p = fisher_two_sided_pvalue(table)
     return StructureTestResult(name, float(odds), float(p), n,
                                f"both kept {n11}, only first {na - n11}, only second {nb - n11}")
 
@@ -119,8 +122,7 @@ def agreement_test(mask_a, mask_b, keep_prob) -> StructureTestResult:
         raise ValueError("mask_a (size 0) must not be empty")
     agree = int(np.count_nonzero(a == b))
     expected = p * p + (1 - p) * (1 - p)
-    res = stats.binomtest(agree, a.size, expected)
-    return StructureTestResult("agreement", agree / a.size, float(res.pvalue), a.size,
+    return StructureTestResult("agreement", agree / a.size, binom_two_sided_pvalue(agree, a.size, expected), a.size,
                                f"agree {agree}/{a.size}, expected rate {expected:.6g}")
 
 

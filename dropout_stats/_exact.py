@@ -1,0 +1,119 @@
+"""Two-sided exact p-values by scipy's "as likely or less" rule, without its scalar search.
+
+scipy's ``binomtest`` and ``fisher_exact`` find where the far tail starts by a binary search
+of scalar pmf calls (about 20 of them, ~30 us each: 0.7 ms per binomial test, 0.8 ms per
+2 x 2 table).  A battery runs a dozen such tests per configuration.  Here one vectorised pmf
+call over a window around the reflected count finds the same boundary; when the window does
+not pin it, scipy answers.  The p-value is then the same cdf and sf, at the same counts, as
+scipy's: tests/test_exact.py checks equality against scipy over random and edge cases.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy import stats
+
+_BINOM_RERR = 1 + 1e-7     # scipy.stats.binomtest's tolerance for "as likely"
+_FISHER_GAMMA = 1 + 1e-14  # scipy.stats.fisher_exact's
+
+
+def _width(z: float) -> int | None:
+    """Half-width of the window around the reflected count; None: leave it to scipy.
+
+    The boundary sits within a few units of the reflected count; skewness moves it by O(z^2)
+    units, so the window grows with z^2.  Past z = 30 (p-values below 1e-190) scipy's
+    search is cheaper than a window that wide."""
+    return 64 + int(math.ceil(z * z)) if z <= 30 else None
+
+
+def _first_at_most(pmf, t, a, b, guess, width):
+    """Smallest j in [a, b] with pmf(j) <= t (pmf non-increasing there); b + 1 if none;
+    None when the window around ``guess`` cannot tell."""
+    s, e = max(a, guess - width), min(b, guess + width)
+    if s > e:
+        return None
+    hits = np.flatnonzero(pmf(np.arange(s, e + 1)) <= t)
+    if hits.size == 0:
+        return b + 1 if e == b else None
+    if hits[0] == 0 and s > a:
+        return None
+    return s + int(hits[0])
+
+
+def _last_at_most(pmf, t, a, b, guess, width):
+    """Largest j in [a, b] with pmf(j) <= t (pmf non-decreasing there); a - 1 if none;
+    None when the window around ``guess`` cannot tell."""
+    s, e = max(a, guess - width), min(b, guess + width)
+    if s > e:
+        return None
+    hits = np.flatnonzero(pmf(np.arange(s, e + 1)) <= t)
+    if hits.size == 0:
+        return a - 1 if s == a else None
+    if hits[-1] == e - s and e < b:
+        return None
+    return s + int(hits[-1])
+
+
+def binom_two_sided_pvalue(k: int, n: int, p: float) -> float:
+    """``scipy.stats.binomtest(k, n, p).pvalue`` (two-sided)."""
+    if not 0.0 < p < 1.0 or n < 2:
+        return float(stats.binomtest(k, n, p).pvalue)
+    if k == p * n:
+        return 1.0
+    binom = stats.binom
+
+    def pmf(j):
+        return binom.pmf(j, n, p)
+    mu, sd = n * p, math.sqrt(n * p * (1 - p))
+    t = float(pmf(k)) * _BINOM_RERR
+    guess = int(round(2 * mu - k))
+    width = _width(abs(k - mu) / sd)
+    if width is None:
+        return float(stats.binomtest(k, n, p).pvalue)
+    if k < mu:
+        j = _first_at_most(pmf, t, math.ceil(mu), n, guess, width)
+        if j is None:
+            return float(stats.binomtest(k, n, p).pvalue)
+        pval = binom.cdf(k, n, p) + binom.sf(j - 1, n, p)
+    else:
+        j = _last_at_most(pmf, t, 0, math.floor(mu), guess, width)
+        if j is None:
+            return float(stats.binomtest(k, n, p).pvalue)
+        pval = binom.cdf(j, n, p) + binom.sf(k - 1, n, p)
+    return float(min(1.0, pval))
+
+
+def fisher_two_sided_pvalue(table) -> float:
+    """``scipy.stats.fisher_exact(table).pvalue`` (two-sided) of a 2 x 2 table of counts."""
+    c = np.asarray(table, dtype=np.int64).reshape(2, 2)
+    if 0 in c.sum(axis=0) or 0 in c.sum(axis=1):
+        return 1.0
+    n1, n2, n = int(c[0].sum()), int(c[1].sum()), int(c[:, 0].sum())
+    x = int(c[0, 0])
+    hg, total = stats.hypergeom, n1 + n2
+
+    def pmf(j):
+        return hg.pmf(j, total, n1, n)
+    mode = int((n + 1) * (n1 + 1) / (n1 + n2 + 2))
+    pexact, pmode = (float(v) for v in pmf([x, mode]))
+    if abs(pexact - pmode) / max(pexact, pmode) <= 1e-14:
+        return 1.0
+    t = pexact * _FISHER_GAMMA
+    mu = n * n1 / (n1 + n2)
+    var = mu * (n2 / (n1 + n2)) * (n1 + n2 - n) / max(n1 + n2 - 1, 1)
+    guess = int(round(2 * mu - x))
+    width = _width(abs(x - mu) / math.sqrt(var)) if var > 0 else None
+    if width is None:
+        return float(stats.fisher_exact(c).pvalue)
+    if x < mode:
+        j = _first_at_most(pmf, t, mode, n, guess, width)
+        if j is None:
+            return float(stats.fisher_exact(c).pvalue)
+        pval = hg.cdf(x, total, n1, n) + (hg.sf(j - 1, total, n1, n) if j <= n else 0.0)
+    else:
+        j = _last_at_most(pmf, t, 0, mode, guess, width)
+        if j is None:
+            return float(stats.fisher_exact(c).pvalue)
+        pval = hg.sf(x - 1, total, n1, n) + (hg.cdf(j, total, n1, n) if j >= 0 else 0.0)
+    return float(min(1.0, pval))

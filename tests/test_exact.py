@@ -1,0 +1,69 @@
+"""The windowed two-sided p-values equal scipy's binomtest and fisher_exact, bit for bit.
+
+Not statistical tests: deterministic comparisons over exhaustive small cases, the tails near
+the window's edge, and hypothesis-chosen large ones.
+"""
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+from scipy import stats
+
+from dropout_stats._exact import binom_two_sided_pvalue, fisher_two_sided_pvalue
+
+
+@pytest.mark.parametrize("p", [0.0, 1e-3, 0.2, 0.5, 0.8, 0.999, 1.0])
+def test_binomial_equals_scipy_on_every_count_up_to_60(p):
+    for n in range(1, 61):
+        for k in range(n + 1):
+            assert binom_two_sided_pvalue(k, n, p) == stats.binomtest(k, n, p).pvalue, (k, n, p)
+
+
+@settings(max_examples=300)
+@given(st.integers(2, 10**9), st.floats(1e-4, 1 - 1e-4), st.floats(-45, 45))
+def test_binomial_equals_scipy_at_any_z(n, p, z):
+    k = int(min(n, max(0, round(n * p + z * math.sqrt(n * p * (1 - p))))))
+    assert binom_two_sided_pvalue(k, n, p) == stats.binomtest(k, n, p).pvalue
+
+
+def _table(both, a, b, n):
+    return [[both, a - both], [b - both, n - a - b + both]]
+
+
+def test_fisher_equals_scipy_on_every_table_up_to_12():
+    for n in range(1, 13):
+        for a in range(n + 1):
+            for b in range(n + 1):
+                for both in range(max(0, a + b - n), min(a, b) + 1):
+                    t = _table(both, a, b, n)
+                    assert fisher_two_sided_pvalue(t) == stats.fisher_exact(t).pvalue, t
+
+
+@settings(max_examples=300)
+@given(st.integers(2, 3 * 10**6), st.floats(0.01, 0.99), st.floats(0.01, 0.99), st.floats(-40, 40))
+def test_fisher_equals_scipy_at_any_z(n, pa, pb, z):
+    a, b = max(1, int(n * pa)), max(1, int(n * pb))
+    mu = a * b / n
+    sd = math.sqrt(max(mu * (1 - a / n) * (n - b) / max(n - 1, 1), 1e-12))
+    both = int(min(min(a, b), max(max(0, a + b - n), round(mu + z * sd))))
+    t = _table(both, a, b, n)
+    assert fisher_two_sided_pvalue(t) == stats.fisher_exact(t).pvalue
+
+
+def test_the_battery_sized_cases_take_the_fast_path(monkeypatch):
+    # the window must pin the boundary for the tables and counts a battery sees (no fallback)
+    def refuse(*args, **kwargs):
+        raise AssertionError("fell back to scipy's search")
+
+    monkeypatch.setattr(stats, "binomtest", refuse)
+    monkeypatch.setattr(stats, "fisher_exact", refuse)
+    rng = np.random.default_rng(7)
+    for _ in range(200):
+        n = int(rng.integers(10_000, 3_000_000))
+        sd = math.sqrt(n * 0.16)
+        k = int(np.clip(rng.binomial(n, 0.8) + round(rng.uniform(-8, 8) * sd), 0, n))
+        binom_two_sided_pvalue(k, n, 0.8)
+        a, b = int(rng.binomial(n, 0.8)), int(rng.binomial(n, 0.8))
+        both = int(rng.hypergeometric(a, n - a, b))
+        fisher_two_sided_pvalue(_table(both, a, b, n))
