@@ -29,7 +29,7 @@ __all__ = ["verify", "verify_alpha_dropout", "verify_gaussian_dropout", "Report"
            "DEFAULT_SHAPE"]
 
 DEFAULT_SHAPE = (64, 4096)          # 64 rows: a mask shared across the batch shows
-DEFAULT_PROBE = ((64, 2, 2, 256), (64, 1, 1, 256))  # 4-D input, one draw per (batch, channel)
+DEFAULT_PROBE = ((256, 2, 2, 256), (256, 1, 1, 256))  # 4-D input, one draw per (batch, channel); DEFAULT_SHAPE-sized calls
 _SCALE_VALUES = 200_000             # kept values checked bit for bit against each formula
 _MEAN_ELEMENTS = 1_000_000          # elements in the unbiasedness sum (whole calls)
 _SEED_POSITIONS = 1 << 18           # positions compared between seeds
@@ -677,7 +677,8 @@ class _Battery:
         calls = max(1, math.ceil(min_num_samples_for_rate_test(
             cfg.keep, min(4 * cfg.delta, 0.5 * max(cfg.keep, 1 - cfg.keep)), false_fail_rate=cfg.alpha,
             false_pass_rate=cfg.beta) / units))
-        calls = min(calls, 16)  # the rate itself is keep_fraction's job; this checks units are draws
+        # the rate itself is keep_fraction's job; this checks units are draws: 2**18 units suffice
+        calls = min(calls, max(1, (1 << 18) // units))
         inconsistent, kept, n = 0, 0, 0
         mismatches = 0
         for i in range(calls):
