@@ -17,6 +17,8 @@ __all__ = [
     "check_count",
     "check_counts",
     "check_choice",
+    "check_flag",
+    "check_callable",
 ]
 
 
@@ -94,4 +96,17 @@ def check_choice(value, name: str, choices) -> str:
     if value not in choices:
         listed = ", ".join(repr(c) for c in choices)
         raise ValueError(f"{name} ({value!r}) must be one of {listed}")
+    return value
+
+
+def check_flag(value, name: str) -> bool:
+    """True or False (numpy booleans too): a truthy string such as "no" must not pass as True."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    raise TypeError(f"{name} ({value!r}) must be True or False")
+
+
+def check_callable(value, name: str):
+    if not callable(value):
+        raise TypeError(f"{name} ({value!r}) must be callable")
     return value

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._checks import check_choice, check_count, check_open_unit, check_positive, check_rate
+from ._checks import (check_callable, check_choice, check_count, check_flag, check_open_unit,
+                      check_positive, check_rate)
 from ._exact import fisher_two_sided_pvalue
 from ._floats import FORMATS, dtype_name
 from .binomial import proportion_ci, rate_test
@@ -112,10 +113,11 @@ def verify(fn, *, rate, dtype="float32", shape=None, noise_shape=None, seed=0, s
 
 def _verify(fn, battery_cls, keep_dtype, *, rate, dtype, shape, noise_shape, seed, stateful, reference,
             false_fail_rate, false_pass_rate, discrepancy, strict_nominal, max_calls) -> Report:
-    if not callable(fn):
-        raise TypeError(f"fn ({fn!r}) must be callable")
+    check_callable(fn, "fn")
     rate = check_rate(rate)
     dtype = dtype_name(dtype)
+    stateful = check_flag(stateful, "stateful")
+    strict_nominal = check_flag(strict_nominal, "strict_nominal")
     keep_dtype = dtype if keep_dtype is None else dtype_name(keep_dtype, "keep_dtype")
     seed = check_count(seed, "seed")
     max_calls = check_count(max_calls, "max_calls", minimum=_MIN_CALLS)

@@ -373,6 +373,8 @@ def cmd_calibrate(args) -> int:
 
     if args.runs < 1:
         raise UsageError(f"--runs ({args.runs}) must be >= 1")
+    if args.power_runs < 0:
+        raise UsageError(f"--power-runs ({args.power_runs}) must be >= 0")
     if not 0 < args.false_fail_rate < 1:
         raise UsageError(f"--false-fail-rate ({args.false_fail_rate}) must be in (0, 1)")
 
@@ -542,6 +544,19 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _check_common(args) -> None:
+    """The library's own checks on the options every command shares, before TensorFlow loads."""
+    from ._checks import check_count, check_open_unit, check_rate
+
+    if getattr(args, "rate", None) is not None:
+        check_rate(args.rate)
+    if getattr(args, "false_fail_rate", None) is not None:
+        check_open_unit(args.false_fail_rate, "false_fail_rate")
+    if getattr(args, "seed", None) is not None:
+        if check_count(args.seed, "seed") >= 2**31 - 1:
+            raise UsageError(f"seed ({args.seed}) must be < 2**31 - 1 (it is an int32 seed component)")
+
+
 def main(argv=None) -> int:
     parser = build_parser()
     try:
@@ -552,6 +567,7 @@ def main(argv=None) -> int:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
     try:
+        _check_common(args)
         if getattr(args, "json", None):
             d = os.path.dirname(os.path.abspath(args.json))
             if not os.path.isdir(d):

@@ -98,6 +98,8 @@ def apply_scale(x, scale: ScaleFormula) -> np.ndarray:
     Products and quotients are computed in a wider format that holds them exactly (products)
     or with enough guard bits that one final rounding is correct (quotients: 53 >= 2*24 + 2).
     """
+    if not isinstance(scale, ScaleFormula):
+        raise TypeError(f"scale ({scale!r}) must be a ScaleFormula, from expected_scale() or exact_scale()")
     name = scale.dtype
     a = np.asarray(x)
     if name in ("float16", "float32") and a.dtype.name == name and scale.formula != "exact":

@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from ._checks import check_count, check_open_unit, check_positive
+from ._checks import check_callable, check_count, check_open_unit, check_positive
 from .binomial import rate_test
 from .design import _alternatives, _region, min_num_samples_for_rate_test
 
@@ -149,11 +149,16 @@ def sequential_rate_test(draw, keep_prob, discrepancy, *, false_fail_rate=1e-6,
     ``batch`` defaults to n_max / 64: small enough that stopping wastes little, large enough
     that the per-call overhead of the sampler stays small.
     """
+    check_callable(draw, "draw")
     test = SequentialRateTest(keep_prob, discrepancy, false_fail_rate=false_fail_rate,
                               false_pass_rate=false_pass_rate)
     size = check_count(batch, "batch", minimum=1) if batch is not None else max(1, test.n_max // 64)
     while test.verdict == "continue":
-        kept, n = draw(min(size, test.remaining()))
+        got = draw(min(size, test.remaining()))
+        try:
+            kept, n = got
+        except (TypeError, ValueError):
+            raise TypeError(f"draw(m) must return (kept, n), not {got!r}") from None
         if n == 0:
             raise RuntimeError("draw returned no informative draws")
         test.update(kept, n)

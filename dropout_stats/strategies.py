@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from hypothesis import strategies as st
 
-from ._floats import FLOAT_DTYPES
+from ._checks import check_rate
+from ._floats import FLOAT_DTYPES, dtype_name
 
 __all__ = ["rates", "dtypes", "shapes_and_noise_shapes", "dropout_configs"]
 
@@ -73,9 +74,39 @@ def shapes_and_noise_shapes(*, min_rank: int = 1, max_rank: int = 4, max_side: i
     return _shapes(min_rank, max_rank, max_side, with_noise, min_units)
 
 
+def dropout_configs(*, rate=None, dtype=None, shape=None) -> st.SearchStrategy[dict]:
+    """A dict of verify() keyword arguments: rate, dtype, shape, noise_shape.
+
+    Each option is a strategy or a fixed value, checked here; a fixed ``shape`` is a sequence
+    of ints (no noise shape) or a (shape, noise_shape) pair as shapes_and_noise_shapes() draws.
+    """
+    if rate is not None and not isinstance(rate, st.SearchStrategy):
+        rate = check_rate(rate)
+    if dtype is not None and not isinstance(dtype, st.SearchStrategy):
+        dtype = dtype_name(dtype)
+    if shape is not None and not isinstance(shape, st.SearchStrategy):
+        shape = _fixed_shape(shape)
+    return _dropout_configs(rate, dtype, shape)
+
+
+def _fixed_shape(shape) -> tuple:
+    def dims(v):
+        if not isinstance(v, (list, tuple)) or not v or not all(
+                isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in v):
+            raise ValueError(f"shape ({shape!r}) must be a sequence of positive ints or a (shape, noise_shape) pair")
+        return tuple(v)
+
+    if isinstance(shape, (list, tuple)) and len(shape) == 2 and isinstance(shape[0], (list, tuple)):
+        s = dims(shape[0])
+        ns = dims(shape[1]) if shape[1] is not None else None
+        if ns is not None and (len(ns) != len(s) or any(n not in (1, d) for n, d in zip(ns, s))):
+            raise ValueError(f"noise_shape ({list(ns)}) must broadcast to shape {list(s)}")
+        return s, ns
+    return dims(shape), None
+
+
 @st.composite
-def dropout_configs(draw, *, rate=None, dtype=None, shape=None) -> dict:
-    """A dict of verify() keyword arguments: rate, dtype, shape, noise_shape."""
+def _dropout_configs(draw, rate, dtype, shape) -> dict:
     r = draw(_strategy(rate) if rate is not None else rates(max_value=0.95))
     d = draw(_strategy(dtype) if dtype is not None else dtypes())
     s, ns = draw(_strategy(shape) if shape is not None else shapes_and_noise_shapes())

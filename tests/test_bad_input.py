@@ -1,59 +1,56 @@
-"""Every public statistics function: bad input gets an error naming the argument and value."""
+"""Bad input at every public entry point, in one table: the functions, verify(), the CLI and the
+pytest plugin's options.  Each row names the bad value and the error that must come back.
+
+Row kinds and what each asserts:
+  api     the call raises the named exception, its message contains the fragment (the argument
+          and its value), and the raise comes from dropout_stats' own validation, not from
+          inside numpy, scipy or TensorFlow;
+  report  verify() of a misbehaving fn returns a failed report whose "contract" check says why
+          (a bad fn is a finding about the fn, not a crash);
+  cli     `dropout-stats ARGS` exits 2 within 120 s with the fragment on stderr, no traceback,
+          and writes nothing (no report file, no temporary file) into its working folder;
+  plugin  pytest with the option is a usage error naming the option and value.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from dataclasses import dataclass
+from typing import Any
+
 import numpy as np
 import pytest
 
 import dropout_stats as ds
+from dropout_stats import strategies
 
 F32 = np.ones(4, np.float32)
 
-CASES = [
-    # (call, exception, message fragment)
-    (lambda: ds.expected_keep_probability(1.5, "float32"), ValueError, "rate (1.5) must be in [0, 1)"),
-    (lambda: ds.expected_keep_probability(-0.1, "float32"), ValueError, "rate (-0.1) must be in [0, 1)"),
-    (lambda: ds.expected_keep_probability(float("nan"), "float32"), ValueError, "rate (nan) must be in [0, 1)"),
-    (lambda: ds.expected_keep_probability(1.0, "float32"), ValueError, "rate (1.0) must be in [0, 1)"),
-    (lambda: ds.expected_keep_probability("0.2", "float32"), TypeError, "rate ('0.2') must be a real number"),
-    (lambda: ds.expected_keep_probability(0.2, "int32"), ValueError, "dtype ('int32') must be one of"),
-    (lambda: ds.expected_scale(1.5, "float32"), ValueError, "rate (1.5)"),
-    (lambda: ds.proportion_ci(11, 10), ValueError, "k (11) must be <= n (10)"),
-    (lambda: ds.proportion_ci(-1, 10), ValueError, "k (-1) must be >= 0"),
-    (lambda: ds.proportion_ci(1, 0), ValueError, "n (0) must be >= 1"),
-    (lambda: ds.proportion_ci(1.5, 10), ValueError, "k (1.5) must be an integer"),
-    (lambda: ds.proportion_ci(1, 10, confidence_level=1.0), ValueError, "confidence_level (1.0) must be in (0, 1)"),
-    (lambda: ds.proportion_ci(1, 10, confidence_level=0), ValueError, "confidence_level (0.0) must be in (0, 1)"),
-    (lambda: ds.proportion_ci(1, 10, method="wald"), ValueError, "method ('wald') must be one of"),
-    (lambda: ds.rate_test(5, 10, 1.2), ValueError, "keep_prob (1.2) must be in [0, 1]"),
-    (lambda: ds.rate_test(11, 10, 0.5), ValueError, "kept (11) must be <= n (10)"),
-    (lambda: ds.rate_test(1, 10, 0.5, alternative="both"), ValueError, "alternative ('both') must be one of"),
-    (lambda: ds.min_num_samples_for_rate_test(0.8, 0), ValueError, "discrepancy (0.0) must be a finite number > 0"),
-    (lambda: ds.min_num_samples_for_rate_test(0.8, 0.9), ValueError, "discrepancy (0.9) must leave"),
-    (lambda: ds.min_num_samples_for_rate_test(1.0, 0.01), ValueError, "keep_prob (1.0) must be in (0, 1)"),
-    (lambda: ds.min_num_samples_for_rate_test(0.8, 0.01, false_fail_rate=0), ValueError, "false_fail_rate (0.0) must be in (0, 1)"),
-    (lambda: ds.min_num_samples_for_rate_test(0.8, 0.01, false_pass_rate=2), ValueError, "false_pass_rate (2.0) must be in (0, 1)"),
-    (lambda: ds.min_discrepancy_detectable(0.8, -5), ValueError, "n (-5) must be >= 1"),
-    (lambda: ds.mask_counts(F32, np.ones(5, np.float32)), ValueError, "x and y must have the same shape"),
-    (lambda: ds.mask_counts(np.ones(4, np.int32), np.ones(4, np.int32)), TypeError, "x (dtype int32) must be a floating-point array"),
-    (lambda: ds.mask_counts(F32, np.ones(4, np.float64)), TypeError, "x and y must have the same dtype"),
-    (lambda: ds.mask_counts(np.ones(0, np.float32), np.ones(0, np.float32)), ValueError, "x (shape [0]) must not be empty"),
-    (lambda: ds.mask_counts(np.ones((2, 4), np.float32), np.ones((2, 4), np.float32), noise_shape=[2, 2]), ValueError, "noise_shape ([2, 2]) must broadcast"),
-    (lambda: ds.mask_counts(np.ones((2, 4), np.float32), np.ones((2, 4), np.float32), noise_shape=[2]), ValueError, "noise_shape ([2]) must have the rank"),
-    (lambda: ds.homogeneity_test([5, 11], [10, 10]), ValueError, "kept (11) must be in [0, n (10)]"),
-    (lambda: ds.homogeneity_test([5], [10]), ValueError, "must hold at least 2 groups"),
-    (lambda: ds.independence_test(np.ones(3, bool), np.ones(4, bool)), ValueError, "mask_a and mask_b must have the same shape"),
-    (lambda: ds.independence_test(np.ones(3), np.ones(3)), TypeError, "mask_a (dtype float64) must be a boolean mask"),
-    (lambda: ds.pair_independence_test(np.ones((2, 3), bool), axis=5), ValueError, "axis (5) must be in"),
-    (lambda: ds.holm_bonferroni([0.5, 1.5], 0.05), ValueError, "pvalues ([0.5, 1.5]) must lie in [0, 1]"),
-    (lambda: ds.holm_bonferroni([0.5], 1.5), ValueError, "false_fail_rate (1.5) must be in (0, 1)"),
-    (lambda: ds.SequentialRateTest(0.8, -0.1), ValueError, "discrepancy (-0.1) must be a finite number > 0"),
-    (lambda: ds.ulp_distance(F32, np.ones(3, np.float32)), ValueError, "a and b must have the same shape"),
-    (lambda: _testing().assert_scaled_by_inverse_keep(F32, np.ones(3, np.float32), 0.2), ValueError,
-     "x and y must have the same shape"),
-    (lambda: _testing().assert_keep_fraction(F32, F32, 1.5), ValueError, "rate (1.5) must be in [0, 1)"),
-    (lambda: _testing().assert_mask_is_uniform_threshold(F32, F32, 0.2, [1, 2, 3]), ValueError,
-     "seed ([1, 2, 3]) must be two integers"),
-    (lambda: _testing().assert_mask_is_uniform_threshold(np.ones(4, np.int32), F32, 0.2, [1, 2]), TypeError,
-     "x (dtype int32) must be a floating-point array"),
-]
+
+def stateless(x, rate, seed, noise_shape=None):
+    import tensorflow as tf
+
+    return tf.nn.experimental.stateless_dropout(x, rate, seed=seed, noise_shape=noise_shape)
+
+
+def _raises(x, rate, seed, noise_shape=None):
+    raise RuntimeError("boom")
+
+
+def _wrong_shape(x, rate, seed, noise_shape=None):
+    return x[:1]
+
+
+def _wrong_dtype(x, rate, seed, noise_shape=None):
+    import tensorflow as tf
+
+    return tf.cast(x, tf.float64)
+
+
+def _not_an_array(x, rate, seed, noise_shape=None):
+    return "nope"
 
 
 def _testing():
@@ -62,20 +59,254 @@ def _testing():
     return testing
 
 
-@pytest.mark.parametrize("call,exc,fragment", CASES, ids=[c[2][:40] for c in CASES])
-def test_bad_input_names_the_argument_and_value(call, exc, fragment):
-    with pytest.raises(exc) as info:
-        call()
-    assert fragment in str(info.value)
-    # raised by our validation, not from inside numpy or scipy
-    tb = info.traceback[-1]
-    assert "dropout_stats" in str(tb.path), tb.path
+@dataclass(frozen=True)
+class Row:
+    kind: str        # api | report | cli | plugin
+    target: Any      # a callable (api, report), CLI arguments (cli), a pytest option (plugin)
+    fragment: str
+    exc: type | None = None
+
+    @property
+    def id(self) -> str:
+        return f"{self.kind}: {self.fragment[:48]}"
+
+
+def api(call, exc, fragment):
+    return Row("api", call, fragment, exc)
+
+
+def report(fn, fragment):
+    return Row("report", fn, fragment)
+
+
+def cli(*args, fragment):
+    return Row("cli", args, fragment)
+
+
+def plugin(option, fragment):
+    return Row("plugin", option, fragment)
+
+
+TABLE = [
+    # -- rates and dtypes ------------------------------------------------------------------
+    api(lambda: ds.expected_keep_probability(1.5, "float32"), ValueError, "rate (1.5) must be in [0, 1)"),
+    api(lambda: ds.expected_keep_probability(-0.1, "float32"), ValueError, "rate (-0.1) must be in [0, 1)"),
+    api(lambda: ds.expected_keep_probability(float("nan"), "float32"), ValueError, "rate (nan) must be in [0, 1)"),
+    api(lambda: ds.expected_keep_probability(1.0, "float32"), ValueError, "rate (1.0) must be in [0, 1)"),
+    api(lambda: ds.expected_keep_probability("0.2", "float32"), TypeError, "rate ('0.2') must be a real number"),
+    api(lambda: ds.expected_keep_probability(0.2, "int32"), ValueError, "dtype ('int32') must be one of"),
+    api(lambda: ds.expected_keep_fraction(0.2, "float8"), ValueError, "dtype ('float8') must be one of"),
+    api(lambda: ds.expected_scale(1.5, "float32"), ValueError, "rate (1.5)"),
+    api(lambda: ds.exact_scale(2.0), ValueError, "rate (2.0) must be in [0, 1)"),
+    api(lambda: ds.apply_scale(F32, 1.25), TypeError, "scale (1.25) must be a ScaleFormula"),
+    api(lambda: ds.ulp_distance(F32, np.ones(3, np.float32)), ValueError, "a and b must have the same shape"),
+    api(lambda: ds.ulp_distance(F32, F32, "int8"), ValueError, "dtype ('int8') must be one of"),
+    # -- counts, intervals, tests ----------------------------------------------------------
+    api(lambda: ds.proportion_ci(11, 10), ValueError, "k (11) must be <= n (10)"),
+    api(lambda: ds.proportion_ci(-1, 10), ValueError, "k (-1) must be >= 0"),
+    api(lambda: ds.proportion_ci(1, 0), ValueError, "n (0) must be >= 1"),
+    api(lambda: ds.proportion_ci(1.5, 10), ValueError, "k (1.5) must be an integer"),
+    api(lambda: ds.proportion_ci(1, 10, confidence_level=1.0), ValueError, "confidence_level (1.0) must be in (0, 1)"),
+    api(lambda: ds.proportion_ci(1, 10, confidence_level=0), ValueError, "confidence_level (0.0) must be in (0, 1)"),
+    api(lambda: ds.proportion_ci(1, 10, method="wald"), ValueError, "method ('wald') must be one of"),
+    api(lambda: ds.proportion_ci(1, 10, alternative="x"), ValueError, "alternative ('x') must be one of"),
+    api(lambda: ds.rate_test(5, 10, 1.2), ValueError, "keep_prob (1.2) must be in [0, 1]"),
+    api(lambda: ds.rate_test(11, 10, 0.5), ValueError, "kept (11) must be <= n (10)"),
+    api(lambda: ds.rate_test(1, 10, 0.5, alternative="both"), ValueError, "alternative ('both') must be one of"),
+    api(lambda: ds.mask_counts(F32, np.ones(5, np.float32)), ValueError, "x and y must have the same shape"),
+    api(lambda: ds.mask_counts(np.ones(4, np.int32), np.ones(4, np.int32)), TypeError,
+        "x (dtype int32) must be a floating-point array"),
+    api(lambda: ds.mask_counts(F32, np.ones(4, np.float64)), TypeError, "x and y must have the same dtype"),
+    api(lambda: ds.mask_counts(np.ones(0, np.float32), np.ones(0, np.float32)), ValueError,
+        "x (shape [0]) must not be empty"),
+    api(lambda: ds.mask_counts(np.ones((2, 4), np.float32), np.ones((2, 4), np.float32), noise_shape=[2, 2]),
+        ValueError, "noise_shape ([2, 2]) must broadcast"),
+    api(lambda: ds.mask_counts(np.ones((2, 4), np.float32), np.ones((2, 4), np.float32), noise_shape=[2]),
+        ValueError, "noise_shape ([2]) must have the rank"),
+    # -- design ----------------------------------------------------------------------------
+    api(lambda: ds.min_num_samples_for_rate_test(0.8, 0), ValueError, "discrepancy (0.0) must be a finite number > 0"),
+    api(lambda: ds.min_num_samples_for_rate_test(0.8, 0.9), ValueError, "discrepancy (0.9) must leave"),
+    api(lambda: ds.min_num_samples_for_rate_test(1.0, 0.01), ValueError, "keep_prob (1.0) must be in (0, 1)"),
+    api(lambda: ds.min_num_samples_for_rate_test(0.8, 0.01, false_fail_rate=0), ValueError,
+        "false_fail_rate (0.0) must be in (0, 1)"),
+    api(lambda: ds.min_num_samples_for_rate_test(0.8, 0.01, false_pass_rate=2), ValueError,
+        "false_pass_rate (2.0) must be in (0, 1)"),
+    api(lambda: ds.min_discrepancy_detectable(0.8, -5), ValueError, "n (-5) must be >= 1"),
+    api(lambda: ds.min_discrepancy_detectable(0.8, 100, false_pass_rate=0), ValueError,
+        "false_pass_rate (0.0) must be in (0, 1)"),
+    api(lambda: ds.power_of_rate_test(0, 0.8, 0.01), ValueError, "n (0) must be >= 1"),
+    api(lambda: ds.rejection_region_for_rate_test(100, 1.2), ValueError, "keep_prob (1.2) must be in (0, 1)"),
+    # -- sequential ------------------------------------------------------------------------
+    api(lambda: ds.SequentialRateTest(0.8, -0.1), ValueError, "discrepancy (-0.1) must be a finite number > 0"),
+    api(lambda: ds.SequentialRateTest(0.8, 0.01).update(5, 3), ValueError, "kept (5) must be <= n (3)"),
+    api(lambda: ds.SequentialRateTest(0.8, 0.01).update(-1, 3), ValueError, "kept (-1) must be >= 0"),
+    api(lambda: ds.sequential_rate_test(5, 0.8, 0.01), TypeError, "draw (5) must be callable"),
+    api(lambda: ds.sequential_rate_test(lambda m: m, 0.8, 0.01), TypeError, "draw(m) must return (kept, n)"),
+    # -- structure -------------------------------------------------------------------------
+    api(lambda: ds.homogeneity_test([5, 11], [10, 10]), ValueError, "kept (11) must be in [0, n (10)]"),
+    api(lambda: ds.homogeneity_test([5], [10]), ValueError, "must hold at least 2 groups"),
+    api(lambda: ds.trend_test([1, 2], [0, 3]), ValueError, "kept (1) must be in [0, n (0)]"),
+    api(lambda: ds.independence_test(np.ones(3, bool), np.ones(4, bool)), ValueError,
+        "mask_a and mask_b must have the same shape"),
+    api(lambda: ds.independence_test(np.ones(3), np.ones(3)), TypeError, "mask_a (dtype float64) must be a boolean mask"),
+    api(lambda: ds.agreement_test(np.ones(3, bool), np.ones(3, bool), 2.0), ValueError, "keep_prob (2.0) must be in [0, 1]"),
+    api(lambda: ds.pair_independence_test(np.ones((2, 3), bool), axis=5), ValueError, "axis (5) must be in"),
+    api(lambda: ds.pair_independence_test(np.ones((2, 2))), TypeError, "mask (dtype float64) must be a boolean mask"),
+    api(lambda: ds.holm_bonferroni([0.5, 1.5], 0.05), ValueError, "pvalues ([0.5, 1.5]) must lie in [0, 1]"),
+    api(lambda: ds.holm_bonferroni([0.5], 1.5), ValueError, "false_fail_rate (1.5) must be in (0, 1)"),
+    # -- verify() and its siblings: arguments -------------------------------------------------
+    api(lambda: ds.verify(42, rate=0.2), TypeError, "fn (42) must be callable"),
+    api(lambda: ds.verify(stateless, rate=1.5), ValueError, "rate (1.5) must be in [0, 1)"),
+    api(lambda: ds.verify(stateless, rate=float("nan")), ValueError, "rate (nan) must be in [0, 1)"),
+    api(lambda: ds.verify(stateless, rate=0.2, dtype="int32"), ValueError, "dtype ('int32') must be one of"),
+    api(lambda: ds.verify(stateless, rate=0.2, shape=[0, 4]), ValueError, "shape ([0, 4]) must have"),
+    api(lambda: ds.verify(stateless, rate=0.2, shape=[]), ValueError, "shape ([]) must have"),
+    api(lambda: ds.verify(stateless, rate=0.2, shape="abc"), TypeError, "shape ('abc') must be a sequence of ints"),
+    api(lambda: ds.verify(stateless, rate=0.2, shape=[8, 4], noise_shape=[8, 2]), ValueError,
+        "noise_shape ([8, 2]) must broadcast"),
+    api(lambda: ds.verify(stateless, rate=0.2, noise_shape=[8, 1]), ValueError, "needs an explicit shape"),
+    api(lambda: ds.verify(stateless, rate=0.2, reference="torch"), ValueError, "reference ('torch') must be one of"),
+    api(lambda: ds.verify(stateless, rate=0.2, false_fail_rate=0), ValueError, "false_fail_rate (0.0) must be in (0, 1)"),
+    api(lambda: ds.verify(stateless, rate=0.2, false_pass_rate=1), ValueError, "false_pass_rate (1.0) must be in (0, 1)"),
+    api(lambda: ds.verify(stateless, rate=0.2, discrepancy=-1), ValueError, "discrepancy (-1.0) must be a finite"),
+    api(lambda: ds.verify(stateless, rate=0.2, seed=-1), ValueError, "seed (-1) must be >= 0"),
+    api(lambda: ds.verify(stateless, rate=0.2, seed=2**31), ValueError, "must be < 2**31 - 1"),
+    api(lambda: ds.verify(stateless, rate=0.2, max_calls=0), ValueError, "max_calls (0) must be >= 8"),
+    api(lambda: ds.verify(stateless, rate=0.2, stateful="yes"), TypeError, "stateful ('yes') must be True or False"),
+    api(lambda: ds.verify(stateless, rate=0.2, strict_nominal=None), TypeError,
+        "strict_nominal (None) must be True or False"),
+    api(lambda: ds.verify_alpha_dropout(stateless, rate=1.5), ValueError, "rate (1.5) must be in [0, 1)"),
+    api(lambda: ds.verify_gaussian_dropout(3, rate=0.2), TypeError, "fn (3) must be callable"),
+    api(lambda: ds.verify_gaussian_dropout(stateless, rate=0.0), ValueError, "rate (0.0) must be > 0"),
+    # -- verify(): a fn that misbehaves fails the run with the reason --------------------------
+    report(_raises, "raised RuntimeError: boom"),
+    report(_wrong_shape, "returned shape [1, 4096], expected [64, 4096]"),
+    report(_wrong_dtype, "returned dtype float64, expected float32"),
+    report(_not_an_array, "returned shape [], expected [64, 4096]"),
+    # -- dropout_stats.testing ------------------------------------------------------------------
+    api(lambda: _testing().assert_scaled_by_inverse_keep(F32, np.ones(3, np.float32), 0.2), ValueError,
+        "x and y must have the same shape"),
+    api(lambda: _testing().assert_keep_fraction(F32, F32, 1.5), ValueError, "rate (1.5) must be in [0, 1)"),
+    api(lambda: _testing().assert_mask_is_uniform_threshold(F32, F32, 0.2, [1, 2, 3]), ValueError,
+        "seed ([1, 2, 3]) must be two integers"),
+    api(lambda: _testing().assert_mask_is_uniform_threshold(np.ones(4, np.int32), F32, 0.2, [1, 2]), TypeError,
+        "x (dtype int32) must be a floating-point array"),
+    # -- hypothesis strategies (checked when the strategy is built, not when drawn) ------------------
+    api(lambda: strategies.rates(min_value=2.0), ValueError, "min_value (2.0) and max_value (0.99) must satisfy"),
+    api(lambda: strategies.dtypes(include=["int8"]), ValueError, "include (['int8']) must be a non-empty subset"),
+    api(lambda: strategies.shapes_and_noise_shapes(min_rank=0), ValueError, "min_rank (0) and max_rank (4) must"),
+    api(lambda: strategies.dropout_configs(rate=1.5), ValueError, "rate (1.5) must be in [0, 1)"),
+    api(lambda: strategies.dropout_configs(dtype="int8"), ValueError, "dtype ('int8') must be one of"),
+    api(lambda: strategies.dropout_configs(shape=([4, 4], [4, 2])), ValueError, "noise_shape ([4, 2]) must broadcast"),
+    # -- the command line -------------------------------------------------------------------------
+    cli("explain", "--units", "32", "--rate", "1.5", fragment="rate (1.5) must be in [0, 1)"),
+    cli("explain", "--units", "0", "--rate", "0.2", fragment="units (0) must be >= 1"),
+    cli("explain", "--units", "32", "--rate", "0.2", "--observed", "40", fragment="observed (40) must be <= units (32)"),
+    cli("explain", "--units", "32", "--rate", "0.2", "--observed", "-1", fragment="observed (-1) must be >= 0"),
+    cli("explain", "--units", "32", "--rate", "abc", fragment="rate (abc) must be a number"),
+    cli("explain", "--units", "32", "--rate", "0.2", "--dtype", "int8", fragment="dtype ('int8') must be one of"),
+    cli("explain", "--units", "32", "--rate", "0.2", "--plot", "/no/such/folder/p.png",
+        fragment="is in a folder that does not exist"),
+    cli("verify", "nosuch_module_xyz:fn", fragment="could not import 'nosuch_module_xyz'"),
+    cli("verify", "no_colon", fragment="must be MODULE:FUNCTION"),
+    cli("verify", "userdrop:NOT_CALLABLE", "--json", "out.json", fragment="userdrop:NOT_CALLABLE (int) is not callable"),
+    cli("verify", "userdrop:missing", fragment="'userdrop' has no attribute 'missing'"),
+    cli("verify", "userdrop:wrong_signature", "--json", "out.json",
+        fragment="wrong_signature(x) does not follow the contract fn(x, rate, seed, noise_shape=None)"),
+    cli("verify", "userdrop:good", "--seed", "-1", "--json", "out.json", fragment="seed (-1) must be >= 0"),
+    cli("verify", "userdrop:good", "--rate", "nan", "--json", "out.json", fragment="rate (nan) must be in [0, 1)"),
+    cli("verify", "userdrop:good", "--shape", "a,b", fragment="shape (a,b) must be comma-separated ints"),
+    cli("verify", "userdrop:good", "--shape", "0,4", "--json", "out.json", fragment="shape ([0, 4]) must have"),
+    cli("verify", "userdrop:good", "--shape", "8,4", "--noise-shape", "8,2", fragment="noise_shape ([8, 2]) must broadcast"),
+    cli("verify", "userdrop:good", "--dtype", "int8", fragment="dtype ('int8') must be one of"),
+    cli("audit", "--rate", "2", fragment="rate (2.0) must be in [0, 1)"),
+    cli("audit", "--rate", "1", "--json", "out.json", "--plot", "out.png", fragment="rate (1.0) must be in [0, 1)"),
+    cli("audit", "--false-fail-rate", "0", "--json", "out.json", fragment="false_fail_rate (0.0) must be in (0, 1)"),
+    cli("audit", "--seed", "-1", fragment="seed (-1) must be >= 0"),
+    cli("audit", "--dtypes", "int8", fragment="invalid choice: 'int8'"),
+    cli("audit", "--json", "/no/such/folder/out.json", fragment="folder that does not exist"),
+    cli("calibrate", "--runs", "0", fragment="--runs (0) must be >= 1"),
+    cli("calibrate", "--power-runs", "-1", fragment="--power-runs (-1) must be >= 0"),
+    cli("calibrate", "--false-fail-rate", "1", fragment="false_fail_rate (1.0) must be in (0, 1)"),
+    cli("matrix", "missing.json", "-o", "out.md", fragment="missing.json: not a readable audit JSON"),
+    cli("matrix", "junk.json", "-o", "out.md", fragment="junk.json: not a readable audit JSON"),
+    cli("matrix", "other.json", "-o", "out.md", fragment="other.json: not a dropout-stats audit JSON"),
+    cli("bogus", fragment="invalid choice"),
+    cli(fragment="usage: dropout-stats"),
+    # -- the pytest plugin's options ------------------------------------------------------------------
+    plugin("--dropout-stats-seed=abc", "--dropout-stats-seed (abc) must be an integer or 'last'"),
+    plugin("--dropout-stats-seed=-3", "--dropout-stats-seed (-3) must be"),
+    plugin("--dropout-stats-false-fail-rate=2", "--dropout-stats-false-fail-rate (2.0) must be in (0, 1)"),
+    plugin("--dropout-stats-false-fail-rate=x", "--dropout-stats-false-fail-rate (x) must be"),
+]
+
+USER_MODULE = textwrap.dedent("""
+    import tensorflow as tf
+
+    NOT_CALLABLE = 5
+
+    def good(x, rate, seed, noise_shape=None):
+        return tf.nn.experimental.stateless_dropout(x, rate, seed=seed, noise_shape=noise_shape)
+
+    def wrong_signature(x):
+        return x
+""")
+
+
+def _cli_folder(tmp_path):
+    (tmp_path / "userdrop.py").write_text(USER_MODULE)
+    (tmp_path / "junk.json").write_text("not json")
+    (tmp_path / "other.json").write_text('{"a": 1}')
+    return tmp_path
+
+
+def _files(folder) -> set[str]:
+    return {str(p.relative_to(folder)) for p in folder.rglob("*") if "__pycache__" not in p.parts}
+
+
+@pytest.mark.parametrize("row", TABLE, ids=[r.id for r in TABLE])
+def test_bad_input(row: Row, tmp_path, request):
+    if row.kind == "api":
+        with pytest.raises(row.exc) as info:
+            row.target()
+        assert row.fragment in str(info.value)
+        assert "dropout_stats" in str(info.traceback[-1].path), info.traceback[-1].path  # our check raised it
+    elif row.kind == "report":
+        r = ds.verify(row.target, rate=0.2)
+        assert not r.passed and r.check("contract").passed is False
+        assert row.fragment in r.check("contract").detail
+    elif row.kind == "cli":
+        folder = _cli_folder(tmp_path)
+        before = _files(folder)
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+        r = subprocess.run([sys.executable, "-m", "dropout_stats", *row.target], capture_output=True, text=True,
+                           cwd=folder, env=env, timeout=120)
+        assert r.returncode == 2, (r.stdout, r.stderr)
+        assert row.fragment in r.stderr
+        assert "Traceback" not in r.stderr
+        assert _files(folder) == before, "wrote files on bad input"
+    elif row.kind == "plugin":
+        pytester = request.getfixturevalue("pytester")
+        pytester.makepyfile(test_one="def test_a():\n    pass\n")
+        r = pytester.runpytest_subprocess(row.target, "-p", "no:xdist")
+        assert r.ret == pytest.ExitCode.USAGE_ERROR
+        assert row.fragment in r.stderr.str()
+    else:  # pragma: no cover
+        raise AssertionError(row.kind)
+
+
+def test_every_public_name_has_a_row():
+    """Each public function and class of dropout_stats appears in the table (or is a result type)."""
+    import inspect
+
+    results = {"MaskCounts", "ProportionInterval", "RateTestResult", "RejectionRegion", "ScaleFormula",
+               "SequentialResult", "StructureTestResult", "HolmResult", "Report", "Check", "Finding"}
+    sources = "\n".join(inspect.getsource(r.target) for r in TABLE if callable(r.target) and r.kind == "api")
+    missing = [n for n in ds.__all__ if n not in results and f"ds.{n}(" not in sources]
+    assert not missing, missing
 
 
 def test_import_does_not_load_tensorflow():
-    import subprocess
-    import sys
-
     code = "import sys, dropout_stats; print('tensorflow' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

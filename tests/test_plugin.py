@@ -85,15 +85,7 @@ def test_seed_last_replays_the_previous_run(pytester, tmp_path):
     assert "base seed 123" in again.stdout.str()
 
 
-@pytest.mark.parametrize("option,fragment", [
-    ("--dropout-stats-seed=abc", "--dropout-stats-seed (abc) must be an integer or 'last'"),
-    ("--dropout-stats-false-fail-rate=2", "--dropout-stats-false-fail-rate (2.0) must be in (0, 1)"),
-])
-def test_bad_options_are_usage_errors(pytester, option, fragment):
-    pytester.makepyfile(test_one="def test_a():\n    pass\n")
-    r = pytester.runpytest_subprocess(option, "-p", "no:xdist")
-    assert r.ret == pytest.ExitCode.USAGE_ERROR
-    assert fragment in r.stderr.str()
+# bad options: tests/test_bad_input.py
 
 
 @pytest.mark.statistical(false_fail_rate=1e-12)

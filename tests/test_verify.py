@@ -126,47 +126,7 @@ def test_report_reads_as_a_table():
     assert d["passed"] is False and any(c["name"] == "scale" and c["passed"] is False for c in d["checks"])
 
 
-def _raises(x, rate, seed, noise_shape=None):
-    raise RuntimeError("boom")
-
-
-def _wrong_shape(x, rate, seed, noise_shape=None):
-    return x[:1]
-
-
-def _wrong_dtype(x, rate, seed, noise_shape=None):
-    return tf.cast(x, tf.float64)
-
-
-@pytest.mark.parametrize("fn,fragment", [
-    (_raises, "raised RuntimeError: boom"),
-    (_wrong_shape, "returned shape [1, 4096], expected [64, 4096]"),
-    (_wrong_dtype, "returned dtype float64, expected float32"),
-])
-def test_contract_violations_fail_with_the_reason(fn, fragment):
-    r = ds.verify(fn, rate=0.2)
-    assert not r.passed
-    assert fragment in r.check("contract").detail
-
-
-@pytest.mark.parametrize("kwargs,exc,fragment", [
-    (dict(fn=42, rate=0.2), TypeError, "fn (42) must be callable"),
-    (dict(fn=stateless, rate=1.5), ValueError, "rate (1.5) must be in [0, 1)"),
-    (dict(fn=stateless, rate=float("nan")), ValueError, "rate (nan) must be in [0, 1)"),
-    (dict(fn=stateless, rate=0.2, dtype="int32"), ValueError, "dtype ('int32') must be one of"),
-    (dict(fn=stateless, rate=0.2, shape=[0, 4]), ValueError, "shape ([0, 4]) must have"),
-    (dict(fn=stateless, rate=0.2, shape=[]), ValueError, "shape ([]) must have"),
-    (dict(fn=stateless, rate=0.2, shape=[8, 4], noise_shape=[8, 2]), ValueError, "noise_shape ([8, 2]) must broadcast"),
-    (dict(fn=stateless, rate=0.2, noise_shape=[8, 1]), ValueError, "needs an explicit shape"),
-    (dict(fn=stateless, rate=0.2, reference="torch"), ValueError, "reference ('torch') must be one of"),
-    (dict(fn=stateless, rate=0.2, false_fail_rate=0), ValueError, "false_fail_rate (0.0) must be in (0, 1)"),
-    (dict(fn=stateless, rate=0.2, seed=-1), ValueError, "seed (-1) must be >= 0"),
-])
-def test_bad_arguments_name_themselves(kwargs, exc, fragment):
-    fn = kwargs.pop("fn")
-    with pytest.raises(exc) as info:
-        ds.verify(fn, **kwargs)
-    assert fragment in str(info.value)
+# bad arguments and misbehaving fns: tests/test_bad_input.py
 
 
 @pytest.mark.statistical(false_fail_rate=1e-12)
