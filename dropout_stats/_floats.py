@@ -94,9 +94,16 @@ def bits_of(a: np.ndarray) -> np.ndarray:
 def float32_to_bfloat16_bits(a) -> np.ndarray:
     """Round float32 values to bfloat16 (nearest, ties to even) and return the uint16 bits."""
     f = np.asarray(a, dtype=np.float32)
-    b = f.view(np.uint32).astype(np.uint64) if f.ndim else np.asarray(f.reshape(1).view(np.uint32)[0], np.uint64)
-    u = np.uint64  # explicit unsigned constants: numpy 1.x will not mix uint64 with Python ints
-    rounded = ((b + u(0x7FFF) + ((b >> u(16)) & u(1))) >> u(16)).astype(np.uint16)
+    if not f.ndim:
+        return float32_to_bfloat16_bits(f.reshape(1))[0]
+    b = f.view(np.uint32)
+    u = np.uint32  # explicit unsigned constants: numpy 1.x will not mix them with Python ints
+    # uint32 cannot overflow here except for NaN bit patterns, which are replaced below
+    with np.errstate(over="ignore"):
+        r = (b >> u(16)) & u(1)
+        r += u(0x7FFF)
+        r += b
+    rounded = (r >> u(16)).astype(np.uint16)
     nan = np.isnan(f)
     if nan.any():
         rounded = np.where(nan, ((b >> u(16)) | u(0x40)).astype(np.uint16), rounded)

@@ -16,7 +16,7 @@ import numpy as np
 from ._checks import (check_callable, check_choice, check_count, check_flag, check_open_unit,
                       check_positive, check_rate)
 from ._exact import fisher_two_sided_pvalue
-from ._floats import FORMATS, dtype_name
+from ._floats import FORMATS, bfloat16_bits_to_float32, dtype_name
 from .binomial import proportion_ci, rate_test
 from .counts import _normalise_noise_shape
 from .design import min_discrepancy_detectable, min_num_samples_for_rate_test
@@ -714,7 +714,9 @@ def _as_float64(a: np.ndarray) -> np.ndarray:
 
 def _abs_sum(y: np.ndarray) -> float:
     """sum |y| accumulated in float64 (half-precision values widen to float32 exactly first)."""
-    if y.dtype.itemsize < 4:
+    if y.dtype.name == "bfloat16":  # ml_dtypes converts slowly: widen the bits
+        y = bfloat16_bits_to_float32(y.view(np.uint16))
+    elif y.dtype.itemsize < 4:
         y = y.astype(np.float32)
     return float(np.abs(y).sum(dtype=np.float64))
 

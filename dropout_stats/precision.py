@@ -109,6 +109,13 @@ def apply_scale(x, scale: ScaleFormula) -> np.ndarray:
         with np.errstate(all="ignore"):
             out = a * factor if scale.formula == "multiply" else a / factor
         return out.astype(np.float64)
+    if name == "bfloat16" and a.dtype.name == "bfloat16" and scale.formula != "exact":
+        # the same in float32: exact products (16 bits), quotients with 24 >= 2*8 + 2 guard bits
+        a32 = bfloat16_bits_to_float32(a.view(np.uint16))
+        factor = np.float32(scale.factor)
+        with np.errstate(all="ignore"):
+            out = a32 * factor if scale.formula == "multiply" else a32 / factor
+        return bfloat16_bits_to_float32(float32_to_bfloat16_bits(out)).astype(np.float64)
     xv = _values_float64(a, name)
     if scale.formula == "multiply":
         if name == "float64":
