@@ -264,7 +264,7 @@ class _Battery:
                  "neighbour_independence", "homogeneity_blocks", "homogeneity_strided",
                  *[f"homogeneity_axis{a}" for a in range(8)], "noise_shape_consistency", "noise_shape_units",
                  "stateful_fresh", "stateful_drift"]
-        return [checks[n] for n in order if n in checks] + [c for n, c in checks.items() if n not in order]
+        return [checks[n] for n in order if n in checks] + [checks[n] for n in sorted(checks) if n not in order]
 
     def plan(self) -> list[str]:
         """The statistical checks this configuration runs (fixes the budget split up front)."""
@@ -302,21 +302,17 @@ class _Battery:
 
     # -- the main sequence of calls ---------------------------------------------------------
     def main_loop(self, alpha_seq: float, checks: dict) -> None:
+        """Draw until the sequential rate test and the minimum sizes are met, accumulating
+        what the other checks need."""
         cfg = self.cfg
         test = SequentialRateTest(cfg.keep, cfg.delta, false_fail_rate=alpha_seq, false_pass_rate=cfg.beta)
         units = int(np.prod(self.unit_shape))
         min_n = min_num_samples_for_rate_test(cfg.keep, min(4 * cfg.delta, 0.5 * max(cfg.keep, 1 - cfg.keep)),
                                               false_fail_rate=alpha_seq, false_pass_rate=cfg.beta)
-        per_position = np.zeros(self.unit_shape, dtype=np.int32)  # < 2**31 calls: max_calls bounds it
-        pair_tables = {}
-        per_call_kept = []
-        fresh_table = np.zeros(4, dtype=np.int64)
+        acc = _Accumulated(self.unit_shape)
         self.stored_masks = []           # first masks, for seeds, threshold and mechanism checks
         self.store_limit = min(_MAX_STORED, max(2, math.ceil(_SEED_POSITIONS / units)))
-        scale_x, scale_y = [], []
-        scale_count = 0
-        mean_total = 0.0  # sum |y| over the first calls, in float64
-        mean_calls = 0
+        per_call_kept = []
         inconsistent = 0
         previous = None
         i = 0
@@ -330,31 +326,38 @@ class _Battery:
             if test.verdict == "continue":
                 test.update(k, m.size)
             per_call_kept.append(k)
-            np.add(per_position, m, out=per_position, casting="unsafe")
-            _accumulate_pairs(pair_tables, m)
-            if cfg.stateful and previous is not None:
-                _accumulate_table(fresh_table, previous, m)
-            previous = m
             if len(self.stored_masks) < self.store_limit:
                 self.stored_masks.append(m)
-            if scale_count < _SCALE_VALUES:
-                kept_elems = self.kept_elements(y)
-                scale_x.append(self.x_np[kept_elems])
-                scale_y.append(y[kept_elems])
-                scale_count += int(kept_elems.sum())
-            if mean_calls * y.size < _MEAN_ELEMENTS:
-                mean_total += _abs_sum(y)
-                mean_calls += 1
+            self.accumulate(acc, y, m, previous)
+            previous = m
             i += 1
         self.main_calls = i
-        self.inconsistent = inconsistent
         if test.verdict == "continue":
             test.stop()
             self.findings.append(Finding(
                 "sample_size", f"shape {list(cfg.shape)} gives {units} draws per call: max_calls ({cfg.max_calls}) "
                 f"calls gave {test.n:,} draws of the {test.n_max:,} the design may need; the keep-fraction check "
                 "detects less than the requested discrepancy (its detail says how much)", test.n))
-        res = test.result()
+        self.main_checks(acc, test.result(), alpha_seq, i, inconsistent, per_call_kept, checks)
+
+    def accumulate(self, acc: "_Accumulated", y: np.ndarray, m: np.ndarray, previous) -> None:
+        """One call's contribution to the position, pair, scale and mean checks."""
+        np.add(acc.per_position, m, out=acc.per_position, casting="unsafe")
+        _accumulate_pairs(acc.pair_tables, m)
+        if self.cfg.stateful and previous is not None:
+            _accumulate_table(acc.fresh_table, previous, m)
+        if acc.scale_count < _SCALE_VALUES:
+            kept_elems = self.kept_elements(y)
+            acc.scale_x.append(self.x_np[kept_elems])
+            acc.scale_y.append(y[kept_elems])
+            acc.scale_count += int(kept_elems.sum())
+        if acc.mean_calls * y.size < _MEAN_ELEMENTS:
+            acc.mean_total += _abs_sum(y)
+            acc.mean_calls += 1
+
+    def main_checks(self, acc, res, alpha_seq, calls, inconsistent, per_call_kept, checks) -> None:
+        """The checks on the main sequence of calls."""
+        cfg = self.cfg
         level_conf = 1 - alpha_seq
         ci = proportion_ci(res.kept, res.n, confidence_level=level_conf)
         detectable = min_discrepancy_detectable(cfg.keep, max(res.n, 1), false_fail_rate=alpha_seq,
@@ -369,14 +372,15 @@ class _Battery:
                     f"{min_num_samples_for_rate_test(cfg.keep, cfg.delta, false_fail_rate=alpha_seq, false_pass_rate=cfg.beta):,}); "
                     f"the {res.n:,} draws used detect +-{detectable:.3g}"),
             reproduce=cfg.reproduce())
-        self.check_homogeneity(per_position, i, checks)
-        self.check_pairs(pair_tables, checks)
-        self.check_scale(np.concatenate(scale_x), np.concatenate(scale_y), checks)
-        self.check_mean(mean_total, mean_calls, checks)
+        self.check_homogeneity(acc.per_position, calls, checks)
+        self.check_pairs(acc.pair_tables, checks)
+        self.check_scale(np.concatenate(acc.scale_x), np.concatenate(acc.scale_y), checks)
+        self.check_mean(acc.mean_total, acc.mean_calls, checks)
         if cfg.noise_shape is not None:
-            checks["noise_shape_consistency"] = self.consistency_check(inconsistent, units * i, cfg.noise_shape)
+            units = int(np.prod(self.unit_shape))
+            checks["noise_shape_consistency"] = self.consistency_check(inconsistent, units * calls, cfg.noise_shape)
         if cfg.stateful:
-            self.check_stateful(fresh_table, per_call_kept, checks)
+            self.check_stateful(acc.fresh_table, per_call_kept, checks)
 
     # -- checks on accumulated data -----------------------------------------------------------
     def check_homogeneity(self, per_position: np.ndarray, calls: int, checks: dict) -> None:
@@ -674,7 +678,9 @@ class _Battery:
     def noise_probe(self, checks: dict) -> None:
         cfg = self.cfg
         shape, noise = cfg.probe
-        x = self.make_input(shape, cfg.seed + 1)
+        # the probe's x holds as many values as the main one (a reshape costs nothing)
+        x = (self.tf.reshape(self.x, shape) if math.prod(shape) == self.x_np.size
+             else self.make_input(shape, cfg.seed + 1))
         units = int(np.prod(noise))
         calls = max(1, math.ceil(min_num_samples_for_rate_test(
             cfg.keep, min(4 * cfg.delta, 0.5 * max(cfg.keep, 1 - cfg.keep)), false_fail_rate=cfg.alpha,
@@ -708,6 +714,19 @@ class _Battery:
 
 
 # --------------------------------------------------------------------------------------------
+class _Accumulated:
+    """What the main sequence of calls accumulates for the checks after it."""
+
+    def __init__(self, unit_shape):
+        self.per_position = np.zeros(unit_shape, dtype=np.int32)  # < 2**31 calls: max_calls bounds it
+        self.pair_tables = {}
+        self.fresh_table = np.zeros(4, dtype=np.int64)
+        self.scale_x, self.scale_y = [], []
+        self.scale_count = 0
+        self.mean_total = 0.0  # sum |y| over the first calls, in float64
+        self.mean_calls = 0
+
+
 def _as_float64(a: np.ndarray) -> np.ndarray:
     return a.astype(np.float64)
 
