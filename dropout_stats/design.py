@@ -236,6 +236,12 @@ def min_discrepancy_detectable(keep_prob, n, *, false_fail_rate=1e-6, false_pass
     n = check_count(n, "n", minimum=1)
     alpha = check_open_unit(false_fail_rate, "false_fail_rate")
     beta = check_open_unit(false_pass_rate, "false_pass_rate")
+    return _min_discrepancy(p, n, alpha, beta)
+
+
+@functools.lru_cache(maxsize=1024)
+def _min_discrepancy(p: float, n: int, alpha: float, beta: float) -> float:
+    # pure; an audit asks it for the same (keep, n) once per entry point: cached
     target = 1.0 - beta
     region = _region(n, p, alpha)
     result = 0.0
