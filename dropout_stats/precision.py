@@ -102,20 +102,9 @@ def apply_scale(x, scale: ScaleFormula) -> np.ndarray:
         raise TypeError(f"scale ({scale!r}) must be a ScaleFormula, from expected_scale() or exact_scale()")
     name = scale.dtype
     a = np.asarray(x)
-    if name in ("float16", "float32") and a.dtype.name == name and scale.formula != "exact":
-        # numpy's own float16/float32 arithmetic rounds the same products and quotients once,
-        # correctly (float16 goes through float32: 24 >= 2*11 + 2), without the float64 detour
-        factor = np.dtype(name).type(scale.factor)
-        with np.errstate(all="ignore"):
-            out = a * factor if scale.formula == "multiply" else a / factor
-        return out.astype(np.float64)
-    if name == "bfloat16" and a.dtype.name == "bfloat16" and scale.formula != "exact":
-        # the same in float32: exact products (16 bits), quotients with 24 >= 2*8 + 2 guard bits
-        a32 = bfloat16_bits_to_float32(a.view(np.uint16))
-        factor = np.float32(scale.factor)
-        with np.errstate(all="ignore"):
-            out = a32 * factor if scale.formula == "multiply" else a32 / factor
-        return bfloat16_bits_to_float32(float32_to_bfloat16_bits(out)).astype(np.float64)
+    if a.dtype.name == name and name != "float64" and scale.formula != "exact":
+        out = _scaled_native(a, scale)
+        return (bfloat16_bits_to_float32(out) if name == "bfloat16" else out).astype(np.float64)
     xv = _values_float64(a, name)
     if scale.formula == "multiply":
         if name == "float64":
@@ -133,6 +122,22 @@ def apply_scale(x, scale: ScaleFormula) -> np.ndarray:
         flat = [float(F(float(v)) / d) if np.isfinite(v) else v / (1 - scale.rate) for v in xv.ravel()]
         return np.asarray(flat, dtype=np.float64).reshape(xv.shape)
     return round_to(xv / (1.0 - scale.rate), name)
+
+
+def _scaled_native(a: np.ndarray, scale: ScaleFormula) -> np.ndarray:
+    """fl(x * factor) or fl(x / factor) for x already in scale.dtype, in the dtype's own
+    arithmetic; bfloat16 comes back as its uint16 bits.  (multiply/divide formulas only.)
+
+    Each result is rounded once, correctly, as the float64 route does: float16 goes through
+    float32 (24 >= 2*11 + 2 bits), bfloat16 too (exact 16-bit products, 24 >= 2*8 + 2)."""
+    name = scale.dtype
+    with np.errstate(all="ignore"):
+        if name == "bfloat16":
+            a32 = bfloat16_bits_to_float32(a.view(np.uint16))
+            factor = np.float32(scale.factor)
+            return float32_to_bfloat16_bits(a32 * factor if scale.formula == "multiply" else a32 / factor)
+        factor = np.dtype(name).type(scale.factor)
+        return a * factor if scale.formula == "multiply" else a / factor
 
 
 def _values_float64(x, name: str) -> np.ndarray:

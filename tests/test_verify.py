@@ -115,6 +115,30 @@ def test_same_seed_same_report():
     json.loads(a)
 
 
+@pytest.mark.statistical(false_fail_rate=A)
+@pytest.mark.parametrize("dtype", ["bfloat16", "float32"])
+def test_scale_check_at_a_high_rate_gathers_beyond_the_whole_calls(dtype):
+    """Rate 0.97 keeps ~8,000 values per call: the kept values the scale check reads (up to
+    200,000) come from 4 whole calls (~33,000) and gathered later ones; both parts count."""
+    r = ds.verify(stateless, rate=0.97, dtype=dtype, false_fail_rate=A)
+    assert r.passed, str(r)
+    assert r.check("scale").samples > 4 * 262_144 * 0.04
+
+
+def _one_ulp_off_after_the_fourth_call(x, rate, seed, noise_shape=None):
+    y = stateless(x, rate, seed, noise_shape)
+    if int(seed[1]) < 4:  # the first 4 calls (the whole ones) are right; later ones are not
+        return y
+    bits = tf.bitcast(y, tf.int32)
+    return tf.bitcast(tf.where(y != 0, bits + 1, bits), tf.float32)
+
+
+def test_scale_error_only_in_the_gathered_calls_fails():
+    r = ds.verify(_one_ulp_off_after_the_fourth_call, rate=0.97, false_fail_rate=A)
+    assert r.check("scale").passed is False
+    assert "largest distance 1 ULP" in r.check("scale").detail
+
+
 def test_report_reads_as_a_table():
     from dropout_stats.corpus import scale_one_ulp_off
 
