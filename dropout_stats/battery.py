@@ -408,7 +408,10 @@ class _Battery:
 
         g = min(_GROUPS, positions)
         edges = np.linspace(0, positions, g + 1).astype(np.int64)
-        block_k = np.add.reduceat(flat, edges[:-1]) if g >= 2 else flat[:1]
+        if g >= 2 and positions % g == 0:  # equal blocks: a reshape sums faster than reduceat
+            block_k = flat.reshape(g, -1).sum(axis=1, dtype=np.int64)
+        else:
+            block_k = np.add.reduceat(flat, edges[:-1]) if g >= 2 else flat[:1]
         block_n = np.diff(edges) * calls
         run("homogeneity_blocks", block_k, block_n, "contiguous blocks of positions")
         stride = min(_GROUPS, positions)
@@ -522,13 +525,19 @@ class _Battery:
         ax_sum = _abs_sum(self.x_np)
         ideal_sum = ax_sum / (1 - cfg.rate)
         formula = None if cfg.strict_nominal else self.scale_formula
-        scaled = (np.abs(apply_scale(self.x_np, formula)) if formula is not None
-                  else np.abs(_as_float64(self.x_np)) / (1 - cfg.rate))
+        if formula is None:
+            scaled = np.abs(_as_float64(self.x_np)) / (1 - cfg.rate)
+        elif formula.formula != "exact":  # the dtype's own arithmetic, widened once
+            native = _scaled_native(self.x_np, formula)
+            scaled = np.abs(bfloat16_bits_to_float32(native) if cfg.dtype == "bfloat16" else native)
+            scaled = scaled.astype(np.float64)
+        else:
+            scaled = np.abs(apply_scale(self.x_np, formula))
         scaled_sum = float(scaled.sum())
-        unit_weight = scaled.sum(axis=self.axes, keepdims=True) if self.axes else scaled
+        unit_weight = (scaled.sum(axis=self.axes, keepdims=True) if self.axes else scaled).ravel()
         p, q = cfg.keep, 1 - cfg.keep
         expected = calls * p * scaled_sum
-        var = calls * p * q * float(np.dot(unit_weight.ravel(), unit_weight.ravel()))
+        var = calls * p * q * float(np.dot(unit_weight, unit_weight))
         b = float(unit_weight.max())
         t = abs(total - expected)
         pvalue = min(1.0, 2 * math.exp(-t * t / (2 * (var + b * t / 3)))) if t > 0 else 1.0
