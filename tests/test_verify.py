@@ -139,6 +139,17 @@ def test_scale_error_only_in_the_gathered_calls_fails():
     assert "largest distance 1 ULP" in r.check("scale").detail
 
 
+@pytest.mark.statistical(false_fail_rate=A)
+def test_max_calls_cut_short_says_what_the_draws_detect():
+    """8 x 8 positions x 10 calls: far below the 2.6 million draws the default design needs."""
+    r = ds.verify(stateless, rate=0.2, shape=[8, 8], max_calls=10, false_fail_rate=A)
+    assert r.passed, str(r)
+    assert any(f.name == "sample_size" for f in r.findings)
+    detail = r.check("keep_fraction").detail
+    assert "cut short by max_calls, the 640 draws used detect only +-" in detail
+    assert float(detail.rsplit("+-", 1)[1]) > 0.1  # 640 draws cannot see a 0.002 error
+
+
 def test_report_reads_as_a_table():
     from dropout_stats.corpus import scale_one_ulp_off
 
