@@ -27,32 +27,23 @@ def _width(z: float) -> int | None:
     return 64 + int(math.ceil(z * z)) if z <= 30 else None
 
 
-def _first_at_most(pmf, t, a, b, guess, width):
-    """Smallest j in [a, b] with pmf(j) <= t (pmf non-increasing there); b + 1 if none;
-    None when the window around ``guess`` cannot tell."""
+def _tail_start(pmf, t, a, b, guess, width, *, step):
+    """Where the far tail {j : pmf(j) <= t} starts on a monotone run [a, b] whose pmf falls
+    walking outward: up from a (step +1) or down from b (step -1).  Past the run's outer end
+    (b + 1 or a - 1) when nothing there is that unlikely; None when the window around
+    ``guess`` cannot tell."""
     s, e = max(a, guess - width), min(b, guess + width)
     if s > e:
         return None
-    hits = np.flatnonzero(pmf(np.arange(s, e + 1)) <= t)
+    ks = np.arange(s, e + 1) if step > 0 else np.arange(e, s - 1, -1)
+    hits = np.flatnonzero(pmf(ks) <= t)
+    reaches_outer_end = e == b if step > 0 else s == a
+    starts_at_inner_end = s == a if step > 0 else e == b
     if hits.size == 0:
-        return b + 1 if e == b else None
-    if hits[0] == 0 and s > a:
+        return (b + 1 if step > 0 else a - 1) if reaches_outer_end else None
+    if hits[0] == 0 and not starts_at_inner_end:  # the tail may start before the window
         return None
-    return s + int(hits[0])
-
-
-def _last_at_most(pmf, t, a, b, guess, width):
-    """Largest j in [a, b] with pmf(j) <= t (pmf non-decreasing there); a - 1 if none;
-    None when the window around ``guess`` cannot tell."""
-    s, e = max(a, guess - width), min(b, guess + width)
-    if s > e:
-        return None
-    hits = np.flatnonzero(pmf(np.arange(s, e + 1)) <= t)
-    if hits.size == 0:
-        return a - 1 if s == a else None
-    if hits[-1] == e - s and e < b:
-        return None
-    return s + int(hits[-1])
+    return int(ks[hits[0]])
 
 
 def binom_two_sided_pvalue(k: int, n: int, p: float) -> float:
@@ -72,12 +63,12 @@ def binom_two_sided_pvalue(k: int, n: int, p: float) -> float:
     if width is None:
         return float(stats.binomtest(k, n, p).pvalue)
     if k < mu:
-        j = _first_at_most(pmf, t, math.ceil(mu), n, guess, width)
+        j = _tail_start(pmf, t, math.ceil(mu), n, guess, width, step=+1)
         if j is None:
             return float(stats.binomtest(k, n, p).pvalue)
         pval = binom.cdf(k, n, p) + binom.sf(j - 1, n, p)
     else:
-        j = _last_at_most(pmf, t, 0, math.floor(mu), guess, width)
+        j = _tail_start(pmf, t, 0, math.floor(mu), guess, width, step=-1)
         if j is None:
             return float(stats.binomtest(k, n, p).pvalue)
         pval = binom.cdf(j, n, p) + binom.sf(k - 1, n, p)
@@ -107,12 +98,12 @@ def fisher_two_sided_pvalue(table) -> float:
     if width is None:
         return float(stats.fisher_exact(c).pvalue)
     if x < mode:
-        j = _first_at_most(pmf, t, mode, n, guess, width)
+        j = _tail_start(pmf, t, mode, n, guess, width, step=+1)
         if j is None:
             return float(stats.fisher_exact(c).pvalue)
         pval = hg.cdf(x, total, n1, n) + (hg.sf(j - 1, total, n1, n) if j <= n else 0.0)
     else:
-        j = _last_at_most(pmf, t, 0, mode, guess, width)
+        j = _tail_start(pmf, t, 0, mode, guess, width, step=-1)
         if j is None:
             return float(stats.fisher_exact(c).pvalue)
         pval = hg.sf(x - 1, total, n1, n) + (hg.cdf(j, total, n1, n) if j >= 0 else 0.0)

@@ -67,3 +67,20 @@ def test_the_battery_sized_cases_take_the_fast_path(monkeypatch):
         a, b = int(rng.binomial(n, 0.8)), int(rng.binomial(n, 0.8))
         both = int(rng.hypergeometric(a, n - a, b))
         fisher_two_sided_pvalue(_table(both, a, b, n))
+
+
+@pytest.mark.parametrize("step", [+1, -1])
+def test_tail_start_answers_or_says_it_cannot_tell(step):
+    from dropout_stats._exact import _tail_start
+
+    # a run [0, 99] whose pmf falls walking outward; the tail {pmf <= t} starts at 60 (step +1)
+    # or at 39 (step -1)
+    falling = np.linspace(1.0, 0.0, 100)
+    pmf = (lambda k: falling[k]) if step > 0 else (lambda k: falling[99 - k])
+    t = falling[60]
+    start = 60 if step > 0 else 39
+    assert _tail_start(pmf, t, 0, 99, start, 5, step=step) == start          # inside the window
+    assert _tail_start(pmf, t, 0, 99, start + 20 * step, 5, step=step) is None  # window past it
+    assert _tail_start(pmf, t, 0, 99, start - 20 * step, 5, step=step) is None  # window before it
+    assert _tail_start(pmf, t, 0, 99, 50, 200, step=step) == start           # window covers the run
+    assert _tail_start(pmf, -1.0, 0, 99, 50, 200, step=step) == (100 if step > 0 else -1)  # no tail
