@@ -86,7 +86,7 @@ def fisher_two_sided_pvalue(table) -> float:
 
     def pmf(j):
         return hg.pmf(j, total, n1, n)
-    mode = int((n + 1) * (n1 + 1) / (n1 + n2 + 2))
+    mode = int(np.int64(n + 1) * np.int64(n1 + 1) / np.int64(n1 + n2 + 2))  # scipy's arithmetic, exactly
     pexact, pmode = (float(v) for v in pmf([x, mode]))
     if abs(pexact - pmode) / max(pexact, pmode) <= 1e-14:
         return 1.0
