@@ -463,7 +463,7 @@ class _Battery:
         cfg = self.cfg
         xs_more = np.concatenate(acc.scale_x) if acc.scale_x else self.x_np.ravel()[:0]
         ys_more = np.concatenate(acc.scale_y) if acc.scale_y else self.x_np.ravel()[:0]
-        n = sum(int(np.count_nonzero(kept)) for _, kept in acc.scale_calls) + xs_more.size
+        n = acc.scale_count  # kept values in the whole calls plus the gathered ones
         if n:
             bits = cfg.dtype == "bfloat16"
 

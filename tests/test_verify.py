@@ -147,7 +147,8 @@ def test_max_calls_cut_short_says_what_the_draws_detect():
     assert any(f.name == "sample_size" for f in r.findings)
     detail = r.check("keep_fraction").detail
     assert "cut short by max_calls, the 640 draws used detect only +-" in detail
-    assert float(detail.rsplit("+-", 1)[1]) > 0.1  # 640 draws cannot see a 0.002 error
+    # what 640 draws detect is reported, and it is weaker than the discrepancy asked for
+    assert float(detail.rsplit("+-", 1)[1]) > r.to_dict()["config"]["discrepancy"]
 
 
 def test_report_reads_as_a_table():
