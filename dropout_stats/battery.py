@@ -9,6 +9,8 @@ implementation fails a run with probability at most ``false_fail_rate``.  Exact 
 from __future__ import annotations
 
 import math
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -38,6 +40,7 @@ _SEED_POSITIONS = 1 << 18           # positions compared between seeds
 _MIN_CALLS = 8
 _MAX_STORED = 64                    # masks kept for the seed and threshold checks
 _GROUPS = 16
+_MAX_PENDING = 8                    # jobs queued for the worker thread at most
 
 
 class ContractError(Exception):
@@ -239,6 +242,13 @@ class _Battery:
         all_kept = kept.all(axis=axes, keepdims=True)
         return any_kept, int(np.count_nonzero(any_kept & ~all_kept))
 
+    def later(self, f, *args, **kwargs) -> None:
+        """Run f on the worker thread after every job submitted before it (errors surface
+        here or at the end of run)."""
+        self.jobs.append(self.worker.submit(f, *args, **kwargs))
+        if len(self.jobs) > _MAX_PENDING:  # memory stays bounded if the worker falls behind
+            self.jobs.popleft().result()
+
     def seed_pair(self, i: int, offset: int = 0):
         return (self.cfg.seed + offset, i)
 
@@ -250,8 +260,15 @@ class _Battery:
         stats_plan = self.plan()
         alpha_seq = cfg.alpha / len(stats_plan)
         checks: dict[str, Check] = {}
-        self.main_loop(alpha_seq, checks)
-        self.after_loop(checks)
+        # Statistics run on one worker thread, in submission order, while this thread calls
+        # fn (fn is only ever called from the caller's thread): the report is the same as a
+        # serial run's, and TensorFlow's kernels keep the cores busy in the meantime.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="dropout_stats") as self.worker:
+            self.jobs = deque()
+            self.main_loop(alpha_seq, checks)
+            self.after_loop(checks)
+            while self.jobs:
+                self.jobs.popleft().result()
         # Holm across the p-value checks with what the sequential test left of the budget
         pchecks = [c for c in checks.values() if c.kind == "statistical" and c.pvalue is not None
                    and c.name != "keep_fraction"]
@@ -306,7 +323,7 @@ class _Battery:
     # -- the main sequence of calls ---------------------------------------------------------
     def main_loop(self, alpha_seq: float, checks: dict) -> None:
         """Draw until the sequential rate test and the minimum sizes are met, accumulating
-        what the other checks need."""
+        what the other checks need (on the worker, as are their checks)."""
         cfg = self.cfg
         test = SequentialRateTest(cfg.keep, cfg.delta, false_fail_rate=alpha_seq, false_pass_rate=cfg.beta)
         units = int(np.prod(self.unit_shape))
@@ -331,7 +348,7 @@ class _Battery:
             per_call_kept.append(k)
             if len(self.stored_masks) < self.store_limit:
                 self.stored_masks.append(m)
-            self.accumulate(acc, y, m, previous)
+            self.later(self.accumulate, acc, y, m, previous)
             previous = m
             i += 1
         self.main_calls = i
@@ -341,8 +358,8 @@ class _Battery:
                 "sample_size", f"shape {list(cfg.shape)} gives {units} draws per call: max_calls ({cfg.max_calls}) "
                 f"calls gave {test.n:,} draws of the {test.n_max:,} the design may need; the keep-fraction check "
                 "detects less than the requested discrepancy (its detail says how much)", test.n))
-        self.main_checks(acc, test.result(), alpha_seq, i, inconsistent, per_call_kept, checks,
-                         truncated=i >= cfg.max_calls and test.n < test.n_max)
+        self.later(self.main_checks, acc, test.result(), alpha_seq, i, inconsistent, per_call_kept, checks,
+                   truncated=i >= cfg.max_calls and test.n < test.n_max)
 
     def accumulate(self, acc: "_Accumulated", y: np.ndarray, m: np.ndarray, previous) -> None:
         """One call's contribution to the position, pair, scale and mean checks."""
@@ -546,7 +563,8 @@ class _Battery:
         unit_weight = (scaled.sum(axis=self.axes, keepdims=True) if self.axes else scaled).ravel()
         p, q = cfg.keep, 1 - cfg.keep
         expected = calls * p * scaled_sum
-        var = calls * p * q * float(np.dot(unit_weight, unit_weight))
+        # not np.dot: OpenBLAS's threads spin ~0.1 s after a call, taking a core from fn's kernels
+        var = calls * p * q * float(np.square(unit_weight).sum())
         b = float(unit_weight.max())
         t = abs(total - expected)
         pvalue = min(1.0, 2 * math.exp(-t * t / (2 * (var + b * t / 3)))) if t > 0 else 1.0
@@ -642,7 +660,7 @@ class _Battery:
                 detail += (f"; the mask equals {which} stream instead: under XLA TensorFlow draws a different "
                            "uniform than eagerly (float32, bfloat16, float64) unless rng_alg='philox'; "
                            f"use reference={'tensorflow-xla' if not xla else 'tensorflow'!r}")
-                self.findings.append(Finding("xla_stream", detail, "xla" if not xla else "eager"))
+                self.later(self.findings.append, Finding("xla_stream", detail, "xla" if not xla else "eager"))
         checks["mechanism"] = Check(
             "mechanism", mismatches == 0, samples=total, observed=f"{mismatches} mismatches",
             expected=f"kept == ({'XLA ' if xla else ''}stateless_uniform >= fl(rate)), bit for bit",
@@ -661,15 +679,20 @@ class _Battery:
             reproduce=cfg.reproduce(f"fn(x, {cfg.rate}, seed={list(self.seed_pair(0))}) twice"))
         # (s, i) vs (s, i + 1); (s, i) vs (s + 1, i); (s + 1, i) vs (s, i + 1): catches a seed
         # component ignored, or the two components mixed into one number
+        ns = cfg.noise_shape
+        others = [self.mask(self.call(self.x, cfg.rate, self.seed_pair(i, offset=1), ns), noise_shape=ns)[0]
+                  for i in range(len(self.stored_masks) - 1)]
+        self.later(self.seed_independence, others, checks)
+
+    def seed_independence(self, others: list, checks: dict) -> None:
+        cfg = self.cfg
         stored = self.stored_masks
         table = np.zeros(4, dtype=np.int64)
-        ns = cfg.noise_shape
         for i in range(len(stored) - 1):
             _accumulate_table(table, stored[i], stored[i + 1])
         other_table = np.zeros(4, dtype=np.int64)
         mixed_table = np.zeros(4, dtype=np.int64)
-        for i in range(len(stored) - 1):
-            m, _ = self.mask(self.call(self.x, cfg.rate, self.seed_pair(i, offset=1), ns), noise_shape=ns)
+        for i, m in enumerate(others):
             _accumulate_table(other_table, stored[i], m)
             _accumulate_table(mixed_table, stored[i + 1], m)
         results = [_fisher(t) for t in (table, other_table, mixed_table)]
@@ -701,6 +724,11 @@ class _Battery:
                     masks[r].append(self.stored_masks[i])
                 else:
                     masks[r].append(self.mask(self.call(self.x, r, self.seed_pair(i), ns), noise_shape=ns)[0])
+        self.later(self.threshold_verdicts, rates, masks, checks)
+
+    def threshold_verdicts(self, rates: list, masks: dict, checks: dict) -> None:
+        cfg = self.cfg
+        xla = cfg.reference == "tensorflow-xla"
         violations = 0
         flips_p = []
         details = []
@@ -740,23 +768,32 @@ class _Battery:
             false_pass_rate=cfg.beta) / units))
         # the rate itself is keep_fraction's job; this checks units are draws: 2**18 units suffice
         calls = min(calls, max(1, (1 << 18) // units), cfg.max_calls)
-        inconsistent, kept, n = 0, 0, 0
-        mismatches = 0
+        tally = {"inconsistent": 0, "kept": 0, "n": 0, "mismatches": 0}
         for i in range(calls):
             y = self.call(x, cfg.rate, self.seed_pair(i, offset=2), noise)
-            m, bad = self.mask(y, noise_shape=noise)
-            inconsistent += bad
-            kept += int(m.sum())
-            n += m.size
+            want = None
             if i == 0 and not cfg.stateful and cfg.reference is not None:
                 want = self.ref.reference_keep(noise, self.seed_pair(i, offset=2), cfg.dtype, cfg.rate,
                                                xla=cfg.reference == "tensorflow-xla")
-                mismatches = int(np.count_nonzero(want != m))
-        check = self.consistency_check(inconsistent, n, noise)
+            self.later(self.probe_tally, tally, y, noise, want)
+        self.later(self.probe_verdicts, tally, shape, noise, calls, checks)
+
+    def probe_tally(self, tally: dict, y: np.ndarray, noise, want) -> None:
+        m, bad = self.mask(y, noise_shape=noise)
+        tally["inconsistent"] += bad
+        tally["kept"] += int(np.count_nonzero(m))
+        tally["n"] += m.size
+        if want is not None:
+            tally["mismatches"] = int(np.count_nonzero(want != m))
+
+    def probe_verdicts(self, tally: dict, shape, noise, calls: int, checks: dict) -> None:
+        cfg = self.cfg
+        kept, n, mismatches = tally["kept"], tally["n"], tally["mismatches"]
+        check = self.consistency_check(tally["inconsistent"], n, noise)
         if mismatches:
             check.passed = False
             check.detail = (check.detail + "; " if check.detail else "") + (
-                f"{mismatches} of {units} units differ from stateless_uniform(noise_shape) >= rate")
+                f"{mismatches} of {int(np.prod(noise))} units differ from stateless_uniform(noise_shape) >= rate")
         checks["noise_shape_consistency"] = check
         r = rate_test(kept, n, cfg.keep)
         checks["noise_shape_units"] = Check(

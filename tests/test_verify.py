@@ -89,6 +89,39 @@ def test_xla_stream_is_named_plainly():
     assert r2.check("mechanism").passed
 
 
+def test_findings_keep_their_order_with_the_worker_thread():
+    # main-sequence findings (scale formula, mean bias) come before the extra calls' (XLA stream),
+    # as in a serial run, however the worker thread and the calling thread interleave
+    r = ds.verify(tf.function(stateless, jit_compile=True), rate=0.2, dtype="bfloat16", false_fail_rate=A)
+    names = [f.name for f in r.findings]
+    assert names == ["keep_probability", "scale_formula", "mean_bias", "xla_stream"], names
+
+
+def test_fn_is_only_called_from_the_callers_thread_and_no_thread_outlives_verify():
+    import threading
+
+    idents = set()
+
+    def recording(x, rate, seed, noise_shape=None):
+        idents.add(threading.get_ident())
+        return stateless(x, rate, seed, noise_shape)
+
+    before = threading.active_count()
+    ds.verify(recording, rate=0.2, false_fail_rate=A)
+    assert idents == {threading.get_ident()}
+    calls = []
+
+    def fails_late(x, rate, seed, noise_shape=None):  # raises in the calls after the main sequence
+        calls.append(1)
+        if len(calls) > 10:
+            raise RuntimeError("device lost")
+        return stateless(x, rate, seed, noise_shape)
+
+    r = ds.verify(fails_late, rate=0.2, false_fail_rate=A)
+    assert not r.passed and "device lost" in r.check("contract").detail
+    assert threading.active_count() == before
+
+
 @pytest.mark.statistical(false_fail_rate=A)
 def test_noise_shape_counts_units():
     r = ds.verify(stateless, rate=0.2, shape=[16, 4, 4, 32], noise_shape=[16, 1, 1, 32], false_fail_rate=A)
