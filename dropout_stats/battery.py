@@ -89,6 +89,16 @@ def _validate_shape(shape, name: str) -> tuple:
     return dims
 
 
+def check_shapes(shape, noise_shape) -> tuple:
+    """verify()'s shape (None: DEFAULT_SHAPE) and noise_shape, validated (no TensorFlow needed)."""
+    if shape is None and noise_shape is not None:
+        raise ValueError(f"noise_shape ({list(noise_shape)}) needs an explicit shape")
+    shape = DEFAULT_SHAPE if shape is None else _validate_shape(shape, "shape")
+    if noise_shape is not None:
+        noise_shape = _normalise_noise_shape(noise_shape, shape)
+    return shape, noise_shape
+
+
 def _name_of(fn) -> str:
     return getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or type(fn).__name__
 
@@ -132,11 +142,7 @@ def _verify(fn, battery_cls, keep_dtype, *, rate, dtype, shape, noise_shape, see
     check_choice(reference, "reference", ("tensorflow", "tensorflow-xla", None))
     alpha = check_open_unit(false_fail_rate, "false_fail_rate")
     beta = check_open_unit(false_pass_rate, "false_pass_rate")
-    if shape is None and noise_shape is not None:
-        raise ValueError(f"noise_shape ({list(noise_shape)}) needs an explicit shape")
-    shape = DEFAULT_SHAPE if shape is None else _validate_shape(shape, "shape")
-    if noise_shape is not None:
-        noise_shape = _normalise_noise_shape(noise_shape, shape)
+    shape, noise_shape = check_shapes(shape, noise_shape)
     xla = reference == "tensorflow-xla"
     keep_exact = expected_keep_fraction(rate, keep_dtype, xla=xla)
     keep = float(1 - rate) if strict_nominal else float(keep_exact)

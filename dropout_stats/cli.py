@@ -544,6 +544,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _check_common(args) -> None:
     """The library's own checks on the options every command shares, before TensorFlow loads."""
     from ._checks import check_count, check_open_unit, check_rate
+    from ._floats import dtype_name
+    from .battery import check_shapes
 
     if getattr(args, "rate", None) is not None:
         check_rate(args.rate)
@@ -552,6 +554,10 @@ def _check_common(args) -> None:
     if getattr(args, "seed", None) is not None:
         if check_count(args.seed, "seed") >= 2**31 - 1:
             raise UsageError(f"seed ({args.seed}) must be < 2**31 - 1 (it is an int32 seed component)")
+    if getattr(args, "dtype", None) is not None:
+        dtype_name(args.dtype)
+    if getattr(args, "shape", None) is not None or getattr(args, "noise_shape", None) is not None:
+        check_shapes(args.shape, args.noise_shape)
 
 
 def main(argv=None) -> int:
