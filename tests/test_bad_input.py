@@ -8,7 +8,8 @@ Row kinds and what each asserts:
   report  verify() of a misbehaving fn returns a failed report whose "contract" check says why
           (a bad fn is a finding about the fn, not a crash);
   cli     `dropout-stats ARGS` exits 2 within 120 s with the fragment on stderr, no traceback,
-          and writes nothing (no report file, no temporary file) into its working folder;
+          and writes nothing (no report file, no temporary file) into its working folder; a bad
+          option is caught before the user's module (and so TensorFlow) is imported;
   plugin  pytest with the option is a usage error naming the option and value.
 """
 from __future__ import annotations
@@ -65,6 +66,7 @@ class Row:
     target: Any      # a callable (api, report), CLI arguments (cli), a pytest option (plugin)
     fragment: str
     exc: type | None = None
+    imports_fn: bool = False  # cli: the error is about the function, so its module is imported
 
     @property
     def id(self) -> str:
@@ -79,8 +81,8 @@ def report(fn, fragment):
     return Row("report", fn, fragment)
 
 
-def cli(*args, fragment):
-    return Row("cli", args, fragment)
+def cli(*args, fragment, imports_fn=False):
+    return Row("cli", args, fragment, imports_fn=imports_fn)
 
 
 def plugin(option, fragment):
@@ -209,10 +211,11 @@ TABLE = [
         fragment="is in a folder that does not exist"),
     cli("verify", "nosuch_module_xyz:fn", fragment="could not import 'nosuch_module_xyz'"),
     cli("verify", "no_colon", fragment="must be MODULE:FUNCTION"),
-    cli("verify", "userdrop:NOT_CALLABLE", "--json", "out.json", fragment="userdrop:NOT_CALLABLE (int) is not callable"),
-    cli("verify", "userdrop:missing", fragment="'userdrop' has no attribute 'missing'"),
+    cli("verify", "userdrop:NOT_CALLABLE", "--json", "out.json", fragment="userdrop:NOT_CALLABLE (int) is not callable",
+        imports_fn=True),
+    cli("verify", "userdrop:missing", fragment="'userdrop' has no attribute 'missing'", imports_fn=True),
     cli("verify", "userdrop:wrong_signature", "--json", "out.json",
-        fragment="wrong_signature(x) does not follow the contract fn(x, rate, seed, noise_shape=None)"),
+        fragment="wrong_signature(x) does not follow the contract fn(x, rate, seed, noise_shape=None)", imports_fn=True),
     cli("verify", "userdrop:good", "--seed", "-1", "--json", "out.json", fragment="seed (-1) must be >= 0"),
     cli("verify", "userdrop:good", "--rate", "nan", "--json", "out.json", fragment="rate (nan) must be in [0, 1)"),
     cli("verify", "userdrop:good", "--shape", "a,b", fragment="shape (a,b) must be comma-separated ints"),
@@ -241,6 +244,8 @@ TABLE = [
 ]
 
 USER_MODULE = textwrap.dedent("""
+    import os
+    open(os.environ["USERDROP_IMPORTED"], "w").close()  # outside the working folder
     import tensorflow as tf
 
     NOT_CALLABLE = 5
@@ -278,13 +283,16 @@ def test_bad_input(row: Row, tmp_path, request):
     elif row.kind == "cli":
         folder = _cli_folder(tmp_path)
         before = _files(folder)
-        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+        imported = tmp_path.parent / f"{tmp_path.name}-userdrop-imported"
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", USERDROP_IMPORTED=str(imported))
         r = subprocess.run([sys.executable, "-m", "dropout_stats", *row.target], capture_output=True, text=True,
                            cwd=folder, env=env, timeout=120)
         assert r.returncode == 2, (r.stdout, r.stderr)
         assert row.fragment in r.stderr
         assert "Traceback" not in r.stderr
         assert _files(folder) == before, "wrote files on bad input"
+        assert imported.exists() == row.imports_fn, "imported the user's module" if imported.exists() else \
+            "never imported the user's module"
     elif row.kind == "plugin":
         pytester = request.getfixturevalue("pytester")
         pytester.makepyfile(test_one="def test_a():\n    pass\n")
