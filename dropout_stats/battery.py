@@ -41,6 +41,7 @@ _MIN_CALLS = 8
 _MAX_STORED = 64                    # masks kept for the seed and threshold checks
 _GROUPS = 16
 _MAX_PENDING = 8                    # jobs queued for the worker thread at most
+_MAX_HELD = 64 << 20                # bytes of fn outputs those jobs may hold (one call's at least)
 
 
 class ContractError(Exception):
@@ -248,12 +249,16 @@ class _Battery:
         all_kept = kept.all(axis=axes, keepdims=True)
         return any_kept, int(np.count_nonzero(any_kept & ~all_kept))
 
-    def later(self, f, *args, **kwargs) -> None:
+    def later(self, f, *args, held: int = 0, **kwargs) -> None:
         """Run f on the worker thread after every job submitted before it (errors surface
-        here or at the end of run)."""
-        self.jobs.append(self.worker.submit(f, *args, **kwargs))
-        if len(self.jobs) > _MAX_PENDING:  # memory stays bounded if the worker falls behind
-            self.jobs.popleft().result()
+        here or at the end of run).  ``held``: bytes the job keeps alive until it has run."""
+        self.jobs.append((self.worker.submit(f, *args, **kwargs), held))
+        self.held += held
+        # memory stays bounded if the worker falls behind: a few jobs, a few calls' outputs
+        while len(self.jobs) > _MAX_PENDING or (self.held > _MAX_HELD and len(self.jobs) > 1):
+            job, size = self.jobs.popleft()
+            job.result()
+            self.held -= size
 
     def seed_pair(self, i: int, offset: int = 0):
         return (self.cfg.seed + offset, i)
@@ -270,11 +275,11 @@ class _Battery:
         # fn (fn is only ever called from the caller's thread): the report is the same as a
         # serial run's, and TensorFlow's kernels keep the cores busy in the meantime.
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="dropout_stats") as self.worker:
-            self.jobs = deque()
+            self.jobs, self.held = deque(), 0
             self.main_loop(alpha_seq, checks)
             self.after_loop(checks)
             while self.jobs:
-                self.jobs.popleft().result()
+                self.jobs.popleft()[0].result()
         # Holm across the p-value checks with what the sequential test left of the budget
         pchecks = [c for c in checks.values() if c.kind == "statistical" and c.pvalue is not None
                    and c.name != "keep_fraction"]
@@ -354,7 +359,7 @@ class _Battery:
             per_call_kept.append(k)
             if len(self.stored_masks) < self.store_limit:
                 self.stored_masks.append(m)
-            self.later(self.accumulate, acc, y, m, previous)
+            self.later(self.accumulate, acc, y, m, previous, held=y.nbytes + m.nbytes)
             previous = m
             i += 1
         self.main_calls = i
@@ -785,7 +790,7 @@ class _Battery:
             if i == 0 and not cfg.stateful and cfg.reference is not None:
                 want = self.ref.reference_keep(noise, self.seed_pair(i, offset=2), cfg.dtype, cfg.rate,
                                                xla=cfg.reference == "tensorflow-xla")
-            self.later(self.probe_tally, tally, y, noise, want)
+            self.later(self.probe_tally, tally, y, noise, want, held=y.nbytes)
         self.later(self.probe_verdicts, tally, shape, noise, calls, checks)
 
     def probe_tally(self, tally: dict, y: np.ndarray, noise, want) -> None:

@@ -224,3 +224,23 @@ def test_gaussian_noise_shared_across_the_batch_fails():
     tf.random.set_seed(1)
     r = ds.verify_gaussian_dropout(gaussian_shared_across_batch, rate=0.2, false_fail_rate=A)
     assert r.check("row_independence").passed is False  # identical rows: r = 1
+
+
+def test_worker_queue_holds_a_bounded_number_of_jobs_and_bytes():
+    # a worker that falls behind (here: every job sleeps) must not let fn outputs pile up
+    import time
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    from dropout_stats import battery
+
+    b = battery._Battery.__new__(battery._Battery)
+    with ThreadPoolExecutor(max_workers=1) as b.worker:
+        b.jobs, b.held = deque(), 0
+        seen = []
+        for size in [battery._MAX_HELD // 3] * 6 + [1] * 20:
+            b.later(time.sleep, 0.02, held=size)  # far slower than submitting
+            seen.append((len(b.jobs), b.held))
+    assert all(n <= battery._MAX_PENDING for n, _ in seen)
+    assert all(held <= battery._MAX_HELD or n == 1 for n, held in seen)
+    assert max(n for n, _ in seen) == battery._MAX_PENDING  # the small jobs did queue up
