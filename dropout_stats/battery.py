@@ -359,7 +359,7 @@ class _Battery:
             per_call_kept.append(k)
             if len(self.stored_masks) < self.store_limit:
                 self.stored_masks.append(m)
-            self.later(self.accumulate, acc, y, m, previous, held=y.nbytes + m.nbytes)
+            self.later(self.accumulate, acc, y, m, k, previous, held=y.nbytes + m.nbytes)
             previous = m
             i += 1
         self.main_calls = i
@@ -372,10 +372,10 @@ class _Battery:
         self.later(self.main_checks, acc, test.result(), alpha_seq, i, inconsistent, per_call_kept, checks,
                    truncated=i >= cfg.max_calls and test.n < test.n_max)
 
-    def accumulate(self, acc: "_Accumulated", y: np.ndarray, m: np.ndarray, previous) -> None:
+    def accumulate(self, acc: "_Accumulated", y: np.ndarray, m: np.ndarray, k: int, previous) -> None:
         """One call's contribution to the position, pair, scale and mean checks."""
         np.add(acc.per_position, m, out=acc.per_position, casting="unsafe")
-        _accumulate_pairs(acc.pair_tables, m)
+        _accumulate_pairs(acc.pair_tables, m, k)
         if self.cfg.stateful and previous is not None:
             _accumulate_table(acc.fresh_table, previous, m)
         if acc.scale_count < _SCALE_VALUES:
@@ -386,7 +386,7 @@ class _Battery:
             else:  # many calls at a high rate: keep only the kept values, memory stays small
                 acc.scale_x.append(self.x_np[kept_elems])
                 acc.scale_y.append(y[kept_elems])
-            acc.scale_count += int(np.count_nonzero(kept_elems))
+            acc.scale_count += k if kept_elems is m else int(np.count_nonzero(kept_elems))
         if acc.mean_calls * y.size < _MEAN_ELEMENTS:
             acc.mean_total += _abs_sum(y)
             acc.mean_calls += 1
@@ -861,8 +861,9 @@ def _accumulate_table(table: np.ndarray, a: np.ndarray, b: np.ndarray) -> None:
     table[3] += a.size
 
 
-def _accumulate_pairs(tables: dict, m: np.ndarray) -> None:
-    """2 x 2 tables of disjoint pairs (0, 1), (2, 3), ... along the first and the last axis."""
+def _accumulate_pairs(tables: dict, m: np.ndarray, kept: int) -> None:
+    """2 x 2 tables of disjoint pairs (0, 1), (2, 3), ... along the first and the last axis
+    (``kept``: m's kept count, which the main loop has already made)."""
     m = np.ascontiguousarray(m)
     for axis in sorted({0, m.ndim - 1}):
         length = m.shape[axis] - m.shape[axis] % 2
@@ -876,7 +877,7 @@ def _accumulate_pairs(tables: dict, m: np.ndarray) -> None:
             table[0] += np.count_nonzero(v == 0x0101)
             first = np.count_nonzero(v & np.uint16(0x0001))
             table[1] += first
-            table[2] += np.count_nonzero(m) - first
+            table[2] += kept - first
             table[3] += v.size
             continue
         view = np.moveaxis(m, axis, 0)[:length]
