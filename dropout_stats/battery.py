@@ -40,6 +40,7 @@ _SEED_POSITIONS = 1 << 18           # positions compared between seeds
 _MIN_CALLS = 8
 _MAX_STORED = 64                    # masks kept for the seed and threshold checks
 _GROUPS = 16
+_VALUE_BINS = 8                     # bins of |x| for the value-independence trend
 _MAX_PENDING = 8                    # jobs queued for the worker thread at most
 _MAX_HELD = 64 << 20                # bytes of fn outputs those jobs may hold (one call's at least)
 
@@ -293,7 +294,8 @@ class _Battery:
         order = ["keep_fraction", "mechanism", "threshold_nesting", "threshold_flips", "scale",
                  "unbiasedness", "seed_determinism", "seed_independence", "row_independence",
                  "neighbour_independence", "homogeneity_blocks", "homogeneity_strided",
-                 *[f"homogeneity_axis{a}" for a in range(8)], "noise_shape_consistency", "noise_shape_units",
+                 *[f"homogeneity_axis{a}" for a in range(8)], "value_independence",
+                 "noise_shape_consistency", "noise_shape_units",
                  "stateful_fresh", "stateful_drift"]
         return [checks[n] for n in order if n in checks] + [checks[n] for n in sorted(checks) if n not in order]
 
@@ -306,6 +308,8 @@ class _Battery:
             names.append("row_independence")
         if self.unit_shape[-1] > 1:
             names.append("neighbour_independence")
+        if tuple(self.unit_shape) == tuple(cfg.shape):  # one draw per element: its x is known
+            names.append("value_independence")
         if cfg.stateful:
             names += ["stateful_fresh", "stateful_drift"]
         else:
@@ -415,6 +419,8 @@ class _Battery:
                     + weaker),
             reproduce=cfg.reproduce())
         self.check_homogeneity(acc.per_position, calls, checks)
+        if tuple(self.unit_shape) == tuple(cfg.shape):
+            self.check_values(acc.per_position, calls, checks)
         self.check_pairs(acc.pair_tables, checks)
         self.check_scale_calls(acc, checks)
         self.check_mean(acc.mean_total, acc.mean_calls, checks)
@@ -469,6 +475,42 @@ class _Battery:
             n = np.diff(edges) * (positions // length) * calls
             what = f"indices along axis {axis}" if bins == length else f"{bins} bins along axis {axis}"
             run(f"homogeneity_axis{axis}", k, n, what)
+
+    def check_values(self, per_position: np.ndarray, calls: int, checks: dict) -> None:
+        """The keep rate must not depend on the value dropped: on the sign of x (Fisher's exact
+        test, kept against x < 0) or its magnitude (Cochran-Armitage trend across 8 bins of
+        |x|).  Blocks and axes average such a dependence away: x's signs and magnitudes are
+        spread over every position."""
+        bits = self.x_np.view(self.fmt.uint).ravel()
+        negative = (bits >> self.fmt.uint(8 * bits.dtype.itemsize - 1)).astype(np.intp)
+        magnitude = bits & self.fmt.uint(self.fmt.abs_mask)  # ordered as |x| is
+        lo, hi = int(magnitude.min()), int(magnitude.max())
+        bins = np.minimum(((magnitude - lo).astype(np.float64) * (_VALUE_BINS / (hi - lo + 1))).astype(np.intp),
+                          _VALUE_BINS - 1)
+        group = 2 * bins + negative
+        kept = np.bincount(group, weights=per_position.ravel(), minlength=2 * _VALUE_BINS).astype(np.int64)
+        n = np.bincount(group, minlength=2 * _VALUE_BINS).astype(np.int64) * calls
+        k_all, n_all = int(kept.sum()), int(n.sum())
+        k_neg, n_neg = int(kept[1::2].sum()), int(n[1::2].sum())
+        parts, pvalues = [], []
+        if 0 < n_neg < n_all:
+            p_sign, _ = _fisher([k_neg, k_all, n_neg, n_all])
+            pvalues.append(p_sign)
+            parts.append(f"keep {k_neg / n_neg:.6g} where x < 0, {(k_all - k_neg) / (n_all - n_neg):.6g} where x > 0")
+        kb, nb = kept[0::2] + kept[1::2], n[0::2] + n[1::2]
+        if np.count_nonzero(nb) >= 2:
+            t = trend_test(kb[nb > 0], nb[nb > 0])
+            pvalues.append(t.pvalue)
+            parts.append(f"trend z = {t.statistic:.3g} across {np.count_nonzero(nb)} bins of |x|")
+        if not pvalues:
+            checks["value_independence"] = Check("value_independence", None, "statistical",
+                                                 detail="x has one sign and one magnitude: nothing to compare")
+            return
+        checks["value_independence"] = Check(
+            "value_independence", True, "statistical", min(1.0, min(pvalues) * len(pvalues)), None, n_all,
+            observed="; ".join(parts), expected="keep rate independent of x's sign and magnitude",
+            detail="Fisher exact test on kept against the sign of x, Cochran-Armitage trend across bins of |x| "
+                   "(Bonferroni inside)", reproduce=self.cfg.reproduce())
 
     def homogeneity_axes(self) -> list[int]:
         return [a for a, d in enumerate(self.unit_shape) if d > 1] if len(self.unit_shape) > 1 else []

@@ -60,6 +60,13 @@ def position_dependent(x, rate, seed, noise_shape=None):
     return tf.where(u >= tf.cast(r, x.dtype), x / (1 - rate), tf.zeros_like(x))
 
 
+def sign_dependent(x, rate, seed, noise_shape=None):
+    """rate + 0.02 where x < 0, rate - 0.02 where x > 0: right on average over random signs"""
+    u = tf.random.stateless_uniform(noise_shape or tf.shape(x), seed=seed, dtype=x.dtype)
+    r = tf.where(x < 0, tf.cast(rate + 0.02, x.dtype), tf.cast(rate - 0.02, x.dtype))
+    return tf.where(u >= r, x * tf.cast(1 / (1 - rate), x.dtype), tf.zeros_like(x))
+
+
 def ignores_noise_shape(x, rate, seed, noise_shape=None):
     return sd(x, rate, seed=seed)
 
@@ -110,6 +117,7 @@ STATELESS = [
     ("mask shared across the batch", shared_across_batch, {"row_independence"}, 1e-12),
     ("neighbours share a draw", correlated_neighbours, {"neighbour_independence"}, 1e-12),
     ("position-dependent rate", position_dependent, {"homogeneity_axis1"}, 1e-12),
+    ("rate depends on the sign of x", sign_dependent, {"value_independence"}, 1e-12),
     ("noise_shape ignored", ignores_noise_shape, {"noise_shape_consistency"}, 0.0),
     ("scale one ULP off", scale_one_ulp_off, {"scale"}, 0.0),
     ("dropped values not zero", dropped_not_zero, {"keep_fraction", "scale"}, 0.0),

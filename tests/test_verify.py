@@ -244,3 +244,24 @@ def test_worker_queue_holds_a_bounded_number_of_jobs_and_bytes():
     assert all(n <= battery._MAX_PENDING for n, _ in seen)
     assert all(held <= battery._MAX_HELD or n == 1 for n, held in seen)
     assert max(n for n, _ in seen) == battery._MAX_PENDING  # the small jobs did queue up
+
+
+@pytest.mark.statistical(false_fail_rate=1e-12)  # the chance the defect is missed
+def test_a_rate_that_depends_on_x_fails_value_independence_even_without_a_reference():
+    # +-0.02 by the sign of x averages out over every block, stride and axis (x's signs are
+    # spread over all positions); with reference=None no mechanism check can see it either
+    from dropout_stats.corpus import sign_dependent
+
+    r = ds.verify(sign_dependent, rate=0.2, seed=5, reference=None, false_fail_rate=A, false_pass_rate=A)
+    failed = {c.name for c in r.failures}
+    assert "value_independence" in failed, str(r)
+    assert "x < 0" in r.check("value_independence").observed
+
+
+def test_value_independence_skips_the_sign_when_x_has_one_sign():
+    # AlphaDropout's battery feeds positive x: only the magnitude trend is tested
+    from dropout_stats.adapters import adapters
+
+    alpha = next(a for a in adapters() if a.name == "keras.layers.AlphaDropout[eager]")
+    c = alpha.verify(rate=0.2, dtype="float32", seed=0).check("value_independence")
+    assert c.observed.startswith("trend z =") and "x < 0" not in c.observed, c
