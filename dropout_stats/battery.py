@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.stats import binom, chi2
 
 from ._checks import (check_callable, check_choice, check_count, check_flag, check_open_unit,
                       check_positive, check_rate)
@@ -41,6 +42,7 @@ _MIN_CALLS = 8
 _MAX_STORED = 64                    # masks kept for the seed and threshold checks
 _GROUPS = 16
 _VALUE_BINS = 8                     # bins of |x| for the value-independence trend
+_POOLED_EXPECTED = 1000             # expected positions per cell of the call-independence histogram
 _MAX_PENDING = 8                    # jobs queued for the worker thread at most
 _MAX_HELD = 64 << 20                # bytes of fn outputs those jobs may hold (one call's at least)
 
@@ -294,7 +296,7 @@ class _Battery:
         order = ["keep_fraction", "mechanism", "threshold_nesting", "threshold_flips", "scale",
                  "unbiasedness", "seed_determinism", "seed_independence", "row_independence",
                  "neighbour_independence", "homogeneity_blocks", "homogeneity_strided",
-                 *[f"homogeneity_axis{a}" for a in range(8)], "value_independence",
+                 *[f"homogeneity_axis{a}" for a in range(8)], "value_independence", "call_independence",
                  "noise_shape_consistency", "noise_shape_units",
                  "stateful_fresh", "stateful_drift"]
         return [checks[n] for n in order if n in checks] + [checks[n] for n in sorted(checks) if n not in order]
@@ -302,7 +304,7 @@ class _Battery:
     def plan(self) -> list[str]:
         """The statistical checks this configuration runs (fixes the budget split up front)."""
         cfg = self.cfg
-        names = ["keep_fraction", "unbiasedness", "homogeneity_blocks", "homogeneity_strided"]
+        names = ["keep_fraction", "unbiasedness", "homogeneity_blocks", "homogeneity_strided", "call_independence"]
         names += [f"homogeneity_axis{a}" for a in self.homogeneity_axes()]
         if self.unit_shape[0] > 1 and len(self.unit_shape) > 1:
             names.append("row_independence")
@@ -419,6 +421,7 @@ class _Battery:
                     + weaker),
             reproduce=cfg.reproduce())
         self.check_homogeneity(acc.per_position, calls, checks)
+        self.check_calls(acc.per_position, calls, checks)
         if tuple(self.unit_shape) == tuple(cfg.shape):
             self.check_values(acc.per_position, calls, checks)
         self.check_pairs(acc.pair_tables, checks)
@@ -475,6 +478,48 @@ class _Battery:
             n = np.diff(edges) * (positions // length) * calls
             what = f"indices along axis {axis}" if bins == length else f"{bins} bins along axis {axis}"
             run(f"homogeneity_axis{axis}", k, n, what)
+
+    def check_calls(self, per_position: np.ndarray, calls: int, checks: dict) -> None:
+        """Masks must not repeat across calls: each position's kept count over the main
+        sequence is Binomial(calls, p) and independent of the others', so their histogram is
+        P x Binomial(calls, p-hat).  Pearson's chi-square over the histogram, cells pooled to
+        >= 1000 expected positions (the approximation holds far into the tail there).  A mask
+        that comes back every few calls puts counts on multiples only; stuck positions pile up
+        at 0 or at calls."""
+        name = "call_independence"
+        counts = per_position.ravel()
+        positions = counts.size
+        hist = np.bincount(counts, minlength=calls + 1)[: calls + 1].astype(np.float64)
+        p_hat = float(hist @ np.arange(calls + 1)) / (positions * calls)
+        if not 0 < p_hat < 1:
+            checks[name] = Check(name, None, "statistical", detail="every draw kept, or every draw dropped")
+            return
+        expected = positions * binom.pmf(np.arange(calls + 1), calls, p_hat)
+        observed_cells, expected_cells = [], []
+        o = e = 0.0
+        for ov, ev in zip(hist, expected):
+            o, e = o + ov, e + ev
+            if e >= _POOLED_EXPECTED:
+                observed_cells.append(o)
+                expected_cells.append(e)
+                o = e = 0.0
+        if (o or e) and expected_cells:  # a short last cell joins the one before it
+            observed_cells[-1] += o
+            expected_cells[-1] += e
+        df = len(expected_cells) - 2  # the total and p-hat are fitted
+        if df < 1:
+            checks[name] = Check(name, None, "statistical",
+                                 detail=f"{positions} positions x {calls} calls: too few for a histogram test")
+            return
+        ob, ex = np.array(observed_cells), np.array(expected_cells)
+        stat = float(np.sum((ob - ex) ** 2 / ex))
+        worst = int(np.argmax(np.abs(ob - ex) / np.sqrt(ex)))
+        checks[name] = Check(
+            name, True, "statistical", float(chi2.sf(stat, df)), None, positions * calls,
+            observed=f"chi2 {stat:.4g} on {df} df; largest cell {ob[worst]:.0f} positions vs {ex[worst]:.1f} expected",
+            expected=f"kept counts per position ~ Binomial({calls}, {p_hat:.6g})",
+            detail=f"histogram of {positions:,} positions' kept counts over {calls} calls, {len(ex)} cells",
+            reproduce=self.cfg.reproduce())
 
     def check_values(self, per_position: np.ndarray, calls: int, checks: dict) -> None:
         """The keep rate must not depend on the value dropped: on the sign of x (Fisher's exact

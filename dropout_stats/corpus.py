@@ -32,6 +32,11 @@ def ignores_seed1(x, rate, seed, noise_shape=None):
     return sd(x, rate, seed=tf.stack([seed[0], 0]), noise_shape=noise_shape)
 
 
+def wraps_seed1(x, rate, seed, noise_shape=None):
+    """seed[1] wraps at 4 (a narrow counter): calls 4 apart share a mask, neighbours do not"""
+    return sd(x, rate, seed=tf.stack([seed[0], seed[1] % 4]), noise_shape=noise_shape)
+
+
 def mixes_seed(x, rate, seed, noise_shape=None):
     """seed[0] + seed[1] as one number: (s + 1, i) collides with (s, i + 1)"""
     return sd(x, rate, seed=tf.stack([seed[0] + seed[1], 0]), noise_shape=noise_shape)
@@ -97,6 +102,18 @@ def reused_mask(x, rate, noise_shape=None):
     return tf.where(_cache[key], x / (1 - rate), tf.zeros_like(x))
 
 
+_pair = {}
+
+
+def alternating_masks(x, rate, noise_shape=None):
+    """two masks drawn once, returned in turn: successive calls differ, every other one repeats"""
+    key = (tuple(x.shape), rate, x.dtype.name, str(noise_shape))
+    masks, turn = _pair.setdefault(key, ([tf.nn.dropout(tf.ones_like(x), rate, noise_shape=noise_shape) != 0
+                                          for _ in range(2)], [0]))
+    turn[0] += 1
+    return tf.where(masks[turn[0] % 2], x * tf.cast(1 / (1 - rate), x.dtype), tf.zeros_like(x))
+
+
 _calls = {"n": 0}
 
 
@@ -114,6 +131,7 @@ STATELESS = [
     ("coarse uniform", coarse_uniform, {"mechanism", "keep_fraction", "threshold_flips"}, 1e-12),
     ("seed[1] ignored", ignores_seed1, {"seed_independence"}, 1e-12),
     ("seed components mixed", mixes_seed, {"seed_independence"}, 1e-12),
+    ("seed[1] wraps at 4", wraps_seed1, {"call_independence"}, 1e-12),
     ("mask shared across the batch", shared_across_batch, {"row_independence"}, 1e-12),
     ("neighbours share a draw", correlated_neighbours, {"neighbour_independence"}, 1e-12),
     ("position-dependent rate", position_dependent, {"homogeneity_axis1"}, 1e-12),
@@ -126,6 +144,7 @@ STATELESS = [
 
 STATEFUL = [
     ("mask reused on every call", reused_mask, {"stateful_fresh"}, 1e-12),
+    ("two masks in turn", alternating_masks, {"call_independence"}, 1e-12),
     ("rate drifting with the call count", drifting_rate, {"stateful_drift", "keep_fraction"}, 1e-12),
 ]
 
