@@ -205,6 +205,8 @@ class _Battery:
         self.x_np = self.x.numpy()
         self.unit_shape = cfg.noise_shape or cfg.shape
         self.axes = tuple(i for i, (d, s) in enumerate(zip(self.unit_shape, cfg.shape)) if d == 1 and s != 1)
+        if tuple(self.unit_shape) == tuple(cfg.shape):  # before fn's first call, while no kernel runs
+            self.value_groups = _value_groups(self.x_np, self.fmt)
         self._rate_cache = {}
 
     def make_input(self, shape, seed):
@@ -296,7 +298,7 @@ class _Battery:
         order = ["keep_fraction", "mechanism", "threshold_nesting", "threshold_flips", "scale",
                  "unbiasedness", "seed_determinism", "seed_independence", "row_independence",
                  "neighbour_independence", "homogeneity_blocks", "homogeneity_strided",
-                 *[f"homogeneity_axis{a}" for a in range(8)], "value_independence", "call_independence",
+                 *[f"homogeneity_axis{a}" for a in range(8)], "value_independence", "call_independence", "offset_independence",
                  "noise_shape_consistency", "noise_shape_units",
                  "stateful_fresh", "stateful_drift"]
         return [checks[n] for n in order if n in checks] + [checks[n] for n in sorted(checks) if n not in order]
@@ -312,6 +314,8 @@ class _Battery:
             names.append("neighbour_independence")
         if tuple(self.unit_shape) == tuple(cfg.shape):  # one draw per element: its x is known
             names.append("value_independence")
+        if math.prod(self.unit_shape) >= 4:
+            names.append("offset_independence")
         if cfg.stateful:
             names += ["stateful_fresh", "stateful_drift"]
         else:
@@ -422,6 +426,8 @@ class _Battery:
             reproduce=cfg.reproduce())
         self.check_homogeneity(acc.per_position, calls, checks)
         self.check_calls(acc.per_position, calls, checks)
+        if math.prod(self.unit_shape) >= 4:
+            self.check_offsets(checks)
         if tuple(self.unit_shape) == tuple(cfg.shape):
             self.check_values(acc.per_position, calls, checks)
         self.check_pairs(acc.pair_tables, checks)
@@ -489,8 +495,8 @@ class _Battery:
         name = "call_independence"
         counts = per_position.ravel()
         positions = counts.size
-        hist = np.bincount(counts, minlength=calls + 1)[: calls + 1].astype(np.float64)
-        p_hat = float(hist @ np.arange(calls + 1)) / (positions * calls)
+        hist = np.bincount(counts, minlength=calls + 1)[: calls + 1]
+        p_hat = int((hist * np.arange(calls + 1)).sum()) / (positions * calls)  # exact; no BLAS
         if not 0 < p_hat < 1:
             checks[name] = Check(name, None, "statistical", detail="every draw kept, or every draw dropped")
             return
@@ -521,20 +527,62 @@ class _Battery:
             detail=f"histogram of {positions:,} positions' kept counts over {calls} calls, {len(ex)} cells",
             reproduce=self.cfg.reproduce())
 
+    def check_offsets(self, checks: dict) -> None:
+        """Positions 2, 4, 8, ... apart in the flattened mask must be independent: a mask drawn
+        for part of the tensor and tiled (or broadcast along an axis the noise shape does not
+        name) repeats at such an offset, far from the neighbours and rows the pair checks
+        compare.  Disjoint pairs per offset over the stored masks; Fisher's exact test on the
+        offset whose agreement is most extreme, times the number of offsets (Bonferroni: its p
+        is at least the smallest of all)."""
+        name = "offset_independence"
+        n_units = self.stored_masks[0].size
+        offsets = [1 << k for k in range(1, n_units.bit_length()) if 2 << k <= n_units]
+        # every stored mask at once, 8 positions a byte (the first in the high bit)
+        packed = np.packbits(np.stack([m.ravel() for m in self.stored_masks]), axis=1)
+        kept = int(_bitcounts(packed).sum(dtype=np.int64))
+
+        def halves(d):
+            """The first and second positions of the disjoint pairs at offset d, packed."""
+            if d < 8:  # pairs inside a byte: the first half of each 2d-block against the second
+                half = np.uint8(0xCC if d == 2 else 0xF0)
+                whole = packed[:, : n_units // 8]
+                return whole & half, (whole << np.uint8(d)) & half, 8 * (n_units // 8)
+            used = n_units - n_units % (2 * d)
+            pairs = packed[:, : used // 8].reshape(len(packed), -1, 2, d // 8)
+            return pairs[:, :, 0], pairs[:, :, 1], used
+
+        # pick the offset whose both-kept count is most extreme against the pooled keep rate
+        # (any choice keeps Bonferroni valid: its exact p is at least the smallest of all)
+        p_bar = kept / (len(packed) * n_units)
+        z = []
+        for d in offsets:
+            a, b, used = halves(d)
+            pairs_n = len(packed) * used // 2
+            both = int(_bitcounts(a & b).sum(dtype=np.int64))
+            z.append((both - pairs_n * p_bar ** 2) / math.sqrt(pairs_n * p_bar ** 2 * (1 - p_bar ** 2) or 1))
+        worst = int(np.argmax(np.abs(z)))
+        a, b, used = halves(offsets[worst])
+        t = [int(_bitcounts(v).sum(dtype=np.int64)) for v in (a & b, a, b)] + [len(packed) * used // 2]
+        p, agree = _fisher(t)
+        expected = (t[1] * t[2] + (t[3] - t[1]) * (t[3] - t[2])) / t[3] ** 2 if t[3] else float("nan")
+        samples = sum(len(packed) * (8 * (n_units // 8) if d < 8 else n_units - n_units % (2 * d)) // 2
+                      for d in offsets)
+        checks[name] = Check(
+            name, True, "statistical", min(1.0, p * len(offsets)), None, samples,
+            observed=f"offset {offsets[worst]}: agreement {agree:.6g} (z = {z[worst]:.3g})",
+            expected=f"{expected:.6g} (independent) at every offset 2 .. {offsets[-1]}",
+            detail=f"disjoint pairs at {len(offsets)} power-of-2 offsets of the flattened mask over "
+                   f"{len(self.stored_masks)} calls; Fisher exact on the most extreme, Bonferroni over the offsets",
+            reproduce=self.cfg.reproduce())
+
     def check_values(self, per_position: np.ndarray, calls: int, checks: dict) -> None:
         """The keep rate must not depend on the value dropped: on the sign of x (Fisher's exact
         test, kept against x < 0) or its magnitude (Cochran-Armitage trend across 8 bins of
         |x|).  Blocks and axes average such a dependence away: x's signs and magnitudes are
         spread over every position."""
-        bits = self.x_np.view(self.fmt.uint).ravel()
-        negative = (bits >> self.fmt.uint(8 * bits.dtype.itemsize - 1)).astype(np.intp)
-        magnitude = bits & self.fmt.uint(self.fmt.abs_mask)  # ordered as |x| is
-        lo, hi = int(magnitude.min()), int(magnitude.max())
-        bins = np.minimum(((magnitude - lo).astype(np.float64) * (_VALUE_BINS / (hi - lo + 1))).astype(np.intp),
-                          _VALUE_BINS - 1)
-        group = 2 * bins + negative
-        kept = np.bincount(group, weights=per_position.ravel(), minlength=2 * _VALUE_BINS).astype(np.int64)
-        n = np.bincount(group, minlength=2 * _VALUE_BINS).astype(np.int64) * calls
+        groups, sizes = self.value_groups
+        kept = np.bincount(groups, weights=per_position.ravel(), minlength=sizes.size).astype(np.int64)  # exact
+        n = sizes * calls
         k_all, n_all = int(kept.sum()), int(n.sum())
         k_neg, n_neg = int(kept[1::2].sum()), int(n[1::2].sum())
         parts, pvalues = [], []
@@ -938,6 +986,27 @@ def _abs_sum(y: np.ndarray) -> float:
 def _formula_text(f) -> str:
     return {"multiply": f"x * {f.factor!r} (fl(1/(1-rate)))", "divide": f"x / {f.factor!r} (1 - fl(rate))",
             "exact": "x / (1 - rate) correctly rounded"}[f.formula]
+
+
+def _value_groups(x: np.ndarray, fmt) -> tuple[np.ndarray, np.ndarray]:
+    """Each position's group by x: 2 * (bin of |x|, 0 .. _VALUE_BINS - 1) + (x < 0), and the
+    groups' sizes.  Bins split the range of |x|'s bit patterns (monotone in |x|) equally."""
+    bits = x.view(fmt.uint).ravel()
+    uint = fmt.uint
+    magnitude = bits & uint(fmt.abs_mask)
+    lo, hi = int(magnitude.min()), int(magnitude.max())
+    magnitude -= uint(lo)
+    bins = np.minimum((magnitude * (_VALUE_BINS / (hi - lo + 1))).astype(np.intp), _VALUE_BINS - 1)
+    groups = 2 * bins + (bits >> uint(8 * bits.dtype.itemsize - 1)).astype(np.intp)
+    return groups, np.bincount(groups, minlength=2 * _VALUE_BINS).astype(np.int64)
+
+
+_BYTE_POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
+
+
+def _bitcounts(a: np.ndarray) -> np.ndarray:
+    """Set bits of each byte of a uint8 array (numpy >= 2 counts them natively)."""
+    return np.bitwise_count(a) if hasattr(np, "bitwise_count") else _BYTE_POPCOUNT[a]
 
 
 def _accumulate_table(table: np.ndarray, a: np.ndarray, b: np.ndarray) -> None:
