@@ -56,6 +56,14 @@ def correlated_neighbours(x, rate, seed, noise_shape=None):
     return tf.where(u >= rate, x / (1 - rate), tf.zeros_like(x))
 
 
+def tiled_half(x, rate, seed, noise_shape=None):
+    """draws half of the last axis and tiles it: positions n/2 apart share a fate"""
+    shape = list(noise_shape or x.shape)
+    u = tf.random.stateless_uniform(shape[:-1] + [(shape[-1] + 1) // 2], seed=seed, dtype=x.dtype)
+    u = tf.concat([u, u], axis=-1)[..., : shape[-1]]
+    return tf.where(u >= rate, x * tf.cast(1 / (1 - rate), x.dtype), tf.zeros_like(x))
+
+
 def position_dependent(x, rate, seed, noise_shape=None):
     """rate - 0.1 on the first half of the last axis, rate + 0.1 on the second: averages right"""
     shape = list(noise_shape or x.shape)
@@ -134,6 +142,7 @@ STATELESS = [
     ("seed[1] wraps at 4", wraps_seed1, {"call_independence"}, 1e-12),
     ("mask shared across the batch", shared_across_batch, {"row_independence"}, 1e-12),
     ("neighbours share a draw", correlated_neighbours, {"neighbour_independence"}, 1e-12),
+    ("half the last axis tiled", tiled_half, {"offset_independence"}, 1e-12),
     ("position-dependent rate", position_dependent, {"homogeneity_axis1"}, 1e-12),
     ("rate depends on the sign of x", sign_dependent, {"value_independence"}, 1e-12),
     ("noise_shape ignored", ignores_noise_shape, {"noise_shape_consistency"}, 0.0),
