@@ -996,8 +996,15 @@ def _value_groups(x: np.ndarray, fmt) -> tuple[np.ndarray, np.ndarray]:
     magnitude = bits & uint(fmt.abs_mask)
     lo, hi = int(magnitude.min()), int(magnitude.max())
     magnitude -= uint(lo)
-    bins = np.minimum((magnitude * (_VALUE_BINS / (hi - lo + 1))).astype(np.intp), _VALUE_BINS - 1)
-    groups = 2 * bins + (bits >> uint(8 * bits.dtype.itemsize - 1)).astype(np.intp)
+    drop = max(0, (hi - lo).bit_length() - 24)  # float32 holds 24 bits exactly: one cheap pass
+    if drop:
+        magnitude >>= uint(drop)
+    scaled = magnitude.astype(np.float32)
+    scaled *= np.float32(_VALUE_BINS / (((hi - lo) >> drop) + 1))
+    groups = scaled.astype(np.intp)
+    np.minimum(groups, _VALUE_BINS - 1, out=groups)
+    groups <<= 1
+    np.add(groups, bits >> uint(8 * bits.dtype.itemsize - 1), out=groups, casting="unsafe")  # the sign
     return groups, np.bincount(groups, minlength=2 * _VALUE_BINS).astype(np.int64)
 
 
