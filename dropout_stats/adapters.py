@@ -49,6 +49,7 @@ class Adapter:
         fn = self.make(seed)
         fn.__qualname__ = self.name
         kwargs.setdefault("shape", self.shape)
+        kwargs.setdefault("backend", "tensorflow")
         if self.kind == "gaussian":
             kwargs.pop("noise_shape", None)
             return verify_gaussian_dropout(fn, rate=rate, dtype=dtype, seed=seed, **kwargs)

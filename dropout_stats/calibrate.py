@@ -55,7 +55,8 @@ def calibrate_null(runs: int, *, false_fail_rate: float = 0.05, rate: float = 0.
     alarms = 0
     pvals = []
     for i in range(runs):
-        r = verify(_stateless, rate=rate, dtype=dtype, seed=seed + i, false_fail_rate=false_fail_rate)
+        r = verify(_stateless, rate=rate, dtype=dtype, seed=seed + i, backend="tensorflow",
+                   false_fail_rate=false_fail_rate)
         alarms += not r.passed
         # the sequential keep test's p-value is taken at a random stopping time: not uniform
         pvals += [c.pvalue for c in r.checks if c.kind == "statistical" and c.pvalue is not None
@@ -92,8 +93,8 @@ def calibrate_power(runs: int, *, false_fail_rate: float = 1e-6, false_pass_rate
             caught, draws = 0, []
             for i in range(runs):
                 tf.random.set_seed(seed + i)
-                r = verify(fn, rate=0.2, seed=seed + i, stateful=stateful, false_fail_rate=false_fail_rate,
-                           false_pass_rate=false_pass_rate)
+                r = verify(fn, rate=0.2, seed=seed + i, stateful=stateful, backend="tensorflow",
+                           false_fail_rate=false_fail_rate, false_pass_rate=false_pass_rate)
                 caught += not r.passed
                 k = next((c for c in r.checks if c.name == "keep_fraction"), None)
                 draws.append(k.samples if k else r.samples)

@@ -271,7 +271,7 @@ def cmd_verify(args) -> int:
     try:
         report = verify(fn, rate=args.rate, dtype=args.dtype, shape=args.shape, noise_shape=args.noise_shape,
                         seed=args.seed, stateful=args.stateful, false_fail_rate=args.false_fail_rate,
-                        reference=None if args.no_reference else "tensorflow")
+                        reference=None if args.no_reference else "auto")
     except (TypeError, ValueError) as exc:
         raise UsageError(str(exc)) from None
     print(report)

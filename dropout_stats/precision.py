@@ -24,6 +24,7 @@ from ._floats import (FORMATS, bfloat16_bits_to_float32, dtype_name,
                       float32_to_bfloat16_bits, round_to)
 
 __all__ = [
+    "uniform_keep_fraction",
     "expected_keep_fraction",
     "expected_keep_probability",
     "ScaleFormula",
@@ -36,6 +37,27 @@ __all__ = [
 SCALE_FORMULAS = ("multiply", "divide", "exact")
 
 
+def uniform_keep_fraction(rate, dtype, levels: int, rule: str = "U >= fl(rate)") -> Fraction:
+    """P(keep) for U uniform on {0, 1/M, ..., (M-1)/M} with M = ``levels``, as an exact fraction:
+    ``"U >= fl(rate)"`` (TensorFlow) or ``"U < fl(1 - rate)"`` (JAX's bernoulli), the threshold
+    rounded to ``dtype``.
+
+    >>> uniform_keep_fraction(0.2, "bfloat16", 128, "U < fl(1 - rate)")
+    Fraction(103, 128)
+    """
+    r = check_rate(rate)
+    name = dtype_name(dtype)
+    if rule == "U >= fl(rate)":
+        t = Fraction(float(round_to(r, name)))
+        first_kept = -((-t * levels) // 1)  # ceil
+        return Fraction(max(0, levels - int(first_kept)), levels)
+    if rule == "U < fl(1 - rate)":
+        t = Fraction(float(round_to(1.0 - r, name)))
+        kept = -((-t * levels) // 1)  # k / M < t exactly for k < ceil(t M)
+        return Fraction(min(levels, max(0, int(kept))), levels)
+    raise ValueError(f"rule ({rule!r}) must be 'U >= fl(rate)' or 'U < fl(1 - rate)'")
+
+
 def expected_keep_fraction(rate, dtype="float32", *, xla: bool = False) -> Fraction:
     """P(U >= fl(rate)) for TensorFlow's uniform U in ``dtype``, as an exact fraction.
 
@@ -43,13 +65,9 @@ def expected_keep_fraction(rate, dtype="float32", *, xla: bool = False) -> Fract
     levels) truncated to bfloat16, so bfloat16 at rate 0.2 keeps 0.7998046875 there, not
     102/128 (measured on TF 2.21: 2e7 draws, p = 0.17 against this, p < 1e-250 against 102/128).
     """
-    r = check_rate(rate)
     name = dtype_name(dtype)
     fmt = FORMATS[name]
-    levels = fmt.xla_uniform_levels if xla else fmt.uniform_levels
-    rounded = Fraction(float(round_to(r, name)))
-    first_kept = -((-rounded * levels) // 1)  # ceil
-    return Fraction(max(0, levels - int(first_kept)), levels)
+    return uniform_keep_fraction(rate, name, fmt.xla_uniform_levels if xla else fmt.uniform_levels)
 
 
 def expected_keep_probability(rate, dtype="float32", *, xla: bool = False) -> float:

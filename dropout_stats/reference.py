@@ -24,23 +24,10 @@ def tf_dtype(name: str):
 
 
 def make_input(shape, dtype: str, seed: int) -> tf.Tensor:
-    """Non-zero values of both signs with magnitudes in [0.5, 2] (2 only by rounding to a 16-bit
-    dtype), mantissa bits uniformly random:
-    every position is informative for the mask, and a scale error shows in the bits.
+    """The battery's input (backends.make_input_array) as a TensorFlow tensor."""
+    from .backends import make_input_array
 
-    Built from random bits (sign, exponent 0.5 or 1 picked by one bit, random mantissa): one
-    cheap pass, where float64 uniforms cost milliseconds per call of a battery."""
-    rng = np.random.default_rng([seed, 0x5EED])
-    n = int(np.prod(shape, dtype=np.int64))
-    if dtype == "float64":
-        bits = np.frombuffer(rng.bytes(8 * n), dtype=np.uint64)
-        values = ((bits & np.uint64(0x801FFFFFFFFFFFFF)) | np.uint64(0x3FE0000000000000)).view(np.float64)
-        return tf.constant(values.reshape(tuple(shape)))
-    bits = np.frombuffer(rng.bytes(4 * n), dtype=np.uint32)
-    values = ((bits & np.uint32(0x80FFFFFF)) | np.uint32(0x3F000000)).view(np.float32).reshape(tuple(shape))
-    if dtype == "float32":
-        return tf.constant(values)
-    return tf.cast(tf.constant(values), tf_dtype(dtype))  # rounds to nearest even, as TF casts do
+    return tf.constant(make_input_array(shape, dtype, seed))
 
 
 def as_seed(pair) -> tf.Tensor:

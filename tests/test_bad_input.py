@@ -54,6 +54,13 @@ def _not_an_array(x, rate, seed, noise_shape=None):
     return "nope"
 
 
+def _numpy_only(x, rate, seed, noise_shape=None):
+    if not isinstance(x, np.ndarray):
+        raise TypeError("numpy arrays only")
+    keep = np.random.default_rng(list(seed)).random(x.shape) >= rate
+    return np.where(keep, x / np.float32(1 - rate), np.float32(0)).astype(x.dtype)
+
+
 def _testing():
     from dropout_stats import testing
 
@@ -77,8 +84,8 @@ def api(call, exc, fragment):
     return Row("api", call, fragment, exc)
 
 
-def report(fn, fragment):
-    return Row("report", fn, fragment)
+def report(fn, fragment, **verify_kwargs):
+    return Row("report", (fn, verify_kwargs), fragment)
 
 
 def cli(*args, fragment, imports_fn=False):
@@ -168,6 +175,11 @@ TABLE = [
         "noise_shape ([8, 2]) must broadcast"),
     api(lambda: ds.verify(stateless, rate=0.2, noise_shape=[8, 1]), ValueError, "needs an explicit shape"),
     api(lambda: ds.verify(stateless, rate=0.2, reference="torch"), ValueError, "reference ('torch') must be one of"),
+    api(lambda: ds.verify(stateless, rate=0.2, backend="jax2"), ValueError, "backend ('jax2') must be one of"),
+    api(lambda: ds.verify(_numpy_only, rate=0.2, backend="numpy", reference="tensorflow"), ValueError,
+        "reference ('tensorflow') is not a stream of backend 'numpy'"),
+    api(lambda: ds.verify_gaussian_dropout(stateless, rate=0.2, backend="tf"), ValueError,
+        "backend ('tf') must be one of"),
     api(lambda: ds.verify(stateless, rate=0.2, false_fail_rate=0), ValueError, "false_fail_rate (0.0) must be in (0, 1)"),
     api(lambda: ds.verify(stateless, rate=0.2, false_pass_rate=1), ValueError, "false_pass_rate (1.0) must be in (0, 1)"),
     api(lambda: ds.verify(stateless, rate=0.2, discrepancy=-1), ValueError, "discrepancy (-1.0) must be a finite"),
@@ -184,7 +196,9 @@ TABLE = [
     report(_raises, "raised RuntimeError: boom"),
     report(_wrong_shape, "returned shape [1, 4096], expected [64, 4096]"),
     report(_wrong_dtype, "returned dtype float64, expected float32"),
-    report(_not_an_array, "returned shape [], expected [64, 4096]"),
+    report(_not_an_array, "returned str, which no backend reads"),
+    report(_not_an_array, "returned shape [], expected [64, 4096]", backend="tensorflow"),
+    report(_numpy_only, "raised TypeError: numpy arrays only", backend="tensorflow"),
     # -- dropout_stats.testing ------------------------------------------------------------------
     api(lambda: _testing().assert_scaled_by_inverse_keep(F32, np.ones(3, np.float32), 0.2), ValueError,
         "x and y must have the same shape"),
@@ -277,7 +291,8 @@ def test_bad_input(row: Row, tmp_path, request):
         assert row.fragment in str(info.value)
         assert "dropout_stats" in str(info.traceback[-1].path), info.traceback[-1].path  # our check raised it
     elif row.kind == "report":
-        r = ds.verify(row.target, rate=0.2)
+        fn, kwargs = row.target
+        r = ds.verify(fn, rate=0.2, **kwargs)
         assert not r.passed and r.check("contract").passed is False
         assert row.fragment in r.check("contract").detail
     elif row.kind == "cli":
@@ -309,7 +324,7 @@ def test_every_public_name_has_a_row():
 
     results = {"MaskCounts", "ProportionInterval", "RateTestResult", "RejectionRegion", "ScaleFormula",
                "SequentialResult", "StructureTestResult", "HolmResult", "Report", "Check", "Finding"}
-    sources = "\n".join(inspect.getsource(r.target) for r in TABLE if callable(r.target) and r.kind == "api")
+    sources = "\n".join(inspect.getsource(r.target) for r in TABLE if r.kind == "api")
     missing = [n for n in ds.__all__ if n not in results and f"ds.{n}(" not in sources]
     assert not missing, missing
 

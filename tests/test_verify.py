@@ -235,18 +235,18 @@ def test_worker_queue_holds_a_bounded_number_of_jobs_and_bytes():
     from collections import deque
     from concurrent.futures import ThreadPoolExecutor
 
-    from dropout_stats import battery
+    from dropout_stats.battery import runner
 
-    b = battery._Battery.__new__(battery._Battery)
+    b = runner.Run.__new__(runner.Run)
     with ThreadPoolExecutor(max_workers=1) as b.worker:
         b.jobs, b.held = deque(), 0
         seen = []
-        for size in [battery._MAX_HELD // 3] * 6 + [1] * 20:
+        for size in [runner.MAX_HELD // 3] * 6 + [1] * 20:
             b.later(time.sleep, 0.02, held=size)  # far slower than submitting
             seen.append((len(b.jobs), b.held))
-    assert all(n <= battery._MAX_PENDING for n, _ in seen)
-    assert all(held <= battery._MAX_HELD or n == 1 for n, held in seen)
-    assert max(n for n, _ in seen) == battery._MAX_PENDING  # the small jobs did queue up
+    assert all(n <= runner.MAX_PENDING for n, _ in seen)
+    assert all(held <= runner.MAX_HELD or n == 1 for n, held in seen)
+    assert max(n for n, _ in seen) == runner.MAX_PENDING  # the small jobs did queue up
 
 
 @pytest.mark.statistical(false_fail_rate=1e-12)  # the chance the defect is missed

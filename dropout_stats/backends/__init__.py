@@ -1,0 +1,138 @@
+"""Frameworks behind one interface: what verify() needs to know about where ``fn`` runs.
+
+A backend turns the battery's numpy input into the framework's array and a seed pair into the
+framework's seed, reads ``fn``'s output back as numpy (bfloat16 from its bits), says whether
+``noise_shape`` exists, and models what a correct implementation of that framework does: its
+keep probability per dtype (the dtype its uniform is drawn in, its levels, ``U >= fl(rate)`` or
+``U < fl(1 - rate)``), the scale formulas it may use, and an optional bit-exact reference stream.
+
+Adding a framework means one module here with a ``Backend`` subclass and one line in
+``_BACKENDS``.  Nothing in this package imports a framework before a backend of it is used.
+"""
+from __future__ import annotations
+
+import importlib
+from fractions import Fraction
+
+import numpy as np
+
+from .._floats import float32_to_bfloat16_bits
+
+__all__ = ["Backend", "get_backend", "backend_names", "detect_backend", "make_input_array"]
+
+# name -> (module, class); imported on first use
+_BACKENDS = {
+    "numpy": (".numpy", "NumpyBackend"),
+    "tensorflow": (".tensorflow", "TensorFlowBackend"),
+}
+
+
+class Backend:
+    """What the battery needs from a framework.  Subclasses set the class attributes and
+    override what differs; the defaults describe a numpy-like framework."""
+
+    name = "backend"
+    references: tuple = ()           # bit-exact reference streams this backend offers
+    default_reference = None         # what reference="auto" means here
+    has_noise_shape = True
+    seed_form = "a tuple of two Python ints"
+
+    # -- arrays --------------------------------------------------------------------------
+    def native(self, x: np.ndarray):
+        """The battery's numpy input as the framework's array (bit for bit)."""
+        return x
+
+    def reshape(self, x, shape):
+        return x.reshape(tuple(shape))
+
+    def seed(self, pair):
+        """A stateless seed pair (two ints) in the framework's form."""
+        return tuple(int(v) for v in pair)
+
+    def to_numpy(self, y) -> np.ndarray:
+        """fn's output as a numpy array; raises TypeError with the reason when it cannot."""
+        if isinstance(y, np.ndarray):
+            return y
+        if hasattr(y, "numpy"):
+            return y.numpy()
+        return np.asarray(y)
+
+    # -- what a correct implementation does ---------------------------------------------
+    def keep_fraction(self, rate: float, dtype: str, reference) -> Fraction:
+        """The exact keep probability of a correct implementation at ``rate`` in ``dtype``."""
+        raise NotImplementedError
+
+    def keep_note(self, rate: float, dtype: str, reference) -> str:
+        """Why keep_fraction differs from 1 - rate, in words (for the keep_probability finding)."""
+        return ""
+
+    def scale_formulas(self, rate: float, dtype: str) -> list:
+        """The ScaleFormulas a correct implementation may use, most likely first."""
+        raise NotImplementedError
+
+    def reference_keep(self, shape, seed_pair, dtype: str, rate: float, reference: str) -> np.ndarray:
+        """The kept set of the reference stream ``reference`` (bit for bit)."""
+        raise NotImplementedError(f"backend {self.name!r} has no reference stream")
+
+    def other_reference(self, reference: str):
+        """A second stream worth naming when the kept set matches it instead (or None)."""
+        return None
+
+    def stream_note(self, reference: str, other: str) -> str:
+        return ""
+
+
+def backend_names() -> tuple:
+    return tuple(_BACKENDS)
+
+
+def get_backend(name: str) -> Backend:
+    """The backend called ``name``; a clear error for an unknown or uninstalled one."""
+    if name not in _BACKENDS:
+        raise ValueError(f"backend ({name!r}) must be one of {', '.join(repr(n) for n in _BACKENDS)}")
+    module, cls = _BACKENDS[name]
+    try:
+        mod = importlib.import_module(module, __name__)
+    except ImportError as exc:
+        raise ValueError(f"backend ({name!r}) needs its framework installed: {exc}") from None
+    return getattr(mod, cls)()
+
+
+def detect_backend(y):
+    """The backend that owns ``y`` (fn's first output), or None: numpy arrays, TensorFlow tensors."""
+    module = type(y).__module__.split(".")[0]
+    owner = {"numpy": "numpy", "tensorflow": "tensorflow", "ml_dtypes": "numpy"}.get(module)
+    if owner is None and module == "builtins":
+        return None
+    return owner
+
+
+def make_input_array(shape, dtype: str, seed: int) -> np.ndarray:
+    """The battery's input as a numpy array, the same for every backend: non-zero values of both
+    signs with magnitudes in [0.5, 2] (2 only by rounding to a 16-bit dtype), mantissa bits
+    uniformly random, so every position is informative for the mask and a scale error shows in
+    the bits.  Built from random bits in one cheap pass; 16-bit dtypes are rounded from float32
+    to nearest even (as TensorFlow's cast does).  bfloat16 needs ml_dtypes."""
+    rng = np.random.default_rng([seed, 0x5EED])
+    n = int(np.prod(shape, dtype=np.int64))
+    if dtype == "float64":
+        bits = np.frombuffer(rng.bytes(8 * n), dtype=np.uint64)
+        values = ((bits & np.uint64(0x801FFFFFFFFFFFFF)) | np.uint64(0x3FE0000000000000)).view(np.float64)
+        return values.reshape(tuple(shape))
+    bits = np.frombuffer(rng.bytes(4 * n), dtype=np.uint32)
+    values = ((bits & np.uint32(0x80FFFFFF)) | np.uint32(0x3F000000)).view(np.float32).reshape(tuple(shape))
+    if dtype == "float32":
+        return values
+    if dtype == "float16":
+        return values.astype(np.float16)  # round to nearest even
+    return float32_to_bfloat16_bits(values).view(bfloat16_dtype())
+
+
+def bfloat16_dtype():
+    """ml_dtypes' bfloat16 (TensorFlow and JAX ship it); a clear error without it."""
+    try:
+        import ml_dtypes
+    except ImportError:
+        raise ValueError("dtype ('bfloat16') needs the ml_dtypes package for numpy arrays: "
+                         "pip install ml_dtypes") from None
+    return np.dtype(ml_dtypes.bfloat16)

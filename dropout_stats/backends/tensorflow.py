@@ -1,0 +1,65 @@
+"""The TensorFlow backend: ``fn(x, rate, seed, noise_shape=None)`` as
+``tf.nn.experimental.stateless_dropout`` (seed an int32 tensor of shape [2]), or
+``fn(x, rate, noise_shape=None)`` as ``tf.nn.dropout`` for the stateful contract.
+
+Model of a correct implementation (measured on TF 2.12 to 2.21, see precision.py and
+reference.py): U drawn in x's dtype on that dtype's grid (under XLA bfloat16 is a float32 uniform
+truncated), kept where ``U >= fl(rate)``; kept values ``x * fl(1/(1-rate))`` for a Python-float
+rate or ``x / fl(1 - fl(rate))`` for a tensor rate.  Two reference streams: "tensorflow"
+(``stateless_uniform``) and "tensorflow-xla" (the same under jit_compile, a different stream for
+float32, bfloat16 and float64).
+"""
+from __future__ import annotations
+
+from fractions import Fraction
+
+import numpy as np
+
+from .._floats import FORMATS
+from ..precision import expected_keep_fraction, expected_scale
+from . import Backend
+
+
+class TensorFlowBackend(Backend):
+    name = "tensorflow"
+    references = ("tensorflow", "tensorflow-xla")
+    default_reference = "tensorflow"
+    seed_form = "an int32 tensor of shape [2]"
+
+    def __init__(self):
+        from .. import reference as ref  # imports TensorFlow
+
+        self.ref = ref
+        self.tf = ref.tf
+
+    def native(self, x: np.ndarray):
+        return self.tf.constant(x)
+
+    def reshape(self, x, shape):
+        return self.tf.reshape(x, list(shape))
+
+    def seed(self, pair):
+        return self.ref.as_seed(pair)
+
+    def keep_fraction(self, rate, dtype, reference) -> Fraction:
+        return expected_keep_fraction(rate, dtype, xla=reference == "tensorflow-xla")
+
+    def keep_note(self, rate, dtype, reference) -> str:
+        fmt = FORMATS[dtype]
+        xla = reference == "tensorflow-xla"
+        levels = fmt.xla_uniform_levels if xla else fmt.uniform_levels
+        return f"TF's uniform has {levels} levels and the rate rounds to {dtype}"
+
+    def scale_formulas(self, rate, dtype) -> list:
+        return [expected_scale(rate, dtype), expected_scale(rate, dtype, rate_is_tensor=True)]
+
+    def reference_keep(self, shape, seed_pair, dtype, rate, reference) -> np.ndarray:
+        return self.ref.reference_keep(shape, seed_pair, dtype, rate, xla=reference == "tensorflow-xla")
+
+    def other_reference(self, reference):
+        return "tensorflow" if reference == "tensorflow-xla" else "tensorflow-xla"
+
+    def stream_note(self, reference, other) -> str:
+        which = "XLA's (jit_compile)" if other == "tensorflow-xla" else "eager"
+        return (f"the mask equals {which} stream instead: under XLA TensorFlow draws a different uniform than "
+                f"eagerly (float32, bfloat16, float64) unless rng_alg='philox'; use reference={other!r}")

@@ -1,0 +1,25 @@
+"""The battery: verify(fn) proves or refutes a dropout implementation.
+
+Layout (a new check is a module in ``checks/`` and a line in ``checks.FAMILIES``; a new
+framework is a module in ``dropout_stats/backends``):
+
+* ``config``  - arguments validated in one place, the design that follows from them;
+* ``runner``  - the calls, the worker thread, the budget split, the Report;
+* ``kinds``   - plain and alpha dropout: the input, reading the kept set, their families;
+* ``checks/`` - one module per family of checks, each opening with what it detects;
+* ``api``     - verify(), verify_alpha_dropout(); ``gaussian`` - verify_gaussian_dropout().
+
+Every statistical check is sized from (false_fail_rate, false_pass_rate, discrepancy) and the
+run's false-fail budget is split across them: the sequential keep-fraction test gets alpha / m
+up front (Bonferroni) and the p-value checks share the rest by Holm's step-down.  So a correct
+implementation fails a run with probability at most ``false_fail_rate``.  Exact checks
+(mechanism, nesting, scale, determinism, noise-shape consistency) cannot fail by chance.
+"""
+from ..report import Check, Finding, Report
+from .api import verify, verify_alpha_dropout
+from .config import DEFAULT_SHAPE, check_shapes
+from .gaussian import verify_gaussian_dropout
+from .runner import ContractError
+
+__all__ = ["verify", "verify_alpha_dropout", "verify_gaussian_dropout", "Report", "Check", "Finding",
+           "DEFAULT_SHAPE", "check_shapes", "ContractError"]

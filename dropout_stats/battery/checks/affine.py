@@ -1,0 +1,72 @@
+"""Alpha dropout's value checks: ``scale`` (dropped units hold a * alpha' + b, kept ones
+a * x + b, bit for bit) and ``unbiasedness`` (not applicable: alpha dropout keeps the mean and
+variance of SELU-normalised inputs, not E[y] = E[x]).
+
+Detects a wrong affine correction (a, b computed from another rate, an offset added twice)
+and values perturbed after the mask.
+Only this check catches: ``corpus.alpha_wrong_offset`` (b computed as if the rate were
+rate / 2: the mask is right, every kept value is off).
+Test: exact (no false-fail rate): every kept value against fl(fl(a x) + b) (two roundings, as
+Keras computes it eagerly) and fl(a x + b) (one rounding: XLA fuses the multiply-add).
+Tested in tests/test_verify.py and tests/test_adapters.py.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ...precision import ulp_distance
+from ...report import Check, Finding
+from . import Family
+from ._common import as_float64
+from .scale import Scale
+from .unbiasedness import Unbiasedness
+
+
+class AffineScale(Scale):
+    def conclude(self):
+        x_np = self.run.x_np
+        xs = [x_np[kept] for _, kept in self.calls] + self.xs
+        ys = [y[kept] for y, kept in self.calls] + self.ys
+        return [self.affine_check(np.concatenate(xs), np.concatenate(ys))]
+
+    def affine_check(self, xs, ys) -> Check:
+        cfg, kind = self.cfg, self.run.kind
+        got, xv = as_float64(ys), as_float64(xs)
+        if cfg.dtype == "float64":
+            got, xv = got[:20_000], xv[:20_000]
+        results = []
+        for label, want in (("two roundings", kind.affine(xv)), ("fused", kind.fused(xv))):
+            mismatch = int(np.count_nonzero(want != got))
+            if mismatch == 0:
+                self.run.findings.append(Finding(
+                    "affine_formula", f"{cfg.dtype}: kept values are a*x + b with "
+                    + ("one rounding (a fused multiply-add)" if label == "fused"
+                       else "two roundings (multiply, then add)"),
+                    label))
+                return Check("scale", True, samples=int(xv.size), observed=f"every kept value = a*x + b ({label})",
+                             expected=f"kept: a*x + b with a = {kind.a_d!r}, b = {kind.b_d!r}; dropped: "
+                                      f"{kind.dropped_value!r}", detail=f"{xv.size:,} kept values")
+            results.append((label, mismatch, int(ulp_distance(want, got, cfg.dtype).max())))
+        label, mismatch, ulp = min(results, key=lambda r: (r[2], r[1]))
+        return Check(
+            "scale", False, samples=int(xv.size),
+            observed=f"{mismatch:,} of {xv.size:,} kept values differ from a*x + b ({label})",
+            expected=f"kept: a*x + b with a = {kind.a_d!r}, b = {kind.b_d!r}",
+            detail=f"neither two roundings nor a fused multiply-add matches; closest ({label}) is off by "
+                   f"up to {ulp} ULP", reproduce=cfg.reproduce())
+
+
+class AffineMean(Unbiasedness):
+    observes = frozenset()
+
+    def conclude(self):
+        return [Check("unbiasedness", None, "statistical",
+                      detail="alpha dropout keeps the mean and variance of SELU-normalised inputs, not E[y] = E[x]")]
+
+
+def alpha_families(families):
+    swap = {Scale: AffineScale, Unbiasedness: AffineMean}
+    return [swap.get(f, f) for f in families]
+
+
+__all__ = ["AffineScale", "AffineMean", "alpha_families", "Family"]

@@ -1,0 +1,69 @@
+"""mechanism: the kept set is the backend's reference stream thresholded, bit for bit.
+
+Detects an implementation that draws another uniform than the framework's own (another seed
+derivation, another generator, another stream under XLA), even when every statistic is right.
+Only this check catches: ``corpus.swapped_seed`` (seed components swapped: a perfectly good
+mask, but not the one the framework's seed promises).
+Test: exact (no false-fail rate): the first two main masks against
+``reference_keep(shape, seed, dtype, rate)`` of the backend's stream; when they differ and match
+the backend's other stream instead (TensorFlow's XLA stream), the detail says so.  Not
+applicable to the stateful contract or with reference=None: threshold_nesting and
+threshold_flips carry the proof there.  Tested in tests/test_verify.py.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ...report import Check, Finding
+from . import Family
+
+
+class Mechanism(Family):
+    name = "mechanism"
+    names = ("mechanism",)
+    observes = frozenset()  # none of fn's calls: the stored main masks against reference draws
+    late = True
+
+    def __init__(self, run):
+        super().__init__(run)
+        self.check = None
+
+    def after_main(self) -> None:
+        cfg, run = self.cfg, self.run
+        if cfg.stateful:
+            self.check = Check("mechanism", None, detail="stateful contract: no seed to reproduce the uniform; the "
+                               "threshold structure shows in the rate and scale checks")
+            return
+        if cfg.reference is None:
+            self.check = Check("mechanism", None, detail="reference=None: the implementation has its own RNG; "
+                               "threshold_nesting and threshold_flips carry the proof")
+            return
+        backend, ref = run.backend, cfg.reference
+        other_ref = backend.other_reference(ref)
+        mismatches, total, other = 0, 0, 0
+        n_check = min(2, len(run.stored_masks))
+        for i in range(n_check):
+            want = backend.reference_keep(run.unit_shape, run.seed_pair(i), cfg.dtype, cfg.rate, ref)
+            got = run.stored_masks[i]
+            mismatches += int(np.count_nonzero(want != got))
+            total += want.size
+            if mismatches and other_ref is not None:
+                alt = backend.reference_keep(run.unit_shape, run.seed_pair(i), cfg.dtype, cfg.rate, other_ref)
+                other += int(np.count_nonzero(alt != got))
+        cfg.samples += total
+        detail = ""
+        if mismatches:
+            detail = (f"{mismatches:,} of {total:,} positions differ from "
+                      f"stateless_uniform({list(run.unit_shape)}, seed, {cfg.dtype}) >= rate")
+            if other_ref is not None and other == 0:
+                detail += "; " + backend.stream_note(ref, other_ref)
+                run.later(run.findings.append, Finding("xla_stream", detail,
+                                                       "xla" if other_ref == "tensorflow-xla" else "eager"))
+        xla = ref == "tensorflow-xla"
+        self.check = Check(
+            "mechanism", mismatches == 0, samples=total, observed=f"{mismatches} mismatches",
+            expected=f"kept == ({'XLA ' if xla else ''}stateless_uniform >= fl(rate)), bit for bit",
+            detail=detail, reproduce=cfg.reproduce(f"seed pairs {[run.seed_pair(i) for i in range(n_check)]}"))
+
+    def conclude(self):
+        return [self.check]

@@ -1,0 +1,158 @@
+"""A verify() run's configuration: every argument validated in one place, before any framework
+loads, and the design that follows from it (keep probability, discrepancy, noise-shape probe)."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from .._checks import (check_callable, check_choice, check_count, check_flag, check_open_unit,
+                       check_positive, check_rate)
+from .._floats import dtype_name
+from ..counts import _normalise_noise_shape
+from ..report import Finding
+
+DEFAULT_SHAPE = (64, 4096)          # 64 rows: a mask shared across the batch shows
+# the noise-shape probe: a 4-D input of DEFAULT_SHAPE's size, one draw per (batch, channel)
+DEFAULT_PROBE = ((256, 2, 2, 256), (256, 1, 1, 256))
+MIN_CALLS = 8                       # main calls at least (the call-level checks need a few)
+
+
+@dataclass
+class Config:
+    fn: object
+    fn_name: str
+    rate: float
+    dtype: str
+    shape: tuple
+    noise_shape: tuple | None
+    seed: int
+    stateful: bool
+    reference: str | None           # a bit-exact stream of the backend, or None
+    alpha: float                    # false-fail rate of the whole run
+    beta: float                     # false-pass rate at the discrepancy
+    delta: float                    # the discrepancy of the keep probability
+    keep: float                     # the keep probability under test
+    strict_nominal: bool
+    probe: tuple | None             # (shape, noise_shape) of the noise-shape probe, or None
+    max_calls: int = 20_000
+    backend_name: str | None = None
+    keep_dtype: str | None = None   # the dtype the uniform is drawn in, when not x's (alpha dropout)
+    samples: int = 0
+    calls: int = 0
+    extra: dict = field(default_factory=dict)
+
+    def reproduce(self, extra: str = "") -> str:
+        opts = [f"rate={self.rate!r}", f"dtype={self.dtype!r}", f"shape={list(self.shape)}",
+                f"seed={self.seed}"]
+        if self.noise_shape is not None:
+            opts.append(f"noise_shape={list(self.noise_shape)}")
+        if self.stateful:
+            opts.append("stateful=True")
+        if self.backend_name not in (None, "tensorflow"):
+            opts.append(f"backend={self.backend_name!r}")
+        s = f"verify({self.fn_name}, {', '.join(opts)})"
+        return f"{s}; {extra}" if extra else s
+
+    def as_dict(self) -> dict:
+        """The configuration as the report records it."""
+        d = {"fn": self.fn_name, "rate": self.rate, "dtype": self.dtype, "shape": list(self.shape),
+             "noise_shape": list(self.noise_shape) if self.noise_shape is not None else None, "seed": self.seed,
+             "stateful": self.stateful, "reference": self.reference, "false_fail_rate": self.alpha,
+             "false_pass_rate": self.beta, "discrepancy": self.delta, "strict_nominal": self.strict_nominal,
+             "backend": self.backend_name}
+        return d
+
+
+def _validate_shape(shape, name: str) -> tuple:
+    try:
+        dims = tuple(int(d) for d in shape)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} ({shape!r}) must be a sequence of ints") from None
+    if len(dims) == 0 or any(d <= 0 for d in dims):
+        raise ValueError(f"{name} ({list(dims)}) must have at least one axis and only positive dimensions")
+    return dims
+
+
+def check_shapes(shape, noise_shape) -> tuple:
+    """verify()'s shape (None: DEFAULT_SHAPE) and noise_shape, validated (no framework needed)."""
+    if shape is None and noise_shape is not None:
+        raise ValueError(f"noise_shape ({list(noise_shape)}) needs an explicit shape")
+    shape = DEFAULT_SHAPE if shape is None else _validate_shape(shape, "shape")
+    if noise_shape is not None:
+        noise_shape = _normalise_noise_shape(noise_shape, shape)
+    return shape, noise_shape
+
+
+def name_of(fn) -> str:
+    return getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or type(fn).__name__
+
+
+def check_backend_name(backend):
+    from ..backends import backend_names
+
+    if backend is not None:
+        check_choice(backend, "backend", backend_names())
+    return backend
+
+
+def configure(fn, *, rate, dtype, shape, noise_shape, seed, stateful, backend, reference, false_fail_rate,
+              false_pass_rate, discrepancy, strict_nominal, max_calls, keep_dtype=None) -> Config:
+    """Validate verify()'s arguments (errors name the argument and its value).  The keep
+    probability and the reference stream are filled in once the backend is known."""
+    check_callable(fn, "fn")
+    rate = check_rate(rate)
+    dtype = dtype_name(dtype)
+    stateful = check_flag(stateful, "stateful")
+    strict_nominal = check_flag(strict_nominal, "strict_nominal")
+    keep_dtype = None if keep_dtype is None else dtype_name(keep_dtype, "keep_dtype")
+    seed = check_count(seed, "seed")
+    max_calls = check_count(max_calls, "max_calls", minimum=MIN_CALLS)
+    if seed >= 2**31 - 1:
+        raise ValueError(f"seed ({seed}) must be < 2**31 - 1 (it is an int32 seed component)")
+    backend = check_backend_name(backend)
+    check_choice(reference, "reference", ("auto", "tensorflow", "tensorflow-xla", None))
+    alpha = check_open_unit(false_fail_rate, "false_fail_rate")
+    beta = check_open_unit(false_pass_rate, "false_pass_rate")
+    shape, noise_shape = check_shapes(shape, noise_shape)
+    delta = None if discrepancy is None else check_positive(discrepancy, "discrepancy")
+    probe = None
+    if noise_shape is None:
+        if len(shape) >= 3:
+            probe = (shape, (shape[0],) + (1,) * (len(shape) - 2) + (shape[-1],))
+        elif len(shape) == 2 and shape == DEFAULT_SHAPE:
+            probe = DEFAULT_PROBE
+        elif len(shape) == 2 and shape[0] > 1:
+            probe = (shape, (shape[0], 1))
+    return Config(fn, name_of(fn), rate, dtype, shape, noise_shape, seed, bool(stateful), reference, alpha, beta,
+                  delta, math.nan, bool(strict_nominal), probe, max_calls, backend, keep_dtype)
+
+
+def settle(cfg: Config, backend) -> Finding:
+    """Fill in what depends on the backend: the reference stream, the keep probability and the
+    discrepancy.  Returns the keep_probability finding."""
+    if cfg.reference == "auto":
+        cfg.reference = backend.default_reference
+    elif cfg.reference is not None and cfg.reference not in backend.references:
+        offered = ", ".join(repr(r) for r in backend.references) or "none"
+        raise ValueError(f"reference ({cfg.reference!r}) is not a stream of backend {backend.name!r} "
+                         f"(it offers: {offered}; None skips the bit-exact check)")
+    cfg.backend_name = backend.name
+    keep_dtype = cfg.keep_dtype or cfg.dtype
+    keep_exact = backend.keep_fraction(cfg.rate, keep_dtype, cfg.reference)
+    cfg.keep = float(1 - cfg.rate) if cfg.strict_nominal else float(keep_exact)
+    if cfg.delta is None:
+        cfg.delta = 0.01 * min(cfg.keep, 1 - cfg.keep) if 0 < cfg.keep < 1 else 0.01
+    return keep_finding(cfg.rate, keep_dtype, keep_exact, backend.keep_note(cfg.rate, keep_dtype, cfg.reference),
+                        cfg.reference == "tensorflow-xla")
+
+
+def keep_finding(rate, dtype, keep_exact, note: str, xla: bool) -> Finding:
+    nominal = 1 - rate
+    if float(keep_exact) == nominal:
+        return Finding("keep_probability", f"{dtype} at rate {rate}: keeps exactly 1 - rate", float(keep_exact))
+    return Finding(
+        "keep_probability",
+        f"{dtype} at rate {rate}{' under XLA' if xla else ''}: {note}, so the keep probability is {keep_exact} = "
+        f"{float(keep_exact):.10g}, not 1 - rate = {nominal:.10g} (relative difference "
+        f"{(float(keep_exact) - nominal) / nominal:+.3g})",
+        float(keep_exact))

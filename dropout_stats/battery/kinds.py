@@ -1,0 +1,91 @@
+"""Kinds of dropout the mask battery verifies: plain dropout (dropped units hold 0, kept ones
+x / (1 - rate)) and alpha dropout (dropped units hold a * alpha' + b, kept ones a * x + b).
+A kind makes the input, reads the kept set from an output, and names its check families."""
+from __future__ import annotations
+
+import numpy as np
+
+from .._floats import FORMATS, round_to
+from ..backends import make_input_array
+from ..report import Check
+from .checks import FAMILIES
+from .checks._common import as_float64
+
+SELU_ALPHA = 1.6732632423543772848170429916717
+SELU_SCALE = 1.0507009873554804934193349852946
+
+
+def positive_input(shape, dtype: str, seed: int) -> np.ndarray:
+    """|x| of the battery's input: the sign bits cleared."""
+    x = make_input_array(shape, dtype, seed)
+    fmt = FORMATS[dtype]
+    return (x.view(fmt.uint) & fmt.uint(fmt.abs_mask)).view(x.dtype)
+
+
+class Dropout:
+    families = FAMILIES
+
+    def make_input(self, shape, dtype: str, seed: int) -> np.ndarray:
+        return make_input_array(shape, dtype, seed)
+
+    def kept_elements(self, y_np, fmt) -> np.ndarray:
+        if y_np.dtype.name == "bfloat16":  # ml_dtypes compares slowly: use the bits
+            return (y_np.view(fmt.uint) & fmt.uint(fmt.abs_mask)) != 0
+        return y_np != 0  # -0.0 == 0; NaN != 0
+
+    def degenerate(self, run) -> list[Check]:
+        """Keep probability 1 (everything kept, unchanged) or 0 (everything dropped)."""
+        cfg = run.cfg
+        c = run.call("main", cfg.rate, run.seed_pair(0), cfg.noise_shape)
+        kept = c.mask
+        if cfg.keep == 1.0:
+            same = np.array_equal(c.y.view(run.fmt.uint), run.x_np.view(run.fmt.uint))
+            return [Check("keep_fraction", bool(same), observed=f"{int(kept.sum())}/{kept.size} kept",
+                          expected="all kept, unchanged (keep probability 1)", samples=kept.size,
+                          detail="" if same else "rate 0 must return x unchanged", reproduce=cfg.reproduce())]
+        none = not kept.any()
+        return [Check("keep_fraction", bool(none), observed=f"{int(kept.sum())}/{kept.size} kept",
+                      expected=f"none kept: fl(rate) in {cfg.dtype} is >= 1", samples=kept.size,
+                      detail="" if none else "the rate rounds to 1 in this dtype: everything must drop",
+                      reproduce=cfg.reproduce())]
+
+
+class AlphaDropout(Dropout):
+    """Dropped positions hold a * alpha' + b and kept ones a * x + b, with alpha' = -SELU_ALPHA *
+    SELU_SCALE, a = ((1 - rate)(1 + rate alpha'^2))^(-1/2), b = -a alpha' rate (Klambauer et al.
+    2017).  Inputs are positive, so a * x + b never equals the dropped value."""
+
+    def __init__(self, rate: float, dtype: str):
+        from .checks.affine import alpha_families
+
+        self.families = alpha_families(FAMILIES)
+        ap = -SELU_ALPHA * SELU_SCALE
+        self.a = ((1 - rate) * (1 + rate * ap ** 2)) ** -0.5
+        self.b = -self.a * ap * rate
+        self.dtype = dtype
+        self.a_d, self.b_d, self.ap_d = (float(round_to(v, dtype)) for v in (self.a, self.b, ap))
+        self.dropped_value = self.affine(np.array([self.ap_d]))[0]
+
+    def make_input(self, shape, dtype, seed):
+        return positive_input(shape, dtype, seed)
+
+    def kept_elements(self, y_np, fmt) -> np.ndarray:
+        return as_float64(y_np) != self.dropped_value
+
+    def affine(self, xv: np.ndarray) -> np.ndarray:
+        """fl(fl(a * x) + b) in the dtype, as Keras computes ``a * x + b``."""
+        d = self.dtype
+        if d == "float64":
+            return (xv * self.a_d) + self.b_d
+        return round_to(round_to(xv * self.a_d, d) + self.b_d, d)
+
+    def fused(self, xv: np.ndarray) -> np.ndarray:
+        """fl(a * x + b) with one rounding (XLA fuses the multiply-add)."""
+        d = self.dtype
+        if d == "float64":
+            from fractions import Fraction as F
+
+            a, b = F(self.a_d), F(self.b_d)
+            return np.array([float(a * F(float(v)) + b) for v in xv], dtype=np.float64)
+        # a*x has <= 48 significant bits and b's last bit lies within them: exact in float64
+        return round_to(xv * self.a_d + self.b_d, d)

@@ -1,0 +1,213 @@
+"""The runner: plan the checks, split the false-fail budget, drive the calls, run the statistics
+on one worker thread, assemble the Report.
+
+Budget: the sequential keep-fraction test gets alpha / m up front (m = the statistical entries
+the families plan), the other m - 1 share the rest by Holm's step-down, so a correct
+implementation fails a run with probability at most ``false_fail_rate``.
+
+Threads: ``fn`` is only ever called from the caller's thread.  Every call becomes a ``Call``
+that the families observe on one worker thread, in submission order, so a seed gives the same
+report as a serial run; meanwhile the framework's kernels keep the cores busy.
+"""
+from __future__ import annotations
+
+import math
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+
+from .._floats import FORMATS
+from ..report import Check
+from ..structure import holm_bonferroni
+
+MAX_PENDING = 8                     # jobs queued for the worker thread at most
+MAX_HELD = 64 << 20                 # bytes of fn outputs those jobs may hold (one call's at least)
+SEED_POSITIONS = 1 << 18            # positions of stored masks (the seed, threshold, mechanism checks)
+MAX_STORED = 64                     # masks stored at most
+
+
+class ContractError(Exception):
+    """fn broke the calling contract (raised, or returned the wrong shape or dtype)."""
+
+
+@dataclass
+class Call:
+    """One call of fn as the checks see it.  ``purpose``: "main" (the sequence at the configured
+    rate and fresh seeds), "seed_repeat", "seed_other", "threshold" or "probe"."""
+
+    purpose: str
+    index: int
+    rate: float
+    seed: tuple | None
+    x_np: np.ndarray
+    noise_shape: tuple | None
+    y: np.ndarray
+    mask: np.ndarray          # kept, per unit (one draw each)
+    inconsistent: int         # units whose elements were not all kept or all dropped
+    kept: int
+
+
+class Run:
+    """One verify() run over a backend, a kind of dropout (plain or alpha) and its families."""
+
+    def __init__(self, cfg, backend, kind, findings: list, x_np=None, first_output=None):
+        self.cfg, self.backend, self.kind, self.findings = cfg, backend, kind, findings
+        self.fmt = FORMATS[cfg.dtype]
+        self.x_np = kind.make_input(cfg.shape, cfg.dtype, cfg.seed) if x_np is None else x_np
+        self.x = backend.native(self.x_np)
+        self.unit_shape = tuple(cfg.noise_shape or cfg.shape)
+        self.units = int(np.prod(self.unit_shape))
+        self.axes = tuple(i for i, (d, s) in enumerate(zip(self.unit_shape, cfg.shape)) if d == 1 and s != 1)
+        self.first_output = first_output        # fn's first output, when it told us the backend
+        self.stored_masks: list = []            # the first main masks (seed, threshold, mechanism checks)
+        self.store_limit = min(MAX_STORED, max(2, math.ceil(SEED_POSITIONS / self.units)))
+        self.main_calls = 0
+        self.alpha_seq = None
+        self.families = [f for f in (F(self) for F in kind.families) if f.applies()]
+        self.per_position = None
+        if any("per_position" in f.needs for f in self.families):
+            # kept count per position: at most max_calls, so uint16 mostly (its add takes 0.4x of int32's)
+            self.per_position = np.zeros(self.unit_shape, dtype=np.uint16 if cfg.max_calls < 2**16 else np.int64)
+
+    def keep_of(self, rate: float):
+        """A correct implementation's keep probability at ``rate`` (the backend's model), exact."""
+        cfg = self.cfg
+        return self.backend.keep_fraction(rate, cfg.keep_dtype or cfg.dtype, cfg.reference)
+
+    def family(self, name: str):
+        return next(f for f in self.families if f.name == name)
+
+    # -- calling fn -------------------------------------------------------------------------
+    def seed_pair(self, i: int, offset: int = 0):
+        return (self.cfg.seed + offset, i)
+
+    def call(self, purpose: str, rate: float, seed_pair=None, noise_shape=None, *, x=None, x_np=None,
+             index: int = 0) -> Call:
+        """Call fn (stateless or stateful contract), read its output, check shape and dtype, and
+        hand the call to the families that observe its purpose."""
+        cfg = self.cfg
+        x = self.x if x is None else x
+        x_np = self.x_np if x_np is None else x_np
+        ns = list(noise_shape) if noise_shape is not None else None
+        where = (f"fn(x, {rate!r}, noise_shape={ns})" if cfg.stateful
+                 else f"fn(x, {rate!r}, seed={list(seed_pair)}, noise_shape={ns})")
+        if self.first_output is not None:
+            y, self.first_output = self.first_output, None
+        else:
+            try:
+                if cfg.stateful:
+                    y = cfg.fn(x, rate, noise_shape=ns)
+                else:
+                    y = cfg.fn(x, rate, self.backend.seed(seed_pair), noise_shape=ns)
+            except Exception as exc:  # report, never a bare traceback
+                raise ContractError(f"{where} raised {type(exc).__name__}: {exc}") from None
+        y_np = read_output(self.backend, y, where, x_np.shape, cfg.dtype)
+        cfg.samples += int(np.prod(x_np.shape))
+        cfg.calls += 1
+        m, bad = self.mask(y_np, noise_shape)
+        c = Call(purpose, index, rate, seed_pair, x_np, tuple(noise_shape) if noise_shape is not None else None,
+                 y_np, m, bad, int(np.count_nonzero(m)))
+        readers = [f for f in self.families if purpose in f.observes]
+        if readers or (purpose == "main" and self.per_position is not None):
+            self.later(self._observe, c, readers, held=y_np.nbytes + m.nbytes)
+        return c
+
+    def _observe(self, call: Call, readers) -> None:
+        if call.purpose == "main" and self.per_position is not None:
+            np.add(self.per_position, call.mask, out=self.per_position, casting="unsafe")
+        for f in readers:
+            f.observe(call)
+
+    def kept_elements(self, y_np) -> np.ndarray:
+        return self.kind.kept_elements(y_np, self.fmt)
+
+    def mask(self, y_np, noise_shape=None) -> tuple[np.ndarray, int]:
+        """Unit-level kept mask and the number of inconsistent units."""
+        kept = self.kept_elements(y_np)
+        ns = noise_shape
+        if ns is None or tuple(ns) == kept.shape:
+            return kept, 0
+        axes = tuple(i for i, (d, s) in enumerate(zip(ns, kept.shape)) if d == 1 and s != 1)
+        any_kept = kept.any(axis=axes, keepdims=True)
+        all_kept = kept.all(axis=axes, keepdims=True)
+        return any_kept, int(np.count_nonzero(any_kept & ~all_kept))
+
+    def later(self, f, *args, held: int = 0, **kwargs) -> None:
+        """Run f on the worker thread after every job submitted before it (errors surface
+        here or at the end of the run).  ``held``: bytes the job keeps alive until it has run."""
+        self.jobs.append((self.worker.submit(f, *args, **kwargs), held))
+        self.held += held
+        # memory stays bounded if the worker falls behind: a few jobs, a few calls' outputs
+        while len(self.jobs) > MAX_PENDING or (self.held > MAX_HELD and len(self.jobs) > 1):
+            job, size = self.jobs.popleft()
+            job.result()
+            self.held -= size
+
+    # -- the run ------------------------------------------------------------------------------
+    def statistical_plan(self) -> list[str]:
+        """The statistical entries this configuration runs (fixes the budget split up front)."""
+        return [name for f in self.families for name in f.statistical()]
+
+    def run(self) -> list[Check]:
+        concluded: list[Check] = []
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="dropout_stats") as self.worker:
+            self.jobs, self.held = deque(), 0
+            if self.cfg.keep in (0.0, 1.0):  # everything kept or everything dropped: one call decides
+                self.families, self.per_position = [], None
+                return self.kind.degenerate(self)
+            self.alpha_seq = self.cfg.alpha / len(self.statistical_plan())
+            self.main_sequence()
+            # families that read only the main sequence conclude while the extra calls run
+            late = [f for f in self.families if f.concludes_late]
+            for f in self.families:
+                if f not in late:
+                    self.later(lambda f=f: concluded.extend(f.conclude()))
+            for f in self.families:
+                f.after_main()
+            for f in late:
+                self.later(lambda f=f: concluded.extend(f.conclude()))
+            while self.jobs:
+                self.jobs.popleft()[0].result()
+        self.holm(concluded)
+        order = {name: i for i, name in enumerate(n for f in self.families for n in f.names)}
+        return sorted(concluded, key=lambda c: order.get(c.name, len(order)))
+
+    def main_sequence(self) -> None:
+        """Draw at the configured rate with fresh seeds until no family needs another call."""
+        cfg = self.cfg
+        i = 0
+        while i < cfg.max_calls and (i == 0 or any(f.more() for f in self.families)):
+            c = self.call("main", cfg.rate, self.seed_pair(i), cfg.noise_shape, index=i)
+            if len(self.stored_masks) < self.store_limit:
+                self.stored_masks.append(c.mask)
+            for f in self.families:
+                f.on_main(c)
+            i += 1
+        self.main_calls = i
+
+    def holm(self, checks: list[Check]) -> None:
+        """Holm across the p-value checks with what the sequential test left of the budget."""
+        pchecks = [c for c in checks if c.kind == "statistical" and c.pvalue is not None and c.name != "keep_fraction"]
+        if not pchecks:
+            return
+        holm = holm_bonferroni([c.pvalue for c in pchecks], self.cfg.alpha - self.alpha_seq)
+        for c, rejected, level in zip(pchecks, holm.rejected, holm.thresholds):
+            c.level = level
+            c.passed = not rejected
+            if rejected and not c.detail.startswith("FAIL"):
+                c.detail = f"p = {c.pvalue:.3g} <= its Holm level {level:.2g}: {c.detail}"
+
+
+def read_output(backend, y, where: str, shape, dtype: str) -> np.ndarray:
+    """fn's output as numpy, with the contract's shape and dtype, or a ContractError saying why."""
+    try:
+        y_np = backend.to_numpy(y)
+    except Exception as exc:
+        raise ContractError(f"{where} returned {type(y).__name__}, not an array: {exc}") from None
+    if tuple(y_np.shape) != tuple(shape):
+        raise ContractError(f"{where} returned shape {list(y_np.shape)}, expected {list(shape)}")
+    if y_np.dtype.name != dtype:
+        raise ContractError(f"{where} returned dtype {y_np.dtype.name}, expected {dtype}")
+    return y_np
