@@ -60,7 +60,7 @@ def calibrate_null(runs: int, *, false_fail_rate: float = 0.05, rate: float = 0.
         alarms += not r.passed
         # the sequential keep test's p-value is taken at a random stopping time: not uniform
         pvals += [c.pvalue for c in r.checks if c.kind == "statistical" and c.pvalue is not None
-                  and c.name != "keep_fraction" and c.name != "threshold_flips" and c.name != "seed_independence"]
+                  and c.name not in ("keep_fraction", "threshold_flips", "seed_independence")]
         if progress:
             progress(i + 1, runs)
     ks = stats.kstest(pvals, "uniform", alternative="greater").pvalue if pvals else math.nan
@@ -89,12 +89,12 @@ def calibrate_power(runs: int, *, false_fail_rate: float = 1e-6, false_pass_rate
     total = runs * (len(STATELESS) + len(STATEFUL))
     done = 0
     for defects, stateful in ((STATELESS, False), (STATEFUL, True)):
-        for name, fn, _catchers, _rate in defects:
+        for name, fn, _catchers, kwargs in defects:
             caught, draws = 0, []
             for i in range(runs):
                 tf.random.set_seed(seed + i)
                 r = verify(fn, rate=0.2, seed=seed + i, stateful=stateful, backend="tensorflow",
-                           false_fail_rate=false_fail_rate, false_pass_rate=false_pass_rate)
+                           false_fail_rate=false_fail_rate, false_pass_rate=false_pass_rate, **kwargs)
                 caught += not r.passed
                 k = next((c for c in r.checks if c.name == "keep_fraction"), None)
                 draws.append(k.samples if k else r.samples)

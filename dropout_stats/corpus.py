@@ -1,19 +1,69 @@
-"""Deliberately broken dropout implementations (imports TensorFlow), each with the checks that must
-catch it: the power side of `dropout-stats calibrate` and of tests/test_verify.py.
+"""Deliberately broken dropout implementations (imports TensorFlow): the power side of
+`dropout-stats calibrate` and of tests/test_verify.py, and for each family of checks the defect
+it exists for (its module's docstring names it; tests/test_families.py checks that the family
+catches it and that the rest of the battery does not).
 
-Each entry: (name, fn, the checks of which at least one must fail, test false-fail rate).  The rate is the chance verify() misses the defect at the settings used in
-test_verify.py (false_pass_rate=1e-9 there): 1e-9 for a defect at the designed discrepancy,
-far less for gross ones (stated as 1e-12).
+STATELESS and STATEFUL entries: (name, fn, the checks of which at least one must fail, verify()
+keyword arguments).  FAMILY_DEFECTS: family name -> (fn, stateful, verify() keyword arguments).
 """
 import tensorflow as tf
 
 sd = tf.nn.experimental.stateless_dropout
 
 
+def _uniform(x, seed, noise_shape=None, dtype=None):
+    return tf.random.stateless_uniform(noise_shape or tf.shape(x), seed=seed, dtype=dtype or x.dtype)
+
+
+def _keep(x, u, threshold, rate):
+    """TensorFlow's select with its multiply formula: exact scale, whatever the mask."""
+    return tf.where(u >= threshold, x * tf.cast(1 / (1 - rate), x.dtype), tf.zeros_like(x))
+
+
 def rate_bias_1pct(x, rate, seed, noise_shape=None):
     """drops at 1.01 x rate (keeps 1% of min(rate, 1 - rate) too few at rate 0.2), scaled to match"""
     r = rate * 1.01
     return sd(x, r, seed=seed, noise_shape=noise_shape) * tf.cast((1 - r) / (1 - rate), x.dtype)
+
+
+def rate_offset(x, rate, seed, noise_shape=None):
+    """drops where U < rate + 0.002 at every rate (1% of min(rate, 1 - rate) at rate 0.2): the flips
+    between rates, the scale and the mask's structure are right; only the rate is off"""
+    return _keep(x, _uniform(x, seed, noise_shape), tf.cast(rate + 0.002, x.dtype), rate)
+
+
+def swapped_seed(x, rate, seed, noise_shape=None):
+    """seed components swapped: a good mask, but not the one TensorFlow's seed (s, i) promises"""
+    return sd(x, rate, seed=tf.stack([seed[1], seed[0]]), noise_shape=noise_shape)
+
+
+def redraws_above_half(x, rate, seed, noise_shape=None):
+    """a fresh uniform for rates above 0.5 (another code path): at most rates the mask is
+    TensorFlow's, but it is not one uniform thresholded at every rate"""
+    if rate > 0.5:
+        seed = tf.stack([seed[0] + 1000003, seed[1]])
+    return sd(x, rate, seed=seed, noise_shape=noise_shape)
+
+
+def rows_in_pairs(x, rate, seed, noise_shape=None):
+    """batch rows 2j and 2j + 1 share one mask row (a kernel that draws one row per two)"""
+    shape = list(noise_shape or x.shape)
+    u = _uniform(x, seed, [(shape[0] + 1) // 2] + shape[1:])
+    return _keep(x, tf.repeat(u, 2, axis=0)[: shape[0]], rate, rate)
+
+
+def tail_reused(x, rate, seed, noise_shape=None):
+    """each call's first 1/32 of uniforms is the previous seed's from the middle on (a buffer
+    reused across calls): consecutive calls share 1/32 of their draws, 1/2 a tensor apart"""
+    shape = list(noise_shape or x.shape)
+    n = 1
+    for d in shape:
+        n *= int(d)
+    part = n // 32
+    u = tf.reshape(_uniform(x, seed, shape), [-1])
+    prev = tf.reshape(_uniform(x, tf.stack([seed[0], seed[1] - 1]), shape), [-1])
+    u = tf.concat([prev[n // 2: n // 2 + part], u[part:]], 0)
+    return _keep(x, tf.reshape(u, shape), rate, rate)
 
 
 def wrong_comparison(x, rate, seed, noise_shape=None):
@@ -50,34 +100,34 @@ def shared_across_batch(x, rate, seed, noise_shape=None):
 def correlated_neighbours(x, rate, seed, noise_shape=None):
     """one draw per pair of neighbours along the last axis"""
     shape = list(noise_shape or x.shape)
-    half = shape[:-1] + [(shape[-1] + 1) // 2]
-    u = tf.random.stateless_uniform(half, seed=seed, dtype=x.dtype)
-    u = tf.repeat(u, 2, axis=-1)[..., : shape[-1]]
-    return tf.where(u >= rate, x / (1 - rate), tf.zeros_like(x))
+    u = _uniform(x, seed, shape[:-1] + [(shape[-1] + 1) // 2])
+    return _keep(x, tf.repeat(u, 2, axis=-1)[..., : shape[-1]], rate, rate)
 
 
 def tiled_half(x, rate, seed, noise_shape=None):
     """draws half of the last axis and tiles it: positions n/2 apart share a fate"""
     shape = list(noise_shape or x.shape)
-    u = tf.random.stateless_uniform(shape[:-1] + [(shape[-1] + 1) // 2], seed=seed, dtype=x.dtype)
-    u = tf.concat([u, u], axis=-1)[..., : shape[-1]]
-    return tf.where(u >= rate, x * tf.cast(1 / (1 - rate), x.dtype), tf.zeros_like(x))
+    u = _uniform(x, seed, shape[:-1] + [(shape[-1] + 1) // 2])
+    return _keep(x, tf.concat([u, u], axis=-1)[..., : shape[-1]], rate, rate)
 
 
 def position_dependent(x, rate, seed, noise_shape=None):
-    """rate - 0.1 on the first half of the last axis, rate + 0.1 on the second: averages right"""
+    """rate - 0.015 on the first half of the last axis, rate + 0.015 on the second: right on
+    average, and each position's rate too close to the others' for the call histogram to see"""
     shape = list(noise_shape or x.shape)
-    u = tf.random.stateless_uniform(shape, seed=seed, dtype=x.dtype)
+    u = _uniform(x, seed, shape)
     n = shape[-1]
-    r = tf.concat([tf.fill([n // 2], rate - 0.1), tf.fill([n - n // 2], rate + 0.1)], 0)
-    return tf.where(u >= tf.cast(r, x.dtype), x / (1 - rate), tf.zeros_like(x))
+    r = tf.concat([tf.fill([n // 2], rate - 0.015), tf.fill([n - n // 2], rate + 0.015)], 0)
+    return _keep(x, u, tf.cast(r, x.dtype), rate)
 
 
 def sign_dependent(x, rate, seed, noise_shape=None):
-    """rate + 0.02 where x < 0, rate - 0.02 where x > 0: right on average over random signs"""
-    u = tf.random.stateless_uniform(noise_shape or tf.shape(x), seed=seed, dtype=x.dtype)
+    """rate + 0.02 where x < 0, rate - 0.02 where x > 0 (in the per-element path; with a noise
+    shape it is stateless_dropout): right on average over random signs"""
+    if noise_shape is not None:
+        return sd(x, rate, seed=seed, noise_shape=noise_shape)
     r = tf.where(x < 0, tf.cast(rate + 0.02, x.dtype), tf.cast(rate - 0.02, x.dtype))
-    return tf.where(u >= r, x * tf.cast(1 / (1 - rate), x.dtype), tf.zeros_like(x))
+    return _keep(x, _uniform(x, seed, noise_shape), r, rate)
 
 
 def ignores_noise_shape(x, rate, seed, noise_shape=None):
@@ -133,29 +183,49 @@ def drifting_rate(x, rate, noise_shape=None):
 
 
 STATELESS = [
-    # name, fn, checks that may be the ones failing (at least one must), test false-fail rate
-    ("rate bias 1% relative", rate_bias_1pct, {"keep_fraction"}, 1e-9),
-    ("wrong comparison", wrong_comparison, {"keep_fraction", "mechanism"}, 1e-12),
-    ("coarse uniform", coarse_uniform, {"mechanism", "keep_fraction", "threshold_flips"}, 1e-12),
-    ("seed[1] ignored", ignores_seed1, {"seed_independence"}, 1e-12),
-    ("seed components mixed", mixes_seed, {"seed_independence"}, 1e-12),
-    ("seed[1] wraps at 4", wraps_seed1, {"call_independence"}, 1e-12),
-    ("mask shared across the batch", shared_across_batch, {"row_independence"}, 1e-12),
-    ("neighbours share a draw", correlated_neighbours, {"neighbour_independence"}, 1e-12),
-    ("half the last axis tiled", tiled_half, {"offset_independence"}, 1e-12),
-    ("position-dependent rate", position_dependent, {"homogeneity_axis1"}, 1e-12),
-    ("rate depends on the sign of x", sign_dependent, {"value_independence"}, 1e-12),
-    ("noise_shape ignored", ignores_noise_shape, {"noise_shape_consistency"}, 0.0),
-    ("scale one ULP off", scale_one_ulp_off, {"scale"}, 0.0),
-    ("dropped values not zero", dropped_not_zero, {"keep_fraction", "scale"}, 0.0),
-    ("kept values not scaled", unscaled, {"scale"}, 0.0),
+    # name, fn, checks that may be the ones failing (at least one must), verify() keyword arguments
+    ("rate bias 1% relative", rate_bias_1pct, {"keep_fraction", "scale"}, {}),
+    ("rate offset by 1% of the rate", rate_offset, {"keep_fraction"}, {"reference": None}),
+    ("wrong comparison", wrong_comparison, {"keep_fraction", "mechanism"}, {}),
+    ("coarse uniform", coarse_uniform, {"mechanism", "keep_fraction", "threshold_flips"}, {}),
+    ("seed components swapped", swapped_seed, {"mechanism"}, {}),
+    ("a fresh uniform above rate 0.5", redraws_above_half, {"threshold_nesting", "threshold_flips"}, {}),
+    ("seed[1] ignored", ignores_seed1, {"seed_independence"}, {}),
+    ("seed components mixed", mixes_seed, {"seed_independence"}, {}),
+    ("seed[1] wraps at 4", wraps_seed1, {"call_independence"}, {}),
+    ("mask shared across the batch", shared_across_batch, {"row_independence"}, {}),
+    ("batch rows share masks in pairs", rows_in_pairs, {"row_independence"}, {"reference": None}),
+    ("neighbours share a draw", correlated_neighbours, {"neighbour_independence"}, {"reference": None}),
+    ("half the last axis tiled", tiled_half, {"autocorrelation"}, {"reference": None}),
+    ("a buffer's draws reused by the next call", tail_reused, {"cross_correlation"}, {"reference": None}),
+    ("position-dependent rate", position_dependent, {"homogeneity_axis1"}, {"reference": None}),
+    ("rate depends on the sign of x", sign_dependent, {"value_independence"}, {"reference": None}),
+    ("noise_shape ignored", ignores_noise_shape, {"noise_shape_consistency"}, {}),
+    ("scale one ULP off", scale_one_ulp_off, {"scale"}, {}),
+    ("dropped values not zero", dropped_not_zero, {"keep_fraction", "scale"}, {}),
+    ("kept values not scaled", unscaled, {"scale"}, {}),
 ]
 
 STATEFUL = [
-    ("mask reused on every call", reused_mask, {"stateful_fresh"}, 1e-12),
-    ("two masks in turn", alternating_masks, {"call_independence"}, 1e-12),
-    ("rate drifting with the call count", drifting_rate, {"stateful_drift", "keep_fraction"}, 1e-12),
+    ("mask reused on every call", reused_mask, {"cross_correlation", "call_independence"}, {}),
+    ("two masks in turn", alternating_masks, {"call_independence"}, {}),
+    ("rate drifting with the call count", drifting_rate, {"keep_fraction", "scale"}, {}),
 ]
+
+# the defect each family exists for: caught by it, not by the rest of the battery
+FAMILY_DEFECTS = {
+    "keep_fraction": (rate_offset, False, {"reference": None}),
+    "mechanism": (swapped_seed, False, {}),
+    "threshold": (redraws_above_half, False, {}),
+    "scale": (scale_one_ulp_off, False, {}),
+    "seeds": (mixes_seed, False, {"reference": None}),
+    "pairs": (rows_in_pairs, False, {"reference": None}),
+    "homogeneity": (position_dependent, False, {"reference": None}),
+    "value_independence": (sign_dependent, False, {"reference": None}),
+    "call_independence": (wraps_seed1, False, {}),
+    "correlation": (tiled_half, False, {"reference": None}),
+    "noise_shape": (ignores_noise_shape, False, {"reference": None}),
+}
 
 
 def alpha_wrong_offset(x, rate, noise_shape=None):

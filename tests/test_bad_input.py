@@ -185,7 +185,7 @@ TABLE = [
     api(lambda: ds.verify(stateless, rate=0.2, discrepancy=-1), ValueError, "discrepancy (-1.0) must be a finite"),
     api(lambda: ds.verify(stateless, rate=0.2, seed=-1), ValueError, "seed (-1) must be >= 0"),
     api(lambda: ds.verify(stateless, rate=0.2, seed=2**31), ValueError, "must be < 2**31 - 1"),
-    api(lambda: ds.verify(stateless, rate=0.2, max_calls=0), ValueError, "max_calls (0) must be >= 8"),
+    api(lambda: ds.verify(stateless, rate=0.2, max_calls=0), ValueError, "max_calls (0) must be >= 5"),
     api(lambda: ds.verify(stateless, rate=0.2, stateful="yes"), TypeError, "stateful ('yes') must be True or False"),
     api(lambda: ds.verify(stateless, rate=0.2, strict_nominal=None), TypeError,
         "strict_nominal (None) must be True or False"),

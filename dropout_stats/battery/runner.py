@@ -24,8 +24,9 @@ from ..structure import holm_bonferroni
 
 MAX_PENDING = 8                     # jobs queued for the worker thread at most
 MAX_HELD = 64 << 20                 # bytes of fn outputs those jobs may hold (one call's at least)
-SEED_POSITIONS = 1 << 18            # positions of stored masks (the seed, threshold, mechanism checks)
+SEED_POSITIONS = 1 << 18            # positions of stored masks (the seed, correlation, mechanism checks)
 MAX_STORED = 64                     # masks stored at most
+SMALL_ELEMENTS = 1 << 16            # elements of the small calls (rate sweep, determinism)
 
 
 class ContractError(Exception):
@@ -46,7 +47,9 @@ class Call:
     y: np.ndarray
     mask: np.ndarray          # kept, per unit (one draw each)
     inconsistent: int         # units whose elements were not all kept or all dropped
-    kept: int
+    kept: int                 # kept units
+    kept_elements: int        # kept elements (= kept without a noise shape)
+    fresh: bool               # a draw at the configured rate from a seed no other call used
 
 
 class Run:
@@ -84,7 +87,7 @@ class Run:
         return (self.cfg.seed + offset, i)
 
     def call(self, purpose: str, rate: float, seed_pair=None, noise_shape=None, *, x=None, x_np=None,
-             index: int = 0) -> Call:
+             index: int = 0, fresh: bool = False) -> Call:
         """Call fn (stateless or stateful contract), read its output, check shape and dtype, and
         hand the call to the families that observe its purpose."""
         cfg = self.cfg
@@ -93,7 +96,7 @@ class Run:
         ns = list(noise_shape) if noise_shape is not None else None
         where = (f"fn(x, {rate!r}, noise_shape={ns})" if cfg.stateful
                  else f"fn(x, {rate!r}, seed={list(seed_pair)}, noise_shape={ns})")
-        if self.first_output is not None:
+        if self.first_output is not None and purpose == "main" and index == 0:  # made by pick_backend
             y, self.first_output = self.first_output, None
         else:
             try:
@@ -106,9 +109,12 @@ class Run:
         y_np = read_output(self.backend, y, where, x_np.shape, cfg.dtype)
         cfg.samples += int(np.prod(x_np.shape))
         cfg.calls += 1
-        m, bad = self.mask(y_np, noise_shape)
+        m, bad, kept_elements = self.mask(y_np, noise_shape)
+        kept = int(np.count_nonzero(m))
         c = Call(purpose, index, rate, seed_pair, x_np, tuple(noise_shape) if noise_shape is not None else None,
-                 y_np, m, bad, int(np.count_nonzero(m)))
+                 y_np, m, bad, kept, kept if kept_elements is None else kept_elements, fresh and rate == cfg.rate)
+        for f in self.families:
+            f.on_call(c)
         readers = [f for f in self.families if purpose in f.observes]
         if readers or (purpose == "main" and self.per_position is not None):
             self.later(self._observe, c, readers, held=y_np.nbytes + m.nbytes)
@@ -123,16 +129,32 @@ class Run:
     def kept_elements(self, y_np) -> np.ndarray:
         return self.kind.kept_elements(y_np, self.fmt)
 
-    def mask(self, y_np, noise_shape=None) -> tuple[np.ndarray, int]:
-        """Unit-level kept mask and the number of inconsistent units."""
+    def mask(self, y_np, noise_shape=None) -> tuple[np.ndarray, int, int | None]:
+        """Unit-level kept mask, the number of inconsistent units, and the kept elements (None
+        when the mask is per element: then they are the mask's count)."""
         kept = self.kept_elements(y_np)
         ns = noise_shape
         if ns is None or tuple(ns) == kept.shape:
-            return kept, 0
+            return kept, 0, None
         axes = tuple(i for i, (d, s) in enumerate(zip(ns, kept.shape)) if d == 1 and s != 1)
         any_kept = kept.any(axis=axes, keepdims=True)
         all_kept = kept.all(axis=axes, keepdims=True)
-        return any_kept, int(np.count_nonzero(any_kept & ~all_kept))
+        return any_kept, int(np.count_nonzero(any_kept & ~all_kept)), int(np.count_nonzero(kept))
+
+    def small_input(self):
+        """The first rows of the input, about SMALL_ELEMENTS of them (the whole input when it
+        is small): for the calls that need a shape but not many draws.  Returns (x, x as numpy,
+        noise shape for it or None)."""
+        cfg = self.cfg
+        per_row = math.prod(cfg.shape[1:])
+        rows = max(1, min(cfg.shape[0], math.ceil(SMALL_ELEMENTS / per_row)))
+        if rows == cfg.shape[0]:
+            return self.x, self.x_np, cfg.noise_shape
+        x_np = self.x_np[:rows]
+        ns = None
+        if cfg.noise_shape is not None:
+            ns = (rows if cfg.noise_shape[0] == cfg.shape[0] else 1,) + tuple(cfg.noise_shape[1:])
+        return self.backend.native(x_np), x_np, ns
 
     def later(self, f, *args, held: int = 0, **kwargs) -> None:
         """Run f on the worker thread after every job submitted before it (errors surface
@@ -158,6 +180,9 @@ class Run:
                 self.families, self.per_position = [], None
                 return self.kind.degenerate(self)
             self.alpha_seq = self.cfg.alpha / len(self.statistical_plan())
+            self.main_call(0)  # the first call is the plainest one: fn(x, rate, seed=(s, 0))
+            for f in self.families:  # calls that need no main mask: they also feed the rate test
+                f.before_main()
             self.main_sequence()
             # families that read only the main sequence conclude while the extra calls run
             late = [f for f in self.families if f.concludes_late]
@@ -176,16 +201,15 @@ class Run:
 
     def main_sequence(self) -> None:
         """Draw at the configured rate with fresh seeds until no family needs another call."""
+        while self.main_calls < self.cfg.max_calls and any(f.more() for f in self.families):
+            self.main_call(self.main_calls)
+
+    def main_call(self, i: int) -> None:
         cfg = self.cfg
-        i = 0
-        while i < cfg.max_calls and (i == 0 or any(f.more() for f in self.families)):
-            c = self.call("main", cfg.rate, self.seed_pair(i), cfg.noise_shape, index=i)
-            if len(self.stored_masks) < self.store_limit:
-                self.stored_masks.append(c.mask)
-            for f in self.families:
-                f.on_main(c)
-            i += 1
-        self.main_calls = i
+        c = self.call("main", cfg.rate, self.seed_pair(i), cfg.noise_shape, index=i, fresh=True)
+        if len(self.stored_masks) < self.store_limit:
+            self.stored_masks.append(c.mask)
+        self.main_calls = i + 1
 
     def holm(self, checks: list[Check]) -> None:
         """Holm across the p-value checks with what the sequential test left of the budget."""

@@ -8,16 +8,21 @@ hook               thread          what it does
 =================  ==============  =============================================================
 ``applies()``      caller          whether this configuration gets the family at all
 ``statistical()``  caller          its entries that take a share of the false-fail budget
+``before_main()``  caller          calls it needs that do not depend on a main mask (``run.call``)
 ``more()``         caller          whether the main sequence needs another call (minimum sizes)
-``on_main(call)``  caller          after each main call; cheap (the sequential test lives here)
-``after_main()``   caller          extra calls (``run.call``) or reference draws it needs
+``on_call(call)``  caller          after every call; cheap (the sequential test lives here)
+``after_main()``   caller          calls or reference draws that need the main masks
 ``observe(call)``  worker          each call whose purpose is in ``observes``: accumulate
 ``conclude()``     worker          its ``Check`` entries (and findings), after those calls
 =================  ==============  =============================================================
 
 ``observes`` names the call purposes it reads ("main", "seed_repeat", "seed_other",
-"threshold", "probe"); a family that reads only "main" concludes while the extra calls run
-(unless ``late``: a family that makes its verdict in ``after_main``).
+"threshold", "probe"); a family that reads only "main" concludes while the calls after the
+main sequence run (unless ``late``: a family that makes its verdict in ``after_main``).
+
+Every call is evidence: a call at the configured rate whose seed no other call used is
+``fresh`` and feeds the sequential rate test, whatever family asked for it; every call's kept
+values go through the scale check at that call's rate.
 ``needs`` names shared tallies the runner keeps ("per_position": kept count per position over
 the main calls).  Report order is the order of ``FAMILIES``.
 
@@ -51,10 +56,13 @@ class Family:
     def statistical(self) -> list[str]:
         return []
 
+    def before_main(self) -> None:
+        pass
+
     def more(self) -> bool:
         return False
 
-    def on_main(self, call) -> None:
+    def on_call(self, call) -> None:
         pass
 
     def after_main(self) -> None:
@@ -69,21 +77,19 @@ class Family:
 
 def _families():
     from .call_independence import CallIndependence
+    from .correlation import Correlation
     from .homogeneity import Homogeneity
     from .keep_fraction import KeepFraction
     from .mechanism import Mechanism
     from .noise_shape import NoiseShape
-    from .offset_independence import OffsetIndependence
     from .pairs import Pairs
     from .scale import Scale
     from .seeds import Seeds
-    from .stateful import Stateful
     from .threshold import Threshold
-    from .unbiasedness import Unbiasedness
     from .value_independence import ValueIndependence
 
-    return [KeepFraction, Mechanism, Threshold, Scale, Unbiasedness, Seeds, Pairs, Homogeneity,
-            ValueIndependence, CallIndependence, OffsetIndependence, NoiseShape, Stateful]
+    return [KeepFraction, Mechanism, Threshold, Scale, Seeds, Pairs, Homogeneity, ValueIndependence,
+            CallIndependence, Correlation, NoiseShape]
 
 
 FAMILIES = _families()

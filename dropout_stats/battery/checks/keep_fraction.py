@@ -1,14 +1,18 @@
 """keep_fraction: the share of kept units is the keep probability a correct implementation has.
 
-Detects a wrong rate: a rate off by a relative 1%, a threshold compared the wrong way, a rate
-rounded to a coarse grid.  The keep probability expected is the backend's dtype-exact one
-(TensorFlow's bfloat16 keeps 102/128 at rate 0.2), or 1 - rate with ``strict_nominal``.
-Only this check catches: ``corpus.rate_bias_1pct`` (drops at 1.01 x rate, scaled to match, so
-the mean, the scale and every structure check are right).
+Detects a wrong rate: a rate off by 1% of min(rate, 1 - rate), a threshold compared the wrong
+way, a rate rounded to a coarse grid.  The keep probability expected is the backend's
+dtype-exact one (TensorFlow's bfloat16 keeps 102/128 at rate 0.2), or 1 - rate with
+``strict_nominal``.
+Only this check catches: ``corpus.rate_offset`` with reference=None (drops where U < rate +
+0.002 at every rate: the scale is TensorFlow's, the flips between rates are right, every
+structure check is right; only the rate is 1% off).
 Test: a sequential exact test (two SPRTs with Ville boundaries, truncated by the exact binomial
 test; sequential.py) at alpha / m of the run's false-fail budget, which detects
 ``discrepancy`` with false-pass rate <= false_pass_rate; it also drives the main sequence: calls
-go on until it decides and the other checks' minimum sizes are met.
+go on until it decides and the other checks' minimum sizes are met.  Every fresh call at the
+configured rate feeds it (the probe's units, the seed checks' calls, the rate sweep's), so the
+main sequence stops sooner.
 Tested in tests/test_verify.py (corpus) and tests/test_sequential.py (error rates).
 """
 from __future__ import annotations
@@ -46,9 +50,13 @@ class KeepFraction(Family):
 
     def more(self) -> bool:
         test = self._design()
-        return test.verdict == "continue" or self.drawn < self.min_n or self.calls < MIN_CALLS
+        return test.verdict == "continue" or self.drawn < self.min_n or self.run.main_calls < MIN_CALLS
 
-    def on_main(self, call) -> None:
+    def on_call(self, call) -> None:
+        # every fresh draw at the configured rate is evidence, whichever check asked for it;
+        # units of mixed fate are not draws (noise_shape_consistency fails them)
+        if not call.fresh or call.inconsistent:
+            return
         test = self._design()
         self.drawn += call.mask.size
         self.calls += 1

@@ -4,7 +4,8 @@ Detects an implementation that draws another uniform than the framework's own (a
 derivation, another generator, another stream under XLA), even when every statistic is right.
 Only this check catches: ``corpus.swapped_seed`` (seed components swapped: a perfectly good
 mask, but not the one the framework's seed promises).
-Test: exact (no false-fail rate): the first two main masks against
+Test: exact (no false-fail rate): the first two main masks (seeds (s, 0) and (s, 1): a swap of
+the components shows in one of them) and the noise-shape probe's first units against
 ``reference_keep(shape, seed, dtype, rate)`` of the backend's stream; when they differ and match
 the backend's other stream instead (TensorFlow's XLA stream), the detail says so.  Not
 applicable to the stateful contract or with reference=None: threshold_nesting and
@@ -21,12 +22,17 @@ from . import Family
 class Mechanism(Family):
     name = "mechanism"
     names = ("mechanism",)
-    observes = frozenset()  # none of fn's calls: the stored main masks against reference draws
+    observes = frozenset({"probe"})  # its first call; and the stored main masks
     late = True
 
     def __init__(self, run):
         super().__init__(run)
         self.check = None
+        self.probe = None
+
+    def on_call(self, call) -> None:
+        if call.purpose == "probe" and call.index == 0:
+            self.probe = call
 
     def after_main(self) -> None:
         cfg, run = self.cfg, self.run
@@ -42,19 +48,21 @@ class Mechanism(Family):
         other_ref = backend.other_reference(ref)
         mismatches, total, other = 0, 0, 0
         n_check = min(2, len(run.stored_masks))
-        for i in range(n_check):
-            want = backend.reference_keep(run.unit_shape, run.seed_pair(i), cfg.dtype, cfg.rate, ref)
-            got = run.stored_masks[i]
+        masks = [(run.unit_shape, run.seed_pair(i), run.stored_masks[i]) for i in range(n_check)]
+        if self.probe is not None:
+            masks.append((self.probe.mask.shape, self.probe.seed, self.probe.mask))
+        for shape, seed, got in masks:
+            want = backend.reference_keep(shape, seed, cfg.dtype, cfg.rate, ref)
             mismatches += int(np.count_nonzero(want != got))
             total += want.size
             if mismatches and other_ref is not None:
-                alt = backend.reference_keep(run.unit_shape, run.seed_pair(i), cfg.dtype, cfg.rate, other_ref)
+                alt = backend.reference_keep(shape, seed, cfg.dtype, cfg.rate, other_ref)
                 other += int(np.count_nonzero(alt != got))
         cfg.samples += total
         detail = ""
         if mismatches:
             detail = (f"{mismatches:,} of {total:,} positions differ from "
-                      f"stateless_uniform({list(run.unit_shape)}, seed, {cfg.dtype}) >= rate")
+                      f"stateless_uniform(shape, seed, {cfg.dtype}) >= rate")
             if other_ref is not None and other == 0:
                 detail += "; " + backend.stream_note(ref, other_ref)
                 run.later(run.findings.append, Finding("xla_stream", detail,
@@ -63,7 +71,7 @@ class Mechanism(Family):
         self.check = Check(
             "mechanism", mismatches == 0, samples=total, observed=f"{mismatches} mismatches",
             expected=f"kept == ({'XLA ' if xla else ''}stateless_uniform >= fl(rate)), bit for bit",
-            detail=detail, reproduce=cfg.reproduce(f"seed pairs {[run.seed_pair(i) for i in range(n_check)]}"))
+            detail=detail, reproduce=cfg.reproduce(f"seed pairs {[list(seed) for _, seed, _ in masks]}"))
 
     def conclude(self):
         return [self.check]

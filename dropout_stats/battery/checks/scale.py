@@ -1,15 +1,22 @@
-"""scale: every kept value is x scaled by 1/(1 - rate) with a formula a correct implementation
-uses, bit for bit.
+"""scale: every kept value of every call is x scaled by 1/(1 - rate) with a formula a correct
+implementation uses, bit for bit, at that call's rate.
 
 Detects kept values scaled wrongly, even by one ULP: no scale, a scale computed in another
-precision, a rate rounded before the scale, values perturbed after the mask.
+precision, a rate rounded before the scale, values perturbed after the mask; and a scale that
+is right at the configured rate only (the rate sweep's calls are checked at their own rates).
 Only this check catches: ``corpus.scale_one_ulp_off`` (every kept value one ULP high).
-Test: exact (no false-fail rate).  The backend's formulas (TensorFlow: ``x * fl(1/(1-rate))``
-or ``x / fl(1 - fl(rate))``) are compared with every position of the first whole calls in
-the dtype's own arithmetic, and with the kept values gathered from later calls up to 200,000;
-only when none matches is the correctly rounded ``x / (1 - rate)`` tried, and the failure
-names the closest formula and its largest ULP distance.  Tested in tests/test_verify.py and
-tests/test_precision.py (the formulas against real TensorFlow).
+Test: exact (no false-fail rate).  For each call, y's bits against the backend's formulas
+(TensorFlow: ``x * fl(1/(1-rate))`` or ``x / fl(1 - fl(rate))``) in the dtype's own arithmetic:
+dropped positions hold 0 and never match a non-zero x's scaled value, so a call matches when
+the positions that differ are exactly its dropped ones.  A call no formula matches keeps its
+kept values, which must then be the correctly rounded ``x / (1 - rate)``; a failure names the
+closest formula and its largest ULP distance.  Tested in
+tests/test_verify.py and tests/test_precision.py (the formulas against real TensorFlow).
+
+Why there is no separate mean check: with every kept value exact and the kept set tested for
+its rate, its structure and its independence from x (value_independence, call_independence),
+E[y] is fixed; the design's bias against E[x] is reported as the mean_bias finding, with the
+ratio measured on fn's own outputs.
 """
 from __future__ import annotations
 
@@ -18,10 +25,10 @@ import numpy as np
 from ...precision import _scaled_native, apply_scale, exact_scale, ulp_distance
 from ...report import Check, Finding
 from . import Family
-from ._common import as_float64
+from ._common import abs_sum, as_float64
 
-SCALE_VALUES = 200_000              # kept values checked bit for bit against each formula
-SCALE_WHOLE_ELEMENTS = 1 << 20      # of which from whole stored calls (the rest gathered)
+GATHER = 200_000                    # kept values kept per rate from failing calls, for the detail
+MEAN_ELEMENTS = 1_000_000           # elements of the main calls in the measured mean ratio
 
 
 def formula_text(f) -> str:
@@ -32,82 +39,125 @@ def formula_text(f) -> str:
 class Scale(Family):
     name = "scale"
     names = ("scale",)
+    observes = frozenset({"main", "seed_other", "seed_repeat", "threshold", "probe"})
 
     def __init__(self, run):
         super().__init__(run)
-        self.calls = []        # (y, kept) of the first whole calls
-        self.whole = 0         # their elements
-        self.xs, self.ys = [], []  # kept values of later calls
-        self.count = 0         # kept values so far (the check stops at SCALE_VALUES)
+        self.rates = {}        # rate -> {"formula", "values", "calls", "xs", "ys", "gathered"}
+        self.wants = {}        # (rate, formula, id of x) -> expected bits
+        self.abs_total, self.mean_calls = 0.0, 0
         run.scale_formula = None
 
     def observe(self, call) -> None:
-        if self.count >= SCALE_VALUES:
+        st = self.rates.setdefault(call.rate, {"formula": None, "values": 0, "calls": 0, "bad": 0,
+                                               "xs": [], "ys": [], "gathered": 0})
+        st["calls"] += 1
+        st["values"] += call.kept_elements
+        if call.purpose == "main" and self.mean_calls * call.y.size < MEAN_ELEMENTS:
+            self.abs_total += abs_sum(call.y)
+            self.mean_calls += 1
+        formulas = self.run.backend.scale_formulas(call.rate, self.cfg.dtype)
+        if st["formula"] in formulas:  # the one that matched before, first
+            formulas.remove(st["formula"])
+            formulas.insert(0, st["formula"])
+        uint = self.run.fmt.uint
+        y_bits = call.y.view(uint)
+        dropped = call.y.size - call.kept_elements
+        for f in formulas:
+            # x != 0, so a dropped position (y = +-0) always differs from x's scaled value
+            if np.count_nonzero(y_bits ^ self.want(call.rate, f, call.x_np)) == dropped:
+                if st["formula"] is None:
+                    st["formula"] = f
+                return
+        # no backend formula: the correctly rounded quotient, on this call's kept values
+        kept = call.mask if call.mask.shape == call.y.shape else self.run.kept_elements(call.y)
+        xs, ys = call.x_np[kept], call.y[kept]
+        exact = exact_scale(call.rate, self.cfg.dtype)
+        sub = slice(0, 20_000) if self.cfg.dtype == "float64" else slice(None)  # float64: exact fractions
+        if np.array_equal(apply_scale(xs[sub], exact), as_float64(ys[sub])):
+            if st["formula"] is None:
+                st["formula"] = exact
             return
-        y, m = call.y, call.mask
-        kept = m if m.shape == y.shape else self.run.kept_elements(y)  # m is per element then
-        if self.whole < SCALE_WHOLE_ELEMENTS:  # whole calls: compared without a gather
-            self.calls.append((y, kept))
-            self.whole += y.size
-        else:  # many calls at a high rate: keep only the kept values, memory stays small
-            self.xs.append(call.x_np[kept])
-            self.ys.append(y[kept])
-        self.count += call.kept if kept is m else int(np.count_nonzero(kept))
+        st["bad"] += 1
+        if st["gathered"] < GATHER:  # keep the kept values for the failure's detail
+            st["xs"].append(xs)
+            st["ys"].append(ys)
+            st["gathered"] += xs.size
+
+    def want(self, rate, f, x_np) -> np.ndarray:
+        key = (rate, f, x_np.size, x_np.ctypes.data)
+        if key not in self.wants:
+            self.wants[key] = _scaled_native(x_np, f).view(self.run.fmt.uint)
+        return self.wants[key].reshape(x_np.shape)
 
     def conclude(self):
-        """Every position of whole calls against the backend's formulas in the dtype's own
-        arithmetic, counting the kept positions that differ (and the kept values gathered from
-        later calls).  Only when no formula matches does the full check run on the gathered
-        values (the correctly rounded formula, ULP distances, the failure's detail)."""
-        cfg, x_np = self.cfg, self.run.x_np
-        empty = x_np.ravel()[:0]
-        xs_more = np.concatenate(self.xs) if self.xs else empty
-        ys_more = np.concatenate(self.ys) if self.ys else empty
-        n = self.count  # kept values in the whole calls plus the gathered ones
-        if n:
-            bits = cfg.dtype == "bfloat16"
-
-            def same(want, y):
-                return want == (y.view(np.uint16) if bits else y)
-
-            for f in self.run.backend.scale_formulas(cfg.rate, cfg.dtype):
-                want = _scaled_native(x_np, f)
-                if (all(not np.any(kept & ~same(want, y)) for y, kept in self.calls)
-                        and bool(np.all(same(_scaled_native(xs_more, f), ys_more)))):
-                    return [self.passed(f, n)]
-        xs = [x_np[kept] for _, kept in self.calls] + [xs_more]
-        ys = [y[kept] for y, kept in self.calls] + [ys_more]
-        return [self.full_check(np.concatenate(xs), np.concatenate(ys))]
-
-    def passed(self, f, n: int) -> Check:
-        self.run.scale_formula = f
-        self.run.findings.append(Finding("scale_formula", f"{self.cfg.dtype}: kept values are {formula_text(f)} "
-                                         f"(formula {f.formula!r})", f.formula))
-        return Check("scale", True, samples=n, observed=f"every kept value = {formula_text(f)}",
-                     expected="one reference formula, bit for bit", detail=f"{n:,} kept values; formula {f.formula!r}")
-
-    def full_check(self, xs: np.ndarray, ys: np.ndarray) -> Check:
         cfg = self.cfg
-        if xs.size == 0:
-            return Check("scale", None, detail="no kept values to check")
+        checked = sum(st["values"] for st in self.rates.values())
+        failures = [self.failure(rate, st) for rate, st in sorted(self.rates.items()) if st["bad"]]
+        own = self.rates.get(cfg.rate, {}).get("formula")
+        if failures:
+            return [failures[0] if len(failures) == 1 else self.merge(failures)]
+        if own is None:
+            return [Check("scale", None, detail="no kept values to check")]
+        self.run.scale_formula = own
+        self.run.findings.append(Finding("scale_formula", f"{cfg.dtype}: kept values are {formula_text(own)} "
+                                         f"(formula {own.formula!r})", own.formula))
+        self.mean_finding(own)
+        rates = ", ".join(f"{r:g}" for r in sorted(self.rates))
+        return [Check("scale", True, samples=checked, observed=f"every kept value = {formula_text(own)}",
+                      expected="one reference formula, bit for bit, at each call's rate",
+                      detail=f"{checked:,} kept values of {sum(st['calls'] for st in self.rates.values())} calls "
+                             f"at rates {rates}; formula {own.formula!r}")]
+
+    def failure(self, rate, st) -> Check:
+        """The calls at ``rate`` that no formula matched: the closest formula and its distance."""
+        cfg = self.cfg
+        xs, ys = np.concatenate(st["xs"]), np.concatenate(st["ys"])
         got = as_float64(ys)
-        formulas = self.run.backend.scale_formulas(cfg.rate, cfg.dtype) + [exact_scale(cfg.rate, cfg.dtype)]
+        formulas = self.run.backend.scale_formulas(rate, cfg.dtype) + [exact_scale(rate, cfg.dtype)]
         results = []
         for f in formulas:
             sub = slice(None) if (f.formula != "exact" or cfg.dtype != "float64") else slice(0, 20_000)
             want = apply_scale(xs[sub], f)
             mismatch = int(np.count_nonzero(want != got[sub]))
-            if mismatch == 0:
-                return self.passed(f, int(xs.size))
             d = ulp_distance(want.astype(np.float64), got[sub], cfg.dtype)
             results.append((f, mismatch, int(d.max()), got[sub].size))
         f, mismatch, ulp, n = min(results, key=lambda r: (r[2], r[1]))
         ratio = got / as_float64(xs)
         return Check(
-            "scale", False, samples=int(xs.size),
-            observed=f"{mismatch:,}/{n:,} differ from the closest formula ({f.formula})",
+            "scale", False, samples=sum(s["values"] for s in self.rates.values()),
+            observed=f"{mismatch:,}/{n:,} differ from the closest formula ({f.formula}) at rate {rate:g}",
             expected="x*fl(1/(1-rate)), x/(1-fl(rate)) or round(x/(1-rate))",
-            detail=(f"no formula matches every kept value; closest {f.formula!r}: {mismatch:,} of {n:,} "
-                    f"differ, largest distance {ulp} ULP; y/x ranges over [{ratio.min():.9g}, {ratio.max():.9g}] "
-                    f"where 1/(1-rate) = {1 / (1 - cfg.rate):.9g}"),
-            reproduce=cfg.reproduce())
+            detail=(f"at rate {rate:g}, {st['bad']} of {st['calls']} calls: no formula matches every kept value; "
+                    f"closest {f.formula!r}: {mismatch:,} of {n:,} differ, largest distance {ulp} ULP; y/x ranges "
+                    f"over [{ratio.min():.9g}, {ratio.max():.9g}] where 1/(1-rate) = {1 / (1 - rate):.9g}"),
+            reproduce=cfg.reproduce(f"rate {rate:g}"))
+
+    @staticmethod
+    def merge(failures) -> Check:
+        first = failures[0]
+        first.detail += "; also " + "; ".join(f.observed for f in failures[1:])
+        return first
+
+    def mean_finding(self, formula) -> None:
+        """E[y]/E[x] of the design (keep x the formula's kept values) against 1, and the same
+        ratio measured on fn's main outputs."""
+        cfg, x_np = self.cfg, self.run.x_np
+        if cfg.strict_nominal or not self.mean_calls:
+            return
+        ax_sum = abs_sum(x_np)
+        scaled_sum = float(np.abs(apply_scale(x_np, formula)).sum(dtype=np.float64))
+        design = cfg.keep * scaled_sum / ax_sum
+        if design == 1:
+            return
+        parts = []
+        if cfg.keep != 1 - cfg.rate:
+            parts.append(f"keep {cfg.keep:.10g} instead of {1 - cfg.rate:.10g}")
+        scale_ratio = scaled_sum / (ax_sum / (1 - cfg.rate))
+        if scale_ratio != 1:
+            parts.append(f"kept values {scale_ratio:.8g} x the ideal x/(1-rate)")
+        measured = self.abs_total / (self.mean_calls * ax_sum)
+        self.run.findings.append(Finding(
+            "mean_bias", f"{cfg.dtype} at rate {cfg.rate}: by design E[y]/E[x] = {design:.8g}, biased by "
+            f"{design - 1:+.3g} relative ({'; '.join(parts)}); measured on fn's outputs: sum|y|/sum|x| = "
+            f"{measured:.6g} over {self.mean_calls * x_np.size:,} elements", design - 1))

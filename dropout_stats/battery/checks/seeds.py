@@ -3,9 +3,10 @@
 Detects a seed component ignored (every call with the same seed[0] draws one mask), the two
 components mixed into one number ((s + 1, i) collides with (s, i + 1)), and hidden state
 (the same seed gives another output on the second call).
-Only these catch: ``corpus.ignores_seed1`` and ``corpus.mixes_seed`` (seed_independence),
-``corpus.remembers_calls`` (seed_determinism: an output that depends on how often fn ran).
-Tests: seed_determinism is exact (two calls with seed (s, 0), compared bit for bit);
+Only these catch: ``corpus.mixes_seed`` (seed[0] + seed[1] as one number: (s + 1, i) draws
+(s, i + 1)'s mask; each call alone is a good mask).
+Tests: seed_determinism is exact (two calls with seed (s + 3, 0) on the input's first rows,
+compared bit for bit);
 seed_independence is Fisher's exact test on the 2 x 2 tables of masks from neighbouring seeds
 ((s, i) against (s, i + 1), (s + 1, i), and (s + 1, i) against (s, i + 1)), Bonferroni over the
 three, in the run's Holm family.  Stateless contract only.  Tested in tests/test_verify.py.
@@ -34,15 +35,19 @@ class Seeds(Family):
     def statistical(self):
         return ["seed_independence"]
 
-    def after_main(self) -> None:
+    def before_main(self) -> None:
         run, cfg = self.run, self.cfg
-        ns = cfg.noise_shape
-        for _ in range(2):
-            run.call("seed_repeat", cfg.rate, run.seed_pair(0), ns)
         # (s, i) vs (s, i + 1); (s, i) vs (s + 1, i); (s + 1, i) vs (s, i + 1): catches a seed
         # component ignored, or the two components mixed into one number
-        for i in range(len(run.stored_masks) - 1):
-            run.call("seed_other", cfg.rate, run.seed_pair(i, offset=1), ns, index=i)
+        for i in range(min(run.store_limit, cfg.max_calls) - 1):
+            run.call("seed_other", cfg.rate, run.seed_pair(i, offset=1), cfg.noise_shape, index=i, fresh=True)
+        # determinism on a small input: the same seed twice
+        x, x_np, ns = run.small_input()
+        for i in range(2):
+            run.call("seed_repeat", cfg.rate, run.seed_pair(0, offset=3), ns, x=x, x_np=x_np, index=i, fresh=i == 0)
+
+    def more(self) -> bool:
+        return self.run.main_calls < self.run.store_limit  # every seed_other call gets its partners
 
     def observe(self, call) -> None:
         (self.repeats if call.purpose == "seed_repeat" else self.others).append(call)
@@ -59,8 +64,8 @@ class Seeds(Family):
             "seed_determinism", same, samples=2 * y0.size,
             observed="identical" if same else "different outputs",
             expected="the same seed gives the same output",
-            detail="" if same else f"two calls with seed {list(run.seed_pair(0))} differ",
-            reproduce=cfg.reproduce(f"fn(x, {cfg.rate}, seed={list(run.seed_pair(0))}) twice"))
+            detail="" if same else f"two calls with seed {list(run.seed_pair(0, offset=3))} differ",
+            reproduce=cfg.reproduce(f"fn(x[:{y0.shape[0]}], {cfg.rate}, seed={list(run.seed_pair(0, offset=3))}) twice"))
 
     def independence(self) -> Check:
         cfg = self.cfg
@@ -68,7 +73,7 @@ class Seeds(Family):
         tables = [np.zeros(4, dtype=np.int64) for _ in range(3)]
         for i in range(len(stored) - 1):
             accumulate_table(tables[0], stored[i], stored[i + 1])
-        for i, c in enumerate(self.others):
+        for i, c in enumerate(self.others[: len(stored) - 1]):
             accumulate_table(tables[1], stored[i], c.mask)
             accumulate_table(tables[2], stored[i + 1], c.mask)
         results = [fisher(t) for t in tables]

@@ -1,6 +1,7 @@
 """threshold_nesting and threshold_flips: the mask is a threshold of one uniform per unit.
 
-One seed, a sweep of rates (rate / 2, rate, (1 + rate) / 2): a unit kept at a higher rate must
+One seed, a sweep of rates (rate / 2, rate, (1 + rate) / 2) on the input's first rows (about
+65,000 elements): a unit kept at a higher rate must
 be kept at every lower one (nesting), and the share of units that flip between two rates must
 be keep(lower) - keep(higher) (flips).  This is the black-box proof of the ``U >= rate``
 mechanism when no reference stream applies (reference=None, another framework's RNG).
@@ -39,18 +40,15 @@ class Threshold(Family):
         rates = sorted({cfg.rate, cfg.rate / 2, cfg.rate + (1 - cfg.rate) / 2})
         return [r for r in rates if 0 < run.keep_of(r) < 1]
 
-    def after_main(self) -> None:
+    def before_main(self) -> None:
         cfg, run = self.cfg, self.run
         rates = self.rates()
         if cfg.rate not in rates or len(rates) < 2:
             return
         self.masks = {r: [] for r in rates}
-        for i in range(len(run.stored_masks)):
-            for r in rates:
-                if r == cfg.rate:
-                    self.masks[r].append(run.stored_masks[i])
-                else:
-                    run.call("threshold", r, run.seed_pair(i), cfg.noise_shape, index=i)
+        x, x_np, ns = run.small_input()
+        for r in rates:  # one seed, every rate: the call at the configured rate is a fresh draw too
+            run.call("threshold", r, run.seed_pair(0, offset=4), ns, x=x, x_np=x_np, fresh=True)
 
     def observe(self, call) -> None:
         self.masks[call.rate].append(call.mask)
@@ -81,7 +79,7 @@ class Threshold(Family):
             observed=f"{violations} positions kept at a higher rate but dropped at a lower one",
             expected="kept(higher rate) is a subset of kept(lower rate) for one seed",
             detail="" if violations == 0 else "the mask is not a threshold of one uniform draw per position",
-            reproduce=cfg.reproduce(f"rates {rates}"))
+            reproduce=cfg.reproduce(f"rates {rates}, seed {list(self.run.seed_pair(0, offset=4))}"))
         flips = Check(
             "threshold_flips", True, "statistical", min(1.0, min(flips_p) * len(flips_p)), None, total,
             observed=f"{len(details)} rate pairs", expected="flip share = keep(lower) - keep(higher)",

@@ -1,0 +1,160 @@
+"""The correlation family (autocorrelation, cross_correlation) on hand-made masks, no framework.
+
+Its sums against brute-force loops, its tail bound against the Bernstein form it sharpens, its
+false-fail rate measured at a loose level, and its power on defects whose miss chance is
+computed here: a defect that makes m pairs identical contributes at least m * min(p, q)^2 to
+the sum at its displacement (every term c^2 >= min(p, q)^2), whatever the draws, so the test
+misses only if the remaining independent pairs pull the sum below the rejection threshold, a
+chance bounded by the same Freedman bound the check uses (miss_bound).  The power tests use
+defects with tens of thousands of identical pairs (z >= 100 where the threshold is near 8).
+"""
+from __future__ import annotations
+
+import math
+import types
+
+import numpy as np
+import pytest
+from scipy.stats import binom
+
+from dropout_stats.battery.checks.correlation import (ETA, Correlation, bennett_tail, kept_count_bound,
+                                                      lag_pvalue, linear_displacements, linear_sum, pieces)
+
+P = 0.8
+LEVEL = 1e-12           # the p-value the power tests require (far below any Holm level of a run)
+
+
+def check(masks, p=P, stateful=False, unit_shape=None):
+    run = types.SimpleNamespace(unit_shape=unit_shape or masks[0].shape, stored_masks=masks, units=masks[0].size,
+                                cfg=types.SimpleNamespace(keep=p, stateful=stateful, reproduce=lambda *a: ""))
+    fam = Correlation.__new__(Correlation)
+    fam.run, fam.cfg = run, run.cfg
+    auto, cross = fam.conclude()
+    return auto, cross
+
+
+def miss_bound(identical_pairs: int, other_pairs: int, masks, tested: int, p=P) -> float:
+    """P(the check misses): the identical pairs give S >= identical * min(p, q)^2; the test
+    rejects at LEVEL once S reaches s_level; it misses only if the other pairs' sum is below
+    s_level - floor, whose chance Freedman's bound gives (with v for those pairs)."""
+    q = 1 - p
+    floor = identical_pairs * min(p, q) ** 2
+    v_all = kept_count_bound(masks, p)
+    s_level = next(s for s in range(1, 10**7, 10) if lag_pvalue(s, v_all, p, tested) <= LEVEL)
+    gap = floor - s_level
+    assert gap > 0, "the defect is too weak for a computed bound"
+    v_other = min(v_all, p * q * max(p, q) ** 2 * other_pairs)
+    return bennett_tail(gap, v_other, p * q) + ETA
+
+
+def test_linear_sum_against_a_loop():
+    rng = np.random.default_rng(0)
+    a, b = (rng.random((5, 7)) < 0.6 for _ in range(2))
+    c = [m - 0.6 for m in (a, b)]
+    for d in [(0, 1), (2, -3), (-4, 6), (1, 0), (0, 0)]:
+        want_within = sum(c[0][i, j] * c[0][i + d[0], j + d[1]] for i in range(5) for j in range(7)
+                          if 0 <= i + d[0] < 5 and 0 <= j + d[1] < 7)
+        want_cross = sum(c[0][i, j] * c[1][i + d[0], j + d[1]] for i in range(5) for j in range(7)
+                         if 0 <= i + d[0] < 5 and 0 <= j + d[1] < 7)
+        got_within, _ = linear_sum([a], list(d), 0.6, True)
+        got_cross, n = linear_sum([a, b], list(d), 0.6, False)
+        assert got_within == pytest.approx(want_within, abs=1e-9)
+        assert got_cross == pytest.approx(want_cross, abs=1e-9)
+        assert n == (5 - abs(d[0])) * (7 - abs(d[1]))
+
+
+def test_pieces_are_every_unwrapped_displacement_of_a_torus_cell():
+    assert sorted(map(tuple, pieces((2, 0, 3), (5, 4, 6)))) == [(-3, 0, -3), (-3, 0, 3), (2, 0, -3), (2, 0, 3)]
+    # every linear displacement lands in exactly one cell, so the Bonferroni count is the number
+    # of non-zero displacements (halved within a call: d and -d are the same pairs)
+    shape = (3, 4)
+    cells = [(i, j) for i in range(3) for j in range(4)]
+    every = {tuple(d) for cell in cells for d in pieces(cell, shape)} - {(0, 0)}
+    assert len(every) == (2 * 3 - 1) * (2 * 4 - 1) - 1 == linear_displacements(shape, within=False) - 1
+    assert linear_displacements(shape, within=True) == len(every) // 2
+
+
+def test_bennett_bound_is_at_most_bernstein():
+    for s, v, m in [(10, 100, 1), (300, 6710, 0.64), (5000, 6710, 0.16), (1, 1, 1)]:
+        assert bennett_tail(s, v, m) <= math.exp(-s * s / (2 * (v + m * s / 3))) + 1e-300
+
+
+def test_kept_count_bound_has_tail_eta():
+    for p in (0.8, 0.3):
+        masks = [np.zeros(1000, bool)]
+        v = kept_count_bound(masks, p)
+        q = 1 - p
+        k = (v / (p * q) - 1000 * p * p) / (q * q - p * p)  # invert v = pq (N p^2 + K (q^2 - p^2))
+        tail = binom.sf(round(k), 1000, p) if q > p else binom.cdf(round(k) - 1, 1000, p)
+        assert tail <= ETA
+
+
+@pytest.mark.statistical(false_fail_rate=1e-9)
+def test_false_fail_rate_at_a_loose_level(seed):
+    """300 pairs of null masks at level 0.05: rejections are Binomial(300, <= 0.05) per entry, so
+    more than binom.isf(5e-10, 300, 0.05) of them happens with probability <= 1e-9 over both."""
+    rng = np.random.default_rng(seed)
+    bound = binom.isf(5e-10, 300, 0.05)
+    rejected = np.zeros(2, int)
+    for _ in range(300):
+        auto, cross = check([rng.random((16, 64)) < P for _ in range(2)])
+        rejected += [auto.pvalue <= 0.05, cross.pvalue <= 0.05]
+    assert (rejected <= bound).all(), rejected
+
+
+@pytest.mark.parametrize("period", [2, 3, 64, 1000, 2048, 3000, 65536])
+def test_a_mask_repeating_with_any_period_fails_autocorrelation(period, seed):
+    rng = np.random.default_rng(seed)
+    masks = [np.resize(rng.random(period) < P, 1 << 18).reshape(64, 4096) for _ in range(2)]
+    auto, _ = check(masks)
+    assert auto.pvalue <= LEVEL, auto
+    d0, d1 = divmod(period, 4096)
+    if auto.observed.startswith(f"displacement [{d0}, {d1}]"):
+        # the piece reported holds (64 - d0) * (4096 - d1) identical pairs per mask: its miss
+        # chance, computed, is far below the 1e-12 the suite's budget would need to count it
+        identical = 2 * (64 - d0) * (4096 - d1)
+        assert miss_bound(identical, 2 * (1 << 18) - identical, masks,
+                          linear_displacements((64, 4096), True) - 2) < 1e-12
+
+
+def test_rows_some_distance_apart_fail_and_the_pair_checks_lags_are_left_to_them(seed):
+    rng = np.random.default_rng(seed)
+    m = rng.random((64, 4096)) < P
+    m[5:] = m[:-5]  # every row equals the one five above: displacement (5, 0)
+    auto, _ = check([m, rng.random((64, 4096)) < P])
+    assert auto.pvalue <= LEVEL and auto.observed.startswith(("displacement [5, 0]", "displacement [-5, 0]")), auto
+    # neighbours (0, 1) and rows (1, 0) belong to the pair checks: identical neighbour pairs
+    # show nothing here
+    pairs = np.repeat(rng.random((64, 2048)) < P, 2, axis=1)
+    auto, _ = check([pairs, rng.random((64, 4096)) < P])
+    assert auto.pvalue > LEVEL
+
+
+@pytest.mark.parametrize("shift", [1, -3, 4096, 70000])
+def test_the_next_call_shifted_fails_cross_correlation(shift, seed):
+    rng = np.random.default_rng(seed)
+    stream = rng.random((1 << 18) + 160000) < P
+    start = 80000
+    masks = [stream[start:start + (1 << 18)].reshape(64, 4096),
+             stream[start + shift:start + shift + (1 << 18)].reshape(64, 4096)]
+    _, cross = check(masks)
+    assert cross.pvalue <= LEVEL, cross
+
+
+def test_shift_zero_belongs_to_seed_independence_unless_stateful(seed):
+    rng = np.random.default_rng(seed)
+    m = rng.random((16, 256)) < P
+    _, stateless = check([m, m.copy()])
+    _, stateful = check([m, m.copy()], stateful=True)
+    assert stateless.pvalue > LEVEL and stateful.pvalue <= LEVEL
+    assert stateful.observed.startswith("displacement [0, 0]")
+
+
+def test_broadcast_axes_are_dropped_and_a_1d_mask_works(seed):
+    rng = np.random.default_rng(seed)
+    m = rng.random((32, 1, 1, 64)) < P
+    auto, cross = check([m, rng.random((32, 1, 1, 64)) < P])
+    assert "mask [32, 64]" in auto.detail
+    one = np.resize(rng.random(7) < P, 4096)
+    auto, _ = check([one, rng.random(4096) < P])
+    assert auto.pvalue <= LEVEL
