@@ -57,7 +57,7 @@ def proportion_ci(k, n, *, confidence_level: float = 0.95, method: str = "exact"
     want_low = alternative != "less"
     want_high = alternative != "greater"
     if method == "wilson":
-        z = special.ndtri(1 - tail)
+        z = -special.ndtri(tail)
         p = k / n
         denom = 2 * (n + z * z)
         center = (2 * n * p + z * z) / denom

@@ -200,7 +200,7 @@ def _min_num_samples(p: float, delta: float, alpha: float, beta: float) -> int:
     def ok(n: int) -> bool:
         return _power(n, p, alts, alpha) >= target
 
-    za, zb = special.ndtri(1 - alpha / 2), special.ndtri(1 - beta)
+    za, zb = -special.ndtri(alpha / 2), -special.ndtri(beta)  # stable for tiny alpha (1 - 1e-31 == 1)
     guess = max(((za * math.sqrt(p * (1 - p)) + zb * math.sqrt(q * (1 - q))) / delta) ** 2 for q in alts)
     guess = max(1, int(math.ceil(guess)))
     # the normal approximation is within a few percent here; widen geometrically if not

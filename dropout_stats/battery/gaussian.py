@@ -51,7 +51,7 @@ def verify_gaussian_dropout(fn, *, rate, dtype="float32", shape=None, seed=0, ba
     shape = DEFAULT_SHAPE if shape is None else _validate_shape(shape, "shape")
     sd = math.sqrt(rate / (1 - rate))
     delta = 0.01 * sd if discrepancy is None else check_positive(discrepancy, "discrepancy")
-    z = special.ndtri(1 - alpha / len(_NAMES) / 2) + special.ndtri(1 - beta)
+    z = -special.ndtri(alpha / len(_NAMES) / 2) - special.ndtri(beta)
     n_mean = math.ceil((z * sd / delta) ** 2)
     n_var = math.ceil(2 * (z / (2 * delta / sd)) ** 2)
     config = {"fn": name_of(fn), "rate": rate, "dtype": dtype, "shape": list(shape), "seed": seed,

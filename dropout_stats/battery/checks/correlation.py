@@ -18,7 +18,7 @@ pieces (the pairs that do not wrap around an axis, one piece per wrap pattern) a
 exactly from the masks.  A linear piece revealed in order is a martingale: each position has at
 most one earlier partner, increments c_a c_b lie in [-pq, max(p, q)^2] with conditional
 variance pq c_a^2, so Freedman's inequality (Bennett form) bounds its tail given sum c^2 <= v,
-and v is exceeded with probability <= 1e-15 (an exact binomial bound on the kept count).
+and v is exceeded with probability <= 1e-50 (an exact binomial bound on the kept count).
 Bonferroni over every linear displacement (about 2N of them within a call, 4N between calls)
 makes the p-value valid for the chosen one: at any n, with no normal approximation.  Each entry
 is in the run's Holm family.
@@ -40,7 +40,7 @@ from scipy.stats import binom
 from ...report import Check
 from . import Family
 
-ETA = 1e-15                         # chance that sum c^2 exceeds its bound (added to each p-value)
+ETA = 1e-50                         # chance that sum c^2 exceeds its bound (added to each p-value)
 
 
 class Correlation(Family):

@@ -74,7 +74,8 @@ class KeepFraction(Family):
                 f"calls gave {test.n:,} draws of the {test.n_max:,} the design may need; the keep-fraction check "
                 "detects less than the requested discrepancy (its detail says how much)", test.n))
         res = test.result()
-        ci = proportion_ci(res.kept, res.n, confidence_level=1 - alpha_seq)
+        # the exact interval at the test's level (1 - 1e-15 at most: 1 - 1e-30 is 1.0 in floats)
+        ci = proportion_ci(res.kept, res.n, confidence_level=1 - max(alpha_seq, 1e-15))
         # the sequential design guarantees the discrepancy; only a run cut short by max_calls
         # detects less, and then the detail says how much
         weaker = ""

@@ -44,7 +44,8 @@ class Seeds(Family):
         # determinism on a small input: the same seed twice
         x, x_np, ns = run.small_input()
         for i in range(2):
-            run.call("seed_repeat", cfg.rate, run.seed_pair(0, offset=3), ns, x=x, x_np=x_np, index=i, fresh=i == 0)
+            run.call("seed_repeat", cfg.rate, run.seed_pair(0, offset=3), ns, x=x, x_np=x_np, index=i,
+                     fresh=i == 0)
 
     def more(self) -> bool:
         return self.run.main_calls < self.run.store_limit  # every seed_other call gets its partners
@@ -65,7 +66,8 @@ class Seeds(Family):
             observed="identical" if same else "different outputs",
             expected="the same seed gives the same output",
             detail="" if same else f"two calls with seed {list(run.seed_pair(0, offset=3))} differ",
-            reproduce=cfg.reproduce(f"fn(x[:{y0.shape[0]}], {cfg.rate}, seed={list(run.seed_pair(0, offset=3))}) twice"))
+            reproduce=cfg.reproduce(f"fn(x[:{y0.shape[0]}], {cfg.rate}, seed={list(run.seed_pair(0, offset=3))}) "
+                                    "twice"))
 
     def independence(self) -> Check:
         cfg = self.cfg
