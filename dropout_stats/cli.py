@@ -271,7 +271,7 @@ def cmd_verify(args) -> int:
     try:
         report = verify(fn, rate=args.rate, dtype=args.dtype, shape=args.shape, noise_shape=args.noise_shape,
                         seed=args.seed, stateful=args.stateful, false_fail_rate=args.false_fail_rate,
-                        reference=None if args.no_reference else "auto")
+                        backend=args.backend, reference=None if args.no_reference else "auto")
     except (TypeError, ValueError) as exc:
         raise UsageError(str(exc)) from None
     print(report)
@@ -515,6 +515,8 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--seed", type=int, default=0)
     v.add_argument("--false-fail-rate", type=_probability("false-fail-rate"), default=1e-6)
     v.add_argument("--no-reference", action="store_true", help="an RNG of its own: skip the bit-exact mechanism check")
+    v.add_argument("--backend", choices=["numpy", "tensorflow"],
+                   help="the framework fn runs on (default: told from the type of fn's first output)")
     v.add_argument("--json", metavar="FILE")
     v.set_defaults(func=cmd_verify)
 

@@ -236,6 +236,7 @@ TABLE = [
     cli("verify", "userdrop:good", "--shape", "0,4", "--json", "out.json", fragment="shape ([0, 4]) must have"),
     cli("verify", "userdrop:good", "--shape", "8,4", "--noise-shape", "8,2", fragment="noise_shape ([8, 2]) must broadcast"),
     cli("verify", "userdrop:good", "--dtype", "int8", fragment="dtype ('int8') must be one of"),
+    cli("verify", "userdrop:good", "--backend", "jax", fragment="argument --backend: invalid choice: 'jax'"),
     cli("audit", "--rate", "2", fragment="rate (2.0) must be in [0, 1)"),
     cli("audit", "--rate", "1", "--json", "out.json", "--plot", "out.png", fragment="rate (1.0) must be in [0, 1)"),
     cli("audit", "--false-fail-rate", "0", "--json", "out.json", fragment="false_fail_rate (0.0) must be in (0, 1)"),

@@ -27,9 +27,14 @@ class CallIndependence(Family):
     observes = frozenset()
 
     def statistical(self):
-        return ["call_independence"]
+        # a histogram of at least 3 cells of POOLED_EXPECTED positions needs 3x that many
+        return ["call_independence"] if self.run.units >= 3 * POOLED_EXPECTED else []
 
     def conclude(self):
+        if not self.statistical():
+            return [Check("call_independence", None, "statistical",
+                          detail=f"{self.run.units} positions: too few for a histogram of their kept counts "
+                                 f"(>= {3 * POOLED_EXPECTED} needed)")]
         return [call_histogram_check(self.run.per_position, self.run.main_calls, self.cfg.reproduce())]
 
 

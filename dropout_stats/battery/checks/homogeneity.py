@@ -66,7 +66,7 @@ class Homogeneity(Family):
             edges = np.linspace(0, length, bins + 1).astype(np.int64)
             k = np.add.reduceat(along, edges[:-1])
             n = np.diff(edges) * (positions // length) * calls
-            what = f"indices along axis {axis}" if bins == length else f"{bins} bins along axis {axis}"
+            what = f"indices along axis {axis}" if bins == length else f"bins along axis {axis}"
             out.append(self.entry(f"homogeneity_axis{axis}", k, n, what))
         return out
 

@@ -9,8 +9,8 @@ Only these catch: ``corpus.ignores_noise_shape`` (noise_shape_consistency).
 Tests: consistency is exact (any unit with mixed fate fails, on every call with a noise shape;
 the mechanism check compares the probe's first units with the reference stream); units is the
 exact binomial test of the probe's 65,536 kept units, in the run's Holm family (with an
-explicit noise shape the keep-fraction check already counts units and this entry passes with
-p = 1).  Consistent probe units also feed the keep-fraction test.  Tested in tests/test_verify.py.
+explicit noise shape the keep-fraction check already counts units: not applicable, no share of
+the budget).  Consistent probe units also feed the keep-fraction test.  Tested in tests/test_verify.py.
 """
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ class NoiseShape(Family):
         return self.cfg.probe is not None or self.cfg.noise_shape is not None
 
     def statistical(self):
-        return ["noise_shape_units"]
+        return ["noise_shape_units"] if self.cfg.noise_shape is None else []  # the probe's units
 
     def before_main(self) -> None:
         cfg, run = self.cfg, self.run
@@ -73,8 +73,8 @@ class NoiseShape(Family):
         cfg, run = self.cfg, self.run
         if cfg.noise_shape is not None:
             return [self.consistency(self.inconsistent, self.units, cfg.noise_shape),
-                    Check("noise_shape_units", True, "statistical", 1.0, None, run.main_calls * run.units,
-                          detail="units counted by the keep_fraction check (one draw per broadcast unit)")]
+                    Check("noise_shape_units", None, "statistical",
+                          detail="the keep_fraction check counts the units (one draw per broadcast unit)")]
         shape, noise = cfg.probe
         kept, n = self.tally["kept"], self.tally["n"]
         check = self.consistency(self.tally["inconsistent"], n, noise)

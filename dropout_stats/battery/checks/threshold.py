@@ -1,6 +1,7 @@
 """threshold_nesting and threshold_flips: the mask is a threshold of one uniform per unit.
 
-One seed, a sweep of rates (rate / 2, rate, (1 + rate) / 2) on the input's first rows (about
+Detects a mask that is not one uniform draw per unit compared with the rate: a different draw
+per rate, another rule at some rates, a uniform too coarse for the rate.  One seed, a sweep of rates (rate / 2, rate, (1 + rate) / 2) on the input's first rows (about
 65,000 elements): a unit kept at a higher rate must
 be kept at every lower one (nesting), and the share of units that flip between two rates must
 be keep(lower) - keep(higher) (flips).  This is the black-box proof of the ``U >= rate``
@@ -33,7 +34,8 @@ class Threshold(Family):
         return not self.cfg.stateful
 
     def statistical(self):
-        return ["threshold_flips"]
+        rates = self.rates()
+        return ["threshold_flips"] if self.cfg.rate in rates and len(rates) >= 2 else []
 
     def rates(self) -> list[float]:
         cfg, run = self.cfg, self.run
