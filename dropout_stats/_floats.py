@@ -105,8 +105,8 @@ def float32_to_bfloat16_bits(a) -> np.ndarray:
         r += b
     rounded = (r >> u(16)).astype(np.uint16)
     nan = np.isnan(f)
-    if nan.any():
-        rounded = np.where(nan, ((b >> u(16)) | u(0x40)).astype(np.uint16), rounded)
+    if nan.any():  # the quiet NaN with x's sign, as Eigen (TensorFlow) and ml_dtypes convert
+        rounded = np.where(nan, ((b >> u(16)) & u(0x8000)) | u(0x7FC0), rounded).astype(np.uint16)
     return rounded
 
 

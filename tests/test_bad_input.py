@@ -183,6 +183,8 @@ TABLE = [
     api(lambda: ds.verify(stateless, rate=0.2, false_fail_rate=0), ValueError, "false_fail_rate (0.0) must be in (0, 1)"),
     api(lambda: ds.verify(stateless, rate=0.2, false_pass_rate=1), ValueError, "false_pass_rate (1.0) must be in (0, 1)"),
     api(lambda: ds.verify(stateless, rate=0.2, discrepancy=-1), ValueError, "discrepancy (-1.0) must be a finite"),
+    api(lambda: ds.verify(stateless, rate=0.2, discrepancy=float("inf")), ValueError,
+        "discrepancy (inf) must be a finite number > 0"),
     api(lambda: ds.verify(stateless, rate=0.2, seed=-1), ValueError, "seed (-1) must be >= 0"),
     api(lambda: ds.verify(stateless, rate=0.2, seed=2**31), ValueError, "must be < 2**31 - 1"),
     api(lambda: ds.verify(stateless, rate=0.2, max_calls=0), ValueError, "max_calls (0) must be >= 5"),

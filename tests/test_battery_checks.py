@@ -28,7 +28,22 @@ def test_call_check_histogram_is_the_binomial_one_on_independent_calls():
     counts = (rng.random((8, 64, 4096)) < 0.8).sum(axis=0).astype(np.uint16)
     c = _calls(counts, 8)
     assert c.expected == f"kept counts per position ~ Binomial(8, {counts.mean() / 8:.6g})"  # p-hat, exactly
-    assert 0 <= c.pvalue <= 1 and " df; largest cell " in c.observed
+    # the p-value recomputed independently: pool the binomial cells left to right until each
+    # holds >= 1000 expected positions, Pearson chi-square on (cells - 2) degrees of freedom
+    from scipy import stats
+    p_hat = counts.mean() / 8
+    expected = counts.size * stats.binom.pmf(np.arange(9), 8, p_hat)
+    observed = np.bincount(counts.ravel(), minlength=9)
+    cells, acc = [], [0.0, 0.0]
+    for o, e in zip(observed, expected):
+        acc = [acc[0] + o, acc[1] + e]
+        if acc[1] >= 1000:
+            cells.append(acc)
+            acc = [0.0, 0.0]
+    cells[-1] = [cells[-1][0] + acc[0], cells[-1][1] + acc[1]]
+    o, e = np.array(cells).T
+    want = stats.chi2.sf(((o - e) ** 2 / e).sum(), len(cells) - 2)
+    assert c.pvalue == pytest.approx(want, rel=1e-9) and " df; largest cell " in c.observed
 
 
 def test_call_check_needs_enough_positions():

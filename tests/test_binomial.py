@@ -26,6 +26,8 @@ def test_intervals_nest_as_confidence_grows(kn, cl1, cl2, method):
     lo_cl, hi_cl = sorted((cl1, cl2))
     inner = proportion_ci(k, n, confidence_level=lo_cl, method=method)
     outer = proportion_ci(k, n, confidence_level=hi_cl, method=method)
+    # 1e-15: betaincinv's own rounding (a few ulp of the bound) may reorder two levels that
+    # differ by less than that; nesting is a property of the exact quantiles
     assert outer.low <= inner.low + 1e-15 and inner.high <= outer.high + 1e-15
 
 
@@ -102,3 +104,28 @@ def test_mid_range_invariants():
     assert rate_test(0, 10, 0.0).pvalue == 1.0
     assert rate_test(10, 10, 1.0).pvalue == 1.0
     assert math.isclose(rate_test(5, 10, 0.5).pvalue, 1.0)
+
+
+@given(counts, levels)
+def test_jeffreys_is_the_beta_half_half_posterior(kn, cl):
+    """Jeffreys: Beta(k + 1/2, n - k + 1/2) quantiles at (1 - cl) / 2 and (1 + cl) / 2, with low = 0
+    at k = 0 and high = 1 at k = n (Brown, Cai, DasGupta 2001), from scipy.stats.beta."""
+    k, n = kn
+    ci = proportion_ci(k, n, confidence_level=cl, method="jeffreys")
+    post = stats.beta(k + 0.5, n - k + 0.5)
+    assert ci.low == (0.0 if k == 0 else pytest.approx(post.ppf((1 - cl) / 2), rel=1e-9, abs=1e-15))
+    assert ci.high == (1.0 if k == n else pytest.approx(post.isf((1 - cl) / 2), rel=1e-9, abs=1e-15))
+
+
+def test_an_interval_contains_its_end_points():
+    ci = proportion_ci(3, 10)
+    assert ci.low in ci and ci.high in ci and (ci.low - 1e-12) not in ci and (ci.high + 1e-12) not in ci
+
+
+@given(counts, st.floats(0.001, 0.999))
+def test_one_sided_pvalues_are_the_binomial_tails(kn, p):
+    """'less': P(X <= k); 'greater': P(X >= k), from the binomial cdf directly (rate_test calls
+    scipy's binomtest for these, so scipy's test is not an independent oracle)."""
+    k, n = kn
+    assert rate_test(k, n, p, alternative="less").pvalue == pytest.approx(stats.binom.cdf(k, n, p), rel=1e-9)
+    assert rate_test(k, n, p, alternative="greater").pvalue == pytest.approx(stats.binom.sf(k - 1, n, p), rel=1e-9)

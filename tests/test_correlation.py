@@ -15,6 +15,7 @@ import types
 
 import numpy as np
 import pytest
+from scipy import stats
 from scipy.stats import binom
 
 from dropout_stats.battery.checks.correlation import (ETA, Correlation, bennett_tail, kept_count_bound,
@@ -72,6 +73,17 @@ def test_pieces_are_every_unwrapped_displacement_of_a_torus_cell():
     every = {tuple(d) for cell in cells for d in pieces(cell, shape)} - {(0, 0)}
     assert len(every) == (2 * 3 - 1) * (2 * 4 - 1) - 1 == linear_displacements(shape, within=False) - 1
     assert linear_displacements(shape, within=True) == len(every) // 2
+
+
+def test_bennett_bound_is_the_chernoff_bound_of_the_poisson():
+    """With increments <= 1 and variance v, Bennett's bound is the Chernoff bound of a centred
+    Poisson(v): above its exact tail, and within the Chernoff bound's usual polynomial factor
+    (sqrt(2 pi s) here) of it.  The exact tail is scipy's; a bound off by a constant factor in
+    the exponent leaves this window."""
+    for v, s in [(4, 6), (30, 20), (100, 40), (1000, 150), (5000, 400)]:
+        exact = stats.poisson.sf(v + s - 1, v)  # P(Poisson(v) - v >= s)
+        bound = bennett_tail(s, v, 1.0)
+        assert exact <= bound <= exact * 3 * math.sqrt(2 * math.pi * s), (v, s, exact, bound)
 
 
 def test_bennett_bound_is_at_most_bernstein():

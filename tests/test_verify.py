@@ -133,7 +133,19 @@ def test_noise_shape_counts_units():
     assert r.passed, str(r)
     assert r.check("noise_shape_consistency").passed
     n = r.check("keep_fraction").samples
-    assert n % (16 * 32) == 0  # units, not elements
+    # units, not elements: each unit holds 16 elements, so counting elements would give ~16x
+    assert n % (16 * 32) == 0 and n <= r.samples / 16
+
+
+def test_ignored_noise_shape_reports_how_many_units_have_mixed_fate():
+    """The probe's 65,536 units of 4 elements each: with the noise shape ignored a unit has mixed
+    fate with probability 1 - 0.8^4 - 0.2^4 = 0.5888; fewer than half of them mixed has
+    probability below exp(-2 * 65536 * 0.0888^2) < 1e-400 (Hoeffding): no statistical mark."""
+    from dropout_stats.corpus import ignores_noise_shape
+
+    c = ds.verify(ignores_noise_shape, rate=0.2, false_fail_rate=A).check("noise_shape_consistency")
+    mixed, units = (int(v.replace(",", "")) for v in c.observed.split(" units")[0].split(" of "))
+    assert c.passed is False and units == 65_536 and mixed > units // 2, c.observed
 
 
 def test_rate_zero_keeps_everything_unchanged():
