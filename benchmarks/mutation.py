@@ -1,0 +1,166 @@
+"""Mutation testing of the statistics layer (and any module named): does a test notice each
+single-point change of the code?
+
+For every module, each mutation is one AST edit (a comparison flipped: < <= > >= == !=; an
+arithmetic operator swapped: + - * / // **; and/or swapped; a unary minus dropped; an integer
+constant +-1 and a float constant x2; True/False swapped), written into a scratch git worktree
+of HEAD, and that module's own test files run there (pytest -x, PYTHONPATH at the worktree, so
+the installed package is not touched).  A mutant is killed when a test fails or errors.  Each
+survivor is printed with its line; the ones known to be equivalent are listed in EQUIVALENT
+with the reason, and the score leaves them out.
+
+Run: python benchmarks/mutation.py [module ...]   (default: the statistics layer; ~N minutes,
+printed at the end).  Not part of CI.
+"""
+from __future__ import annotations
+
+import ast
+import copy
+import os
+import pathlib
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+# module -> the tests that cover it (the fast ones: no full verify() runs)
+TESTS = {
+    "dropout_stats/_checks.py": ["tests/test_binomial.py", "tests/test_design.py", "tests/test_sequential.py"],
+    "dropout_stats/_exact.py": ["tests/test_exact.py"],
+    "dropout_stats/_floats.py": ["tests/test_precision.py", "tests/test_backends.py"],
+    "dropout_stats/binomial.py": ["tests/test_binomial.py"],
+    "dropout_stats/design.py": ["tests/test_design.py", "tests/test_sequential.py"],
+    "dropout_stats/precision.py": ["tests/test_precision.py", "tests/test_backends.py"],
+    "dropout_stats/sequential.py": ["tests/test_sequential.py"],
+    "dropout_stats/structure.py": ["tests/test_structure.py"],
+    "dropout_stats/counts.py": ["tests/test_counts.py"],
+    "dropout_stats/battery/checks/correlation.py": ["tests/test_correlation.py"],
+}
+STATISTICS = [m for m in TESTS if "/battery/" not in m]
+EQUIVALENT: dict[tuple[str, int, str], str] = {}  # (module, line, mutation) -> why it cannot be told apart
+
+_CMP = {ast.Lt: ast.LtE, ast.LtE: ast.Lt, ast.Gt: ast.GtE, ast.GtE: ast.Gt, ast.Eq: ast.NotEq, ast.NotEq: ast.Eq}
+_BIN = {ast.Add: ast.Sub, ast.Sub: ast.Add, ast.Mult: ast.Div, ast.Div: ast.Mult, ast.FloorDiv: ast.Div,
+        ast.Pow: ast.Mult}
+
+
+def mutations(tree: ast.AST):
+    """(line, description, mutate) for each single-point edit; mutate(tree) edits a copy in place."""
+    nodes = [n for n in ast.walk(tree)]
+    docstrings = {id(n.body[0].value) for n in nodes
+                  if isinstance(n, (ast.Module, ast.FunctionDef, ast.ClassDef)) and n.body
+                  and isinstance(n.body[0], ast.Expr) and isinstance(n.body[0].value, ast.Constant)}
+    for i, n in enumerate(nodes):
+        if isinstance(n, ast.Compare):
+            for j, op in enumerate(n.ops):
+                if type(op) in _CMP:
+                    yield n.lineno, f"{type(op).__name__} -> {_CMP[type(op)].__name__}", (i, "cmp", j)
+        elif isinstance(n, ast.BinOp) and type(n.op) in _BIN:
+            yield n.lineno, f"{type(n.op).__name__} -> {_BIN[type(n.op)].__name__}", (i, "bin", None)
+        elif isinstance(n, ast.BoolOp):
+            yield n.lineno, f"{type(n.op).__name__} -> {'Or' if isinstance(n.op, ast.And) else 'And'}", (i, "bool", None)
+        elif isinstance(n, ast.UnaryOp) and isinstance(n.op, ast.USub):
+            yield n.lineno, "drop unary minus", (i, "neg", None)
+        elif isinstance(n, ast.Constant) and id(n) not in docstrings:
+            if isinstance(n.value, bool):
+                yield n.lineno, f"{n.value} -> {not n.value}", (i, "bool_const", None)
+            elif isinstance(n.value, int):
+                yield n.lineno, f"{n.value} -> {n.value + 1}", (i, "int+", None)
+                if n.value != 0:
+                    yield n.lineno, f"{n.value} -> {n.value - 1}", (i, "int-", None)
+            elif isinstance(n.value, float):
+                yield n.lineno, f"{n.value!r} -> {n.value * 2!r}", (i, "float", None)
+
+
+def apply(tree: ast.AST, where) -> ast.AST:
+    t = copy.deepcopy(tree)
+    i, kind, j = where
+    n = [x for x in ast.walk(t)][i]
+    if kind == "cmp":
+        n.ops[j] = _CMP[type(n.ops[j])]()
+    elif kind == "bin":
+        n.op = _BIN[type(n.op)]()
+    elif kind == "bool":
+        n.op = ast.Or() if isinstance(n.op, ast.And) else ast.And()
+    elif kind == "neg":
+        return _replace(t, n, n.operand)
+    elif kind == "bool_const":
+        n.value = not n.value
+    elif kind == "int+":
+        n.value += 1
+    elif kind == "int-":
+        n.value -= 1
+    elif kind == "float":
+        n.value *= 2
+    return t
+
+
+def _replace(tree, old, new):
+    for parent in ast.walk(tree):
+        for field, value in ast.iter_fields(parent):
+            if value is old:
+                setattr(parent, field, new)
+                return tree
+            if isinstance(value, list) and any(v is old for v in value):
+                value[[k for k, v in enumerate(value) if v is old][0]] = new
+                return tree
+    return tree
+
+
+def run(module: str, work: pathlib.Path) -> tuple[int, int, list]:
+    src = (work / module).read_text()
+    tree = ast.parse(src)
+    tests = TESTS[module]
+    env = dict(os.environ, PYTHONPATH=str(work), TF_CPP_MIN_LOG_LEVEL="3")
+    cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "-p", "no:xdist",
+           "-o", "addopts=", *tests]
+    killed, survivors = 0, []
+    muts = list(mutations(tree))
+    for line, what, where in muts:
+        try:
+            mutated = ast.unparse(apply(tree, where))
+            compile(mutated, module, "exec")
+        except Exception:  # noqa: BLE001 - an edit that does not compile is no mutant
+            continue
+        (work / module).write_text(mutated)
+        try:
+            r = subprocess.run(cmd, cwd=work, env=env, capture_output=True, timeout=300)
+            dead = r.returncode != 0
+        except subprocess.TimeoutExpired:
+            dead = True
+        finally:
+            (work / module).write_text(src)
+        if dead:
+            killed += 1
+        else:
+            survivors.append((line, what))
+    return killed, len(muts), survivors
+
+
+def main(modules):
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        work = pathlib.Path(tmp) / "work"
+        subprocess.run(["git", "worktree", "add", "--detach", str(work), "HEAD"], cwd=ROOT, check=True,
+                       capture_output=True)
+        try:
+            total_k = total_n = total_eq = 0
+            for module in modules:
+                t = time.perf_counter()
+                k, n, survivors = run(module, work)
+                eq = [s for s in survivors if (module, s[0], s[1]) in EQUIVALENT]
+                total_k, total_n, total_eq = total_k + k, total_n + n, total_eq + len(eq)
+                print(f"{module}: {k} of {n} killed, {len(eq)} equivalent, "
+                      f"{len(survivors) - len(eq)} survive ({time.perf_counter() - t:.0f} s)", flush=True)
+                for line, what in survivors:
+                    why = EQUIVALENT.get((module, line, what))
+                    print(f"    line {line}: {what}" + (f"  [equivalent: {why}]" if why else ""), flush=True)
+            print(f"total: {total_k} of {total_n - total_eq} non-equivalent mutants killed "
+                  f"({total_k / max(1, total_n - total_eq):.1%}); {time.perf_counter() - t0:.0f} s")
+        finally:
+            subprocess.run(["git", "worktree", "remove", "--force", str(work)], cwd=ROOT, capture_output=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:] or STATISTICS)
