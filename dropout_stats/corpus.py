@@ -53,13 +53,13 @@ def rows_in_pairs(x, rate, seed, noise_shape=None):
 
 
 def tail_reused(x, rate, seed, noise_shape=None):
-    """each call's first 1/32 of uniforms is the previous seed's from the middle on (a buffer
-    reused across calls): consecutive calls share 1/32 of their draws, 1/2 a tensor apart"""
+    """each call's first 1/8 of uniforms is the previous seed's from the middle on (a buffer
+    reused across calls): consecutive calls share 1/8 of their draws, 1/2 a tensor apart"""
     shape = list(noise_shape or x.shape)
     n = 1
     for d in shape:
         n *= int(d)
-    part = n // 32
+    part = n // 8
     u = tf.reshape(_uniform(x, seed, shape), [-1])
     prev = tf.reshape(_uniform(x, tf.stack([seed[0], seed[1] - 1]), shape), [-1])
     u = tf.concat([prev[n // 2: n // 2 + part], u[part:]], 0)

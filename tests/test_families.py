@@ -4,8 +4,9 @@ battery does not, so the battery would pass that defect without the family
 
 The runs use a false-fail budget of 1e-30: a family that is not built for the defect then fails
 only if the defect inflated its statistic's variance enough to reach z ~ 11 (the dependence
-defects at most double it: see COLLATERAL), while every defect here gives its own family a z
-far beyond that, or sits at the designed discrepancy with false-pass rate 1e-9.
+defects at most double it: see COLLATERAL), while every defect here is caught by its own family
+with the miss chance tests/_power.py computes (or sits at the designed discrepancy, false-pass
+rate 1e-9).
 """
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ from scipy.special import ndtr, ndtri
 
 import dropout_stats as ds
 from dropout_stats.battery.checks import FAMILIES
-from dropout_stats.corpus import FAMILY_DEFECTS
+from _power import corpus_miss
+from dropout_stats.corpus import FAMILY_DEFECTS, STATEFUL, STATELESS
 
 RUN_FALSE_FAIL = 1e-30
 FALSE_PASS = 1e-9
@@ -25,16 +27,23 @@ ENTRIES = 16                        # statistical entries of a run at most (the 
 # another family fails only if its z, at most sqrt(2) x its null value (a defect that makes every
 # draw count twice), passes the threshold of one share of the run's budget: computed, not assumed
 COLLATERAL = ENTRIES * 2 * ndtr(-(-ndtri(RUN_FALSE_FAIL / ENTRIES / 2)) / math.sqrt(2))
-RATE = FALSE_PASS + COLLATERAL
+MISS = corpus_miss(RUN_FALSE_FAIL / ENTRIES, FALSE_PASS)  # tests/_power.py
+NAMES = {e[1]: e[0] for e in STATELESS + STATEFUL}
+
+
+def _rate(family):
+    """Miss chance of the family's defect (computed) plus the collateral bound."""
+    return MISS[NAMES[FAMILY_DEFECTS[family][0]]][1] + COLLATERAL
 
 
 def test_every_family_has_its_defect():
     assert {f.name for f in FAMILIES} == set(FAMILY_DEFECTS)
     assert COLLATERAL < 1e-14, COLLATERAL
+    assert all(_rate(f) < 1e-8 for f in FAMILY_DEFECTS), {f: _rate(f) for f in FAMILY_DEFECTS}
 
 
-@pytest.mark.statistical(false_fail_rate=RATE)
-@pytest.mark.parametrize("family", [f.name for f in FAMILIES])
+@pytest.mark.parametrize("family", [pytest.param(f.name, marks=pytest.mark.statistical(false_fail_rate=_rate(f.name)))
+                                    for f in FAMILIES])
 def test_the_family_alone_catches_its_defect(family, seed):
     fn, stateful, kwargs = FAMILY_DEFECTS[family]
     tf.random.set_seed(seed)

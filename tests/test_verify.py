@@ -10,6 +10,7 @@ import pytest
 import tensorflow as tf
 
 import dropout_stats as ds
+from _power import corpus_miss
 from dropout_stats.corpus import STATEFUL, STATELESS
 
 A = 1e-9
@@ -39,11 +40,20 @@ def test_correct_implementation_passes_across_seeds(seed_index):
     assert r.passed, str(r)
 
 
+MISS = corpus_miss(A / 16, A)  # name -> (kind of argument, bound): tests/_power.py derives each
+
+
 def _corpus_params(entries):
-    """One case per defect.  The chance that verify() misses it is at most the run's
-    false_pass_rate (A) where the defect sits at the designed discrepancy, far less for the gross
-    ones: declared as A for all, counted at collection."""
-    return [pytest.param(*e, id=e[0], marks=[pytest.mark.statistical(false_fail_rate=A)]) for e in entries]
+    """One case per defect, marked with the chance that verify() misses it, computed in
+    tests/_power.py at the smallest share of the run's budget a check gets (A / 16) and the
+    fewest calls a run makes; defects an exact check sees in every call carry no mark."""
+    params = []
+    for e in entries:
+        kind, miss = MISS[e[0]]
+        assert miss < 1e-9 or kind == "design", (e[0], kind, miss)
+        marks = [pytest.mark.statistical(false_fail_rate=max(miss, 1e-300))] if miss > 0 else []
+        params.append(pytest.param(*e, id=e[0], marks=marks))
+    return params
 
 
 @pytest.mark.parametrize("name,fn,catchers,kwargs", _corpus_params(STATELESS))

@@ -7,7 +7,7 @@ apart that share uniforms, any offset along any axis or combination of axes; and
 consecutive calls a stream that only moved a little (an RNG offset advanced by less than the
 tensor, a buffer reused: call i + 1's mask is partly call i's, displaced).
 Only these catch: ``corpus.tiled_half`` (half the last axis drawn and tiled: autocorrelation)
-and ``corpus.tail_reused`` (each call's first 1/32 of draws are the previous call's from the
+and ``corpus.tail_reused`` (each call's first 1/8 of draws are the previous call's from the
 middle on: cross_correlation).
 
 Test (in the spirit of NIST SP 800-22's spectral test, but exact): with c = kept - p (p the keep
