@@ -116,6 +116,10 @@ def cmd_audit(args) -> int:
         progress.step(f"{adapter.name} {dtype}", "pass" if report.passed else
                       "FAIL " + ", ".join(c.name for c in report.failures))
     print(_audit_table(results, args.rate, tf.__version__))
+    from .probes import recompute_agreement
+
+    recompute = recompute_agreement(rate=args.rate)
+    print(_recompute_text(recompute, args.rate))
     if args.json:
         from .probes import all_probes
 
@@ -131,6 +135,22 @@ def cmd_audit(args) -> int:
         _audit_plot(results, args.plot)
         print(f"wrote {args.plot}")
     return EXIT_OK if all(r.passed for _, _, r in results) else EXIT_FAILED
+
+
+def _recompute_text(facts: dict, rate: float) -> str:
+    """Each entry point's backward mask under activation checkpointing, in words."""
+    lines = ["", f"backward pass under activation checkpointing (eager, rate {rate}; exact binomial p-values of the "
+                 f"agreement between the gradient's and the output's masks):"]
+    independent = rate ** 2 + (1 - rate) ** 2
+    for key, v in facts.items():
+        if not isinstance(v, dict):
+            lines.append(f"  {key}: {v}")
+        elif v["p_vs_same_mask"] == 1.0:
+            lines.append(f"  {key}: the forward's mask (agreement 1)")
+        else:
+            lines.append(f"  {key}: ANOTHER mask, agreement {v['agreement']:.4f} (independent masks agree at "
+                         f"{independent:.4f}: p = {v['p_vs_independent']:.3g}; p against the same mask = 0)")
+    return "\n".join(lines)
 
 
 def _keras_version():
@@ -271,7 +291,8 @@ def cmd_verify(args) -> int:
     try:
         report = verify(fn, rate=args.rate, dtype=args.dtype, shape=args.shape, noise_shape=args.noise_shape,
                         seed=args.seed, stateful=args.stateful, false_fail_rate=args.false_fail_rate,
-                        backend=args.backend, reference=None if args.no_reference else "auto")
+                        backend=args.backend, reference=None if args.no_reference else "auto",
+                        backward=False if args.no_backward else None, recompute=args.recompute)
     except (TypeError, ValueError) as exc:
         raise UsageError(str(exc)) from None
     print(report)
@@ -517,6 +538,9 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--no-reference", action="store_true", help="an RNG of its own: skip the bit-exact mechanism check")
     v.add_argument("--backend", choices=["numpy", "tensorflow"],
                    help="the framework fn runs on (default: told from the type of fn's first output)")
+    v.add_argument("--no-backward", action="store_true", help="skip the gradient checks (backward_mask, backward_scale)")
+    v.add_argument("--recompute", nargs="?", const=True, default=False, metavar="WRAPPER",
+                   help="check the gradient with fn rematerialised: tf.recompute_grad (default) or keras.remat")
     v.add_argument("--json", metavar="FILE")
     v.set_defaults(func=cmd_verify)
 

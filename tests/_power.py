@@ -116,4 +116,10 @@ def corpus_miss(level: float, false_pass_rate: float) -> dict:
         "mask reused on every call": ("floor", floor_miss(N, N, 2, between, level)),
         "two masks in turn": ("noncentral", histogram_miss(alternating, CALLS, N, level)),
         "rate drifting with the call count": ("certain", 0.0),  # its scale (1-r)/(1-rate) is not exact
+        # two calls with their gradients: masks equal on every position of both only if the two
+        # masks agree everywhere, (p^2 + q^2)^(2N); the scale is off at every kept position
+        "backward mask from the next seed": ("certain", (P * P + q * q) ** (2 * N)),
+        "backward without the scale": ("certain", 0.0),
+        "backward scaled by the rate": ("certain", 0.0),
+        "stateful dropout recomputed in the backward pass": ("certain", (P * P + q * q) ** (2 * N)),
     }

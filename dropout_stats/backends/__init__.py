@@ -36,6 +36,8 @@ class Backend:
     default_reference = None         # what reference="auto" means here
     has_noise_shape = True
     seed_form = "a tuple of two Python ints"
+    recompute_wrappers: tuple = ()   # ways to rematerialise fn in the backward pass (first: default)
+    differentiable = False           # vjp() works
 
     # -- arrays --------------------------------------------------------------------------
     def native(self, x: np.ndarray):
@@ -73,6 +75,17 @@ class Backend:
     def reference_keep(self, shape, seed_pair, dtype: str, rate: float, reference: str) -> np.ndarray:
         """The kept set of the reference stream ``reference`` (bit for bit)."""
         raise NotImplementedError(f"backend {self.name!r} has no reference stream")
+
+    # -- gradients ------------------------------------------------------------------------
+    def vjp(self, f, x, cotangent):
+        """(y, dL/dx) for y = f(x) and dL/dy = cotangent, from one call of f.  The gradient is
+        None when no gradient flows from y to x; f's own errors propagate, errors of the
+        gradient computation come back as the string in place of the gradient."""
+        raise NotImplementedError(f"backend {self.name!r} has no gradients")
+
+    def recompute(self, f, wrapper: str):
+        """f wrapped so that the backward pass recomputes it (activation checkpointing)."""
+        raise NotImplementedError(f"backend {self.name!r} has no rematerialisation")
 
     def other_reference(self, reference: str):
         """A second stream worth naming when the kept set matches it instead (or None)."""

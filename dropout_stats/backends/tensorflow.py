@@ -24,6 +24,7 @@ class TensorFlowBackend(Backend):
     name = "tensorflow"
     references = ("tensorflow", "tensorflow-xla")
     default_reference = "tensorflow"
+    differentiable = True
     seed_form = "an int32 tensor of shape [2]"
 
     def __init__(self):
@@ -52,6 +53,33 @@ class TensorFlowBackend(Backend):
 
     def scale_formulas(self, rate, dtype) -> list:
         return [expected_scale(rate, dtype), expected_scale(rate, dtype, rate_is_tensor=True)]
+
+    @property
+    def recompute_wrappers(self) -> tuple:
+        try:
+            import keras
+        except ImportError:  # pragma: no cover - Keras ships with TensorFlow
+            keras = None
+        return ("tf.recompute_grad",) + (("keras.remat",) if hasattr(keras, "remat") else ())
+
+    def vjp(self, f, x, cotangent):
+        tf = self.tf
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = f(x)
+        if not isinstance(y, tf.Tensor) or not y.dtype.is_floating:
+            return y, None
+        try:
+            return y, tape.gradient(y, x, output_gradients=cotangent)
+        except Exception as exc:  # no gradient defined, a numpy step inside, ...
+            return y, f"{type(exc).__name__}: {exc}"
+
+    def recompute(self, f, wrapper: str):
+        if wrapper == "tf.recompute_grad":
+            return self.tf.recompute_grad(f)
+        import keras
+
+        return keras.remat(f)
 
     def reference_keep(self, shape, seed_pair, dtype, rate, reference) -> np.ndarray:
         return self.ref.reference_keep(shape, seed_pair, dtype, rate, xla=reference == "tensorflow-xla")

@@ -9,8 +9,8 @@ from .runner import ContractError, Run, read_output
 
 
 def verify(fn, *, rate, dtype="float32", shape=None, noise_shape=None, seed=0, stateful=False, backend=None,
-           reference="auto", false_fail_rate=1e-6, false_pass_rate=1e-3, discrepancy=None,
-           strict_nominal=False, max_calls=20_000) -> Report:
+           reference="auto", backward=None, recompute=False, false_fail_rate=1e-6, false_pass_rate=1e-3,
+           discrepancy=None, strict_nominal=False, max_calls=20_000) -> Report:
     """Prove or refute a dropout implementation.
 
     ``fn`` follows ``tf.nn.experimental.stateless_dropout``: ``fn(x, rate, seed, noise_shape=None)``
@@ -29,17 +29,21 @@ def verify(fn, *, rate, dtype="float32", shape=None, noise_shape=None, seed=0, s
     (``expected_keep_probability`` for TensorFlow); ``strict_nominal=True`` demands 1 - rate.
     ``max_calls`` bounds the calls of the main sequence and of the noise-shape probe (tiny
     shapes): a run cut short says so in a finding and in the keep-fraction check's detail.
+    ``backward`` (default: where the backend can differentiate fn) checks the gradient of two
+    calls against their own outputs: non-zero exactly where kept, the upstream gradient times
+    the scale.  ``recompute=True`` wraps fn in the backend's rematerialisation
+    (``tf.recompute_grad``; or name one: "keras.remat") for those calls.
     """
     cfg = configure(fn, rate=rate, dtype=dtype, shape=shape, noise_shape=noise_shape, seed=seed, stateful=stateful,
                     backend=backend, reference=reference, false_fail_rate=false_fail_rate,
                     false_pass_rate=false_pass_rate, discrepancy=discrepancy, strict_nominal=strict_nominal,
-                    max_calls=max_calls)
+                    max_calls=max_calls, backward=backward, recompute=recompute)
     return run_battery(cfg, Dropout())
 
 
 def verify_alpha_dropout(fn, *, rate, dtype="float32", shape=None, noise_shape=None, seed=0, backend=None,
-                         keep_dtype="float32", false_fail_rate=1e-6, false_pass_rate=1e-3, discrepancy=None,
-                         max_calls=20_000) -> Report:
+                         keep_dtype="float32", backward=None, recompute=False, false_fail_rate=1e-6,
+                         false_pass_rate=1e-3, discrepancy=None, max_calls=20_000) -> Report:
     """verify() for alpha dropout (stateful contract): the same mask mechanism, but dropped
     positions hold a * alpha' + b and kept ones a * x + b, with alpha' = -SELU_ALPHA * SELU_SCALE,
     a = ((1 - rate)(1 + rate alpha'^2))^(-1/2), b = -a alpha' rate (Klambauer et al. 2017).
@@ -50,7 +54,7 @@ def verify_alpha_dropout(fn, *, rate, dtype="float32", shape=None, noise_shape=N
     cfg = configure(fn, rate=rate, dtype=dtype, shape=shape, noise_shape=noise_shape, seed=seed, stateful=True,
                     backend=backend, reference=None, false_fail_rate=false_fail_rate,
                     false_pass_rate=false_pass_rate, discrepancy=discrepancy, strict_nominal=False,
-                    max_calls=max_calls, keep_dtype=keep_dtype)
+                    max_calls=max_calls, keep_dtype=keep_dtype, backward=backward, recompute=recompute)
     return run_battery(cfg, AlphaDropout(cfg.rate, cfg.dtype))
 
 

@@ -37,6 +37,8 @@ class Config:
     max_calls: int = 20_000
     backend_name: str | None = None
     keep_dtype: str | None = None   # the dtype the uniform is drawn in, when not x's (alpha dropout)
+    backward: bool | None = None    # check the gradient (None: where the backend can differentiate)
+    recompute: object = False       # False, True or the name of a rematerialising wrapper
     samples: int = 0
     calls: int = 0
     extra: dict = field(default_factory=dict)
@@ -48,6 +50,8 @@ class Config:
             opts.append(f"noise_shape={list(self.noise_shape)}")
         if self.stateful:
             opts.append("stateful=True")
+        if self.recompute:
+            opts.append(f"recompute={self.recompute!r}")
         if self.backend_name not in (None, "tensorflow"):
             opts.append(f"backend={self.backend_name!r}")
         s = f"verify({self.fn_name}, {', '.join(opts)})"
@@ -59,7 +63,7 @@ class Config:
              "noise_shape": list(self.noise_shape) if self.noise_shape is not None else None, "seed": self.seed,
              "stateful": self.stateful, "reference": self.reference, "false_fail_rate": self.alpha,
              "false_pass_rate": self.beta, "discrepancy": self.delta, "strict_nominal": self.strict_nominal,
-             "backend": self.backend_name}
+             "backend": self.backend_name, "backward": self.backward, "recompute": self.recompute}
         return d
 
 
@@ -96,7 +100,8 @@ def check_backend_name(backend):
 
 
 def configure(fn, *, rate, dtype, shape, noise_shape, seed, stateful, backend, reference, false_fail_rate,
-              false_pass_rate, discrepancy, strict_nominal, max_calls, keep_dtype=None) -> Config:
+              false_pass_rate, discrepancy, strict_nominal, max_calls, keep_dtype=None, backward=None,
+              recompute=False) -> Config:
     """Validate verify()'s arguments (errors name the argument and its value).  The keep
     probability and the reference stream are filled in once the backend is known."""
     check_callable(fn, "fn")
@@ -123,8 +128,14 @@ def configure(fn, *, rate, dtype, shape, noise_shape, seed, stateful, backend, r
             probe = DEFAULT_PROBE
         elif len(shape) == 2 and shape[0] > 1:
             probe = (shape, (shape[0], 1))
+    if backward is not None:
+        backward = check_flag(backward, "backward")
+    if not isinstance(recompute, (bool, str)):
+        raise TypeError(f"recompute ({recompute!r}) must be True, False or the name of a wrapper")
+    if recompute and backward is False:
+        raise ValueError(f"recompute ({recompute!r}) needs the backward checks: leave backward on")
     return Config(fn, name_of(fn), rate, dtype, shape, noise_shape, seed, bool(stateful), reference, alpha, beta,
-                  delta, math.nan, bool(strict_nominal), probe, max_calls, backend, keep_dtype)
+                  delta, math.nan, bool(strict_nominal), probe, max_calls, backend, keep_dtype, backward, recompute)
 
 
 def settle(cfg: Config, backend) -> Finding:
@@ -137,6 +148,16 @@ def settle(cfg: Config, backend) -> Finding:
         raise ValueError(f"reference ({cfg.reference!r}) is not a stream of backend {backend.name!r} "
                          f"(it offers: {offered}; None skips the bit-exact check)")
     cfg.backend_name = backend.name
+    if cfg.backward is None:
+        cfg.backward = backend.differentiable
+    if cfg.recompute:
+        wrappers = backend.recompute_wrappers
+        if cfg.recompute is True and wrappers:
+            cfg.recompute = wrappers[0]
+        elif cfg.recompute not in wrappers:
+            offered = ", ".join(repr(w) for w in wrappers) or "none"
+            raise ValueError(f"recompute ({cfg.recompute!r}) is not a wrapper of backend {backend.name!r} "
+                             f"(it offers: {offered})")
     keep_dtype = cfg.keep_dtype or cfg.dtype
     keep_exact = backend.keep_fraction(cfg.rate, keep_dtype, cfg.reference)
     cfg.keep = float(1 - cfg.rate) if cfg.strict_nominal else float(keep_exact)

@@ -33,6 +33,14 @@ class Dropout:
             return (y_np.view(fmt.uint) & fmt.uint(fmt.abs_mask)) != 0
         return y_np != 0  # -0.0 == 0; NaN != 0
 
+    def gradient_formulas(self, run, rate: float):
+        """(label, upstream -> the gradient a correct implementation gives at a kept position)."""
+        from ..precision import apply_scale, exact_scale
+
+        formulas = run.backend.scale_formulas(rate, run.cfg.dtype) + [exact_scale(rate, run.cfg.dtype)]
+        return [(f"{f.formula} {f.factor!r}" if f.formula != "exact" else "/ (1 - rate) correctly rounded",
+                 lambda u, f=f: apply_scale(u, f)) for f in formulas]
+
     def degenerate(self, run) -> list[Check]:
         """Keep probability 1 (everything kept, unchanged) or 0 (everything dropped)."""
         cfg = run.cfg
@@ -71,6 +79,10 @@ class AlphaDropout(Dropout):
 
     def kept_elements(self, y_np, fmt) -> np.ndarray:
         return as_float64(y_np) != self.dropped_value
+
+    def gradient_formulas(self, run, rate: float):
+        """d(a x + b)/dx = a: the upstream gradient times a, rounded once."""
+        return [(f"* a ({self.a_d!r})", lambda u: round_to(as_float64(u) * self.a_d, self.dtype))]
 
     def affine(self, xv: np.ndarray) -> np.ndarray:
         """fl(fl(a * x) + b) in the dtype, as Keras computes ``a * x + b``."""

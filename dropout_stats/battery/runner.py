@@ -36,7 +36,7 @@ class ContractError(Exception):
 @dataclass
 class Call:
     """One call of fn as the checks see it.  ``purpose``: "main" (the sequence at the configured
-    rate and fresh seeds), "seed_repeat", "seed_other", "threshold" or "probe"."""
+    rate and fresh seeds), "seed_repeat", "seed_other", "threshold", "probe" or "backward"."""
 
     purpose: str
     index: int
@@ -50,6 +50,9 @@ class Call:
     kept: int                 # kept units
     kept_elements: int        # kept elements (= kept without a noise shape)
     fresh: bool               # a draw at the configured rate from a seed no other call used
+    cotangent: np.ndarray | None = None  # dL/dy of a call made with its gradient
+    grad: np.ndarray | None = None       # dL/dx of that same call (None: no gradient flows)
+    grad_error: str = ""                 # why the gradient could not be computed
 
 
 class Run:
@@ -87,23 +90,31 @@ class Run:
         return (self.cfg.seed + offset, i)
 
     def call(self, purpose: str, rate: float, seed_pair=None, noise_shape=None, *, x=None, x_np=None,
-             index: int = 0, fresh: bool = False) -> Call:
+             index: int = 0, fresh: bool = False, cotangent=None) -> Call:
         """Call fn (stateless or stateful contract), read its output, check shape and dtype, and
-        hand the call to the families that observe its purpose."""
+        hand the call to the families that observe its purpose.  With ``cotangent`` (native,
+        numpy) the call is made with its gradient: dL/dx of that same call for dL/dy."""
         cfg = self.cfg
         x = self.x if x is None else x
         x_np = self.x_np if x_np is None else x_np
         ns = list(noise_shape) if noise_shape is not None else None
         where = (f"fn(x, {rate!r}, noise_shape={ns})" if cfg.stateful
                  else f"fn(x, {rate!r}, seed={list(seed_pair)}, noise_shape={ns})")
+        grad = None
         if self.first_output is not None and purpose == "main" and index == 0:  # made by pick_backend
             y, self.first_output = self.first_output, None
         else:
+            seed = None if cfg.stateful else self.backend.seed(seed_pair)
+
+            def f(t):
+                return cfg.fn(t, rate, noise_shape=ns) if cfg.stateful else cfg.fn(t, rate, seed, noise_shape=ns)
+
             try:
-                if cfg.stateful:
-                    y = cfg.fn(x, rate, noise_shape=ns)
+                if cotangent is None:
+                    y = f(x)
                 else:
-                    y = cfg.fn(x, rate, self.backend.seed(seed_pair), noise_shape=ns)
+                    y, grad = self.backend.vjp(self.backend.recompute(f, cfg.recompute) if cfg.recompute else f,
+                                               x, cotangent[0])
             except Exception as exc:  # report, never a bare traceback
                 raise ContractError(f"{where} raised {type(exc).__name__}: {exc}") from None
         y_np = read_output(self.backend, y, where, x_np.shape, cfg.dtype)
@@ -113,6 +124,15 @@ class Run:
         kept = int(np.count_nonzero(m))
         c = Call(purpose, index, rate, seed_pair, x_np, tuple(noise_shape) if noise_shape is not None else None,
                  y_np, m, bad, kept, kept if kept_elements is None else kept_elements, fresh and rate == cfg.rate)
+        if cotangent is not None:
+            c.cotangent = cotangent[1]
+            if isinstance(grad, str):
+                c.grad_error = grad
+            elif grad is not None:
+                try:
+                    c.grad = read_output(self.backend, grad, f"the gradient of {where}", x_np.shape, cfg.dtype)
+                except ContractError as exc:
+                    c.grad_error = str(exc)
         for f in self.families:
             f.on_call(c)
         readers = [f for f in self.families if purpose in f.observes]

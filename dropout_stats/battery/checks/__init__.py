@@ -17,7 +17,7 @@ hook               thread          what it does
 =================  ==============  =============================================================
 
 ``observes`` names the call purposes it reads ("main", "seed_repeat", "seed_other",
-"threshold", "probe"); a family that reads only "main" concludes while the calls after the
+"threshold", "probe", "backward"); a family that reads only "main" concludes while the calls after the
 main sequence run (unless ``late``: a family that makes its verdict in ``after_main``).
 
 Every call is evidence: a call at the configured rate whose seed no other call used is
@@ -76,6 +76,7 @@ class Family:
 
 
 def _families():
+    from .backward import Backward
     from .call_independence import CallIndependence
     from .correlation import Correlation
     from .homogeneity import Homogeneity
@@ -88,7 +89,7 @@ def _families():
     from .threshold import Threshold
     from .value_independence import ValueIndependence
 
-    return [KeepFraction, Mechanism, Threshold, Scale, Seeds, Pairs, Homogeneity, ValueIndependence,
+    return [KeepFraction, Mechanism, Threshold, Scale, Backward, Seeds, Pairs, Homogeneity, ValueIndependence,
             CallIndependence, Correlation, NoiseShape]
 
 

@@ -22,7 +22,7 @@ SCALE_VALUES = 200_000              # kept values checked (whole calls' worth)
 
 
 class AffineScale(Scale):
-    observes = frozenset({"main", "probe"})
+    observes = frozenset({"main", "probe", "backward"})
 
     def __init__(self, run):
         super().__init__(run)

@@ -39,7 +39,7 @@ def formula_text(f) -> str:
 class Scale(Family):
     name = "scale"
     names = ("scale",)
-    observes = frozenset({"main", "seed_other", "seed_repeat", "threshold", "probe"})
+    observes = frozenset({"main", "seed_other", "seed_repeat", "threshold", "probe", "backward"})
 
     def __init__(self, run):
         super().__init__(run)

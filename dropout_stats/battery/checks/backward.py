@@ -1,0 +1,129 @@
+"""backward_mask and backward_scale: the gradient of a call uses that call's mask and scale.
+
+Detects a backward pass that uses another mask than the forward pass (a recomputed stateful
+dropout under activation checkpointing, an RNG offset not replayed, a backward kernel seeded
+apart), a backward without the scale or scaled by the rate, and dropped positions that pass a
+gradient.
+Only these catch: ``corpus.backward_other_seed`` (the forward is stateless_dropout, the
+backward drops with the next seed: every forward check passes).
+Tests: exact (no false-fail rate).  Two calls are made with their gradient (fresh seeds
+(s + 5, i); the stateful contract's next draws), for a random upstream gradient with no zeros:
+backward_mask compares the positions with a non-zero gradient with the kept positions of the
+same call's output, bit for bit; when they differ it reports their agreement with its exact
+binomial p-values against the same mask (1) and against independent masks (p^2 + q^2).
+backward_scale compares each kept position's gradient with the upstream gradient scaled by
+one of the backend's formulas (the ones the scale check accepts) or, for alpha dropout, by a.
+With ``recompute`` the calls go through the backend's rematerialisation (``tf.recompute_grad``,
+``keras.remat``).  A function whose output does not depend differentiably on x gets both
+entries as not applicable, with the reason.  Tested in tests/test_backward.py.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ...binomial import rate_test
+from ...report import Check
+from . import Family
+
+CALLS = 2
+
+
+class Backward(Family):
+    name = "backward"
+    names = ("backward_mask", "backward_scale")
+    observes = frozenset({"backward"})
+
+    def __init__(self, run):
+        super().__init__(run)
+        self.calls = []
+
+    def applies(self) -> bool:
+        return self.cfg.backward is not None and (self.cfg.backward or self.cfg.recompute)
+
+    def before_main(self) -> None:
+        run, cfg = self.run, self.cfg
+        if not run.backend.differentiable:
+            return
+        cot_np = run.kind.make_input(cfg.shape, cfg.dtype, cfg.seed + 7)  # no zeros, both signs
+        cot = run.backend.native(cot_np)
+        for i in range(CALLS):
+            run.call("backward", cfg.rate, run.seed_pair(i, offset=5), cfg.noise_shape, index=i, fresh=True,
+                     cotangent=(cot, cot_np))
+
+    def observe(self, call) -> None:
+        self.calls.append(call)
+
+    def conclude(self):
+        cfg, run = self.cfg, self.run
+        if not run.backend.differentiable:
+            why = f"backend {run.backend.name!r} has no gradients"
+            return [Check("backward_mask", None, detail=why), Check("backward_scale", None, detail=why)]
+        missing = [c for c in self.calls if c.grad is None]
+        if missing:
+            c = missing[0]
+            why = (f"the gradient could not be computed: {c.grad_error}" if c.grad_error else
+                   "no gradient flows from y to x: fn's output does not depend differentiably on x (a "
+                   "stop_gradient, numpy in the middle, an integer output)")
+            return [Check("backward_mask", None, detail=why), Check("backward_scale", None, detail=why)]
+        return [self.mask_check(), self.scale_check()]
+
+    def masks(self, call):
+        kept = self.run.kept_elements(call.y)
+        passing = call.grad != 0  # -0.0 == 0
+        return kept, passing
+
+    def mask_check(self) -> Check:
+        cfg = self.cfg
+        agree = total = wrong_kept = wrong_dropped = 0
+        for c in self.calls:
+            kept, passing = self.masks(c)
+            agree += int(np.count_nonzero(kept == passing))
+            wrong_kept += int(np.count_nonzero(kept & ~passing))
+            wrong_dropped += int(np.count_nonzero(~kept & passing))
+            total += kept.size
+        same = agree == total
+        how = f" under {cfg.recompute}" if cfg.recompute else ""
+        independent = cfg.keep ** 2 + (1 - cfg.keep) ** 2
+        detail = ""
+        if not same:
+            p_indep = rate_test(agree, total, independent).pvalue
+            detail = (f"the gradient's mask is not the output's{how}: {wrong_dropped:,} dropped positions pass a "
+                      f"gradient, {wrong_kept:,} kept ones get none; agreement {agree / total:.6g} (exact p against the "
+                      f"same mask: 0; against independent masks, p^2 + q^2 = {independent:.6g}: p = {p_indep:.3g})")
+        return Check(
+            "backward_mask", same, samples=total,
+            observed=f"agreement {agree / total:.6g} ({total - agree:,} positions differ)",
+            expected="dL/dx != 0 exactly where the same call kept x",
+            detail=detail, reproduce=cfg.reproduce(f"seeds {[list(c.seed) for c in self.calls if c.seed]}"))
+
+    def scale_check(self) -> Check:
+        cfg, kind = self.cfg, self.run.kind
+        got, up = [], []
+        for c in self.calls:
+            kept, passing = self.masks(c)
+            both = kept & passing
+            got.append(c.grad[both].astype(np.float64))
+            up.append(c.cotangent[both])
+        got, up = np.concatenate(got), np.concatenate(up)
+        if got.size == 0:
+            return Check("backward_scale", None, detail="no kept position passes a gradient")
+        results = []
+        for label, formula in kind.gradient_formulas(self.run, cfg.rate):
+            want = formula(up)
+            bad = int(np.count_nonzero(want != got))
+            if bad == 0:
+                return Check("backward_scale", True, samples=int(got.size),
+                             observed=f"every kept gradient = upstream {label}",
+                             expected="the upstream gradient scaled as the forward pass scales x",
+                             detail=f"{got.size:,} kept positions of {len(self.calls)} calls")
+            results.append((label, bad))
+        label, bad = min(results, key=lambda r: r[1])
+        ratio = got / up.astype(np.float64)
+        how = f" under {cfg.recompute}" if cfg.recompute else ""
+        return Check(
+            "backward_scale", False, samples=int(got.size),
+            observed=f"{bad:,}/{got.size:,} differ from the closest formula (upstream {label})",
+            expected="the upstream gradient scaled as the forward pass scales x",
+            detail=(f"the backward pass{how} scales the upstream gradient by [{ratio.min():.9g}, {ratio.max():.9g}] "
+                    f"where the forward's scale is {1 / (1 - cfg.rate):.9g}"),
+            reproduce=cfg.reproduce())

@@ -1,0 +1,98 @@
+"""The backward checks: the gradient of a call uses that call's mask and scale, on real
+TensorFlow, under GradientTape, tf.function, XLA and activation checkpointing."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import dropout_stats as ds
+from dropout_stats.adapters import adapters
+
+A = 1e-9
+
+
+def stateless(x, rate, seed, noise_shape=None):
+    return tf.nn.experimental.stateless_dropout(x, rate, seed=seed, noise_shape=noise_shape)
+
+
+def stateful(x, rate, noise_shape=None):
+    return tf.nn.dropout(x, rate, noise_shape=noise_shape)
+
+
+def _need(wrapper):
+    from dropout_stats.backends import get_backend
+
+    if wrapper is not True and wrapper not in get_backend("tensorflow").recompute_wrappers:
+        pytest.skip(f"{wrapper} is not in this Keras")
+
+
+def _backward(r):
+    return {c.name: c for c in r.checks if c.name.startswith("backward")}
+
+
+@pytest.mark.statistical(false_fail_rate=A)
+@pytest.mark.parametrize("mode", ["eager", "function", "jit"])
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32", "float64"])
+def test_stateless_dropout_gradient_is_the_forward_mask_and_scale(mode, dtype, seed):
+    fn = stateless if mode == "eager" else tf.function(stateless, jit_compile=mode == "jit")
+    r = ds.verify(fn, rate=0.3, dtype=dtype, seed=seed % 2**30, false_fail_rate=A,
+                  reference="tensorflow-xla" if mode == "jit" else "tensorflow")
+    b = _backward(r)
+    assert b["backward_mask"].passed and b["backward_scale"].passed, str(r)
+    assert b["backward_scale"].observed.startswith("every kept gradient = upstream multiply")
+
+
+@pytest.mark.parametrize("wrapper", [True, "keras.remat"])
+def test_stateless_dropout_survives_recompute(wrapper, seed):
+    _need(wrapper)
+    r = ds.verify(stateless, rate=0.2, seed=seed % 2**30, recompute=wrapper, false_fail_rate=A)
+    assert _backward(r)["backward_mask"].passed, str(r)
+
+
+@pytest.mark.statistical(false_fail_rate=2 * A)
+@pytest.mark.parametrize("wrapper", ["tf.recompute_grad", "keras.remat"])
+def test_stateful_dropout_redraws_its_mask_under_recompute(wrapper, seed):
+    """The finding: the backward mask of tf.nn.dropout under rematerialisation is a fresh one.
+    The agreement is tested against independence (p^2 + q^2) at level A: if TensorFlow redraws
+    independently, as measured, that fails with probability <= A (exact binomial test)."""
+    tf.random.set_seed(seed)
+    r = ds.verify(stateful, rate=0.2, stateful=True, seed=seed % 2**30, recompute=wrapper, false_fail_rate=A)
+    mask = _backward(r)["backward_mask"]
+    assert mask.passed is False and f"under {wrapper}" in mask.detail
+    p_independent = float(mask.detail.rsplit("p = ", 1)[1].rstrip(")"))
+    assert p_independent > A, mask.detail
+
+
+@pytest.mark.parametrize("fn,why", [
+    (lambda x, rate, seed, noise_shape=None: tf.stop_gradient(stateless(x, rate, seed, noise_shape)), "no gradient"),
+    (lambda x, rate, seed, noise_shape=None: tf.constant(stateless(x, rate, seed, noise_shape).numpy()), "no gradient"),
+], ids=["stop_gradient", "numpy in the middle"])
+def test_no_gradient_is_stated_not_a_crash(fn, why):
+    r = ds.verify(fn, rate=0.2, false_fail_rate=A)
+    b = _backward(r)
+    assert b["backward_mask"].passed is None and b["backward_scale"].passed is None
+    assert why in b["backward_mask"].detail and "does not depend differentiably on x" in b["backward_mask"].detail
+
+
+def test_backward_off_and_numpy_backend():
+    r = ds.verify(stateless, rate=0.2, backward=False, false_fail_rate=A)
+    assert not _backward(r)
+
+    def numpy_dropout(x, rate, seed, noise_shape=None):
+        keep = np.random.default_rng(list(seed)).random(noise_shape or x.shape) >= rate
+        return np.where(keep, x * x.dtype.type(1 / (1 - rate)), x.dtype.type(0)).astype(x.dtype)
+
+    r = ds.verify(numpy_dropout, rate=0.2, backward=True, false_fail_rate=A)
+    assert _backward(r)["backward_mask"].passed is None
+    assert "backend 'numpy' has no gradients" in _backward(r)["backward_mask"].detail
+
+
+@pytest.mark.statistical(false_fail_rate=A)
+@pytest.mark.parametrize("adapter", [a for a in adapters() if a.kind != "gaussian"], ids=lambda a: a.name)
+def test_every_entry_point_gradient_goes_through_it(adapter, seed):
+    """Every TensorFlow and Keras entry point (its layer, for the Keras ones), every mode: the
+    gradient of the call is that call's mask and scale (float32)."""
+    r = adapter.verify(rate=0.3, dtype="float32", seed=seed % 2**30, false_fail_rate=A)
+    b = _backward(r)
+    assert b["backward_mask"].passed and b["backward_scale"].passed, str(r)
