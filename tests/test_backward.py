@@ -56,6 +56,7 @@ def test_stateful_dropout_redraws_its_mask_under_recompute(wrapper, seed):
     """The finding: the backward mask of tf.nn.dropout under rematerialisation is a fresh one.
     The agreement is tested against independence (p^2 + q^2) at level A: if TensorFlow redraws
     independently, as measured, that fails with probability <= A (exact binomial test)."""
+    _need(wrapper)
     tf.random.set_seed(seed)
     r = ds.verify(stateful, rate=0.2, stateful=True, seed=seed % 2**30, recompute=wrapper, false_fail_rate=A)
     mask = _backward(r)["backward_mask"]

@@ -34,6 +34,8 @@ class TensorFlowBackend(Backend):
         self.tf = ref.tf
 
     def native(self, x: np.ndarray):
+        if x.dtype.name == "bfloat16":  # from the bits: TF < 2.13 has its own numpy bfloat16 type
+            return self.tf.bitcast(self.tf.constant(x.view(np.uint16)), self.tf.bfloat16)
         return self.tf.constant(x)
 
     def reshape(self, x, shape):

@@ -19,7 +19,8 @@ def verify(fn, *, rate, dtype="float32", shape=None, noise_shape=None, seed=0, s
     noise_shape=None)``, fresh randomness on every call.
 
     ``backend``: "tensorflow" or "numpy"; None picks it from the type of fn's first output
-    (that first call gets numpy inputs; every later call the backend's own arrays).
+    (that first call gets numpy inputs; every later call the backend's own arrays, so a stateful
+    fn has drawn once before the battery starts).
     ``reference``: a bit-exact stream of the backend to check the kept set against
     ("tensorflow": TF's stateless uniform; "tensorflow-xla": XLA's (jit_compile) stream);
     "auto" is the backend's own (none for numpy); None skips that check (an RNG of its own:
@@ -71,8 +72,9 @@ def run_battery(cfg, kind) -> Report:
 
 
 def pick_backend(cfg, kind):
-    """The backend named, or the one that owns fn's first output (called with numpy inputs; the
-    output becomes the first main call).  Returns (backend, x as numpy or None, output or None)."""
+    """The backend named, or the one that owns fn's first output (called with numpy inputs; for the
+    numpy backend the output becomes the first main call).  Returns (backend, x as numpy or None,
+    output or None)."""
     if cfg.backend_name is not None:
         return get_backend(cfg.backend_name), None, None
     x_np = kind.make_input(cfg.shape, cfg.dtype, cfg.seed)
@@ -91,4 +93,6 @@ def pick_backend(cfg, kind):
         raise ContractError(f"{where} returned {type(y).__name__}, which no backend reads ({hint})")
     backend = get_backend(name)
     read_output(backend, y, where, x_np.shape, cfg.dtype)  # a clear error before any other call
-    return backend, x_np, y
+    # numpy's output is the first main call; a framework's is not (a compiled fn traces numpy
+    # inputs and a Python seed as constants: TensorFlow 2.12 under XLA then draws another stream)
+    return backend, x_np, (y if name == "numpy" else None)
