@@ -26,7 +26,7 @@ import time
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 # module -> the tests that cover it (the fast ones: no full verify() runs)
 TESTS = {
-    "dropout_stats/_checks.py": ["tests/test_binomial.py", "tests/test_design.py", "tests/test_sequential.py"],
+    "dropout_stats/_checks.py": ["tests/test_bad_input.py", "-k", "api"],
     "dropout_stats/_exact.py": ["tests/test_exact.py"],
     "dropout_stats/_floats.py": ["tests/test_precision.py", "tests/test_backends.py"],
     "dropout_stats/binomial.py": ["tests/test_binomial.py"],
