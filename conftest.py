@@ -51,10 +51,34 @@ def pytest_report_header(config):
             "(summed at collection; exceeding it is a usage error)")
 
 
-def pytest_report_collectionfinish(config, start_path, items):
-    total, count = getattr(config, "_dropout_stats_suite_rate", (0.0, 0))
+def _suite_rate_line(total, count) -> str:
     return (f"dropout_stats: {count} statistical tests, designed false-fail rate "
             f"{total:.3g} per run (budget {SUITE_FALSE_FAIL_BUDGET:g})")
+
+
+def pytest_report_collectionfinish(config, start_path, items):
+    return _suite_rate_line(*getattr(config, "_dropout_stats_suite_rate", (0.0, 0)))
+
+
+def pytest_sessionfinish(session):
+    # under xdist the workers collect: each hands its sum to the controller
+    if hasattr(session.config, "workeroutput"):
+        session.config.workeroutput["dropout_stats_suite_rate"] = getattr(
+            session.config, "_dropout_stats_suite_rate", (0.0, 0))
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error):
+    rate = getattr(node, "workeroutput", {}).get("dropout_stats_suite_rate")
+    if rate is not None:
+        node.config._dropout_stats_suite_rate = tuple(rate)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    if hasattr(config, "workerinput") or not hasattr(config, "_dropout_stats_suite_rate"):
+        return
+    if config.pluginmanager.hasplugin("xsession") or getattr(config.option, "numprocesses", None):
+        terminalreporter.write_line(_suite_rate_line(*config._dropout_stats_suite_rate))
 
 
 @pytest.fixture

@@ -115,6 +115,7 @@ def dropout_verifier(request, dropout_seed):
     share = state.budget / max(1, state.users)
 
     def run(fn, **kwargs):
+        __tracebackhide__ = True
         from dropout_stats.testing import assert_dropout
 
         kwargs.setdefault("seed", dropout_seed)
@@ -137,6 +138,8 @@ def pytest_runtest_makereport(item, call):
     testing = sys.modules.get("dropout_stats.testing")
     records = testing.drain_records() if testing is not None else []
     for r in records:
+        if not r.get("passed") and report.passed:  # the test expected the assertion to fail
+            r = dict(r, expected_failure=True)
         report.user_properties.append((_KEY, r))
     if report.failed:
         seeds = [v for k, v in item.user_properties if k == _KEY + "_seed"]
@@ -173,7 +176,12 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     tr = terminalreporter
     tr.section("dropout-stats assertions")
     tr.line(f"base seed {state.seed}; false-fail budget {state.budget:g} per run")
+    expected = sum(1 for _, r in state.records if r.get("expected_failure"))
+    if expected:
+        tr.line(f"FAIL (expected) marks {expected} assertion(s) that failed inside a test that expected it to "
+                "(pytest.raises): the test passed")
     for nodeid, r in sorted(state.records, key=lambda x: x[0]):
-        tr.line(f"{'PASS' if r.get('passed') else 'FAIL'} {nodeid} {r.get('what', '')}: "
+        status = "PASS" if r.get("passed") else "FAIL (expected)" if r.get("expected_failure") else "FAIL"
+        tr.line(f"{status} {nodeid} {r.get('what', '')}: "
                 f"n={r.get('n')} observed={r.get('observed')} interval={r.get('interval')} "
                 f"p={r.get('pvalue')} level={r.get('level')}")

@@ -33,7 +33,7 @@ def _record(**kw) -> None:
 
 
 def _header(title: str, false_fail_rate, extra: str = "") -> str:
-    line = f"\n{title}"
+    line = title  # the first line carries the verdict: pytest's short summary shows only it
     if false_fail_rate is not None:
         line += f" (false-fail rate {false_fail_rate:g}{', ' + extra if extra else ''})"
     return line
@@ -135,12 +135,15 @@ def assert_scaled_by_inverse_keep(x, y, rate, *, rate_is_tensor=None) -> None:
     order = np.argsort(-d)[:5]
     _record(what="scale", passed=False, n=int(xs.size), observed=f"{int(bad.sum())} mismatches",
             interval=None, pvalue="exact", level=None, seed=None)
-    lines = [_header("Kept values are not x / (1 - rate) by any reference formula", None),
-             f" mismatched: {int(bad.sum())} / {xs.size} kept values (closest formula: {f.formula})",
-             f" max ULP distance: {int(d.max())}",
+    ratio = got / np.asarray(xs, dtype=np.float64)
+    lines = [_header(f"Kept values are not x / (1 - rate) by any reference formula: {int(bad.sum())} of "
+                     f"{xs.size} differ", None),
+             f" closest formula: {f.formula}; max ULP distance: {int(d.max())}",
+             f" y / x ranges over [{float(ratio.min()):.9g}, {float(ratio.max()):.9g}] where 1 / (1 - rate) = "
+             f"{1 / (1 - rate):.9g}",
              " largest differences (x, got, expected, ULP):"]
     for i in order:
-        lines.append(f"   {float(xs[i])!r}, {got[i]!r}, {want[i]!r}, {int(d[i])}")
+        lines.append(f"   {float(xs[i])!r}, {float(got[i])!r}, {float(want[i])!r}, {int(d[i])}")
     raise AssertionError("\n".join(lines))
 
 
@@ -151,12 +154,14 @@ def assert_dropout(fn, **verify_kwargs):
 
     report = verify(fn, **verify_kwargs)
     k = next((c for c in report.checks if c.name == "keep_fraction"), None)
-    _record(what=f"verify rate {report.config.get('rate')} {report.config.get('dtype')}", passed=report.passed,
+    failed = ", ".join(c.name for c in report.failures)
+    _record(what=f"verify rate {report.config.get('rate')} {report.config.get('dtype')}"
+                 + (f" (FAILED: {failed})" if failed else ""), passed=report.passed,
             n=k.samples if k else report.samples, observed=k.observed if k else "",
             interval=f"[{k.interval[0]:.6g}, {k.interval[1]:.6g}]" if k and k.interval else None,
             pvalue=f"{k.pvalue:.3g}" if k and k.pvalue is not None else None,
             level=report.config.get("false_fail_rate"), seed=report.seed)
     if not report.passed:
-        raise AssertionError(_header("Dropout implementation failed verification",
+        raise AssertionError(_header(f"Dropout implementation failed verification: {failed}",
                                      report.config.get("false_fail_rate")) + "\n" + str(report))
     return report

@@ -100,6 +100,41 @@ def test_failure_message_names_rates_interval_and_seed(pytester):
         assert fragment in out
     assert "replay with --dropout-stats-seed=5" in out
     assert "assert_keep_fraction(x, y, 0.2" in out and "testing.py" not in out  # __tracebackhide__
+    # the short summary (-rf) shows the verdict, not an empty "AssertionError: "
+    short = pytester.runpytest_subprocess("--dropout-stats-seed=5", "-p", "no:xdist", "-rf").stdout.str()
+    line = next(v for v in short.splitlines() if v.startswith("FAILED"))
+    assert "AssertionError: Dropout keep frac" in line, line  # the line is cut at the terminal width
+
+
+EXPECTED = textwrap.dedent("""
+    import pytest
+    import tensorflow as tf
+    from dropout_stats.testing import assert_keep_fraction
+
+    def test_expects_the_failure(dropout_seed):
+        x = tf.ones([300, 300])
+        y = tf.nn.experimental.stateless_dropout(x, 0.3, seed=[dropout_seed, 0])
+        with pytest.raises(AssertionError):
+            assert_keep_fraction(x, y, 0.2, seed=dropout_seed)
+
+    def test_verifier_failure(dropout_verifier):
+        fn = lambda x, r, s, noise_shape=None: tf.nn.experimental.stateless_dropout(x, 0.5, seed=s)
+        dropout_verifier(fn, rate=0.2, shape=[64, 1024])
+""")
+
+
+@pytest.mark.statistical(false_fail_rate=1e-12)
+def test_expected_failures_are_marked_and_plugin_frames_hidden(pytester):
+    """Rate 0.3 asserted as 0.2 on 90,000 draws and rate 0.5 verified as 0.2: both gross (a miss
+    needs a deviation of over 19 standard errors)."""
+    pytester.makepyfile(test_expected=EXPECTED)
+    r = pytester.runpytest_subprocess("-p", "no:xdist", "-rf")
+    r.assert_outcomes(passed=1, failed=1)
+    out = r.stdout.str()
+    assert re.search(r"^FAIL \(expected\) test_expected.py::test_expects_the_failure keep fraction", out, re.M), out
+    assert re.search(r"^FAIL test_expected.py::test_verifier_failure verify rate 0.2 float32 \(FAILED: .*keep_fraction",
+                     out, re.M), out
+    assert "Dropout implementation failed verification: " in out and "pytest_plugin.py" not in out
 
 
 def test_plugin_imports_nothing_heavy():
