@@ -29,11 +29,18 @@ def write_atomically(path: str, text: str) -> None:
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
+        os.chmod(tmp, _umasked(0o666))  # mkstemp makes 0600: honour the umask, as open() would
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def _umasked(mode: int) -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mode & ~mask
 
 
 def _require_matplotlib():
@@ -55,6 +62,7 @@ def _save_figure(fig, path: str) -> None:
     os.close(fd)
     try:
         fig.savefig(tmp, format="png", dpi=110)
+        os.chmod(tmp, _umasked(0o666))
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -109,13 +117,17 @@ def cmd_audit(args) -> int:
     dtypes = args.dtypes or (["float32", "bfloat16"] if args.quick else ["float16", "bfloat16", "float32", "float64"])
     plan = [(a, d) for a in adapters(modes=modes) for d in dtypes]
     progress = Progress(len(plan))
-    results = []
+    results, seconds = [], []
     for adapter, dtype in plan:
+        t0 = time.perf_counter()
         report = adapter.verify(rate=args.rate, dtype=dtype, seed=args.seed, false_fail_rate=args.false_fail_rate)
+        seconds.append(time.perf_counter() - t0)
         results.append((adapter, dtype, report))
         progress.step(f"{adapter.name} {dtype}", "pass" if report.passed else
                       "FAIL " + ", ".join(c.name for c in report.failures))
     print(_audit_table(results, args.rate, tf.__version__))
+    by_mode = {m: sum(t for (a, _, _), t in zip(results, seconds) if a.mode == m) for m in modes}
+    print("\ntime by mode: " + ", ".join(f"{m} {t:.1f} s" for m, t in by_mode.items()))
     from .probes import recompute_agreement
 
     recompute = recompute_agreement(rate=args.rate)
@@ -123,12 +135,13 @@ def cmd_audit(args) -> int:
     if args.json:
         from .probes import all_probes
 
-        payload = {"tensorflow": tf.__version__, "keras": _keras_version(), "tf_keras": _tf_keras_version(),
+        payload = {"schema": "dropout-stats/audit/1", "tensorflow": tf.__version__, "keras": _keras_version(),
+                   "tf_keras": _tf_keras_version(), "seconds_by_mode": by_mode,
                    "rate": args.rate,
                    "seed": args.seed, "false_fail_rate": args.false_fail_rate, "quick": bool(args.quick),
                    "facts": all_probes(),
-                   "results": [{"entry_point": a.entry_point, "mode": a.mode, "dtype": d, "report": r.to_dict()}
-                               for a, d, r in results]}
+                   "results": [{"entry_point": a.entry_point, "mode": a.mode, "dtype": d, "seconds": round(t, 3),
+                                "report": r.to_dict()} for (a, d, r), t in zip(results, seconds)]}
         write_atomically(args.json, json.dumps(payload, indent=1, sort_keys=True))
         print(f"wrote {args.json}")
     if args.plot:

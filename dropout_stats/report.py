@@ -6,6 +6,9 @@ import math
 from dataclasses import asdict, dataclass, field
 
 
+SCHEMA = "dropout-stats/report/1"   # docs/json.md
+
+
 @dataclass
 class Check:
     """One entry of the battery.
@@ -26,6 +29,7 @@ class Check:
     interval: tuple[float, float] | None = None
     detail: str = ""
     reproduce: str = ""
+    values: dict = field(default_factory=dict)   # the observed quantities as numbers (JSON)
 
     @property
     def status(self) -> str:
@@ -71,6 +75,7 @@ class Report:
             return v
 
         return clean({
+            "schema": SCHEMA,
             "passed": self.passed,
             "seed": self.seed,
             "samples": self.samples,

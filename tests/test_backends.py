@@ -124,3 +124,17 @@ def test_numpy_input_equals_what_tensorflow_casts(dtype):
     want = tf.cast(tf.constant(values), dtype).numpy()
     got = make_input_array((n,), dtype, 7)
     assert got.dtype.name == want.dtype.name and np.array_equal(got.view(np.uint8), want.view(np.uint8))
+
+
+def test_a_framework_fn_that_refuses_numpy_still_finds_its_backend():
+    """The first call gets numpy inputs; a TensorFlow fn that insists on tensors (as TF 2.12 does
+    for ml_dtypes' bfloat16) is tried with the loaded framework's own arrays next."""
+    tf = pytest.importorskip("tensorflow")
+
+    def tensors_only(x, rate, seed, noise_shape=None):
+        if not isinstance(x, tf.Tensor):
+            raise TypeError("tensors only")
+        return tf.nn.experimental.stateless_dropout(x, rate, seed=seed, noise_shape=noise_shape)
+
+    r = ds.verify(tensors_only, rate=0.2, false_fail_rate=1e-3)
+    assert r.config["backend"] == "tensorflow" and "contract" not in {c.name for c in r.checks}

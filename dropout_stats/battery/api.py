@@ -71,6 +71,14 @@ def run_battery(cfg, kind) -> Report:
     return Report(passed, checks, findings, cfg.samples, cfg.seed, cfg.as_dict())
 
 
+def loaded_frameworks() -> list:
+    """Backends whose framework this process has already imported (numpy aside)."""
+    import sys
+
+    modules = {"tensorflow": "tensorflow"}
+    return [name for name in backend_names() if modules.get(name) in sys.modules]
+
+
 def pick_backend(cfg, kind):
     """The backend named, or the one that owns fn's first output (called with numpy inputs; for the
     numpy backend the output becomes the first main call).  Returns (backend, x as numpy or None,
@@ -87,6 +95,16 @@ def pick_backend(cfg, kind):
     try:
         y = cfg.fn(x_np, cfg.rate, noise_shape=ns) if cfg.stateful else cfg.fn(x_np, cfg.rate, seed, noise_shape=ns)
     except Exception as exc:
+        # a framework's fn may refuse numpy (TensorFlow 2.12 and ml_dtypes' bfloat16): the loaded
+        # frameworks' own arrays next; that call is not kept either
+        for name in loaded_frameworks():
+            backend = get_backend(name)
+            try:
+                x, s = backend.native(x_np), backend.seed(seed)
+                cfg.fn(x, cfg.rate, noise_shape=ns) if cfg.stateful else cfg.fn(x, cfg.rate, s, noise_shape=ns)
+            except Exception:  # noqa: BLE001 - not this framework either
+                continue
+            return backend, x_np, None
         raise ContractError(f"{where} raised {type(exc).__name__}: {exc} ({hint})") from None
     name = detect_backend(y)
     if name is None:

@@ -41,6 +41,7 @@ def table_check(name: str, table, what: str, reproduce: str) -> Check:
     p_a = na / n
     cond = both / na if na else float("nan")
     return Check(name, True, "statistical", p, None, n,
+                 values={"agreement": agree, "kept_given_partner_kept": cond, "kept": nb / n},
                  observed=f"P(kept | partner kept) = {cond:.6g}, agreement {agree:.6g}",
                  expected=f"P(kept) = {nb / n:.6g} (independent)",
                  detail=f"Fisher exact test on {n:,} {what}; keep rate of the first {p_a:.6g}",

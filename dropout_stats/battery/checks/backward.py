@@ -91,7 +91,8 @@ class Backward(Family):
                       f"gradient, {wrong_kept:,} kept ones get none; agreement {agree / total:.6g} (exact p against the "
                       f"same mask: 0; against independent masks, p^2 + q^2 = {independent:.6g}: p = {p_indep:.3g})")
         return Check(
-            "backward_mask", same, samples=total,
+            "backward_mask", same, samples=total, values={"agreement": agree / total, "positions": total,
+                                                          "dropped_passing": wrong_dropped, "kept_blocked": wrong_kept},
             observed=f"agreement {agree / total:.6g} ({total - agree:,} positions differ)",
             expected="dL/dx != 0 exactly where the same call kept x",
             detail=detail, reproduce=cfg.reproduce(f"seeds {[list(c.seed) for c in self.calls if c.seed]}"))

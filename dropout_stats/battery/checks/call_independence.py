@@ -67,6 +67,7 @@ def call_histogram_check(per_position: np.ndarray, calls: int, reproduce: str) -
     worst = int(np.argmax(np.abs(ob - ex) / np.sqrt(ex)))
     return Check(
         name, True, "statistical", float(chi2.sf(stat, df)), None, positions * calls,
+        values={"chi2": stat, "df": df, "calls": calls},
         observed=f"chi2 {stat:.4g} on {df} df; largest cell {ob[worst]:.0f} positions vs {ex[worst]:.1f} expected",
         expected=f"kept counts per position ~ Binomial({calls}, {p_hat:.6g})",
         detail=f"histogram of {positions:,} positions' kept counts over {calls} calls, {len(ex)} cells",

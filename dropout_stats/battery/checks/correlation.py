@@ -115,6 +115,7 @@ class Correlation(Family):
         what = "within a call" if within else "between consecutive calls"
         return Check(
             name, True, "statistical", pv, None, pairs_of_calls * n,
+            values={"displacement": d, "correlation": s / (npairs * pq), "pairs": npairs, "tested": tested},
             observed=f"displacement {list(d)}: correlation {s / (npairs * pq):.4g} over {npairs:,} pairs "
                      f"(z = {s / math.sqrt(npairs * pq * pq):.3g})",
             expected=f"0 at every displacement {what} ({tested:,} tested)",

@@ -78,6 +78,7 @@ class Homogeneity(Family):
         worst = int(np.argmax(np.abs(kept / n - pooled)))
         return Check(
             name, True, "statistical", r.pvalue, None, int(n.sum()),
+            values={"chi2": r.statistic, "df": int(kept.size - 1)},
             observed=f"chi2 {r.statistic:.4g} on {kept.size - 1} df",
             expected=f"keep rate equal across {kept.size} {what}",
             detail=f"most extreme group {worst}: {kept[worst] / n[worst]:.6g} vs pooled {pooled:.6g}",

@@ -90,6 +90,7 @@ class KeepFraction(Family):
             observed=f"{res.kept}/{res.n} = {res.kept / res.n:.6g}",
             expected=f"{cfg.keep:.10g}" + (" (1 - rate)" if cfg.strict_nominal else f" (exact for {cfg.dtype})"),
             interval=(ci.low, ci.high),
+            values={"kept": res.kept, "n": res.n, "fraction": res.kept / res.n, "expected": cfg.keep},
             detail=(f"sequential test: {res.reason}; designed to catch keep {cfg.keep:.6g} +- {cfg.delta:.3g} "
                     f"with false-pass <= {cfg.beta:g} (fixed-n would need {fixed_n:,})" + weaker),
             reproduce=cfg.reproduce())]

@@ -70,6 +70,7 @@ class Mechanism(Family):
         xla = ref == "tensorflow-xla"
         self.check = Check(
             "mechanism", mismatches == 0, samples=total, observed=f"{mismatches} mismatches",
+            values={"mismatches": mismatches, "compared": total},
             expected=f"kept == ({'XLA ' if xla else ''}stateless_uniform >= fl(rate)), bit for bit",
             detail=detail, reproduce=cfg.reproduce(f"seed pairs {[list(seed) for _, seed, _ in masks]}"))
 

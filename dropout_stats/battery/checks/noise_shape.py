@@ -81,6 +81,7 @@ class NoiseShape(Family):
         r = rate_test(kept, n, cfg.keep)
         units = Check(
             "noise_shape_units", True, "statistical", r.pvalue, None, n,
+            values={"kept": kept, "n": n, "fraction": kept / n, "expected": cfg.keep},
             observed=f"{kept}/{n} units kept = {kept / n:.6g}", expected=f"{cfg.keep:.10g}",
             detail=f"x {list(shape)}, noise_shape {list(noise)}: one draw per unit, {self.calls} calls",
             reproduce=cfg.reproduce(f"x of shape {list(shape)}, noise_shape={list(noise)}"))
@@ -88,6 +89,7 @@ class NoiseShape(Family):
 
     def consistency(self, inconsistent: int, units: int, noise_shape) -> Check:
         return Check("noise_shape_consistency", inconsistent == 0, samples=units,
+                     values={"inconsistent": inconsistent, "units": units},
                      observed=f"{inconsistent} of {units:,} units with mixed fate",
                      expected="every element of a broadcast unit kept or dropped together",
                      detail="" if inconsistent == 0 else

@@ -84,6 +84,7 @@ class Seeds(Family):
         p = min(1.0, min(r[0] for r in results) * 3)  # Bonferroni over the three comparisons
         return Check(
             "seed_independence", True, "statistical", p, None, int(sum(t[3] for t in tables)),
+            values={"agreement": results[worst][1], "expected": cfg.keep ** 2 + (1 - cfg.keep) ** 2},
             observed=f"agreement {results[worst][1]:.6g} ({labels[worst]})",
             expected=f"{cfg.keep ** 2 + (1 - cfg.keep) ** 2:.6g} = p^2 + q^2 (independent masks)",
             detail=f"Fisher exact on the 2x2 tables of masks from neighbouring seeds; smallest p at {labels[worst]}",

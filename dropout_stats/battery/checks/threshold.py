@@ -77,7 +77,7 @@ class Threshold(Family):
             total += size
             details.append(f"{lo:.4g}->{hi:.4g}: {flips}/{size} flipped, expected share {share:.6g}")
         nesting = Check(
-            "threshold_nesting", violations == 0, samples=total,
+            "threshold_nesting", violations == 0, samples=total, values={"violations": violations},
             observed=f"{violations} positions kept at a higher rate but dropped at a lower one",
             expected="kept(higher rate) is a subset of kept(lower rate) for one seed",
             detail="" if violations == 0 else "the mask is not a threshold of one uniform draw per position",
