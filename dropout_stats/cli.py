@@ -200,7 +200,7 @@ def _audit_table(results, rate, tf_version) -> str:
                 continue  # float32/float64: off by an ulp of the rate, not worth a line
             if f.name == "mean_bias" and abs(f.value) <= 1e-6:
                 continue
-            key = (f.name, f.detail.split(":")[0])  # one line per finding and configuration kind
+            key = (f.name, f.detail)  # the same fact, in the same words: true of every run listed
             findings.setdefault(key, [f.detail, []])[1].append(f"{a.name} {d}")
     widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
     lines = [f"dropout-stats audit: TensorFlow {tf_version}, rate {rate}", ""]

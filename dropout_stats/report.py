@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import math
+import textwrap
 from dataclasses import asdict, dataclass, field
 
 
@@ -38,11 +39,15 @@ class Check:
 
 @dataclass
 class Finding:
-    """A fact about the implementation worth knowing that is not a failure by itself."""
+    """A fact about the implementation worth knowing that is not a failure by itself.
+
+    ``detail`` states the fact (the same words for every run it holds for: the audit groups runs
+    by it); ``measured`` is what this run measured of it on fn's own outputs."""
 
     name: str
     detail: str
     value: object = None
+    measured: str = ""
 
 
 @dataclass
@@ -81,42 +86,63 @@ class Report:
             "samples": self.samples,
             "config": self.config,
             "checks": [asdict(c) for c in self.checks],
-            "findings": [{"name": f.name, "detail": f.detail, "value": _jsonable(f.value)} for f in self.findings],
+            "findings": [{"name": f.name, "detail": f.detail, "value": _jsonable(f.value), "measured": f.measured}
+                         for f in self.findings],
         })
 
     def to_json(self, **kwargs) -> str:
         return json.dumps(self.to_dict(), sort_keys=True, **kwargs)
 
     def __str__(self) -> str:
-        cfg = ", ".join(f"{k}={v!r}" for k, v in self.config.items() if k != "fn")
-        head = f"verify({self.config.get('fn', 'fn')}, {cfg}): {'PASSED' if self.passed else 'FAILED'}"
-        rows = [("check", "status", "observed", "expected", "interval", "p", "level", "n")]
+        return self.text()
+
+    def text(self, width: int = 100) -> str:
+        """The report for a terminal: at most ``width`` columns (JSON has every field in full)."""
+        cfg = {k: v for k, v in self.config.items() if k != "fn" and v not in (None, False)}
+        head = (f"verify({self.config.get('fn', 'fn')}, {', '.join(f'{k}={v!r}' for k, v in cfg.items())}): "
+                f"{'PASSED' if self.passed else 'FAILED'}")
+        lines = textwrap.wrap(head, width, subsequent_indent="    ")
+        diagnosis = None
+        if not self.passed:
+            from .diagnosis import diagnose
+
+            diagnosis = diagnose(self)
+        if diagnosis:
+            words, others = diagnosis
+            lines += textwrap.wrap(f"diagnosis: {words}", width, subsequent_indent="  ")
+            if others:
+                lines += textwrap.wrap("failures that follow from it: " + ", ".join(others), width,
+                                       subsequent_indent="  ")
+        lines.append("")
+        rows = [("check", "status", "p", "level", "n")]
         for c in self.checks:
-            rows.append((
-                c.name, c.status, c.observed, c.expected,
-                f"[{c.interval[0]:.6g}, {c.interval[1]:.6g}]" if c.interval else "",
-                f"{c.pvalue:.3g}" if c.pvalue is not None else "exact" if c.passed is not None else "",
-                f"{c.level:.2g}" if c.level is not None else "",
-                f"{c.samples:,}" if c.samples else "",
-            ))
-        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-        lines = [head, ""]
-        for i, r in enumerate(rows):
-            lines.append("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip())
-            if i == 0:
-                lines.append("  ".join("-" * w for w in widths))
+            rows.append((c.name, c.status,
+                         f"{c.pvalue:.3g}" if c.pvalue is not None else "exact" if c.passed is not None else "",
+                         f"{c.level:.2g}" if c.level is not None else "", f"{c.samples:,}" if c.samples else ""))
+        widths = [max(len(r[i]) for r in rows) for i in range(5)]
+        left = sum(widths) + 2 * 5
+        for i, (r, c) in enumerate(zip(rows, [None] + self.checks)):
+            observed = "observed" if c is None else c.observed
+            fixed = "  ".join(v.ljust(w) for v, w in zip(r, widths))
+            wrapped = textwrap.wrap(observed, max(20, width - left)) or [""]
+            lines.append(f"{fixed}  {wrapped[0]}".rstrip())
+            lines += [" " * left + more for more in wrapped[1:]]
         for c in self.checks:
             if c.passed is False:
-                lines.append(f"FAIL {c.name}: {c.detail}")
+                lines += textwrap.wrap(f"FAIL {c.name}: {c.detail or c.observed}", width, subsequent_indent="     ")
+                if c.expected:
+                    lines += textwrap.wrap(f"expected: {c.expected}", width, initial_indent="     ",
+                                           subsequent_indent="       ")
                 if c.reproduce:
-                    lines.append(f"     reproduce: {c.reproduce}")
+                    lines += textwrap.wrap(f"reproduce: {c.reproduce}", width, initial_indent="     ",
+                                           subsequent_indent="       ")
         if self.findings:
-            lines.append("")
-            lines.append("findings:")
+            lines += ["", "findings:"]
             for f in self.findings:
-                lines.append(f"  - {f.name}: {f.detail}")
-        lines.append(f"{self.samples:,} elements drawn; seed {self.seed}; a correct implementation fails "
-                     f"with probability <= {self.config.get('false_fail_rate', '?')}")
+                text = f"- {f.name}: {f.detail}" + (f"; measured: {f.measured}" if f.measured else "")
+                lines += textwrap.wrap(text, width, initial_indent="  ", subsequent_indent="    ")
+        lines += textwrap.wrap(f"{self.samples:,} elements drawn; seed {self.seed}; a correct implementation fails "
+                               f"with probability <= {self.config.get('false_fail_rate', '?')}", width)
         return "\n".join(lines)
 
 

@@ -170,10 +170,11 @@ def settle(cfg: Config, backend) -> Finding:
 def keep_finding(rate, dtype, keep_exact, note: str, xla: bool) -> Finding:
     nominal = 1 - rate
     if float(keep_exact) == nominal:
-        return Finding("keep_probability", f"{dtype} at rate {rate}: keeps exactly 1 - rate", float(keep_exact))
+        return Finding("keep_probability", f"{dtype} at rate {rate}: a correct implementation keeps exactly 1 - rate",
+                       float(keep_exact))
     return Finding(
         "keep_probability",
-        f"{dtype} at rate {rate}{' under XLA' if xla else ''}: {note}, so the keep probability is {keep_exact} = "
-        f"{float(keep_exact):.10g}, not 1 - rate = {nominal:.10g} (relative difference "
+        f"{dtype} at rate {rate}{' under XLA' if xla else ''}: {note}, so a correct implementation keeps "
+        f"{keep_exact} = {float(keep_exact):.10g}, not 1 - rate = {nominal:.10g} (relative difference "
         f"{(float(keep_exact) - nominal) / nominal:+.3g})",
         float(keep_exact))

@@ -83,7 +83,8 @@ class NoiseShape(Family):
             "noise_shape_units", True, "statistical", r.pvalue, None, n,
             values={"kept": kept, "n": n, "fraction": kept / n, "expected": cfg.keep},
             observed=f"{kept}/{n} units kept = {kept / n:.6g}", expected=f"{cfg.keep:.10g}",
-            detail=f"x {list(shape)}, noise_shape {list(noise)}: one draw per unit, {self.calls} calls",
+            detail=f"x {list(shape)}, noise_shape {list(noise)}: one draw per unit, {self.calls} "
+                   f"call{'s' if self.calls > 1 else ''}",
             reproduce=cfg.reproduce(f"x of shape {list(shape)}, noise_shape={list(noise)}"))
         return [check, units]
 
