@@ -101,7 +101,7 @@ class Report:
         cfg = {k: v for k, v in self.config.items() if k != "fn" and v not in (None, False)}
         head = (f"verify({self.config.get('fn', 'fn')}, {', '.join(f'{k}={v!r}' for k, v in cfg.items())}): "
                 f"{'PASSED' if self.passed else 'FAILED'}")
-        lines = textwrap.wrap(head, width, subsequent_indent="    ")
+        lines = _wrap(head, width, subsequent_indent="    ")
         diagnosis = None
         if not self.passed:
             from .diagnosis import diagnose
@@ -109,9 +109,9 @@ class Report:
             diagnosis = diagnose(self)
         if diagnosis:
             words, others = diagnosis
-            lines += textwrap.wrap(f"diagnosis: {words}", width, subsequent_indent="  ")
+            lines += _wrap(f"diagnosis: {words}", width, subsequent_indent="  ")
             if others:
-                lines += textwrap.wrap("failures that follow from it: " + ", ".join(others), width,
+                lines += _wrap("failures that follow from it: " + ", ".join(others), width,
                                        subsequent_indent="  ")
         lines.append("")
         rows = [("check", "status", "p", "level", "n")]
@@ -124,26 +124,31 @@ class Report:
         for i, (r, c) in enumerate(zip(rows, [None] + self.checks)):
             observed = "observed" if c is None else c.observed
             fixed = "  ".join(v.ljust(w) for v, w in zip(r, widths))
-            wrapped = textwrap.wrap(observed, max(20, width - left)) or [""]
+            wrapped = _wrap(observed, max(20, width - left)) or [""]
             lines.append(f"{fixed}  {wrapped[0]}".rstrip())
             lines += [" " * left + more for more in wrapped[1:]]
         for c in self.checks:
             if c.passed is False:
-                lines += textwrap.wrap(f"FAIL {c.name}: {c.detail or c.observed}", width, subsequent_indent="     ")
+                lines += _wrap(f"FAIL {c.name}: {c.detail or c.observed}", width, subsequent_indent="     ")
                 if c.expected:
-                    lines += textwrap.wrap(f"expected: {c.expected}", width, initial_indent="     ",
+                    lines += _wrap(f"expected: {c.expected}", width, initial_indent="     ",
                                            subsequent_indent="       ")
                 if c.reproduce:
-                    lines += textwrap.wrap(f"reproduce: {c.reproduce}", width, initial_indent="     ",
+                    lines += _wrap(f"reproduce: {c.reproduce}", width, initial_indent="     ",
                                            subsequent_indent="       ")
         if self.findings:
             lines += ["", "findings:"]
             for f in self.findings:
                 text = f"- {f.name}: {f.detail}" + (f"; measured: {f.measured}" if f.measured else "")
-                lines += textwrap.wrap(text, width, initial_indent="  ", subsequent_indent="    ")
-        lines += textwrap.wrap(f"{self.samples:,} elements drawn; seed {self.seed}; a correct implementation fails "
+                lines += _wrap(text, width, initial_indent="  ", subsequent_indent="    ")
+        lines += _wrap(f"{self.samples:,} elements drawn; seed {self.seed}; a correct implementation fails "
                                f"with probability <= {self.config.get('false_fail_rate', '?')}", width)
         return "\n".join(lines)
+
+
+def _wrap(text: str, width: int, **kwargs) -> list[str]:
+    """Lines of at most ``width``, never breaking names such as 'tensorflow-xla'."""
+    return textwrap.wrap(text, width, break_on_hyphens=False, break_long_words=False, **kwargs)
 
 
 def _jsonable(v):
