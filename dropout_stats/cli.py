@@ -5,9 +5,11 @@ Exit codes: 0 every check passed, 1 a check failed, 2 bad usage (a clear message
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
 import os
+import re
 import sys
 import tempfile
 import time
@@ -83,6 +85,29 @@ def _quiet_tensorflow() -> None:
         pass
 
 
+_TF_NOISE = re.compile(r"^(WARNING: All log messages before absl::InitializeLog\(\)|I\d{4} .*\] oneDNN custom operations)")
+
+
+@contextlib.contextmanager
+def _quiet_imports():
+    """Hold back what native code writes to stderr while modules load (TensorFlow's absl start-up
+    lines ignore TF_CPP_MIN_LOG_LEVEL), then pass on everything but those lines."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            held.seek(0)
+            for line in held.read().decode(errors="replace").splitlines():
+                if not _TF_NOISE.match(line):
+                    print(line, file=sys.stderr)
+
+
 class Progress:
     """A bar on a terminal, plain lines otherwise."""
 
@@ -109,9 +134,10 @@ class Progress:
 # -- audit ------------------------------------------------------------------------------------
 def cmd_audit(args) -> int:
     _quiet_tensorflow()
-    import tensorflow as tf
+    with _quiet_imports():
+        import tensorflow as tf
 
-    from .adapters import adapters
+        from .adapters import adapters
 
     modes = ("eager",) if args.quick else ("eager", "function", "jit")
     dtypes = args.dtypes or (["float32", "bfloat16"] if args.quick else ["float16", "bfloat16", "float32", "float64"])
@@ -145,24 +171,25 @@ def cmd_audit(args) -> int:
         write_atomically(args.json, json.dumps(payload, indent=1, sort_keys=True))
         print(f"wrote {args.json}")
     if args.plot:
-        _audit_plot(results, args.plot)
+        _audit_plot(results, args.plot, args.rate, tf.__version__)
         print(f"wrote {args.plot}")
     return EXIT_OK if all(r.passed for _, _, r in results) else EXIT_FAILED
 
 
 def _recompute_text(facts: dict, rate: float) -> str:
     """Each entry point's backward mask under activation checkpointing, in words."""
-    lines = ["", f"backward pass under activation checkpointing (eager, rate {rate}; exact binomial p-values of the "
-                 f"agreement between the gradient's and the output's masks):"]
     independent = rate ** 2 + (1 - rate) ** 2
+    lines = ["", *_wrap100(f"backward pass under activation checkpointing (eager, rate {rate}): does the gradient "
+                           f"use the output's mask? Exact binomial p-values of the agreement against the same mask "
+                           f"(1) and against independent masks ({independent:.4f})")]
     for key, v in facts.items():
         if not isinstance(v, dict):
-            lines.append(f"  {key}: {v}")
+            lines += _wrap100(f"  {key}: {v}")
         elif v["p_vs_same_mask"] == 1.0:
-            lines.append(f"  {key}: the forward's mask (agreement 1)")
+            lines += _wrap100(f"  {key}: the forward's mask (agreement 1)")
         else:
-            lines.append(f"  {key}: ANOTHER mask, agreement {v['agreement']:.4f} (independent masks agree at "
-                         f"{independent:.4f}: p = {v['p_vs_independent']:.3g}; p against the same mask = 0)")
+            lines += _wrap100(f"  {key}: ANOTHER MASK, agreement {v['agreement']:.4f} (against independent: "
+                              f"p = {v['p_vs_independent']:.3g}; against the same mask: p = 0)")
     return "\n".join(lines)
 
 
@@ -184,76 +211,107 @@ def _tf_keras_version():
         return None
 
 
-def _audit_table(results, rate, tf_version) -> str:
-    rows = [("entry point", "mode", "dtype", "verdict", "keep observed / expected", "n", "scale", "failed checks")]
-    findings: dict[str, list[str]] = {}
+def _audit_table(results, rate, tf_version, width: int = 100) -> str:
+    """The audit for a terminal, at most ``width`` columns: a row per configuration, then the
+    failures (with their diagnosis) and the findings, each grouped by the fact it states."""
+    import textwrap
+
+    def wrap(text, indent="    "):
+        return textwrap.wrap(text, width, subsequent_indent=indent, break_on_hyphens=False, break_long_words=False)
+
+    rows = [("entry point", "mode", "dtype", "verdict", "observed / expected", "draws")]
+    failures = {}
+    findings: dict[tuple, list] = {}
     for a, d, r in results:
-        k = next((c for c in r.checks if c.name in ("keep_fraction", "gaussian_variance")), None)
-        scale = next((c for c in r.checks if c.name == "scale"), None)
-        rows.append((a.entry_point, a.mode, d, "pass" if r.passed else "FAIL",
-                     f"{k.observed} / {k.expected.split(' ')[0]}" if k else "",
-                     f"{k.samples:,}" if k and k.samples else "",
-                     ("ok" if scale.passed else "FAIL") if scale and scale.passed is not None else "",
-                     ", ".join(c.name for c in r.failures)))
+        k = next((c for c in r.checks if c.name == "keep_fraction" and c.values), None)
+        v = next((c for c in r.checks if c.name == "gaussian_variance" and c.pvalue is not None), None)
+        keep = (f"{k.values['fraction']:.6f} / {k.values['expected']:.7g}" if k else  # keep fraction
+                f"var {float(v.observed):.5g} / {float(v.expected.split(' ')[0]):.4g}" if v else "")  # noise
+        rows.append((a.entry_point, a.mode, d, "pass" if r.passed else "FAIL", keep,
+                     f"{k.values['n']:,}" if k else f"{v.samples:,}" if v else ""))
+        if not r.passed:
+            failures[(a.name, d)] = r
         for f in r.findings:
             if f.name == "keep_probability" and abs(f.value - (1 - rate)) <= 1e-6 * (1 - rate):
                 continue  # float32/float64: off by an ulp of the rate, not worth a line
             if f.name == "mean_bias" and abs(f.value) <= 1e-6:
                 continue
             key = (f.name, f.detail)  # the same fact, in the same words: true of every run listed
-            findings.setdefault(key, [f.detail, []])[1].append(f"{a.name} {d}")
+            findings.setdefault(key, []).append(f"{a.name} {d}")
     widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
-    lines = [f"dropout-stats audit: TensorFlow {tf_version}, rate {rate}", ""]
+    lines = [f"dropout-stats audit: TensorFlow {tf_version}, rate {rate}",
+             "(observed / expected: the keep fraction; var: GaussianDropout's noise variance)", ""]
     for i, row in enumerate(rows):
         lines.append("  ".join(str(v).ljust(w) for v, w in zip(row, widths)).rstrip())
         if i == 0:
             lines.append("  ".join("-" * w for w in widths))
-    failed = sum(1 for _, _, r in results if not r.passed)
-    lines.append("")
-    lines.append(f"{len(results) - failed} of {len(results)} configurations passed")
-    for a, d, r in results:
+    lines += ["", f"{len(results) - len(failures)} of {len(results)} configurations passed"]
+    from .diagnosis import diagnose
+
+    for (name, d), r in failures.items():
+        words, others = diagnose(r)
+        lines += wrap(f"FAIL {name} {d}: {words}" + (f" (also failing: {', '.join(others)})" if others else ""))
         for c in r.failures:
-            lines.append(f"FAIL {a.name} {d} {c.name}: {c.detail}")
+            lines += wrap(f"{c.name}: {c.detail or c.observed}", "      ")
     if findings:
-        lines.append("")
-        lines.append("findings:")
-        for (name, _), (text, where) in sorted(findings.items()):
-            lines.append(f"- {name}: {text}")
-            lines.append(f"    seen in {len(where)}: {', '.join(where[:4])}{' ...' if len(where) > 4 else ''}")
+        lines += ["", "findings (each true of every configuration listed under it):"]
+        for (name, text), where in sorted(findings.items()):
+            lines += wrap(f"- {name}: {text}", "    ")
+            lines += wrap(f"    in {len(where)}: {', '.join(where[:4])}{' ...' if len(where) > 4 else ''}", "      ")
     return "\n".join(lines)
 
 
-def _audit_plot(results, path) -> None:
+def _audit_plot(results, path, rate, tf_version) -> None:
+    """Each run's keep fraction as a z-score against its draws (one band for every dtype and
+    rate), marked by the check's verdict, with the region where an exact fixed-n test at the
+    check's level accepts; runs without a keep fraction are named, not dropped."""
+    import math
+
     import numpy as np
 
-    from .binomial import proportion_ci
+    from .design import rejection_region_for_rate_test
 
     plt = _require_matplotlib()
-    fig, ax = plt.subplots(figsize=(9, 5.5))
-    points = []
-    for a, d, r in results:
-        c = next((c for c in r.checks if c.name == "keep_fraction" and c.samples), None)
-        if c is None or c.passed is None:
+    points, skipped = [], []
+    for i, (a, d, r) in enumerate(results):
+        c = next((c for c in r.checks if c.name == "keep_fraction" and c.values), None)
+        if c is None:
+            skipped.append(f"{a.entry_point}[{a.mode}] {d}")
             continue
-        kept, n = (int(v) for v in c.observed.split(" = ")[0].split("/"))
-        expected = float(c.expected.split(" ")[0])
-        points.append((n, kept / n - expected, a.name, d, c.passed))
+        n, keep = c.values["n"], c.values["expected"]
+        z = (c.values["fraction"] - keep) / math.sqrt(keep * (1 - keep) / n)
+        points.append((n * (1 + 0.04 * ((i % 7) - 3)), z, c.passed, c.level))  # spread runs of equal n
     if not points:
-        raise UsageError("--plot: no keep-fraction results to plot")
-    ns = np.logspace(np.log10(min(p[0] for p in points) / 2), np.log10(max(p[0] for p in points) * 2), 60)
-    for level, shade in ((0.999, 0.35), (1 - 1e-7, 0.15)):
-        half = np.array([(lambda ci: (ci.high - ci.low) / 2)(proportion_ci(int(n * 0.8), int(n), confidence_level=level))
-                         for n in ns])
-        ax.fill_between(ns, -half, half, alpha=shade, color="tab:blue", lw=0,
-                        label=f"exact {level:.7g} interval around the expectation (keep 0.8)")
-    for n, dev, name, d, ok in points:
-        ax.plot(n, dev, "o" if ok else "x", color="tab:green" if ok else "tab:red", ms=4)
-    ax.set_xscale("log")
-    ax.set_xlabel("draws used by the keep-fraction check")
-    ax.set_ylabel("observed - expected keep fraction")
-    ax.set_title(f"dropout-stats audit: {len(points)} entry point x dtype runs")
+        raise UsageError("--plot: no run has a keep fraction to plot")
+    fig, ax = plt.subplots(figsize=(9, 6))
+    level = float(np.median([p[3] for p in points]))
+    ns = np.unique(np.logspace(math.log10(min(p[0] for p in points) / 1.5),
+                               math.log10(max(p[0] for p in points) * 1.5), 40).astype(np.int64))
+    keep = 1 - rate
+    lo, hi = [], []
+    for n in ns:  # the exact acceptance region, in z units
+        reg = rejection_region_for_rate_test(int(n), keep, false_fail_rate=level)
+        sd = math.sqrt(keep * (1 - keep) / n)
+        lo.append(((reg.low + 1) / n - keep) / sd)
+        hi.append(((reg.high - 1) / n - keep) / sd)
+    ax.fill_between(ns, lo, hi, color="tab:blue", alpha=0.15, lw=0,
+                    label=f"where an exact fixed-n test at the check's level ({level:.1g}) accepts")
+    for ok, style, color, label in ((True, "o", "tab:green", "passed"), (False, "X", "tab:red", "failed")):
+        sel = [p for p in points if p[2] is ok]
+        if sel:
+            ax.scatter([p[0] for p in sel], [p[1] for p in sel], marker=style, color=color, s=22, alpha=0.6,
+                       label=f"{label} ({len(sel)} runs; the sequential test decides)")
     ax.axhline(0, color="black", lw=0.5)
-    ax.legend(loc="upper right", fontsize=8)
+    ax.set_xscale("log")
+    ax.set_xlabel("draws the keep-fraction check used (runs of equal size spread slightly)")
+    ax.set_ylabel("(observed - expected) / standard error")
+    ax.set_title(f"dropout-stats audit, TensorFlow {tf_version}, rate {rate}: keep fraction of {len(points)} runs",
+                 fontsize=10)
+    if skipped:
+        ax.text(0.01, 0.01, f"not plotted: {len(skipped)} runs without a mask ({skipped[0].split('[')[0]}: "
+                            "noise variance checked instead)", transform=ax.transAxes, fontsize=8, color="dimgray")
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=1, frameon=False)
+    fig.subplots_adjust(bottom=0.24)
     _save_figure(fig, path)
     plt.close(fig)
 
@@ -265,7 +323,8 @@ def _load_function(spec: str):
     module_name, _, attr = spec.partition(":")
     sys.path.insert(0, os.getcwd())
     try:
-        module = importlib.import_module(module_name)
+        with _quiet_imports():
+            module = importlib.import_module(module_name)
     except Exception as exc:
         raise UsageError(f"could not import {module_name!r}: {type(exc).__name__}: {exc}") from None
     obj = module
@@ -296,9 +355,9 @@ def _check_signature(fn, stateful: bool) -> None:
 
 
 def cmd_verify(args) -> int:
+    _quiet_tensorflow()  # before the user's module imports TensorFlow: its start-up lines stay away
     fn = _load_function(args.function)
     _check_signature(fn, args.stateful)
-    _quiet_tensorflow()
     from .battery import verify
 
     try:
@@ -316,6 +375,12 @@ def cmd_verify(args) -> int:
 
 
 # -- explain ----------------------------------------------------------------------------------
+def _wrap100(text: str) -> list[str]:
+    import textwrap
+
+    return textwrap.wrap(text, 100, subsequent_indent="    ", break_on_hyphens=False, break_long_words=False)
+
+
 def explain_text(units: int, rate: float, dtype: str = "float32", observed: int | None = None) -> str:
     import numpy as np
     from scipy import stats
@@ -330,17 +395,24 @@ def explain_text(units: int, rate: float, dtype: str = "float32", observed: int 
     keep_frac = expected_keep_fraction(rate, dtype)
     drop = 1 - float(keep_frac)
     dist = stats.binom(units, drop)
-    lines = [f"Dropout(rate={rate}) on {units} units in {dtype}: each unit is dropped independently with "
-             f"probability {drop:.10g}, so the number of zeros is Binomial({units}, {drop:.6g})."]
+    unit_word = "unit" if units == 1 else "units"
+    lines = _wrap100(f"Dropout(rate={rate}) on {units} {unit_word} in {dtype}: each unit is dropped independently "
+                     f"with probability {drop:.10g}, so the number of zeros is Binomial({units}, {drop:.6g}).")
     if abs(float(keep_frac) - (1 - rate)) > 1e-6 * (1 - rate):
-        lines.append(f"  ({dtype}: TensorFlow keeps {keep_frac} = {float(keep_frac):.10g}, not 1 - rate = {1 - rate:.10g}:"
-                     f" its uniform has a coarse grid in {dtype} and the rate is rounded first)")
-    mode = round(rate * units)
+        lines += _wrap100(f"  ({dtype}: TensorFlow keeps {keep_frac} = {float(keep_frac):.10g}, not 1 - rate = "
+                          f"{1 - rate:.10g}: its uniform has a coarse grid in {dtype} and the rate is rounded first)")
+    mode = int(np.argmax(dist.pmf(np.arange(units + 1))))  # the most likely count at this dtype's rate
     lo95, hi95 = dist.ppf(0.025), dist.isf(0.025)
     lo999, hi999 = dist.ppf(0.0005), dist.isf(0.0005)
+
+    def span(lo, hi):
+        return f"exactly {lo:.0f} zero{'' if lo == 1 else 's'}" if lo == hi else f"{lo:.0f} to {hi:.0f} zeros"
+
     lines.append(f"  mean {dist.mean():.3f} zeros, standard deviation {dist.std():.3f}")
-    lines.append(f"  95% of calls give {lo95:.0f} to {hi95:.0f} zeros; 99.9% give {lo999:.0f} to {hi999:.0f}")
-    lines.append(f"  P(exactly {mode} zeros) = {dist.pmf(mode):.4f}: the 'expected' count is the exception, not the rule")
+    lines.append(f"  95% of calls give {span(lo95, hi95)}; 99.9% give {span(lo999, hi999)}")
+    p_mode = dist.pmf(mode)
+    lines += _wrap100(f"  P(exactly {mode} zero{'' if mode == 1 else 's'}) = {p_mode:.4f}, the most likely count"
+                      + (": the 'expected' count is the exception, not the rule" if p_mode < 0.5 else ""))
     ks = np.arange(max(0, int(lo999)), int(hi999) + 1)
     pmf = dist.pmf(ks)
     scale = 40 / pmf.max() if pmf.max() > 0 else 0
@@ -352,8 +424,8 @@ def explain_text(units: int, rate: float, dtype: str = "float32", observed: int 
     if 0 < drop < 1:
         need = min_num_samples_for_rate_test(float(keep_frac), 0.01 * min(drop, 1 - drop),
                                              false_fail_rate=1e-3, false_pass_rate=1e-3)
-        lines.append(f"  to see the zero fraction within 1% of its value ({0.01 * min(drop, 1 - drop):.3g}) "
-                     f"with 99.9% confidence and 99.9% power: {need:,} units")
+        lines += _wrap100(f"  to see the zero fraction within 1% of its value ({0.01 * min(drop, 1 - drop):.3g}) "
+                          f"with 99.9% confidence and 99.9% power: {need:,} units")
     if observed is not None:
         observed = check_count(observed, "observed")
         if observed > units:
@@ -361,8 +433,10 @@ def explain_text(units: int, rate: float, dtype: str = "float32", observed: int 
         r = rate_test(observed, units, drop)
         ci = proportion_ci(observed, units, confidence_level=0.999)
         verdict = "consistent with" if r.pvalue > 1e-3 else "NOT consistent with"
-        lines.append(f"{observed} zeros out of {units} is {verdict} rate {rate}: exact two-sided p = {r.pvalue:.4g}; "
-                     f"99.9% interval for the zero fraction [{ci.low:.4f}, {ci.high:.4f}]")
+        lines += _wrap100(f"{observed} zeros out of {units} is {verdict} rate {rate} at level 0.001: exact two-sided "
+                          f"p = {r.pvalue:.4g} {'>' if r.pvalue > 1e-3 else '<='} 0.001 (a correct dropout gives a "
+                          f"p-value this small once in 1000 calls); 99.9% interval for the zero fraction "
+                          f"[{ci.low:.4f}, {ci.high:.4f}]")
     return "\n".join(lines)
 
 
@@ -378,24 +452,39 @@ def cmd_explain(args) -> int:
 
 
 def _explain_plot(args, path) -> None:
+    """The distribution of zeros: its bars, mean and 95% range, and the observed count (wherever it
+    lies) with its exact p-value and the verdict."""
     import numpy as np
+    from matplotlib.ticker import MaxNLocator
     from scipy import stats
 
-    from . import expected_keep_probability
+    from . import expected_keep_probability, rate_test
 
     plt = _require_matplotlib()
     drop = 1 - expected_keep_probability(args.rate, args.dtype)
     dist = stats.binom(args.units, drop)
-    ks = np.arange(int(dist.ppf(1e-4)), int(dist.isf(1e-4)) + 1)
-    fig, ax = plt.subplots(figsize=(8, 4.5))
-    colors = ["tab:red" if args.observed is not None and k == args.observed else "tab:blue" for k in ks]
-    ax.bar(ks, dist.pmf(ks), color=colors)
-    ax.set_xlabel("zeros after dropout")
-    ax.set_ylabel("probability")
-    title = f"Binomial({args.units}, {drop:.4g}): zeros after Dropout({args.rate}) on {args.units} units"
+    lo, hi = int(dist.ppf(1e-4)), int(dist.isf(1e-4))
     if args.observed is not None:
-        title += f"; observed {args.observed}"
-    ax.set_title(title, fontsize=10)
+        lo, hi = min(lo, args.observed), max(hi, args.observed)
+    ks = np.arange(lo, hi + 1)
+    lo95, hi95 = dist.ppf(0.025), dist.isf(0.025)
+    fig, ax = plt.subplots(figsize=(8, 5))
+    inside = (ks >= lo95) & (ks <= hi95)
+    ax.bar(ks[inside], dist.pmf(ks[inside]), color="tab:blue", label=f"95% of calls: {lo95:.0f} to {hi95:.0f} zeros")
+    ax.bar(ks[~inside], dist.pmf(ks[~inside]), color="lightsteelblue", label="the other 5%")
+    ax.axvline(dist.mean(), color="black", lw=1, ls="--", label=f"mean {dist.mean():.2f}")
+    if args.observed is not None:
+        p = rate_test(args.observed, args.units, drop).pvalue
+        verdict = "consistent" if p > 1e-3 else "NOT consistent"
+        ax.axvline(args.observed, color="tab:red", lw=2,
+                   label=f"observed {args.observed}: exact p = {p:.3g}, {verdict} at level 0.001")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("zeros in one call")
+    ax.set_ylabel("probability")
+    ax.set_title(f"Dropout({args.rate}) on {args.units} unit{'s' if args.units != 1 else ''} in {args.dtype}: "
+                 f"zeros ~ Binomial({args.units}, {drop:.4g})", fontsize=10)
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, frameon=False)
+    fig.subplots_adjust(bottom=0.25)
     _save_figure(fig, path)
     plt.close(fig)
 
@@ -524,58 +613,82 @@ def _probability(name):
     return parse
 
 
+DTYPES = ["float16", "bfloat16", "float32", "float64"]
+VERIFY_CONTRACT = """\
+MODULE:FUNCTION names a dropout function (MODULE is imported from the working folder):
+  stateless (default):  fn(x, rate, seed, noise_shape=None) -> y
+      seed: TensorFlow, an int32 tensor of shape [2]; numpy, a tuple of two ints
+      (same seed, same output; as tf.nn.experimental.stateless_dropout)
+  stateful (--stateful): fn(x, rate, noise_shape=None) -> y
+      fresh randomness on every call (as tf.nn.dropout)
+y has x's shape and dtype; dropped values are 0, kept ones x / (1 - rate).
+exit codes: 0 every check passed, 1 a check failed, 2 bad usage."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="dropout-stats", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command")
+    fmt = argparse.RawDescriptionHelpFormatter
 
-    a = sub.add_parser("audit", help="verify every dropout entry point of the installed TensorFlow/Keras")
-    a.add_argument("--quick", action="store_true", help="eager mode, float32 and bfloat16 only (~1 minute)")
-    a.add_argument("--rate", type=_probability("rate"), default=0.2)
-    a.add_argument("--dtypes", nargs="+", choices=["float16", "bfloat16", "float32", "float64"])
-    a.add_argument("--seed", type=int, default=0)
-    a.add_argument("--false-fail-rate", type=_probability("false-fail-rate"), default=1e-6,
-                   help="per configuration (default 1e-6)")
-    a.add_argument("--json", metavar="FILE", help="write the whole report as JSON")
-    a.add_argument("--plot", metavar="FILE", help="write a PNG: keep fraction against draws, exact funnel")
+    a = sub.add_parser("audit", help="verify every dropout entry point of the installed TensorFlow/Keras",
+                       description="Runs verify() on every TensorFlow and Keras dropout entry point, eagerly, in "
+                                   "tf.function and under jit_compile, in every float dtype; prints a table, the "
+                                   "failures with their diagnosis, the findings and the backward pass under "
+                                   "activation checkpointing.  Exit codes: 0 all passed, 1 a check failed, 2 bad usage.")
+    a.add_argument("--quick", action="store_true", help="eager mode, float32 and bfloat16 only (~12 s here)")
+    a.add_argument("--rate", type=_probability("rate"), default=0.2, metavar="R",
+                   help="the dropout rate, a number in [0, 1) (default 0.2)")
+    a.add_argument("--dtypes", nargs="+", choices=DTYPES, metavar="DTYPE",
+                   help=f"dtypes to audit, any of {', '.join(DTYPES)} (default: all four; --quick: float32 bfloat16)")
+    a.add_argument("--seed", type=int, default=0, metavar="S", help="the base seed, an integer >= 0 (default 0)")
+    a.add_argument("--false-fail-rate", type=_probability("false-fail-rate"), default=1e-6, metavar="A",
+                   help="the false-fail budget of each configuration, in (0, 1) (default 1e-6)")
+    a.add_argument("--json", metavar="FILE", help="also write the whole audit as JSON (schema: docs/json.md)")
+    a.add_argument("--plot", metavar="FILE", help="also write a PNG: each run's keep-fraction z-score against its "
+                                                  "draws, with the band a correct implementation stays in")
     a.set_defaults(func=cmd_audit)
 
-    v = sub.add_parser("verify", help="verify MODULE:FUNCTION")
-    v.add_argument("function", metavar="MODULE:FUNCTION")
+    v = sub.add_parser("verify", help="verify MODULE:FUNCTION", description=VERIFY_CONTRACT, formatter_class=fmt)
+    v.add_argument("function", metavar="MODULE:FUNCTION", help="e.g. mypkg.layers:dropout")
     v.add_argument("--stateful", action="store_true", help="fn(x, rate, noise_shape=None), like tf.nn.dropout")
-    v.add_argument("--rate", type=_probability("rate"), default=0.2)
-    v.add_argument("--dtype", default="float32")
-    v.add_argument("--shape", type=_shape)
-    v.add_argument("--noise-shape", type=_shape)
-    v.add_argument("--seed", type=int, default=0)
-    v.add_argument("--false-fail-rate", type=_probability("false-fail-rate"), default=1e-6)
+    v.add_argument("--rate", type=_probability("rate"), default=0.2, metavar="R",
+                   help="the dropout rate, a number in [0, 1) (default 0.2)")
+    v.add_argument("--dtype", default="float32", metavar="DTYPE", help=f"one of {', '.join(DTYPES)} (default float32)")
+    v.add_argument("--shape", type=_shape, metavar="D0,D1,...", help="the input shape (default 64,4096)")
+    v.add_argument("--noise-shape", type=_shape, metavar="D0,D1,...",
+                   help="the noise shape, broadcastable to --shape (needs --shape)")
+    v.add_argument("--seed", type=int, default=0, metavar="S", help="the seed, an integer in [0, 2**31 - 1) (default 0)")
+    v.add_argument("--false-fail-rate", type=_probability("false-fail-rate"), default=1e-6, metavar="A",
+                   help="the chance a correct implementation fails the run, in (0, 1) (default 1e-6)")
     v.add_argument("--no-reference", action="store_true", help="an RNG of its own: skip the bit-exact mechanism check")
     v.add_argument("--backend", choices=["numpy", "tensorflow"],
                    help="the framework fn runs on (default: told from the type of fn's first output)")
     v.add_argument("--no-backward", action="store_true", help="skip the gradient checks (backward_mask, backward_scale)")
     v.add_argument("--recompute", nargs="?", const=True, default=False, metavar="WRAPPER",
                    help="check the gradient with fn rematerialised: tf.recompute_grad (default) or keras.remat")
-    v.add_argument("--json", metavar="FILE")
+    v.add_argument("--json", metavar="FILE", help="also write the whole report as JSON (schema: docs/json.md)")
     v.set_defaults(func=cmd_verify)
 
     c = sub.add_parser("calibrate", help="measure verify()'s false-alarm rate and the corpus' catch rates")
-    c.add_argument("--runs", type=int, default=200, help="correct runs (default 200)")
-    c.add_argument("--false-fail-rate", type=_probability("false-fail-rate"), default=0.05,
-                   help="the budget to calibrate at (default 0.05: informative counts)")
-    c.add_argument("--power-runs", type=int, default=5, help="runs per defect of the corpus (0: skip)")
-    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--runs", type=int, default=200, metavar="N", help="correct runs, an integer >= 1 (default 200)")
+    c.add_argument("--false-fail-rate", type=_probability("false-fail-rate"), default=0.05, metavar="A",
+                   help="the budget to calibrate at, in (0, 1) (default 0.05: informative counts)")
+    c.add_argument("--power-runs", type=int, default=5, metavar="N",
+                   help="runs per defect of the corpus, an integer >= 0 (0: skip; default 5)")
+    c.add_argument("--seed", type=int, default=0, metavar="S", help="the first seed (default 0)")
     c.set_defaults(func=cmd_calibrate)
 
     m = sub.add_parser("matrix", help="merge audit JSON files of several TF versions into a markdown table")
-    m.add_argument("files", nargs="+", metavar="AUDIT.json")
-    m.add_argument("-o", "--output", metavar="FILE.md")
+    m.add_argument("files", nargs="+", metavar="AUDIT.json", help="files written by dropout-stats audit --json")
+    m.add_argument("-o", "--output", metavar="FILE.md", help="write the table here (default: print it)")
     m.set_defaults(func=cmd_matrix)
 
     e = sub.add_parser("explain", help="why Dropout(rate) on N units does not zero exactly rate*N of them")
-    e.add_argument("--units", type=int, required=True)
-    e.add_argument("--rate", type=_probability("rate"), required=True)
-    e.add_argument("--dtype", default="float32")
-    e.add_argument("--observed", type=int, help="zeros you saw in one call")
-    e.add_argument("--plot", metavar="FILE")
+    e.add_argument("--units", type=int, required=True, metavar="N", help="units in one call, an integer >= 1")
+    e.add_argument("--rate", type=_probability("rate"), required=True, metavar="R", help="the rate, in [0, 1)")
+    e.add_argument("--dtype", default="float32", metavar="DTYPE", help=f"one of {', '.join(DTYPES)} (default float32)")
+    e.add_argument("--observed", type=int, metavar="K", help="zeros you saw in one call, an integer in [0, N]")
+    e.add_argument("--plot", metavar="FILE", help="also write a PNG of the distribution of zeros")
     e.set_defaults(func=cmd_explain)
     return p
 
@@ -615,6 +728,9 @@ def main(argv=None) -> int:
             if not os.path.isdir(d):
                 raise UsageError(f"--json path ({args.json}) is in a folder that does not exist: {d}")
         if getattr(args, "plot", None):
+            d = os.path.dirname(os.path.abspath(args.plot))
+            if not os.path.isdir(d):  # before the work, not after printing it
+                raise UsageError(f"--plot path ({args.plot}) is in a folder that does not exist: {d}")
             _require_matplotlib()
         return args.func(args)
     except UsageError as exc:

@@ -10,6 +10,12 @@ import pytest
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def run(*args, cwd=None, env=None):
     return subprocess.run([sys.executable, "-m", "dropout_stats", *args], capture_output=True, text=True,
                           cwd=cwd, env=env or ENV, timeout=600)
@@ -21,6 +27,23 @@ def test_explain_the_founding_question():
     assert "Binomial(32, 0.2)" in r.stdout
     assert "P(exactly 6 zeros) = 0.1753" in r.stdout
     assert "9 zeros out of 32 is consistent with rate 0.2" in r.stdout
+
+
+def test_explain_words_fit_the_case():
+    one = run("explain", "--units", "1", "--rate", "0.999").stdout
+    assert "on 1 unit in float32" in one and "exception, not the rule" not in one  # P(1 zero) = 0.999
+    assert "95% of calls give exactly 1 zero;" in one
+    f16 = run("explain", "--units", "1000", "--rate", "0.41", "--dtype", "float16").stdout
+    # the most likely count at float16's rate (0.41 rounds to 0.41015625: 410 of 1001 * 0.41015625)
+    assert "P(exactly 410 zeros)" in f16, f16
+    verdict = run("explain", "--units", "32", "--rate", "0.2", "--observed", "0").stdout
+    assert "is consistent with rate 0.2 at level 0.001: exact two-sided p = 0.001353 > 0.001" in verdict
+    assert max(len(v) for v in (one + f16 + verdict).splitlines()) <= 100
+
+
+def test_a_plot_into_a_missing_folder_fails_before_the_work(tmp_path):
+    r = run("explain", "--units", "32", "--rate", "0.2", "--plot", str(tmp_path / "no" / "x.png"))
+    assert r.returncode == 2 and r.stdout == "" and "folder that does not exist" in r.stderr
 
 
 def test_explain_bfloat16_names_the_grid():
@@ -97,6 +120,15 @@ def test_quick_audit_writes_json_and_png(tmp_path):
     assert data["results"] and all(x["report"]["passed"] for x in data["results"])
     assert any("102/128" in f["detail"] or "51/64" in f["detail"]
                for x in data["results"] for f in x["report"]["findings"])
+    assert data["schema"] == "dropout-stats/audit/1" and set(data["seconds_by_mode"]) == {"eager"}
+    first = data["results"][0]
+    keep = next(c for c in first["report"]["checks"] if c["name"] == "keep_fraction")
+    assert isinstance(first["seconds"], float) and first["report"]["schema"] == "dropout-stats/report/1"
+    assert isinstance(keep["values"]["kept"], int) and keep["values"]["fraction"] == keep["values"]["kept"] / keep["values"]["n"]
+    assert "absl::InitializeLog" not in r.stderr and "oneDNN" not in r.stderr  # TensorFlow's start-up lines
+    assert "backward pass under activation checkpointing" in r.stdout
+    assert max(len(v) for v in r.stdout.splitlines()) <= 100
+    assert oct(out.stat().st_mode & 0o777) == oct(0o666 & ~_umask())  # not mkstemp's 0600
     import matplotlib.image
 
     img = matplotlib.image.imread(str(png))
