@@ -24,7 +24,8 @@ settings.register_profile(
     "dropout_stats", derandomize=True, deadline=None, database=None, print_blob=True,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
-settings.load_profile("dropout_stats")
+settings.register_profile("mutation", parent=settings.get_profile("dropout_stats"), max_examples=25)
+settings.load_profile(os.environ.get("DROPOUT_STATS_HYPOTHESIS", "dropout_stats"))
 
 
 def _designed_rate(item) -> float:
