@@ -183,3 +183,20 @@ def _keras_modules():
     except ImportError:
         pass
     return mods
+
+
+LAYER_CLASSES = ("Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D", "AlphaDropout",
+                 "GaussianDropout")
+
+
+def layer_factories(dtype: str = "float32") -> list:
+    """(name, make_layer(rate, seed)) for every dropout layer class of the installed Keras and
+    tf_keras: what verify_layer takes."""
+    out = []
+    for module, label in _keras_modules():
+        for cls_name in LAYER_CLASSES:
+            cls = getattr(module.layers, cls_name, None)
+            if cls is not None:
+                out.append((f"{label}.layers.{cls_name}",
+                            lambda rate, seed, cls=cls: cls(rate, seed=seed, dtype=dtype)))
+    return out

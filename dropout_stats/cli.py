@@ -137,7 +137,12 @@ def cmd_audit(args) -> int:
     with _quiet_imports():
         import tensorflow as tf
 
-        from .adapters import adapters
+        from .adapters import adapters, layer_factories
+        from .battery.layers import use_logical_cpus, verify_layer
+    try:
+        use_logical_cpus(2)  # for the layers' replicas check: before TensorFlow's first op
+    except RuntimeError:  # pragma: no cover - already initialised (the audit run from Python)
+        pass
 
     modes = ("eager",) if args.quick else ("eager", "function", "jit")
     dtypes = args.dtypes or (["float32", "bfloat16"] if args.quick else ["float16", "bfloat16", "float32", "float64"])
@@ -158,10 +163,17 @@ def cmd_audit(args) -> int:
 
     recompute = recompute_agreement(rate=args.rate)
     print(_recompute_text(recompute, args.rate))
+    layers = []
+    for name, make in layer_factories("float32"):
+        t0 = time.perf_counter()
+        report = verify_layer(make, rate=args.rate, seed=args.seed, replicas=2, false_fail_rate=args.false_fail_rate)
+        layers.append((name, report, time.perf_counter() - t0))
+    print(_layers_text(layers, args.rate))
     if args.json:
         from .probes import all_probes
 
         payload = {"schema": "dropout-stats/audit/1", "tensorflow": tf.__version__, "keras": _keras_version(),
+                   "layers": [{"layer": name, "seconds": round(t, 3), "report": r.to_dict()} for name, r, t in layers],
                    "tf_keras": _tf_keras_version(), "seconds_by_mode": by_mode,
                    "rate": args.rate,
                    "seed": args.seed, "false_fail_rate": args.false_fail_rate, "quick": bool(args.quick),
@@ -173,7 +185,25 @@ def cmd_audit(args) -> int:
     if args.plot:
         _audit_plot(results, args.plot, args.rate, tf.__version__)
         print(f"wrote {args.plot}")
-    return EXIT_OK if all(r.passed for _, _, r in results) else EXIT_FAILED
+    return EXIT_OK if all(r.passed for _, _, r in results) and all(r.passed for _, r, _ in layers) else EXIT_FAILED
+
+
+def _layers_text(layers, rate) -> str:
+    """verify_layer on every Keras dropout layer: its verdict, the layer checks, the replicas."""
+    from .diagnosis import diagnose
+
+    lines = ["", *_wrap100(f"layers in a model (verify_layer, float32, rate {rate}, 2 replicas): the training "
+                           "flag, fit, mode switches, instances, replicas, config round trip")]
+    for name, r, _ in layers:
+        if r.passed:
+            lines.append(f"  {name}: pass")
+        else:
+            words, others = diagnose(r)
+            lines += _wrap100(f"  {name}: FAIL: {words}" + (f" (also: {', '.join(others)})" if others else ""))
+        replica = next((f for f in r.findings if f.name == "replicas"), None)
+        if replica is not None:
+            lines += _wrap100(f"    {replica.detail}; {replica.measured}")
+    return "\n".join(lines)
 
 
 def _recompute_text(facts: dict, rate: float) -> str:

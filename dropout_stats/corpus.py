@@ -285,3 +285,64 @@ def gaussian_wrong_variance(x, rate, noise_shape=None):
 def gaussian_shared_across_batch(x, rate, noise_shape=None):
     sd = (rate / (1 - rate)) ** 0.5
     return x * tf.random.normal([1] + list(x.shape[1:]), mean=1.0, stddev=sd, dtype=x.dtype)
+
+
+def keras_layer_defects() -> dict:
+    """Keras 3 dropout layers with one defect each (built on first use: Keras 2 has no
+    keras.random).  name -> (class, the verify_layer check that must fail)."""
+    import keras
+
+    class _Dropout(keras.layers.Layer):
+        def __init__(self, rate, seed=None, **kwargs):
+            super().__init__(**kwargs)
+            self.rate, self.seed = rate, seed
+            self.seed_generator = keras.random.SeedGenerator(seed)
+
+        def drop(self, x):
+            return keras.random.dropout(x, self.rate, seed=self.seed_generator)
+
+        def get_config(self):
+            return {**super().get_config(), "rate": self.rate, "seed": self.seed}
+
+    class DropsAtInference(_Dropout):
+        """drops whatever the training flag says (keras-team/keras#20983, NVIDIA/apex#1449)"""
+
+        def call(self, x, training=None):
+            return self.drop(x)
+
+    class OmittedTrainingIsTraining(_Dropout):
+        """treats a call without training= as training"""
+
+        def call(self, x, training=None):
+            return x if training is False else self.drop(x)
+
+    class RateZeroAfterInference(_Dropout):
+        """one inference call switches it off for good (NVIDIA/Megatron-LM#411)"""
+
+        off = False
+
+        def call(self, x, training=None):
+            if not training:
+                self.off = True
+            return x if (not training or self.off) else self.drop(x)
+
+    class CachesFirstMask(_Dropout):
+        """draws a mask on the first training call and reuses it (tensorflow/tensorflow#29391)"""
+
+        def build(self, input_shape):
+            self.cached = self.add_weight(shape=input_shape, initializer="zeros", trainable=False)
+            self.ready = self.add_weight(shape=(), initializer="zeros", trainable=False)
+
+        def call(self, x, training=None):
+            if not training:
+                return x
+            fresh = keras.ops.cast(self.drop(keras.ops.ones_like(x)) != 0, self.cached.dtype)
+            mask = keras.ops.where(self.ready > 0, self.cached, fresh)
+            self.cached.assign(mask)
+            self.ready.assign(1.0)
+            return keras.ops.where(mask > 0, x / keras.ops.cast(1 - self.rate, x.dtype), keras.ops.zeros_like(x))
+
+    return {"drops at inference": (DropsAtInference, "inference_identity"),
+            "an omitted training flag means training": (OmittedTrainingIsTraining, "inference_identity"),
+            "rate 0 after one inference call": (RateZeroAfterInference, "mode_transitions"),
+            "the first mask on every call": (CachesFirstMask, "cross_correlation")}

@@ -45,6 +45,16 @@ def _rules(f: dict, cfg: dict):
     if "noise_shape_consistency" in f:
         yield "noise_shape_consistency", ("noise_shape ignored or misapplied: elements of one broadcast unit are "
                                           "kept and dropped apart")
+    for name, words in (("inference_identity", "the layer drops or changes x at inference"),
+                        ("mode_transitions", "after an inference call the layer no longer drops at its rate"),
+                        ("fit", "inside model.fit the layer does not drop at its rate"),
+                        ("replicas", "replicas of a distributed step draw the same masks"),
+                        ("instances", "separately made layers draw the same masks"),
+                        ("config_round_trip", "the layer's rate, noise shape or seed does not survive "
+                                              "get_config/from_config or saving and loading")):
+        if name in f:
+            c = f[name]
+            yield name, f"{words}: {c.observed}" + (f" ({c.detail})" if c.kind == "exact" and c.detail else "")
     if "backward_mask" in f:
         yield "backward_mask", ("the backward pass uses another mask than the forward pass"
                                 + (" (recomputed under " + str(cfg["recompute"]) + ")" if cfg.get("recompute") else ""))

@@ -98,8 +98,9 @@ class Report:
 
     def text(self, width: int = 100) -> str:
         """The report for a terminal: at most ``width`` columns (JSON has every field in full)."""
-        cfg = {k: v for k, v in self.config.items() if k != "fn" and v not in (None, False)}
-        head = (f"verify({self.config.get('fn', 'fn')}, {', '.join(f'{k}={v!r}' for k, v in cfg.items())}): "
+        cfg = {k: v for k, v in self.config.items() if k not in ("fn", "api") and v not in (None, False)}
+        head = (f"{self.config.get('api', 'verify')}({self.config.get('fn', 'fn')}, "
+                f"{', '.join(f'{k}={v!r}' for k, v in cfg.items())}): "
                 f"{'PASSED' if self.passed else 'FAILED'}")
         lines = _wrap(head, width, subsequent_indent="    ")
         diagnosis = None

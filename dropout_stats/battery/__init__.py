@@ -7,7 +7,8 @@ framework is a module in ``dropout_stats/backends``):
 * ``runner``  - the calls, the worker thread, the budget split, the Report;
 * ``kinds``   - plain and alpha dropout: the input, reading the kept set, their families;
 * ``checks/`` - one module per family of checks, each opening with what it detects;
-* ``api``     - verify(), verify_alpha_dropout(); ``gaussian`` - verify_gaussian_dropout().
+* ``api``     - verify(), verify_alpha_dropout(); ``gaussian`` - verify_gaussian_dropout();
+* ``layers``  - verify_layer(): a dropout layer as a model uses it (training flag, fit, replicas).
 
 Every statistical check is sized from (false_fail_rate, false_pass_rate, discrepancy) and the
 run's false-fail budget is split across them: the sequential keep-fraction test gets alpha / m
@@ -19,7 +20,9 @@ from ..report import Check, Finding, Report
 from .api import verify, verify_alpha_dropout
 from .config import DEFAULT_SHAPE, check_shapes
 from .gaussian import verify_gaussian_dropout
+from .layers import use_logical_cpus, verify_layer
 from .runner import ContractError
 
-__all__ = ["verify", "verify_alpha_dropout", "verify_gaussian_dropout", "Report", "Check", "Finding",
+__all__ = ["verify", "verify_alpha_dropout", "verify_gaussian_dropout", "verify_layer", "use_logical_cpus",
+           "Report", "Check", "Finding",
            "DEFAULT_SHAPE", "check_shapes", "ContractError"]

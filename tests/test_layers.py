@@ -1,0 +1,94 @@
+"""verify_layer: Keras's own dropout layers pass, each layer defect of the corpus fails the check
+built for it, and replicas of a distributed step are compared in a fresh process (TensorFlow
+fixes its logical devices at its first op)."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+import dropout_stats as ds
+from dropout_stats.adapters import layer_factories
+
+A = 1e-9
+keras = pytest.importorskip("keras")
+KERAS3 = hasattr(keras, "random") and hasattr(keras.random, "SeedGenerator")
+
+
+@pytest.mark.statistical(false_fail_rate=A)
+@pytest.mark.parametrize("name,make", layer_factories("float32"), ids=lambda v: v if isinstance(v, str) else "")
+def test_keras_layers_pass(name, make, seed):
+    r = ds.verify_layer(make, rate=0.3, seed=seed % 2**30, false_fail_rate=A)
+    assert r.passed, r.text()
+    names = {c.name for c in r.checks}
+    assert {"inference_identity", "mode_transitions", "fit", "instances", "config_round_trip"} <= names
+
+
+def _defects():
+    if not KERAS3:
+        return []
+    from dropout_stats.corpus import keras_layer_defects
+
+    # each defect is certain to show: an exact check (inference), a rate of 1 against 0.7 on
+    # 524,288 draws, or the same mask on every call (the cross-correlation at displacement 0)
+    return [pytest.param(cls, check, id=name) for name, (cls, check) in keras_layer_defects().items()]
+
+
+@pytest.mark.parametrize("cls,check", _defects())
+def test_layer_defects_fail_their_check(cls, check, seed):
+    r = ds.verify_layer(lambda rate, s: cls(rate, seed=s), rate=0.3, seed=seed % 2**30, false_fail_rate=A)
+    failed = {c.name for c in r.failures}
+    assert check in failed, r.text()
+    assert any(v.startswith("diagnosis: ") for v in r.text().splitlines()[:5])
+
+
+def test_the_training_flag_defects_are_told_apart():
+    if not KERAS3:
+        pytest.skip("Keras 3's keras.random")
+    from dropout_stats.corpus import keras_layer_defects
+
+    defects = keras_layer_defects()
+    omitted = defects["an omitted training flag means training"][0]
+    c = ds.verify_layer(lambda rate, s: omitted(rate, seed=s), rate=0.3, false_fail_rate=A).check("inference_identity")
+    assert c.values == {"training=False": True, "training omitted": False, "model.predict": True,
+                        "model.evaluate": True}, c.values
+
+
+def test_bad_layers_are_named():
+    with pytest.raises(TypeError, match="returned int, not a layer"):
+        ds.verify_layer(lambda rate, seed: 3, rate=0.2)
+    with pytest.raises(TypeError, match="whose call takes no 'training' argument"):
+        ds.verify_layer(lambda rate, seed: (lambda x: x), rate=0.2)
+    with pytest.raises(ValueError, match=r"replicas \(1\) must be >= 2"):
+        ds.verify_layer(lambda rate, seed: keras.layers.Dropout(rate), rate=0.2, replicas=1)
+    with pytest.raises(TypeError, match="construct it to compute in bfloat16"):
+        ds.verify_layer(lambda rate, seed: keras.layers.Dropout(rate), rate=0.2, dtype="bfloat16")
+
+
+REPLICAS = textwrap.dedent("""
+    import os, sys
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    import dropout_stats as ds
+    ds.use_logical_cpus(2)
+    import keras
+    r = ds.verify_layer(lambda rate, seed: keras.layers.Dropout(rate, seed=seed), rate=0.5, replicas=2,
+                        false_fail_rate=1e-9)
+    c = r.check("replicas")
+    print("RESULT", c.passed, c.values["agreement"][0], c.values["p_vs_independent"])
+""")
+
+
+@pytest.mark.statistical(false_fail_rate=A)
+def test_replicas_are_compared_and_keras_shares_them():
+    """The measured fact (Keras 3.15 on TF 2.21): both replicas draw the same mask (agreement 1).
+    Where a Keras keeps replicas independent the check passes instead: the agreement is then
+    tested against p^2 + q^2 at level A (exact binomial), hence the mark."""
+    out = subprocess.run([sys.executable, "-c", REPLICAS], capture_output=True, text=True, timeout=300)
+    line = next(v for v in out.stdout.splitlines() if v.startswith("RESULT"))
+    _, passed, agreement, p_indep = line.split()
+    if float(agreement) == 1.0:
+        assert passed == "False"
+    else:
+        assert passed == "True" and float(p_indep) > A, line
