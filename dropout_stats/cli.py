@@ -567,6 +567,13 @@ def matrix_markdown(payloads: list[dict]) -> str:
                 if isinstance(value, dict):
                     value = ", ".join(f"{k} {_fmt(v)}" for k, v in value.items())
                 put(section, fact, col, _fmt(value))
+        for layer in p.get("layers", []):
+            rep = layer["report"]
+            replica = next((f for f in rep.get("findings", []) if f["name"] == "replicas"), None)
+            failed = [c["name"] for c in rep["checks"] if c["passed"] is False]
+            put("layers (verify_layer, float32, 2 replicas)", layer["layer"], col,
+                ("pass" if rep["passed"] else f"FAIL {', '.join(failed)}")
+                + (f"; replica agreement {replica['value']:.4g}" if replica else ""))
         by_entry: dict[str, list] = {}
         for res in p.get("results", []):
             rep = res["report"]
