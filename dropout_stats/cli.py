@@ -132,21 +132,46 @@ class Progress:
 
 
 # -- audit ------------------------------------------------------------------------------------
+_FRAMEWORK_NAMES = {"tensorflow": "TensorFlow", "jax": "JAX", "torch": "PyTorch"}
+
+
+def _framework_versions(frameworks) -> dict:
+    """{framework: version} of the frameworks audited (imported by their adapters by now)."""
+    return {fw: sys.modules[fw].__version__ for fw in frameworks if fw in sys.modules}
+
+
+def _audit_plan(args):
+    """The frameworks to audit (all installed unless named) and their (adapter, dtype) runs."""
+    from .adapters import adapters, installed_frameworks
+
+    installed = installed_frameworks()
+    frameworks = args.framework or installed
+    for fw in frameworks:
+        if fw not in installed:
+            raise UsageError(f"--framework ({fw}) is not installed here: pip install 'dropout-stats[{fw}]'")
+    if not frameworks:
+        raise UsageError("no framework to audit is installed: pip install 'dropout-stats[tensorflow]' "
+                         "(or [jax], [torch])")
+    dtypes = args.dtypes or (["float32", "bfloat16"] if args.quick else ["float16", "bfloat16", "float32", "float64"])
+    plan = []
+    for fw in frameworks:
+        with _quiet_imports():
+            found = adapters(framework=fw, modes=("eager",) if args.quick else None)
+        plan += [(a, d) for a in found for d in dtypes if d in a.dtypes]
+    return frameworks, plan
+
+
 def cmd_audit(args) -> int:
     _quiet_tensorflow()
-    with _quiet_imports():
-        import tensorflow as tf
+    frameworks, plan = _audit_plan(args)
+    if "tensorflow" in frameworks:
+        from .battery.layers import use_logical_cpus
 
-        from .adapters import adapters, layer_factories
-        from .battery.layers import use_logical_cpus, verify_layer
-    try:
-        use_logical_cpus(2)  # for the layers' replicas check: before TensorFlow's first op
-    except RuntimeError:  # pragma: no cover - already initialised (the audit run from Python)
-        pass
-
-    modes = ("eager",) if args.quick else ("eager", "function", "jit")
-    dtypes = args.dtypes or (["float32", "bfloat16"] if args.quick else ["float16", "bfloat16", "float32", "float64"])
-    plan = [(a, d) for a in adapters(modes=modes) for d in dtypes]
+        try:
+            use_logical_cpus(2)  # for the layers' replicas check: before TensorFlow's first op
+        except RuntimeError:  # pragma: no cover - already initialised (the audit run from Python)
+            pass
+    versions = _framework_versions(frameworks)
     progress = Progress(len(plan))
     results, seconds = [], []
     for adapter, dtype in plan:
@@ -156,36 +181,57 @@ def cmd_audit(args) -> int:
         results.append((adapter, dtype, report))
         progress.step(f"{adapter.name} {dtype}", "pass" if report.passed else
                       "FAIL " + ", ".join(c.name for c in report.failures))
-    print(_audit_table(results, args.rate, tf.__version__))
+    print(_audit_table(results, args.rate, versions))
+    modes = dict.fromkeys(a.mode for a, _ in plan)
     by_mode = {m: sum(t for (a, _, _), t in zip(results, seconds) if a.mode == m) for m in modes}
     print("\ntime by mode: " + ", ".join(f"{m} {t:.1f} s" for m, t in by_mode.items()))
-    from .probes import recompute_agreement
+    from .adapters import recompute_agreement
 
-    recompute = recompute_agreement(rate=args.rate)
-    print(_recompute_text(recompute, args.rate))
+    recompute = {fw: recompute_agreement(fw, rate=args.rate) for fw in frameworks}
+    print(_recompute_text({k: v for fw in frameworks for k, v in recompute[fw].items()}, args.rate))
+    layers = _audit_layers(args) if "tensorflow" in frameworks else []
+    if layers:
+        print(_layers_text(layers, args.rate))
+    if args.json:
+        payload = {"schema": "dropout-stats/audit/1", "frameworks": versions,
+                   "tensorflow": versions.get("tensorflow"), "keras": _keras_version(),
+                   "layers": [{"layer": name, "seconds": round(t, 3), "report": r.to_dict()} for name, r, t in layers],
+                   "tf_keras": _tf_keras_version(), "seconds_by_mode": by_mode,
+                   "rate": args.rate, "recompute": recompute,
+                   "seed": args.seed, "false_fail_rate": args.false_fail_rate, "quick": bool(args.quick),
+                   "facts": _tensorflow_facts() if "tensorflow" in frameworks else {},
+                   "results": [{"framework": a.backend, "entry_point": a.entry_point, "mode": a.mode, "dtype": d,
+                                "seconds": round(t, 3), "report": r.to_dict()}
+                               for (a, d, r), t in zip(results, seconds)]}
+        write_atomically(args.json, json.dumps(payload, indent=1, sort_keys=True))
+        print(f"wrote {args.json}")
+    if args.plot:
+        _audit_plot(results, args.plot, args.rate, versions)
+        print(f"wrote {args.plot}")
+    return EXIT_OK if all(r.passed for _, _, r in results) and all(r.passed for _, r, _ in layers) else EXIT_FAILED
+
+
+def _audit_layers(args) -> list:
+    """verify_layer on every Keras dropout layer: (name, report, seconds)."""
+    from .adapters import layer_factories
+    from .battery.layers import verify_layer
+
     layers = []
     for name, make in layer_factories("float32"):
         t0 = time.perf_counter()
         report = verify_layer(make, rate=args.rate, seed=args.seed, replicas=2, false_fail_rate=args.false_fail_rate)
         layers.append((name, report, time.perf_counter() - t0))
-    print(_layers_text(layers, args.rate))
-    if args.json:
-        from .probes import all_probes
+    return layers
 
-        payload = {"schema": "dropout-stats/audit/1", "tensorflow": tf.__version__, "keras": _keras_version(),
-                   "layers": [{"layer": name, "seconds": round(t, 3), "report": r.to_dict()} for name, r, t in layers],
-                   "tf_keras": _tf_keras_version(), "seconds_by_mode": by_mode,
-                   "rate": args.rate,
-                   "seed": args.seed, "false_fail_rate": args.false_fail_rate, "quick": bool(args.quick),
-                   "facts": all_probes(),
-                   "results": [{"entry_point": a.entry_point, "mode": a.mode, "dtype": d, "seconds": round(t, 3),
-                                "report": r.to_dict()} for (a, d, r), t in zip(results, seconds)]}
-        write_atomically(args.json, json.dumps(payload, indent=1, sort_keys=True))
-        print(f"wrote {args.json}")
-    if args.plot:
-        _audit_plot(results, args.plot, args.rate, tf.__version__)
-        print(f"wrote {args.plot}")
-    return EXIT_OK if all(r.passed for _, _, r in results) and all(r.passed for _, r, _ in layers) else EXIT_FAILED
+
+def _tensorflow_facts() -> dict:
+    from .probes import all_probes
+
+    return all_probes()
+
+
+def _versions_text(versions: dict) -> str:
+    return ", ".join(f"{_FRAMEWORK_NAMES.get(fw, fw)} {v}" for fw, v in versions.items())
 
 
 def _layers_text(layers, rate) -> str:
@@ -241,7 +287,7 @@ def _tf_keras_version():
         return None
 
 
-def _audit_table(results, rate, tf_version, width: int = 100) -> str:
+def _audit_table(results, rate, versions: dict, width: int = 100) -> str:
     """The audit for a terminal, at most ``width`` columns: a row per configuration, then the
     failures (with their diagnosis) and the findings, each grouped by the fact it states."""
     import textwrap
@@ -269,7 +315,7 @@ def _audit_table(results, rate, tf_version, width: int = 100) -> str:
             key = (f.name, f.detail)  # the same fact, in the same words: true of every run listed
             findings.setdefault(key, []).append(f"{a.name} {d}")
     widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
-    lines = [f"dropout-stats audit: TensorFlow {tf_version}, rate {rate}",
+    lines = [f"dropout-stats audit: {_versions_text(versions)}, rate {rate}",
              "(observed / expected: the keep fraction; var: GaussianDropout's noise variance)", ""]
     for i, row in enumerate(rows):
         lines.append("  ".join(str(v).ljust(w) for v, w in zip(row, widths)).rstrip())
@@ -291,7 +337,7 @@ def _audit_table(results, rate, tf_version, width: int = 100) -> str:
     return "\n".join(lines)
 
 
-def _audit_plot(results, path, rate, tf_version) -> None:
+def _audit_plot(results, path, rate, versions: dict) -> None:
     """Each run's keep fraction as a z-score against its draws (one band for every dtype and
     rate), marked by the check's verdict, with the region where an exact fixed-n test at the
     check's level accepts; runs without a keep fraction are named, not dropped."""
@@ -335,7 +381,7 @@ def _audit_plot(results, path, rate, tf_version) -> None:
     ax.set_xscale("log")
     ax.set_xlabel("draws the keep-fraction check used (runs of equal size spread slightly)")
     ax.set_ylabel("(observed - expected) / standard error")
-    ax.set_title(f"dropout-stats audit, TensorFlow {tf_version}, rate {rate}: keep fraction of {len(points)} runs",
+    ax.set_title(f"dropout-stats audit, {_versions_text(versions)}, rate {rate}: keep fraction of {len(points)} runs",
                  fontsize=10)
     if skipped:
         ax.text(0.01, 0.01, f"not plotted: {len(skipped)} runs without a mask ({skipped[0].split('[')[0]}: "
@@ -622,6 +668,9 @@ def cmd_matrix(args) -> int:
             raise UsageError(f"{path}: not a readable audit JSON ({exc})") from None
         if "tensorflow" not in payloads[-1]:
             raise UsageError(f"{path}: not a dropout-stats audit JSON (no 'tensorflow' key)")
+        if not payloads[-1]["tensorflow"]:
+            raise UsageError(f"{path}: an audit of {', '.join(payloads[-1].get('frameworks') or ['nothing'])} "
+                             "without TensorFlow: the matrix compares TensorFlow releases")
     text = matrix_markdown(payloads)
     if args.output:
         write_atomically(args.output, text)
@@ -651,6 +700,7 @@ def _probability(name):
 
 
 DTYPES = ["float16", "bfloat16", "float32", "float64"]
+FRAMEWORK_CHOICES = ["tensorflow", "jax", "torch"]
 VERIFY_CONTRACT = """\
 MODULE:FUNCTION names a dropout function (MODULE is imported from the working folder):
   stateless (default):  fn(x, rate, seed, noise_shape=None) -> y
@@ -667,11 +717,15 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command")
     fmt = argparse.RawDescriptionHelpFormatter
 
-    a = sub.add_parser("audit", help="verify every dropout entry point of the installed TensorFlow/Keras",
-                       description="Runs verify() on every TensorFlow and Keras dropout entry point, eagerly, in "
-                                   "tf.function and under jit_compile, in every float dtype; prints a table, the "
-                                   "failures with their diagnosis, the findings and the backward pass under "
-                                   "activation checkpointing.  Exit codes: 0 all passed, 1 a check failed, 2 bad usage.")
+    a = sub.add_parser("audit", help="verify every dropout entry point of the installed frameworks",
+                       description="Runs verify() on every dropout entry point of the installed frameworks (TensorFlow "
+                                   "and Keras: eagerly, in tf.function and under jit_compile; JAX and Flax: eagerly "
+                                   "and under jax.jit; PyTorch: eagerly and F.dropout under torch.compile), in every "
+                                   "float dtype each supports; prints a table, the failures with their diagnosis, the "
+                                   "findings and the backward pass under activation checkpointing, then the Keras "
+                                   "layers in a model.  Exit codes: 0 all passed, 1 a check failed, 2 bad usage.")
+    a.add_argument("--framework", nargs="+", choices=FRAMEWORK_CHOICES, metavar="NAME",
+                   help=f"frameworks to audit, any of {', '.join(FRAMEWORK_CHOICES)} (default: every one installed)")
     a.add_argument("--quick", action="store_true", help="eager mode, float32 and bfloat16 only (~12 s here)")
     a.add_argument("--rate", type=_probability("rate"), default=0.2, metavar="R",
                    help="the dropout rate, a number in [0, 1) (default 0.2)")
@@ -698,7 +752,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--false-fail-rate", type=_probability("false-fail-rate"), default=1e-6, metavar="A",
                    help="the chance a correct implementation fails the run, in (0, 1) (default 1e-6)")
     v.add_argument("--no-reference", action="store_true", help="an RNG of its own: skip the bit-exact mechanism check")
-    v.add_argument("--backend", choices=["numpy", "tensorflow"],
+    v.add_argument("--backend", choices=["numpy", "tensorflow", "jax", "torch"],
                    help="the framework fn runs on (default: told from the type of fn's first output)")
     v.add_argument("--no-backward", action="store_true", help="skip the gradient checks (backward_mask, backward_scale)")
     v.add_argument("--recompute", nargs="?", const=True, default=False, metavar="WRAPPER",

@@ -133,55 +133,13 @@ def keras_seeding() -> dict:
 
 
 def recompute_agreement(shape=(256, 1024), rate=0.2) -> dict:
-    """Under activation checkpointing, does the backward pass use the forward's mask?  For each
-    entry point (eager) and wrapper: the agreement between the positions with a non-zero
-    gradient and the kept positions of the same call, with exact binomial p-values against
-    the same mask (agreement 1: any difference gives 0) and against independent masks (p^2 + q^2).
+    """Under tf.recompute_grad and keras.remat, does the backward pass use the forward's mask?
+    (dropout_stats.adapters.recompute_agreement for TensorFlow's entry points.)
     Reproduce: y = tf.recompute_grad(lambda a: tf.nn.dropout(a, 0.2))(x) under a GradientTape,
     then compare tape.gradient(y, x) != 0 with y != 0."""
-    from .adapters import adapters
-    from .binomial import rate_test
+    from .adapters import recompute_agreement as agreement
 
-    x = tf.constant(np.random.default_rng(0).uniform(0.5, 2.0, shape).astype(np.float32))
-    wrappers = {"tf.recompute_grad": tf.recompute_grad}
-    try:
-        import keras
-
-        if hasattr(keras, "remat"):
-            wrappers["keras.remat"] = keras.remat
-    except ImportError:  # pragma: no cover
-        pass
-    independent = (1 - rate) ** 2 + rate ** 2
-    out = {}
-    for adapter in adapters(modes=("eager",)):
-        if adapter.kind != "dropout":
-            continue
-        for label, wrap in wrappers.items():
-            tf.random.set_seed(0)
-            fn = adapter.make(0)
-            noise = list(adapter.noise_shape) if adapter.noise_shape else None
-            xs = tf.reshape(x[: int(np.prod(adapter.shape)) // shape[1]], adapter.shape) if adapter.shape else x
-            seed = tf.constant([0, 1], tf.int32)
-            body = ((lambda t: fn(t, rate, noise_shape=noise)) if adapter.stateful
-                    else (lambda t: fn(t, rate, seed, noise_shape=noise)))
-            try:
-                with tf.GradientTape() as tape:
-                    tape.watch(xs)
-                    y = wrap(body)(xs)
-                g = tape.gradient(y, xs).numpy()
-            except Exception as exc:
-                out[f"{adapter.entry_point} / {label}"] = f"failed: {type(exc).__name__}: {str(exc)[:80]}"
-                continue
-            # one position per unit (a noise shape broadcasts a draw): the draws are independent
-            unit = tuple(slice(0, 1) if d == 1 else slice(None) for d in (noise or g.shape))
-            agree = int(np.count_nonzero((y.numpy()[unit] != 0) == (g[unit] != 0)))
-            n = g[unit].size
-            out[f"{adapter.entry_point} / {label}"] = {
-                "agreement": round(agree / n, 6),
-                "p_vs_same_mask": 1.0 if agree == n else 0.0,
-                "p_vs_independent": rate_test(agree, n, independent).pvalue,
-            }
-    return out
+    return agreement("tensorflow", rate=rate, shape=shape)
 
 
 def all_probes() -> dict:

@@ -61,6 +61,12 @@ def _numpy_only(x, rate, seed, noise_shape=None):
     return np.where(keep, x / np.float32(1 - rate), np.float32(0)).astype(x.dtype)
 
 
+def _keras_dropout(rate, seed):
+    import keras
+
+    return keras.layers.Dropout(rate, seed=seed)
+
+
 def _testing():
     from dropout_stats import testing
 
@@ -199,6 +205,16 @@ TABLE = [
         "strict_nominal (None) must be True or False"),
     api(lambda: ds.verify_alpha_dropout(stateless, rate=1.5), ValueError, "rate (1.5) must be in [0, 1)"),
     api(lambda: ds.verify_gaussian_dropout(3, rate=0.2), TypeError, "fn (3) must be callable"),
+    api(lambda: ds.verify_layer(3, rate=0.2), TypeError, "make_layer (3) must be callable"),
+    api(lambda: ds.verify_layer(_keras_dropout, rate=1.5), ValueError, "rate (1.5) must be in [0, 1)"),
+    api(lambda: ds.verify_layer(_keras_dropout, rate=0.2, replicas=1), ValueError, "replicas (1) must be >= 2"),
+    api(lambda: ds.verify_layer(_keras_dropout, rate=0.2, kind="bernoulli"), ValueError,
+        "kind ('bernoulli') must be 'dropout', 'alpha' or 'gaussian'"),
+    api(lambda: ds.verify_layer(lambda rate, seed: 3, rate=0.2), TypeError, "returned int, not a layer"),
+    api(lambda: ds.use_logical_cpus(1), ValueError, "n (1) must be >= 2"),
+    api(lambda: ds.verify(_numpy_only, rate=0.2, backend="numpy", reference="tensorflow"), ValueError,
+        "reference ('tensorflow') is not a stream of backend 'numpy'"),
+    api(lambda: ds.verify(stateless, rate=0.2, backend="mxnet"), ValueError, "backend ('mxnet') must be one of"),
     api(lambda: ds.verify_gaussian_dropout(stateless, rate=0.0), ValueError, "rate (0.0) must be > 0"),
     # -- verify(): a fn that misbehaves fails the run with the reason --------------------------
     report(_raises, "raised RuntimeError: boom"),
@@ -244,7 +260,8 @@ TABLE = [
     cli("verify", "userdrop:good", "--shape", "0,4", "--json", "out.json", fragment="shape ([0, 4]) must have"),
     cli("verify", "userdrop:good", "--shape", "8,4", "--noise-shape", "8,2", fragment="noise_shape ([8, 2]) must broadcast"),
     cli("verify", "userdrop:good", "--dtype", "int8", fragment="dtype ('int8') must be one of"),
-    cli("verify", "userdrop:good", "--backend", "jax", fragment="argument --backend: invalid choice: 'jax'"),
+    cli("verify", "userdrop:good", "--backend", "mxnet", fragment="argument --backend: invalid choice: 'mxnet'"),
+    cli("audit", "--framework", "mxnet", fragment="argument --framework: invalid choice: 'mxnet'"),
     cli("audit", "--rate", "2", fragment="rate (2.0) must be in [0, 1)"),
     cli("audit", "--rate", "1", "--json", "out.json", "--plot", "out.png", fragment="rate (1.0) must be in [0, 1)"),
     cli("audit", "--false-fail-rate", "0", "--json", "out.json", fragment="false_fail_rate (0.0) must be in (0, 1)"),

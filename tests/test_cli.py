@@ -1,4 +1,5 @@
 """The dropout-stats command line, run as a user would: subprocesses, exit codes, files."""
+import importlib.util
 import json
 import os
 import subprocess
@@ -109,15 +110,20 @@ def test_verify_rejects_a_wrong_signature(user_module):
 
 @pytest.mark.statistical(false_fail_rate=2.2e-8)
 def test_quick_audit_writes_json_and_png(tmp_path):
-    """22 configurations (11 eager entry points x 2 dtypes), each verified at 1e-9."""
+    """22 configurations (11 eager entry points x 2 dtypes), each verified at 1e-9, then the Keras
+    layers in a model.  Exit code 1 exactly when a layer fails, and then only its replicas check
+    (Keras 3 draws the same masks on every replica: see the README's findings)."""
     out, png = tmp_path / "audit.json", tmp_path / "audit.png"
-    r = run("audit", "--quick", "--dtypes", "float32", "bfloat16", "--false-fail-rate", "1e-9",
-            "--json", str(out), "--plot", str(png))
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    r = run("audit", "--framework", "tensorflow", "--quick", "--dtypes", "float32", "bfloat16",
+            "--false-fail-rate", "1e-9", "--json", str(out), "--plot", str(png))
     assert "tf.nn.experimental.stateless_dropout" in r.stdout and "configurations passed" in r.stdout
     assert "[1/" in r.stderr  # plain progress lines when not a terminal
     data = json.loads(out.read_text())
     assert data["results"] and all(x["report"]["passed"] for x in data["results"])
+    assert data["frameworks"] == {"tensorflow": data["tensorflow"]} and data["layers"]
+    failing = {c["name"] for x in data["layers"] for c in x["report"]["checks"] if c["passed"] is False}
+    assert failing <= {"replicas"}, failing
+    assert r.returncode == (1 if failing else 0), r.stdout[-3000:] + r.stderr[-3000:]
     assert any("102/128" in f["detail"] or "51/64" in f["detail"]
                for x in data["results"] for f in x["report"]["findings"])
     assert data["schema"] == "dropout-stats/audit/1" and set(data["seconds_by_mode"]) == {"eager"}
@@ -134,6 +140,30 @@ def test_quick_audit_writes_json_and_png(tmp_path):
     img = matplotlib.image.imread(str(png))
     assert img.shape[0] > 300 and img.shape[1] > 500 and img.std() > 0.01  # a real picture, not blank
     assert not [p for p in os.listdir(tmp_path) if p.startswith(".dropout-stats-")]  # no temp files left
+
+
+@pytest.mark.statistical(false_fail_rate=40 * 1e-9)
+def test_quick_audit_of_jax_and_torch(tmp_path):
+    """The audit of the other frameworks: their eager entry points in float32 (at most 40
+    configurations, each at 1e-9), one table, the framework of each result in the JSON, and
+    torch.utils.checkpoint(preserve_rng_state=False) drawing another mask (exact)."""
+    have = [fw for fw in ("jax", "torch") if importlib.util.find_spec(fw) is not None]
+    if not have:
+        pytest.skip("neither jax nor torch is installed")
+    out = tmp_path / "audit.json"
+    r = run("audit", "--framework", *have, "--quick", "--dtypes", "float32", "--false-fail-rate", "1e-9",
+            "--json", str(out))
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    data = json.loads(out.read_text())
+    assert set(data["frameworks"]) == set(have) and data["tensorflow"] is None and data["layers"] == []
+    assert {x["framework"] for x in data["results"]} == set(have)
+    assert r.stdout.startswith("dropout-stats audit: " + ", ".join(
+        {"jax": "JAX", "torch": "PyTorch"}[fw] + " " + data["frameworks"][fw] for fw in have))
+    if "torch" in have:
+        lost = data["recompute"]["torch"]["torch.nn.functional.dropout / torch.utils.checkpoint(preserve_rng_state=False)"]
+        kept = data["recompute"]["torch"]["torch.nn.functional.dropout / torch.utils.checkpoint"]
+        assert lost["p_vs_same_mask"] == 0.0 and kept["agreement"] == 1.0
+    assert max(len(v) for v in r.stdout.splitlines()) <= 100
 
 
 def test_plot_without_matplotlib_says_how_to_install(tmp_path):

@@ -18,12 +18,14 @@ import numpy as np
 
 from .._floats import float32_to_bfloat16_bits
 
-__all__ = ["Backend", "get_backend", "backend_names", "detect_backend", "make_input_array"]
+__all__ = ["Backend", "get_backend", "backend_names", "reference_names", "detect_backend", "make_input_array"]
 
 # name -> (module, class); imported on first use
 _BACKENDS = {
     "numpy": (".numpy", "NumpyBackend"),
     "tensorflow": (".tensorflow", "TensorFlowBackend"),
+    "jax": (".jax", "JaxBackend"),
+    "torch": (".torch", "TorchBackend"),
 }
 
 
@@ -87,6 +89,9 @@ class Backend:
         """f wrapped so that the backward pass recomputes it (activation checkpointing)."""
         raise NotImplementedError(f"backend {self.name!r} has no rematerialisation")
 
+    def start(self, cfg) -> None:
+        """Before the battery's first call (torch seeds its global generator here)."""
+
     def other_reference(self, reference: str):
         """A second stream worth naming when the kept set matches it instead (or None)."""
         return None
@@ -97,6 +102,14 @@ class Backend:
 
 def backend_names() -> tuple:
     return tuple(_BACKENDS)
+
+
+def reference_names() -> tuple:
+    """Every backend's reference streams (backend modules import no framework at load)."""
+    names = []
+    for module, cls in _BACKENDS.values():
+        names += getattr(importlib.import_module(module, __name__), cls).references
+    return tuple(names)
 
 
 def get_backend(name: str) -> Backend:
@@ -112,9 +125,11 @@ def get_backend(name: str) -> Backend:
 
 
 def detect_backend(y):
-    """The backend that owns ``y`` (fn's first output), or None: numpy arrays, TensorFlow tensors."""
+    """The backend that owns ``y`` (fn's first output), or None: numpy arrays, TensorFlow tensors,
+    JAX arrays, torch tensors."""
     module = type(y).__module__.split(".")[0]
-    owner = {"numpy": "numpy", "tensorflow": "tensorflow", "ml_dtypes": "numpy"}.get(module)
+    owner = {"numpy": "numpy", "tensorflow": "tensorflow", "ml_dtypes": "numpy", "jax": "jax", "jaxlib": "jax",
+             "torch": "torch"}.get(module)
     if owner is None and module == "builtins":
         return None
     return owner

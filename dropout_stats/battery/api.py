@@ -18,7 +18,7 @@ def verify(fn, *, rate, dtype="float32", shape=None, noise_shape=None, seed=0, s
     of two ints); with ``stateful=True`` it follows ``tf.nn.dropout``: ``fn(x, rate,
     noise_shape=None)``, fresh randomness on every call.
 
-    ``backend``: "tensorflow" or "numpy"; None picks it from the type of fn's first output
+    ``backend``: "tensorflow", "jax", "torch" or "numpy"; None picks it from the type of fn's first output
     (that first call gets numpy inputs; every later call the backend's own arrays, so a stateful
     fn has drawn once before the battery starts).
     ``reference``: a bit-exact stream of the backend to check the kept set against
@@ -64,6 +64,8 @@ def run_battery(cfg, kind) -> Report:
     try:
         backend, x_np, first = pick_backend(cfg, kind)
         findings.append(settle(cfg, backend))
+        if first is None:
+            backend.start(cfg)
         checks = Run(cfg, backend, kind, findings, x_np=x_np, first_output=first).run()
     except ContractError as exc:
         checks = [Check("contract", False, detail=str(exc), reproduce=cfg.reproduce())]
@@ -75,7 +77,7 @@ def loaded_frameworks() -> list:
     """Backends whose framework this process has already imported (numpy aside)."""
     import sys
 
-    modules = {"tensorflow": "tensorflow"}
+    modules = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}
     return [name for name in backend_names() if modules.get(name) in sys.modules]
 
 
@@ -87,9 +89,9 @@ def pick_backend(cfg, kind):
         return get_backend(cfg.backend_name), None, None
     x_np = kind.make_input(cfg.shape, cfg.dtype, cfg.seed)
     seed = (cfg.seed, 0)
-    ns = list(cfg.noise_shape) if cfg.noise_shape is not None else None
-    where = (f"fn(x, {cfg.rate!r}, noise_shape={ns})" if cfg.stateful
-             else f"fn(x, {cfg.rate!r}, seed={list(seed)}, noise_shape={ns})")
+    ns = tuple(cfg.noise_shape) if cfg.noise_shape is not None else None
+    where = (f"fn(x, {cfg.rate!r}, noise_shape={list(ns) if ns else None})" if cfg.stateful
+             else f"fn(x, {cfg.rate!r}, seed={list(seed)}, noise_shape={list(ns) if ns else None})")
     hint = (f"with backend=None the first call gets numpy inputs, to tell the framework from fn's output; "
             f"pass backend= ({', '.join(repr(n) for n in backend_names())})")
     try:

@@ -115,7 +115,9 @@ def configure(fn, *, rate, dtype, shape, noise_shape, seed, stateful, backend, r
     if seed >= 2**31 - 1:
         raise ValueError(f"seed ({seed}) must be < 2**31 - 1 (it is an int32 seed component)")
     backend = check_backend_name(backend)
-    check_choice(reference, "reference", ("auto", "tensorflow", "tensorflow-xla", None))
+    from ..backends import reference_names
+
+    check_choice(reference, "reference", ("auto", *reference_names(), None))
     alpha = check_open_unit(false_fail_rate, "false_fail_rate")
     beta = check_open_unit(false_pass_rate, "false_pass_rate")
     shape, noise_shape = check_shapes(shape, noise_shape)
@@ -148,6 +150,8 @@ def settle(cfg: Config, backend) -> Finding:
         raise ValueError(f"reference ({cfg.reference!r}) is not a stream of backend {backend.name!r} "
                          f"(it offers: {offered}; None skips the bit-exact check)")
     cfg.backend_name = backend.name
+    if not backend.has_noise_shape:
+        cfg.probe = None  # no noise shape to ask fn for (an explicit one: the units fn draws itself)
     if cfg.backward is None:
         cfg.backward = backend.differentiable
     if cfg.recompute:

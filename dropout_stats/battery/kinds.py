@@ -38,7 +38,8 @@ class Dropout:
         from ..precision import apply_scale, exact_scale
 
         formulas = run.backend.scale_formulas(rate, run.cfg.dtype) + [exact_scale(rate, run.cfg.dtype)]
-        return [(f"{f.formula} {f.factor!r}" if f.formula != "exact" else "/ (1 - rate) correctly rounded",
+        symbol = {"multiply": "*", "divide": "/"}
+        return [(f"{symbol[f.formula]} {f.factor!r}" if f.formula in symbol else "/ (1 - rate) correctly rounded",
                  lambda u, f=f: apply_scale(u, f)) for f in formulas]
 
     def degenerate(self, run) -> list[Check]:
@@ -73,12 +74,18 @@ class AlphaDropout(Dropout):
         self.dtype = dtype
         self.a_d, self.b_d, self.ap_d = (float(round_to(v, dtype)) for v in (self.a, self.b, ap))
         self.dropped_value = self.affine(np.array([self.ap_d]))[0]
+        # a * alpha' + b as frameworks round it: Keras's two roundings, a fused multiply-add, and
+        # PyTorch's b - fl(SELU_ALPHA * SELU_SCALE * a) (ATen forms alpha * a in double first)
+        torch_form = round_to(self.b_d - float(round_to(-ap * self.a, dtype)), dtype) if dtype != "float64" \
+            else self.b_d - (-ap * self.a)
+        self.dropped_values = np.unique(np.array(
+            [self.dropped_value, self.fused(np.array([self.ap_d]))[0], float(torch_form)], dtype=np.float64))
 
     def make_input(self, shape, dtype, seed):
         return positive_input(shape, dtype, seed)
 
     def kept_elements(self, y_np, fmt) -> np.ndarray:
-        return as_float64(y_np) != self.dropped_value
+        return ~np.isin(as_float64(y_np), self.dropped_values)
 
     def gradient_formulas(self, run, rate: float):
         """d(a x + b)/dx = a: the upstream gradient times a, rounded once."""

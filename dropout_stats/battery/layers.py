@@ -47,9 +47,9 @@ LAYER_STATISTICAL = ("mode_transitions", "fit", "instances", "config_round_trip"
 def use_logical_cpus(n: int) -> None:
     """Split the CPU into n logical devices for the replicas check; call it before TensorFlow runs
     anything (TensorFlow fixes its devices at the first op)."""
+    n = check_count(n, "n", minimum=2)
     import tensorflow as tf
 
-    n = check_count(n, "n", minimum=2)
     cpu = tf.config.list_physical_devices("CPU")[0]
     try:
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * n)

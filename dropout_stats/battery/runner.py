@@ -97,9 +97,9 @@ class Run:
         cfg = self.cfg
         x = self.x if x is None else x
         x_np = self.x_np if x_np is None else x_np
-        ns = list(noise_shape) if noise_shape is not None else None
-        where = (f"fn(x, {rate!r}, noise_shape={ns})" if cfg.stateful
-                 else f"fn(x, {rate!r}, seed={list(seed_pair)}, noise_shape={ns})")
+        ns = tuple(noise_shape) if noise_shape is not None else None  # hashable: a jit's static argument
+        where = (f"fn(x, {rate!r}, noise_shape={list(ns) if ns else None})" if cfg.stateful
+                 else f"fn(x, {rate!r}, seed={list(seed_pair)}, noise_shape={list(ns) if ns else None})")
         grad = None
         if self.first_output is not None and purpose == "main" and index == 0:  # made by pick_backend
             y, self.first_output = self.first_output, None

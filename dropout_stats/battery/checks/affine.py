@@ -55,7 +55,8 @@ class AffineScale(Scale):
                     label))
                 return Check("scale", True, samples=int(xv.size), observed=f"every kept value = a*x + b ({label})",
                              expected=f"kept: a*x + b with a = {kind.a_d!r}, b = {kind.b_d!r}; dropped: "
-                                      f"{kind.dropped_value!r}", detail=f"{xv.size:,} kept values")
+                                      f"{' or '.join(repr(float(v)) for v in kind.dropped_values)}",
+                             detail=f"{xv.size:,} kept values")
             results.append((label, mismatch, int(ulp_distance(want, got, cfg.dtype).max())))
         label, mismatch, ulp = min(results, key=lambda r: (r[2], r[1]))
         return Check(

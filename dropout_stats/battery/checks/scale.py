@@ -20,6 +20,8 @@ ratio measured on fn's own outputs.
 """
 from __future__ import annotations
 
+from fractions import Fraction
+
 import numpy as np
 
 from ...precision import _scaled_native, apply_scale, exact_scale, ulp_distance
@@ -140,24 +142,26 @@ class Scale(Family):
         return first
 
     def mean_finding(self, formula) -> None:
-        """E[y]/E[x] of the design (keep x the formula's kept values) against 1, and the same
-        ratio measured on fn's main outputs."""
+        """E[y]/E[x] of the design, keep / (1 - rate) times the formula's factor against
+        1/(1 - rate), before each value's own rounding (which depends on x, not on fn); and the
+        same ratio measured on fn's main outputs."""
         cfg, x_np = self.cfg, self.run.x_np
         if cfg.strict_nominal or not self.mean_calls:
             return
         ax_sum = abs_sum(x_np)
-        scaled_sum = float(np.abs(apply_scale(x_np, formula)).sum(dtype=np.float64))
-        design = cfg.keep * scaled_sum / ax_sum
+        ideal = Fraction(1) / (1 - Fraction(cfg.rate))
+        factor = {"multiply": Fraction(formula.factor), "divide": 1 / Fraction(formula.factor)}.get(
+            formula.formula, ideal)
+        design = float(Fraction(cfg.keep) / (1 - Fraction(cfg.rate)) * factor / ideal)
         if abs(design - 1) < 1e-6:  # not worth a line (float32's keep probability is off by 6e-8)
             return
         parts = []
         if cfg.keep != 1 - cfg.rate:
             parts.append(f"keep {cfg.keep:.10g} instead of {1 - cfg.rate:.10g}")
-        scale_ratio = scaled_sum / (ax_sum / (1 - cfg.rate))
-        if scale_ratio != 1:
-            parts.append(f"kept values {scale_ratio:.8g} x the ideal x/(1-rate)")
+        if abs(float(factor / ideal) - 1) > 1e-12:  # beyond the double rounding of rate itself
+            parts.append(f"kept values scaled by {float(factor):.8g} instead of 1/(1-rate) = {float(ideal):.8g}")
         measured = self.abs_total / (self.mean_calls * ax_sum)
         self.run.findings.append(Finding(
-            "mean_bias", f"{cfg.dtype} at rate {cfg.rate}: with these kept values and this keep probability "
-            f"E[y]/E[x] = {design:.8g}, biased by {design - 1:+.3g} relative ({'; '.join(parts)})", design - 1,
+            "mean_bias", f"{cfg.dtype} at rate {cfg.rate}: with this keep probability and this scale factor "
+            f"E[y]/E[x] = {design:.8g} before each value's rounding, biased by {design - 1:+.3g} relative ({'; '.join(parts)})", design - 1,
             measured=f"sum|y|/sum|x| = {measured:.6g} over {self.mean_calls * x_np.size:,} elements of fn's outputs"))

@@ -9,57 +9,14 @@ the stateless mask follows XLA's own uniform stream, so those adapters use the
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
-from typing import Callable
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import tensorflow as tf  # noqa: E402
 
-from ._floats import FLOAT_DTYPES  # noqa: E402
+from . import Adapter  # noqa: E402
 
 MODES = ("eager", "function", "jit")
-
-
-@dataclass(frozen=True)
-class Adapter:
-    """One entry point in one execution mode, with what verify() needs to know about it."""
-
-    entry_point: str
-    mode: str
-    stateful: bool
-    make: Callable[[int], Callable]      # seed -> fn (fresh state: layers, generators)
-    reference: str | None = "tensorflow"
-    shape: tuple | None = None           # the input shape the entry point needs, if any
-    noise_shape: tuple | None = None     # the noise shape it applies by itself, if any
-    dtypes: tuple = FLOAT_DTYPES
-    notes: str = ""
-    kind: str = "dropout"                # "dropout", "alpha" or "gaussian"
-    keep_dtype: str | None = None        # dtype of the uniform, when not the input's
-
-    @property
-    def name(self) -> str:
-        return f"{self.entry_point}[{self.mode}]"
-
-    def verify(self, *, rate, dtype="float32", seed=0, **kwargs):
-        from .battery import verify, verify_alpha_dropout, verify_gaussian_dropout
-
-        if self.stateful:
-            tf.random.set_seed(seed)
-        fn = self.make(seed)
-        fn.__qualname__ = self.name
-        kwargs.setdefault("shape", self.shape)
-        kwargs.setdefault("backend", "tensorflow")
-        if self.kind == "gaussian":
-            kwargs.pop("noise_shape", None)
-            return verify_gaussian_dropout(fn, rate=rate, dtype=dtype, seed=seed, **kwargs)
-        if self.kind == "alpha":
-            kwargs.setdefault("noise_shape", self.noise_shape)
-            return verify_alpha_dropout(fn, rate=rate, dtype=dtype, seed=seed, keep_dtype=self.keep_dtype,
-                                        **kwargs)
-        kwargs.setdefault("noise_shape", self.noise_shape)
-        return verify(fn, rate=rate, dtype=dtype, seed=seed, stateful=self.stateful,
-                      reference=self.reference, **kwargs)
 
 
 def _wrap(fn, mode: str):
@@ -169,11 +126,13 @@ def adapters(*, modes=MODES) -> list[Adapter]:
 
 
 def _keras_modules():
+    """Keras on TensorFlow: keras (unless KERAS_BACKEND names another backend) and tf_keras."""
     mods = []
     try:
         import keras
 
-        mods.append((keras, "keras"))
+        if getattr(keras.backend, "backend", lambda: "tensorflow")() == "tensorflow":
+            mods.append((keras, "keras"))
     except ImportError:  # pragma: no cover - keras ships with TF >= 2.16
         pass
     try:

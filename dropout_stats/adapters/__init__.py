@@ -1,0 +1,141 @@
+"""Every dropout entry point of the installed frameworks, wrapped to verify()'s contract: one
+module per framework (``tensorflow``: TensorFlow and Keras on it; ``jax``: JAX and Flax;
+``torch``: PyTorch), each a list of ``Adapter``s.  A new framework's entry points go in a new
+module here and a line in ``FRAMEWORKS``.
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from dataclasses import dataclass
+from typing import Callable
+
+from .._floats import FLOAT_DTYPES
+
+# framework -> (module here, the package that must be importable)
+FRAMEWORKS = {"tensorflow": (".tensorflow", "tensorflow"), "jax": (".jax", "jax"), "torch": (".torch", "torch")}
+
+
+@dataclass(frozen=True)
+class Adapter:
+    """One entry point in one execution mode, with what verify() needs to know about it."""
+
+    entry_point: str
+    mode: str
+    stateful: bool
+    make: Callable[[int], Callable]      # seed -> fn (fresh state: layers, generators)
+    reference: str | None = "tensorflow"
+    shape: tuple | None = None           # the input shape the entry point needs, if any
+    noise_shape: tuple | None = None     # the noise shape it applies by itself, if any
+    dtypes: tuple = FLOAT_DTYPES
+    notes: str = ""
+    kind: str = "dropout"                # "dropout", "alpha" or "gaussian"
+    keep_dtype: str | None = None        # dtype of the uniform, when not the input's
+    backend: str = "tensorflow"          # the framework it runs on (dropout_stats.backends)
+
+    def seed_framework(self, seed: int) -> None:
+        """A stateful entry point's global generator, seeded before it is made."""
+        if not self.stateful:
+            return
+        if self.backend == "tensorflow":
+            import tensorflow as tf
+
+            tf.random.set_seed(seed)
+        elif self.backend == "torch":
+            import torch
+
+            torch.manual_seed(seed)
+
+    @property
+    def name(self) -> str:
+        return f"{self.entry_point}[{self.mode}]"
+
+    def verify(self, *, rate, dtype="float32", seed=0, **kwargs):
+        from ..battery import verify, verify_alpha_dropout, verify_gaussian_dropout
+
+        self.seed_framework(seed)
+        fn = self.make(seed)
+        fn.__qualname__ = self.name
+        kwargs.setdefault("shape", self.shape)
+        kwargs.setdefault("backend", self.backend)
+        if self.kind == "gaussian":
+            kwargs.pop("noise_shape", None)
+            return verify_gaussian_dropout(fn, rate=rate, dtype=dtype, seed=seed, **kwargs)
+        if self.kind == "alpha":
+            kwargs.setdefault("noise_shape", self.noise_shape)
+            return verify_alpha_dropout(fn, rate=rate, dtype=dtype, seed=seed, keep_dtype=self.keep_dtype,
+                                        **kwargs)
+        kwargs.setdefault("noise_shape", self.noise_shape)
+        return verify(fn, rate=rate, dtype=dtype, seed=seed, stateful=self.stateful,
+                      reference=self.reference, **kwargs)
+
+
+
+
+def installed_frameworks() -> list[str]:
+    return [name for name, (_, package) in FRAMEWORKS.items() if importlib.util.find_spec(package) is not None]
+
+
+def adapters(*, framework: str = "tensorflow", modes=None) -> list[Adapter]:
+    """The adapters of ``framework`` in this installation (all its modes unless named)."""
+    if framework not in FRAMEWORKS:
+        raise ValueError(f"framework ({framework!r}) must be one of {', '.join(repr(f) for f in FRAMEWORKS)}")
+    module = importlib.import_module(FRAMEWORKS[framework][0], __name__)
+    return module.adapters(modes=modes or module.MODES)
+
+
+def layer_factories(dtype: str = "float32", *, framework: str = "tensorflow") -> list:
+    """(name, make_layer(rate, seed)) for verify_layer: every Keras dropout layer class."""
+    module = importlib.import_module(FRAMEWORKS[framework][0], __name__)
+    return module.layer_factories(dtype)
+
+
+def recompute_agreement(framework: str = "tensorflow", *, rate: float = 0.2, shape=(256, 1024)) -> dict:
+    """Under activation checkpointing, does the backward pass use the forward's mask?  For each
+    dropout entry point of ``framework`` (eager) and each rematerialising wrapper of its backend
+    (tf.recompute_grad, keras.remat, torch.utils.checkpoint with and without preserve_rng_state,
+    jax.checkpoint): the agreement between the positions with a non-zero gradient and the kept
+    positions of the same call, with exact binomial p-values against the same mask (agreement 1:
+    any difference gives 0) and against independent masks (p^2 + q^2).  One draw per unit (a
+    noise shape broadcasts a draw), so the positions compared are independent.
+    Reproduce (torch): y = checkpoint(lambda a: F.dropout(a, 0.2), x, use_reentrant=False,
+    preserve_rng_state=False); compare x.grad != 0 after y.sum().backward() with y != 0."""
+    import numpy as np
+
+    from ..backends import get_backend
+    from ..binomial import rate_test
+
+    independent = (1 - rate) ** 2 + rate ** 2
+    out = {}
+    for adapter in adapters(framework=framework, modes=("eager",)):
+        if adapter.kind != "dropout":
+            continue
+        backend = get_backend(adapter.backend)
+        ashape = adapter.shape or shape
+        x_np = np.random.default_rng(0).uniform(0.5, 2.0, ashape).astype(np.float32)
+        noise = adapter.noise_shape
+        for wrapper in backend.recompute_wrappers:
+            adapter.seed_framework(0)
+            fn = adapter.make(0)
+            seed = backend.seed((0, 1))
+            body = ((lambda t, fn=fn, noise=noise: fn(t, rate, noise_shape=noise)) if adapter.stateful
+                    else (lambda t, fn=fn, seed=seed, noise=noise: fn(t, rate, seed, noise_shape=noise)))
+            key = f"{adapter.entry_point} / {wrapper}"
+            try:
+                y, g = backend.vjp(backend.recompute(body, wrapper), backend.native(x_np),
+                                   backend.native(np.ones_like(x_np)))
+                if g is None or isinstance(g, str):
+                    raise RuntimeError(g or "no gradient")
+                y, g = backend.to_numpy(y), backend.to_numpy(g)
+            except Exception as exc:  # noqa: BLE001 - a wrapper that cannot run is itself a fact
+                out[key] = f"failed: {type(exc).__name__}: {str(exc)[:80]}"
+                continue
+            unit = tuple(slice(0, 1) if d == 1 else slice(None) for d in (noise or g.shape))
+            agree = int(np.count_nonzero((y[unit] != 0) == (g[unit] != 0)))
+            n = g[unit].size
+            out[key] = {"agreement": round(agree / n, 6), "p_vs_same_mask": 1.0 if agree == n else 0.0,
+                        "p_vs_independent": rate_test(agree, n, independent).pvalue}
+    return out
+
+
+__all__ = ["Adapter", "FRAMEWORKS", "adapters", "installed_frameworks", "layer_factories", "recompute_agreement"]

@@ -1,0 +1,130 @@
+"""JAX's and Flax's dropout, wrapped to verify()'s contracts: the stateless ``fn(x, rate, key,
+noise_shape=None)`` for ``jax.random.bernoulli`` (the reference stream) and ``flax.linen.Dropout``
+(its ``broadcast_dims`` from the noise shape), eagerly and under ``jax.jit``; the stateful
+``fn(x, rate, noise_shape=None)`` for ``flax.nnx.Dropout`` (a module with its own RNG stream)
+and, where ``KERAS_BACKEND=jax``, Keras 3's dropout layers on JAX (eagerly: a layer's seed
+generator is state that jax.jit cannot update)."""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from . import Adapter
+
+MODES = ("eager", "jit")
+
+
+def _broadcast_dims(x, noise_shape):
+    return () if noise_shape is None else tuple(i for i, (d, s) in enumerate(zip(noise_shape, x.shape))
+                                                 if d == 1 and s != 1)
+
+
+def bernoulli_dropout(x, rate, key, noise_shape=None):
+    """What Flax and Keras on JAX compute: bernoulli(key, 1 - rate), then x / (1 - rate)."""
+    keep = jax.random.bernoulli(key, 1.0 - rate, tuple(noise_shape) if noise_shape else x.shape)
+    return jnp.where(keep, x / (1.0 - rate), jnp.zeros_like(x))
+
+
+def linen_dropout(x, rate, key, noise_shape=None):
+    from flax import linen
+
+    layer = linen.Dropout(rate, broadcast_dims=_broadcast_dims(x, noise_shape), deterministic=False)
+    return layer.apply({}, x, rngs={"dropout": key})
+
+
+def _stateless(body, mode):
+    def make(seed):
+        fn = jax.jit(body, static_argnums=(1,), static_argnames=("noise_shape",)) if mode == "jit" else body
+
+        def named(x, rate, key, noise_shape=None):
+            return fn(x, rate, key, noise_shape=noise_shape)
+        return named
+    return make
+
+
+def _nnx(seed_offset=0):
+    def make(seed):
+        from flax import nnx
+
+        modules = {}
+
+        def fn(x, rate, noise_shape=None):
+            key = (rate, _broadcast_dims(x, noise_shape))
+            if key not in modules:
+                modules[key] = nnx.Dropout(rate, broadcast_dims=key[1], rngs=nnx.Rngs(dropout=seed + len(modules)))
+            return modules[key](x)
+        return fn
+    return make
+
+
+def _keras_on_jax():
+    """keras, when its backend is JAX (KERAS_BACKEND=jax before keras is imported), else None.
+    Keras is not imported otherwise: on its default backend that would import TensorFlow."""
+    import os
+    import sys
+
+    if "keras" not in sys.modules and os.environ.get("KERAS_BACKEND") != "jax":
+        return None
+    try:
+        import keras
+    except ImportError:
+        return None
+    return keras if keras.backend.backend() == "jax" else None
+
+
+def _keras_layer(keras, cls_name: str, takes_noise_shape: bool):
+    def make(seed):
+        cache = {}
+
+        def fn(x, rate, noise_shape=None):
+            key = (rate, tuple(noise_shape) if noise_shape is not None else None, x.dtype.name, tuple(x.shape))
+            if key not in cache:
+                kwargs = dict(rate=rate, seed=seed + len(cache), dtype=x.dtype.name)
+                if takes_noise_shape:
+                    kwargs["noise_shape"] = list(noise_shape) if noise_shape is not None else None
+                cache[key] = getattr(keras.layers, cls_name)(**kwargs)
+            return cache[key](x, training=True)
+        return fn
+    return make
+
+
+def _keras_adapters() -> list[Adapter]:
+    keras = _keras_on_jax()
+    if keras is None:
+        return []
+    out = [Adapter("keras.layers.Dropout (JAX)", "eager", True, _keras_layer(keras, "Dropout", True),
+                   reference=None, backend="jax", dtypes=_dtypes()),
+           Adapter("keras.layers.AlphaDropout (JAX)", "eager", True, _keras_layer(keras, "AlphaDropout", True),
+                   reference=None, backend="jax", dtypes=_dtypes(), kind="alpha", keep_dtype="float32",
+                   notes="dropped positions hold a*alpha'+b"),
+           Adapter("keras.layers.GaussianDropout (JAX)", "eager", True,
+                   _keras_layer(keras, "GaussianDropout", False), reference=None, backend="jax", dtypes=_dtypes(), kind="gaussian")]
+    for dims in (1, 2, 3):
+        out.append(Adapter(f"keras.layers.SpatialDropout{dims}D (JAX)", "eager", True,
+                           _keras_layer(keras, f"SpatialDropout{dims}D", False), reference=None, backend="jax", dtypes=_dtypes(),
+                           shape=(64,) + (2,) * dims + (64,), noise_shape=(64,) + (1,) * dims + (64,),
+                           notes="drops whole channels: one draw per (batch, channel)"))
+    return out
+
+
+def _dtypes() -> tuple:
+    """float64 only with jax_enable_x64 (otherwise JAX makes a float64 input float32)."""
+    return ("float16", "bfloat16", "float32") + (("float64",) if jax.config.jax_enable_x64 else ())
+
+
+def adapters(*, modes=MODES) -> list[Adapter]:
+    out = []
+    for mode in modes:
+        out.append(Adapter("jax.random.bernoulli dropout", mode, False, _stateless(bernoulli_dropout, mode),
+                           reference="jax", backend="jax", dtypes=_dtypes(),
+                           notes="bernoulli(key, 1 - rate) then x / (1 - rate), as Flax computes it"))
+        out.append(Adapter("flax.linen.Dropout", mode, False, _stateless(linen_dropout, mode), reference=None,
+                           backend="jax", dtypes=_dtypes(), notes="its rng is folded from the module path: no reference stream"))
+        if mode == "eager":
+            out.append(Adapter("flax.nnx.Dropout", mode, True, _nnx(), reference=None, backend="jax", dtypes=_dtypes(),
+                               notes="a module with its own RNG stream: stateful contract"))
+    return out + (_keras_adapters() if "eager" in modes else [])
+
+
+def layer_factories(dtype: str = "float32") -> list:
+    return []
