@@ -752,8 +752,9 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--false-fail-rate", type=_probability("false-fail-rate"), default=1e-6, metavar="A",
                    help="the chance a correct implementation fails the run, in (0, 1) (default 1e-6)")
     v.add_argument("--no-reference", action="store_true", help="an RNG of its own: skip the bit-exact mechanism check")
-    v.add_argument("--backend", choices=["numpy", "tensorflow", "jax", "torch"],
-                   help="the framework fn runs on (default: told from the type of fn's first output)")
+    v.add_argument("--backend", choices=["numpy", "tensorflow", "jax", "torch", "keras"],
+                   help="the framework fn runs on; keras: the one Keras 3 runs on (default: told from the type "
+                        "of fn's first output)")
     v.add_argument("--no-backward", action="store_true", help="skip the gradient checks (backward_mask, backward_scale)")
     v.add_argument("--recompute", nargs="?", const=True, default=False, metavar="WRAPPER",
                    help="check the gradient with fn rematerialised: tf.recompute_grad (default) or keras.remat")

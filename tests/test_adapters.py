@@ -81,3 +81,11 @@ def test_stateless_entry_points_on_generated_configurations(config):
     for adapter in STATELESS:
         r = adapter.verify(seed=3, false_fail_rate=A / len(STATELESS), discrepancy=delta, max_calls=3000, **config)
         assert r.passed, str(r)
+
+
+@pytest.mark.statistical(false_fail_rate=A)
+def test_backend_keras_means_the_framework_keras_runs_on(seed):
+    """backend="keras" resolves to keras.backend.backend() (here TensorFlow; JAX in tox -e keras-jax)."""
+    adapter = next(a for a in ADAPTERS if a.name == "keras.layers.Dropout[eager]")
+    r = adapter.verify(rate=0.2, seed=seed % 2**20, backend="keras", false_fail_rate=A)
+    assert r.passed and r.config["backend"] == keras.backend.backend() == "tensorflow", str(r)

@@ -140,3 +140,12 @@ def test_broken_jax_dropout_fails_its_check(fn, failing, seed):
 def test_jax_backend_rejects_what_it_cannot_do():
     with pytest.raises(ValueError, match=r"reference \('tensorflow'\) is not a stream of backend 'jax'"):
         verify(ignores_the_seed, rate=0.2, backend="jax", reference="tensorflow")
+
+
+@pytest.mark.statistical(false_fail_rate=A)
+def test_backend_keras_means_jax_under_keras_backend_jax(seed):
+    adapter = next((a for a in ADAPTERS if a.name == "keras.layers.Dropout (JAX)[eager]"), None)
+    if adapter is None:
+        pytest.skip("Keras runs on another backend here (tox -e keras-jax sets KERAS_BACKEND=jax)")
+    r = adapter.verify(rate=0.2, seed=seed % 2**20, backend="keras", false_fail_rate=A)
+    assert r.passed and r.config["backend"] == "jax", str(r)

@@ -101,7 +101,8 @@ class Backend:
 
 
 def backend_names() -> tuple:
-    return tuple(_BACKENDS)
+    """The backends by name, and "keras": Keras 3's own backend (KERAS_BACKEND)."""
+    return (*_BACKENDS, "keras")
 
 
 def reference_names() -> tuple:
@@ -113,7 +114,14 @@ def reference_names() -> tuple:
 
 
 def get_backend(name: str) -> Backend:
-    """The backend called ``name``; a clear error for an unknown or uninstalled one."""
+    """The backend called ``name``; a clear error for an unknown or uninstalled one.  "keras"
+    means the framework Keras 3 runs on here (keras.backend.backend())."""
+    if name == "keras":
+        try:
+            import keras
+        except ImportError:
+            raise ValueError("backend ('keras') needs keras installed") from None
+        name = keras.backend.backend()
     if name not in _BACKENDS:
         raise ValueError(f"backend ({name!r}) must be one of {', '.join(repr(n) for n in _BACKENDS)}")
     module, cls = _BACKENDS[name]
