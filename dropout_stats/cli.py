@@ -192,10 +192,15 @@ def cmd_audit(args) -> int:
     layers = _audit_layers(args) if "tensorflow" in frameworks else []
     if layers:
         print(_layers_text(layers, args.rate))
+    recurrent = _audit_recurrent(args) if "tensorflow" in frameworks else []
+    if recurrent:
+        print(_recurrent_text(recurrent))
     if args.json:
         payload = {"schema": "dropout-stats/audit/1", "frameworks": versions,
                    "tensorflow": versions.get("tensorflow"), "keras": _keras_version(),
                    "layers": [{"layer": name, "seconds": round(t, 3), "report": r.to_dict()} for name, r, t in layers],
+                   "recurrent": [{"layer": name, "seconds": round(t, 3), "report": r.to_dict()}
+                                 for name, r, t in recurrent],
                    "tf_keras": _tf_keras_version(), "seconds_by_mode": by_mode,
                    "rate": args.rate, "recompute": recompute,
                    "seed": args.seed, "false_fail_rate": args.false_fail_rate, "quick": bool(args.quick),
@@ -208,7 +213,44 @@ def cmd_audit(args) -> int:
     if args.plot:
         _audit_plot(results, args.plot, args.rate, versions)
         print(f"wrote {args.plot}")
-    return EXIT_OK if all(r.passed for _, _, r in results) and all(r.passed for _, r, _ in layers) else EXIT_FAILED
+    ok = all(r.passed for _, _, r in results) and all(r.passed for _, r, _ in layers + recurrent)
+    return EXIT_OK if ok else EXIT_FAILED
+
+
+def _recurrent_rates(rate: float) -> tuple:
+    """(dropout, recurrent_dropout) for the audit: two different rates, so that a recurrent mask
+    drawn at the input rate shows."""
+    return rate, (2 * rate if 2 * rate < 0.9 else rate / 2)
+
+
+def _audit_recurrent(args) -> list:
+    """verify_recurrent on Keras 3's SimpleRNN, GRU and LSTM (Keras 2: not covered yet)."""
+    import keras
+
+    from .battery.recurrent import verify_recurrent
+
+    if int(keras.__version__.split(".")[0]) < 3 or keras.backend.backend() != "tensorflow":
+        return []
+    r_in, r_rec = _recurrent_rates(args.rate)
+    out = []
+    for cls in ("SimpleRNN", "GRU", "LSTM"):
+        t0 = time.perf_counter()
+        report = verify_recurrent(getattr(keras.layers, cls), dropout=r_in, recurrent_dropout=r_rec, seed=args.seed,
+                                  false_fail_rate=args.false_fail_rate)
+        out.append((f"keras.layers.{cls}", report, time.perf_counter() - t0))
+    return out
+
+
+def _recurrent_text(recurrent) -> str:
+    r0 = recurrent[0][1].config
+    lines = ["", *_wrap100(f"recurrent layers (verify_recurrent, float32, dropout {r0['dropout']}, recurrent_dropout "
+                           f"{r0['recurrent_dropout']}): each mask read out exactly through chosen weights; its rate, "
+                           "time steps, batch, calls, batch shape, scale, inference, backward")]
+    for name, r, _ in recurrent:
+        words = "pass" if r.passed else "FAIL: " + ", ".join(c.name for c in r.failures)
+        semantics = "; ".join(f.detail for f in r.findings if f.name == "time_semantics")
+        lines += _wrap100(f"  {name}: {words}" + (f" ({semantics})" if semantics else ""))
+    return "\n".join(lines)
 
 
 def _audit_layers(args) -> list:

@@ -346,3 +346,77 @@ def keras_layer_defects() -> dict:
             "an omitted training flag means training": (OmittedTrainingIsTraining, "inference_identity"),
             "rate 0 after one inference call": (RateZeroAfterInference, "mode_transitions"),
             "the first mask on every call": (CachesFirstMask, "cross_correlation")}
+
+
+def keras_recurrent_defects() -> dict:
+    """Keras 3 recurrent layers with one defect each in their dropout: SimpleRNN cells wrapped in
+    keras.layers.RNN, with SimpleRNN's weights.  name -> (layer_cls for verify_recurrent, the
+    check that must fail).  The control, ``correct``, is the same construction without a defect."""
+    import keras
+
+    class Correct(keras.layers.SimpleRNNCell):
+        """SimpleRNNCell itself: one input and one recurrent mask per sequence."""
+
+    class RecurrentAtInputRate(keras.layers.SimpleRNNCell):
+        """the recurrent mask drawn at the input rate (keras-team/keras#19395)"""
+
+        def get_recurrent_dropout_mask(self, step_input):
+            if getattr(self, "_recurrent_dropout_mask", None) is None and self.recurrent_dropout > 0:
+                self._recurrent_dropout_mask = self._create_dropout_mask(step_input, self.dropout)
+            return getattr(self, "_recurrent_dropout_mask", None)
+
+    class InputMaskPerStep(keras.layers.SimpleRNNCell):
+        """a fresh input mask at every time step where the layer promises one per sequence"""
+
+        def call(self, sequence, states, training=False):
+            if training and self.dropout > 0:
+                self._dropout_mask = self._create_dropout_mask(sequence, self.dropout)
+            return super().call(sequence, states, training=training)
+
+    class OneMaskForTheBatch(keras.layers.SimpleRNNCell):
+        """one input mask row shared by every sequence of the batch"""
+
+        def get_dropout_mask(self, step_input):
+            if getattr(self, "_dropout_mask", None) is None and self.dropout > 0:
+                self._dropout_mask = self._create_dropout_mask(step_input[:1], self.dropout)
+            return getattr(self, "_dropout_mask", None)
+
+    class DropsAtInference(keras.layers.SimpleRNNCell):
+        """applies its masks whatever the training flag says"""
+
+        def call(self, sequence, states, training=False):
+            self.get_dropout_mask(sequence)
+            return super().call(sequence, states, training=True)
+
+    class NeverResets(keras.layers.SimpleRNNCell):
+        """never clears its cached masks: the first call's on every call (tensorflow/tensorflow#32543)"""
+
+        def reset_dropout_mask(self):
+            pass
+
+        def reset_recurrent_dropout_mask(self):
+            pass
+
+    class UnscaledRecurrent(keras.layers.SimpleRNNCell):
+        """the recurrent mask holds 1 where kept, not 1/(1 - rate)"""
+
+        def get_recurrent_dropout_mask(self, step_input):
+            if getattr(self, "_recurrent_dropout_mask", None) is None and self.recurrent_dropout > 0:
+                m = self._create_dropout_mask(step_input, self.recurrent_dropout)
+                self._recurrent_dropout_mask = keras.ops.cast(m != 0, m.dtype)
+            return getattr(self, "_recurrent_dropout_mask", None)
+
+    def layer_cls(cell_cls):
+        def make(units, dropout, recurrent_dropout, seed, return_sequences, dtype=None):
+            cell = cell_cls(units, dropout=dropout, recurrent_dropout=recurrent_dropout, seed=seed, dtype=dtype)
+            return keras.layers.RNN(cell, return_sequences=return_sequences, dtype=dtype)
+        make.__qualname__ = f"RNN({cell_cls.__name__})"
+        return make
+
+    return {"correct": (layer_cls(Correct), None),
+            "recurrent mask at the input rate": (layer_cls(RecurrentAtInputRate), "recurrent_keep_rate"),
+            "a fresh input mask at every step": (layer_cls(InputMaskPerStep), "input_time_sharing"),
+            "one input mask for the whole batch": (layer_cls(OneMaskForTheBatch), "input_batch_independence"),
+            "drops at inference": (layer_cls(DropsAtInference), "inference_identity"),
+            "the first call's masks on every call": (layer_cls(NeverResets), "input_call_independence"),
+            "recurrent mask not scaled": (layer_cls(UnscaledRecurrent), "recurrent_scale")}

@@ -67,6 +67,12 @@ def _keras_dropout(rate, seed):
     return keras.layers.Dropout(rate, seed=seed)
 
 
+def _keras_lstm(**kwargs):
+    import keras
+
+    return keras.layers.LSTM(**kwargs)
+
+
 def _testing():
     from dropout_stats import testing
 
@@ -212,6 +218,17 @@ TABLE = [
         "kind ('bernoulli') must be 'dropout', 'alpha' or 'gaussian'"),
     api(lambda: ds.verify_layer(lambda rate, seed: 3, rate=0.2), TypeError, "returned int, not a layer"),
     api(lambda: ds.use_logical_cpus(1), ValueError, "n (1) must be >= 2"),
+    api(lambda: ds.verify_recurrent(3, dropout=0.2, recurrent_dropout=0.2), TypeError, "layer_cls (3) must be callable"),
+    api(lambda: ds.verify_recurrent(_keras_lstm, dropout=1.5, recurrent_dropout=0.2), ValueError,
+        "dropout (1.5) must be in [0, 1)"),
+    api(lambda: ds.verify_recurrent(_keras_lstm, dropout=0.2, recurrent_dropout=-0.1), ValueError,
+        "recurrent_dropout (-0.1) must be in [0, 1)"),
+    api(lambda: ds.verify_recurrent(_keras_lstm, dropout=0.2, recurrent_dropout=0.2, steps=2), ValueError,
+        "steps (2) must be >= 3"),
+    api(lambda: ds.verify_recurrent(_keras_lstm, dropout=0.2, recurrent_dropout=0.2, per_step="no"), TypeError,
+        "per_step ('no') must be True or False"),
+    api(lambda: ds.verify_recurrent(lambda **kw: 3, dropout=0.2, recurrent_dropout=0.2), TypeError,
+        "returned int, not a Keras layer"),
     api(lambda: ds.verify(_numpy_only, rate=0.2, backend="numpy", reference="tensorflow"), ValueError,
         "reference ('tensorflow') is not a stream of backend 'numpy'"),
     api(lambda: ds.verify(stateless, rate=0.2, backend="mxnet"), ValueError, "backend ('mxnet') must be one of"),

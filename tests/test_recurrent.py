@@ -1,0 +1,81 @@
+"""verify_recurrent on Keras 3's SimpleRNN, GRU and LSTM and on the recurrent corpus.
+
+Keras's own layers must pass (several seeds: the fixture's, and two more per class); each
+corpus layer, a SimpleRNN cell with one defect in its dropout, must fail the check made for
+that class of defect, and the same construction without the defect must pass.
+Budget: each verify_recurrent at false_fail_rate=1e-9.  A corpus defect fails an exact check
+or a statistical one where its effect is total (a whole batch on one mask row, identical masks
+on two calls, a keep rate of 0.8 tested against 0.6 over 42,240 draws: z > 80).
+"""
+import keras
+import numpy as np
+import pytest
+
+from dropout_stats import corpus, verify_recurrent
+from dropout_stats.battery.recurrent import layout
+
+A = 1e-9
+KERAS_3 = int(keras.__version__.split(".")[0]) >= 3
+pytestmark = pytest.mark.skipif(not KERAS_3, reason="Keras 2's recurrent layers are not covered yet")
+CLASSES = ["SimpleRNN", "GRU", "LSTM"]
+
+
+@pytest.mark.statistical(false_fail_rate=3 * A)
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("cls", CLASSES)
+def test_keras_recurrent_layers_pass(cls, dtype, seed):
+    for s in (seed % 2**20, seed % 2**20 + 1, seed % 2**20 + 2):
+        r = verify_recurrent(getattr(keras.layers, cls), dropout=0.2, recurrent_dropout=0.4, dtype=dtype, seed=s,
+                             false_fail_rate=A)
+        assert r.passed, str(r)
+        # Keras 3 documents one mask per sequence, and does it
+        assert r.check("input_time_sharing").passed and r.check("recurrent_time_sharing").passed
+        assert r.check("input_scale").passed and r.check("backward_input_mask").passed
+
+
+@pytest.mark.statistical(false_fail_rate=2 * A)
+@pytest.mark.parametrize("cls", ["GRU", "LSTM"])
+def test_each_rate_alone_is_applied(cls, seed):
+    """recurrent_dropout alone drops the state at its own rate (keras-team/keras#19395 made it
+    read dropout, so it did nothing); dropout alone leaves the state alone."""
+    layer_cls = getattr(keras.layers, cls)
+    r = verify_recurrent(layer_cls, dropout=0.0, recurrent_dropout=0.3, seed=seed % 2**20, false_fail_rate=A)
+    assert r.passed and r.check("recurrent_keep_rate").pvalue is not None, str(r)
+    assert r.check("input_keep_rate").values["kept"] == r.check("input_keep_rate").values["n"]
+    r = verify_recurrent(layer_cls, dropout=0.3, recurrent_dropout=0.0, seed=seed % 2**20, false_fail_rate=A)
+    assert r.passed and r.check("recurrent_keep_rate").values["kept"] == r.check("recurrent_keep_rate").values["n"]
+
+
+DEFECTS = corpus.keras_recurrent_defects()
+
+
+@pytest.mark.statistical(false_fail_rate=A)
+@pytest.mark.parametrize("name", list(DEFECTS))
+def test_recurrent_corpus_fails_its_check(name, seed):
+    layer_cls, failing = DEFECTS[name]
+    r = verify_recurrent(layer_cls, dropout=0.2, recurrent_dropout=0.4, seed=seed % 2**20, false_fail_rate=A)
+    if failing is None:
+        assert r.passed, str(r)
+    else:
+        assert not r.passed and failing in {c.name for c in r.failures}, str(r)
+
+
+def test_mask_scale_and_time_sharing_are_read_bit_for_bit():
+    """The probes' readout is exact: the input probe's kept outputs are the layer's own output at
+    inference on x * 1.25, and every time step carries step 0's mask (0 differing positions)."""
+    r = verify_recurrent(keras.layers.LSTM, dropout=0.2, recurrent_dropout=0.4, false_fail_rate=A)
+    assert r.check("input_scale").values["factor"] == 1.25
+    assert r.check("recurrent_scale").values["factor"] == float(np.float32(1 / 0.6))
+    assert r.check("input_time_sharing").values["differing"] == 0
+
+
+def test_a_layer_without_a_recurrent_layout_is_named():
+    def stacked(units, dropout, recurrent_dropout, seed, return_sequences, dtype=None):
+        cells = [keras.layers.SimpleRNNCell(units, dropout=dropout, seed=seed) for _ in range(2)]
+        return keras.layers.RNN(keras.layers.StackedRNNCells(cells), return_sequences=return_sequences, dtype=dtype)
+
+    with pytest.raises(ValueError, match=r"not a Keras recurrent layout .* k = 1 \(SimpleRNN\), 3 \(GRU"):
+        verify_recurrent(stacked, dropout=0.2, recurrent_dropout=0.2)
+    with pytest.raises(ValueError, match="not a Keras recurrent layout"):
+        layout([np.zeros((4, 8)), np.zeros((4, 8)), np.zeros(8)], 4, 4)  # k = 2: no such layer
+    assert layout([np.zeros((4, 12)), np.zeros((4, 12)), np.zeros((2, 12))], 4, 4) == 3  # GRU, reset_after
