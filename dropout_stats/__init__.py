@@ -27,7 +27,7 @@ _EXPORTS = {
     "structure": ["StructureTestResult", "homogeneity_test", "independence_test", "agreement_test",
                   "pair_independence_test", "trend_test", "HolmResult", "holm_bonferroni"],
     "battery": ["verify", "verify_alpha_dropout", "verify_gaussian_dropout", "verify_layer", "use_logical_cpus",
-                "verify_recurrent"],
+                "verify_recurrent", "verify_attention"],
     "report": ["Report", "Check", "Finding"],
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}

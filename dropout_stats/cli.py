@@ -195,12 +195,17 @@ def cmd_audit(args) -> int:
     recurrent = _audit_recurrent(args) if "tensorflow" in frameworks else []
     if recurrent:
         print(_recurrent_text(recurrent))
+    attention = _audit_attention(args) if "tensorflow" in frameworks else []
+    if attention:
+        print(_attention_text(attention))
     if args.json:
         payload = {"schema": "dropout-stats/audit/1", "frameworks": versions,
                    "tensorflow": versions.get("tensorflow"), "keras": _keras_version(),
                    "layers": [{"layer": name, "seconds": round(t, 3), "report": r.to_dict()} for name, r, t in layers],
                    "recurrent": [{"layer": name, "seconds": round(t, 3), "report": r.to_dict()}
                                  for name, r, t in recurrent],
+                   "attention": [{"layer": name, "seconds": round(t, 3), "report": r.to_dict()}
+                                 for name, r, t in attention],
                    "tf_keras": _tf_keras_version(), "seconds_by_mode": by_mode,
                    "rate": args.rate, "recompute": recompute,
                    "seed": args.seed, "false_fail_rate": args.false_fail_rate, "quick": bool(args.quick),
@@ -213,7 +218,7 @@ def cmd_audit(args) -> int:
     if args.plot:
         _audit_plot(results, args.plot, args.rate, versions)
         print(f"wrote {args.plot}")
-    ok = all(r.passed for _, _, r in results) and all(r.passed for _, r, _ in layers + recurrent)
+    ok = all(r.passed for _, _, r in results) and all(r.passed for _, r, _ in layers + recurrent + attention)
     return EXIT_OK if ok else EXIT_FAILED
 
 
@@ -239,6 +244,32 @@ def _audit_recurrent(args) -> list:
                                   false_fail_rate=args.false_fail_rate)
         out.append((f"keras.layers.{cls}", report, time.perf_counter() - t0))
     return out
+
+
+def _audit_attention(args) -> list:
+    """verify_attention on Keras 3's MultiHeadAttention, Attention and AdditiveAttention."""
+    import keras
+
+    from .battery.attention import verify_attention
+
+    if int(keras.__version__.split(".")[0]) < 3 or keras.backend.backend() != "tensorflow" or args.rate == 0:
+        return []
+    out = []
+    for cls in ("MultiHeadAttention", "Attention", "AdditiveAttention"):
+        t0 = time.perf_counter()
+        report = verify_attention(getattr(keras.layers, cls), rate=args.rate, seed=args.seed,
+                                  false_fail_rate=args.false_fail_rate)
+        out.append((f"keras.layers.{cls}", report, time.perf_counter() - t0))
+    return out
+
+
+def _attention_text(attention) -> str:
+    lines = ["", *_wrap100(f"attention layers (verify_attention, float32, rate {attention[0][1].config['rate']}): "
+                           "every attention probability read out exactly; its rate, heads, batch, queries, keys, "
+                           "calls, scale, inference, backward")]
+    for name, r, _ in attention:
+        lines += _wrap100(f"  {name}: " + ("pass" if r.passed else "FAIL: " + ", ".join(c.name for c in r.failures)))
+    return "\n".join(lines)
 
 
 def _recurrent_text(recurrent) -> str:

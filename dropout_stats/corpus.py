@@ -420,3 +420,99 @@ def keras_recurrent_defects() -> dict:
             "drops at inference": (layer_cls(DropsAtInference), "inference_identity"),
             "the first call's masks on every call": (layer_cls(NeverResets), "input_call_independence"),
             "recurrent mask not scaled": (layer_cls(UnscaledRecurrent), "recurrent_scale")}
+
+
+def keras_attention_defects() -> dict:
+    """Keras 3 MultiHeadAttention with one defect each in the dropout on its attention
+    probabilities (its dropout layer replaced after build).  name -> (layer_cls for
+    verify_attention, the check that must fail).  ``correct`` is the same construction with a
+    plain dropout layer."""
+    import keras
+
+    class _Drop(keras.layers.Layer):
+        def __init__(self, rate, seed=None, **kwargs):
+            super().__init__(**kwargs)
+            self.rate = rate
+            self.seed_generator = keras.random.SeedGenerator(seed)
+
+        def drop(self, x, noise_shape=None):
+            return keras.random.dropout(x, self.rate, noise_shape=noise_shape, seed=self.seed_generator)
+
+        def call(self, x, training=None):
+            return self.drop(x) if training else x
+
+    class HeadsShareMask(_Drop):
+        """one mask for every head"""
+
+        def call(self, x, training=None):
+            s = keras.ops.shape(x)
+            return self.drop(x, (s[0], 1, s[2], s[3])) if training else x
+
+    class QueriesShareMask(_Drop):
+        """one mask row for every query"""
+
+        def call(self, x, training=None):
+            s = keras.ops.shape(x)
+            return self.drop(x, (s[0], s[1], 1, s[3])) if training else x
+
+    class WholeKeysDropped(_Drop):
+        """drops a query's whole row of keys at once (a mask broadcast over the keys)"""
+
+        def call(self, x, training=None):
+            s = keras.ops.shape(x)
+            return self.drop(x, (s[0], s[1], s[2], 1)) if training else x
+
+    class SameMaskEveryCall(_Drop):
+        """a fixed seed on every call: an RNG offset that never advances (Dao-AILab/flash-attention#314)"""
+
+        def call(self, x, training=None):
+            return keras.random.dropout(x, self.rate, seed=1234) if training else x
+
+    class Unscaled(_Drop):
+        """kept probabilities not divided by 1 - rate"""
+
+        def call(self, x, training=None):
+            if not training:
+                return x
+            return x * keras.ops.cast(self.drop(keras.ops.ones_like(x)) != 0, x.dtype)
+
+    class DropsAtInference(_Drop):
+        """drops whatever the training flag says (pytorch/pytorch#124464)"""
+
+        def call(self, x, training=None):
+            return self.drop(x)
+
+    class BackwardOtherMask(_Drop):
+        """a hand-written gradient that draws its own mask (pytorch/pytorch#102038's class)"""
+
+        def call(self, x, training=None):
+            if not training:
+                return x
+            import tensorflow as tf
+
+            @tf.custom_gradient
+            def f(t):
+                def grad(dy):
+                    return self.drop(dy)
+                return self.drop(t), grad
+            return f(x)
+
+    def layer_cls(drop_cls):
+        class Attention(keras.layers.MultiHeadAttention):
+            def build(self, query_shape, value_shape, key_shape=None):  # Keras passes shapes by these names
+                super().build(query_shape, value_shape, key_shape)
+                self._dropout_layer = drop_cls(self._dropout, seed=getattr(self, "seed", None))
+
+        def make(num_heads, key_dim, dropout, seed, dtype=None):
+            return Attention(num_heads=num_heads, key_dim=key_dim, dropout=dropout, seed=seed, dtype=dtype)
+        make.__qualname__ = f"MultiHeadAttention({drop_cls.__name__})"
+        return make
+
+    return {"correct": (layer_cls(_Drop), None),
+            "one mask for every head": (layer_cls(HeadsShareMask), "head_independence"),
+            "one mask row for every query": (layer_cls(QueriesShareMask), "query_independence"),
+            "whole key rows dropped": (layer_cls(WholeKeysDropped), "key_independence"),
+            "the same mask on every call": (layer_cls(SameMaskEveryCall), "call_independence"),
+            "kept probabilities not scaled": (layer_cls(Unscaled), "scale"),
+            "drops at inference": (layer_cls(DropsAtInference), "inference_identity"),
+            "the gradient's own mask": (layer_cls(BackwardOtherMask), "backward_mask")}

@@ -67,6 +67,12 @@ def _keras_dropout(rate, seed):
     return keras.layers.Dropout(rate, seed=seed)
 
 
+def _keras_mha(**kwargs):
+    import keras
+
+    return keras.layers.MultiHeadAttention(**kwargs)
+
+
 def _keras_lstm(**kwargs):
     import keras
 
@@ -219,6 +225,11 @@ TABLE = [
     api(lambda: ds.verify_layer(lambda rate, seed: 3, rate=0.2), TypeError, "returned int, not a layer"),
     api(lambda: ds.use_logical_cpus(1), ValueError, "n (1) must be >= 2"),
     api(lambda: ds.verify_recurrent(3, dropout=0.2, recurrent_dropout=0.2), TypeError, "layer_cls (3) must be callable"),
+    api(lambda: ds.verify_attention(3, rate=0.2), TypeError, "layer_cls (3) must be callable"),
+    api(lambda: ds.verify_attention(_keras_mha, rate=0.0), ValueError, "rate (0.0) must be > 0"),
+    api(lambda: ds.verify_attention(_keras_mha, rate=1.5), ValueError, "rate (1.5) must be in [0, 1)"),
+    api(lambda: ds.verify_attention(_keras_mha, rate=0.2, keys=12), ValueError, "keys (12) must be a power of two"),
+    api(lambda: ds.verify_attention(_keras_mha, rate=0.2, num_heads=1), ValueError, "num_heads (1) must be >= 2"),
     api(lambda: ds.verify_recurrent(_keras_lstm, dropout=1.5, recurrent_dropout=0.2), ValueError,
         "dropout (1.5) must be in [0, 1)"),
     api(lambda: ds.verify_recurrent(_keras_lstm, dropout=0.2, recurrent_dropout=-0.1), ValueError,

@@ -113,16 +113,23 @@ def _dtypes() -> tuple:
 
 
 def adapters(*, modes=MODES) -> list[Adapter]:
+    """Flax's entry points only where flax is installed (TensorFlow 2.12 brings jax without it)."""
+    import importlib.util
+
+    flax = importlib.util.find_spec("flax") is not None
     out = []
     for mode in modes:
         out.append(Adapter("jax.random.bernoulli dropout", mode, False, _stateless(bernoulli_dropout, mode),
                            reference="jax", backend="jax", dtypes=_dtypes(),
                            notes="bernoulli(key, 1 - rate) then x / (1 - rate), as Flax computes it"))
+        if not flax:
+            continue
         out.append(Adapter("flax.linen.Dropout", mode, False, _stateless(linen_dropout, mode), reference=None,
-                           backend="jax", dtypes=_dtypes(), notes="its rng is folded from the module path: no reference stream"))
+                           backend="jax", dtypes=_dtypes(),
+                           notes="its rng is folded from the module path: no reference stream"))
         if mode == "eager":
-            out.append(Adapter("flax.nnx.Dropout", mode, True, _nnx(), reference=None, backend="jax", dtypes=_dtypes(),
-                               notes="a module with its own RNG stream: stateful contract"))
+            out.append(Adapter("flax.nnx.Dropout", mode, True, _nnx(), reference=None, backend="jax",
+                               dtypes=_dtypes(), notes="a module with its own RNG stream: stateful contract"))
     return out + (_keras_adapters() if "eager" in modes else [])
 
 

@@ -9,7 +9,8 @@ framework is a module in ``dropout_stats/backends``):
 * ``checks/`` - one module per family of checks, each opening with what it detects;
 * ``api``     - verify(), verify_alpha_dropout(); ``gaussian`` - verify_gaussian_dropout();
 * ``layers``  - verify_layer(): a dropout layer as a model uses it (training flag, fit, replicas);
-* ``recurrent`` - verify_recurrent(): the input and recurrent masks inside SimpleRNN, GRU, LSTM.
+* ``recurrent`` - verify_recurrent(): the input and recurrent masks inside SimpleRNN, GRU, LSTM;
+* ``attention`` - verify_attention(): the dropout on attention probabilities.
 
 Every statistical check is sized from (false_fail_rate, false_pass_rate, discrepancy) and the
 run's false-fail budget is split across them: the sequential keep-fraction test gets alpha / m
@@ -22,9 +23,10 @@ from .api import verify, verify_alpha_dropout
 from .config import DEFAULT_SHAPE, check_shapes
 from .gaussian import verify_gaussian_dropout
 from .layers import use_logical_cpus, verify_layer
+from .attention import verify_attention
 from .recurrent import verify_recurrent
 from .runner import ContractError
 
 __all__ = ["verify", "verify_alpha_dropout", "verify_gaussian_dropout", "verify_layer", "use_logical_cpus",
-           "verify_recurrent", "Report", "Check", "Finding",
+           "verify_recurrent", "verify_attention", "Report", "Check", "Finding",
            "DEFAULT_SHAPE", "check_shapes", "ContractError"]

@@ -1,0 +1,284 @@
+"""verify_attention(layer_cls): the dropout on attention probabilities, read out exactly.
+
+Attention dropout zeroes attention probabilities after the softmax; the output mixes them with
+the values, so counting zeros in the output shows nothing.  verify_attention chooses the inputs
+and weights so that every probability shows bit for bit:
+
+* queries and keys give scores of exactly 0 (zero queries and keys; for MultiHeadAttention zero
+  query and key projections), so the softmax over S = ``keys`` keys is 1/S everywhere (S a power
+  of two: 1/S is exact);
+* the values are one-hot (value s is e_s), and MultiHeadAttention's value projection is the
+  identity for every head and its output projection routes head h to outputs h*S .. h*S + S - 1,
+  so output[b, q, h*S + s] is the dropped-or-kept probability of head h, query q, key s.
+
+The checks, each an entry of the report (statistical ones share the false-fail budget by
+Bonferroni; exact ones cannot fail a correct layer):
+
+* ``keep_rate``: the kept share of the probabilities against the backend's keep model (exact
+  binomial test; 2 calls of batch x heads x queries x keys draws);
+* ``head_independence``, ``batch_independence``, ``query_independence``, ``key_independence``:
+  heads 0 and 1, sequences 2i and 2i+1, queries 2i and 2i+1, keys 2i and 2i+1 draw independent
+  masks (Fisher's exact test): a mask shared by the heads, the batch, the queries or broadcast
+  over the keys fails;
+* ``call_independence``: two calls draw independent masks (flash-attention's RNG offset that
+  never advanced, Dao-AILab/flash-attention#314, fails here);
+* ``scale`` (exact): every kept probability equals (1/S) times the mask value fl(1/(1-rate)) (or
+  another scale a correct implementation may use);
+* ``inference_identity`` (exact): ``training=False`` and ``training`` omitted give every
+  probability exactly 1/S (PyTorch's scaled_dot_product_attention that dropped in eval mode,
+  pytorch/pytorch#124464, is this class);
+* ``backward_mask`` (exact): the gradient reaches an attention probability exactly where the same
+  call kept it, read from the sign of dL/dkey (pytorch/pytorch#102038: wrong gradients with
+  dropout; a hand-written backward that draws its own mask).
+
+Sizes: the batch is chosen so that the keep test at its share detects a keep probability off by
+``discrepancy`` (default: a tenth of min(rate, 1 - rate), absolute) with false-pass rate
+``false_pass_rate``; the pair tests then compare at least a quarter of that many pairs.
+Layers: ``layer_cls(num_heads=, key_dim=, dropout=, seed=)`` called as ``layer(query, value,
+key=..., training=...)`` (Keras's MultiHeadAttention), or ``layer_cls(dropout=, seed=)`` called
+as ``layer([query, value, key], training=...)`` (Keras's Attention and AdditiveAttention).
+Corpus: ``corpus.keras_attention_defects()``.  Tested in tests/test_attention.py.
+"""
+from __future__ import annotations
+
+import math
+import re
+
+import numpy as np
+
+from .._checks import check_count, check_open_unit, check_rate
+from .._floats import dtype_name
+from ..binomial import rate_test
+from ..design import min_num_samples_for_rate_test
+from ..report import Check, Finding, Report
+from .recurrent import _fisher_check, _framework_of, _np_dtype
+
+CHECKS_STATISTICAL = ("keep_rate", "head_independence", "batch_independence", "query_independence",
+                      "key_independence", "call_independence")
+
+
+class AttentionProbe:
+    """The layer, its weights and inputs, and the read-out masks (batch, heads, queries, keys)."""
+
+    def __init__(self, layer_cls, rate, dtype, seed, heads, keys, queries, batch):
+        self.layer_cls, self.rate, self.dtype, self.seed = layer_cls, rate, dtype, seed
+        self.heads, self.keys, self.queries, self.batch = heads, keys, queries, batch
+        self.samples = 0
+        self.layer, self.multi_head = self.make(rate, seed)
+        self.framework = _framework_of(self.layer)
+        from ..backends import get_backend
+
+        self.backend = get_backend(self.framework)
+        if not self.multi_head:
+            self.heads = 1
+        self.width = self.heads * keys if self.multi_head else keys
+        self.query = np.zeros((batch, queries, self.width), _np_dtype(dtype))
+        self.value = np.broadcast_to(np.eye(keys), (batch, keys, keys)).astype(_np_dtype(dtype))
+        self.key = np.zeros((batch, keys, keys), _np_dtype(dtype))
+        self.prepare(self.layer)
+
+    def make(self, rate, seed):
+        """(layer, multi_head): multi-head when layer_cls takes num_heads."""
+        import inspect
+
+        policy = f"mixed_{self.dtype}" if self.dtype in ("float16", "bfloat16") else self.dtype
+        try:
+            multi_head = "num_heads" in inspect.signature(self.layer_cls).parameters
+        except (TypeError, ValueError):
+            multi_head = True
+        kwargs = dict(num_heads=self.heads, key_dim=self.keys) if multi_head else {}
+        try:
+            return self.layer_cls(**kwargs, dropout=rate, seed=seed, dtype=policy), multi_head
+        except Exception as exc:
+            form = "layer_cls(num_heads=, key_dim=, dropout=, seed=, dtype=)" if multi_head else \
+                "layer_cls(dropout=, seed=, dtype=)"
+            raise TypeError(f"{form} raised {type(exc).__name__}: {exc}") from None
+
+    def native(self, a):
+        return self.backend.native(np.ascontiguousarray(a))
+
+    def apply(self, layer, query, value, key, training):
+        q, v, k = self.native(query), self.native(value), self.native(key)
+        kwargs = {} if training is None else {"training": training}
+        if self.multi_head:
+            return layer(q, v, key=k, **kwargs)
+        return layer([q, v, k], **kwargs)
+
+    def prepare(self, layer):
+        """Build the layer and set MultiHeadAttention's weights (zero projections of queries and
+        keys, identity values, head h routed to outputs h*S ...)."""
+        try:
+            self.apply(layer, self.query[:2], self.value[:2], self.key[:2], False)
+        except Exception as exc:
+            words = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip().splitlines()[0][:200]
+            raise TypeError(f"{type(layer).__name__} could not be called on query [2, {self.queries}, {self.width}], "
+                            f"value and key [2, {self.keys}, {self.keys}]: {type(exc).__name__}: {words}") from None
+        if not self.multi_head:
+            return
+        s, h = self.keys, self.heads
+        shapes = [tuple(np.shape(w)) for w in layer.get_weights()]
+        want = [(self.width, h, s), (h, s), (s, h, s), (h, s), (s, h, s), (h, s), (h, s, self.width), (self.width,)]
+        if shapes != want:
+            raise ValueError(f"layer_cls ({type(layer).__name__}) has weights {shapes}, not MultiHeadAttention's "
+                             f"layout for num_heads={h}, key_dim={s}: expected query, key, value kernels and biases "
+                             f"{want[:6]} and the output kernel and bias {want[6:]}")
+        weights = [np.zeros(w) for w in want]
+        # head 0 for the backward check: query projection e_0 (a bias), key projection the
+        # identity; with key inputs 0 every score is still exactly 0
+        weights[1][0, 0] = 1.0
+        weights[2][:, 0, :] = np.eye(s)
+        for head in range(h):
+            weights[4][:, head, :] = np.eye(s)
+            weights[6][head, :, head * s:(head + 1) * s] = np.eye(s)
+        dt = str(layer.get_weights()[0].dtype)
+        layer.set_weights([w.astype(dt) for w in weights])
+
+    def probabilities(self, layer, training=True, batch=None):
+        """Each attention probability as the layer computed it: (batch, heads, queries, keys)."""
+        b = self.batch if batch is None else batch
+        y = self.backend.to_numpy(self.apply(layer, self.query[:b], self.value[:b], self.key[:b], training))
+        y = np.asarray(y, np.float64)
+        self.samples += y.size
+        return y.reshape(b, self.queries, self.heads, self.keys).transpose(0, 2, 1, 3)
+
+
+def verify_attention(layer_cls, *, rate, dtype="float32", seed=0, false_fail_rate=1e-6, false_pass_rate=1e-3,
+                     discrepancy=None, num_heads=2, keys=16, queries=8) -> Report:
+    """Prove or refute the dropout on a layer's attention probabilities (module docstring: the
+    read-out, the checks and their sizes)."""
+    if not callable(layer_cls):
+        raise TypeError(f"layer_cls ({layer_cls!r}) must be callable")
+    rate = check_rate(rate)
+    if rate == 0:
+        raise ValueError("rate (0.0) must be > 0: there is no dropout to verify")
+    dtype = dtype_name(dtype)
+    seed = check_count(seed, "seed")
+    alpha = check_open_unit(false_fail_rate, "false_fail_rate")
+    beta = check_open_unit(false_pass_rate, "false_pass_rate")
+    num_heads = check_count(num_heads, "num_heads", minimum=2)
+    keys = check_count(keys, "keys", minimum=4)
+    queries = check_count(queries, "queries", minimum=2)
+    if keys & (keys - 1):
+        raise ValueError(f"keys ({keys}) must be a power of two (1/keys is then exact)")
+    d = check_open_unit(discrepancy, "discrepancy") if discrepancy is not None else 0.1 * min(rate, 1 - rate)
+    level = alpha / len(CHECKS_STATISTICAL)
+    need = min_num_samples_for_rate_test(1 - rate, d, false_fail_rate=level, false_pass_rate=beta)
+    per_sequence = num_heads * queries * keys
+    batch = max(8, 2 * math.ceil(need / (2 * 2 * per_sequence)))
+
+    probe = AttentionProbe(layer_cls, rate, dtype, seed, num_heads, keys, queries, batch)
+    model = probe.backend
+    keep = float(model.keep_fraction(rate, dtype, model.default_reference))
+    name = type(probe.layer).__name__
+    reproduce = f"verify_attention({name}, rate={rate}, dtype={dtype!r}, seed={seed})"
+    uniform = 1.0 / keys
+
+    p1 = probe.probabilities(probe.layer)
+    p2 = probe.probabilities(probe.layer)
+    m1, m2 = p1 != 0, p2 != 0
+    checks = []
+    kept, n = int(m1.sum() + m2.sum()), int(m1.size + m2.size)
+    res = rate_test(kept, n, keep)
+    checks.append(Check("keep_rate", bool(res.pvalue > level), "statistical", float(res.pvalue), level, n,
+                        observed=f"{kept}/{n} = {kept / n:.6g}", expected=f"{keep:.10g}",
+                        values={"kept": kept, "n": n, "fraction": kept / n, "expected": keep},
+                        detail="exact binomial test over 2 calls", reproduce=reproduce))
+    if probe.heads >= 2:
+        checks.append(_fisher_check("head_independence", m1[:, 0], m1[:, 1], level, "heads 0 and 1", reproduce))
+    else:
+        checks.append(Check("head_independence", None, detail="a single head"))
+    checks.append(_fisher_check("batch_independence", m1[0::2], m1[1::2], level, "sequences 2i and 2i+1", reproduce))
+    checks.append(_fisher_check("query_independence", m1[:, :, 0::2], m1[:, :, 1::2], level, "queries 2i and 2i+1",
+                                reproduce))
+    checks.append(_fisher_check("key_independence", m1[..., 0::2], m1[..., 1::2], level, "keys 2i and 2i+1",
+                                reproduce))
+    checks.append(_fisher_check("call_independence", m1, m2, level, "two calls", reproduce))
+    checks.append(_scale(probe, p1, m1, rate, uniform))
+    checks.append(_guard("inference_identity", lambda: _inference(probe, uniform)))
+    checks.append(_guard("backward_mask", lambda: _backward(probe)))
+    findings = [Finding("layout", f"{name}: {'multi-head' if probe.multi_head else 'single-head'} attention, "
+                                  f"{probe.framework}; {batch} sequences, {probe.heads} heads, {queries} queries, "
+                                  f"{keys} keys", name)]
+    passed = all(c.passed is not False for c in checks)
+    config = {"api": "verify_attention", "fn": name, "rate": rate, "dtype": dtype, "seed": seed,
+              "false_fail_rate": alpha, "false_pass_rate": beta, "discrepancy": d, "num_heads": probe.heads,
+              "keys": keys, "queries": queries, "batch": batch, "backend": probe.framework}
+    return Report(passed, checks, findings, probe.samples, seed, config)
+
+
+def _scale(probe, p, kept, rate, uniform) -> Check:
+    from ..precision import apply_scale
+
+    got = p[kept]
+    tried = []
+    for f in probe.backend.scale_formulas(rate, probe.dtype):
+        want = float(np.asarray(apply_scale(np.array([uniform]), f)).ravel()[0])
+        bad = int(np.count_nonzero(got != want))
+        if bad == 0:
+            return Check("scale", True, samples=int(got.size), values={"value": want},
+                         observed=f"every kept probability = {want!r} (1/{probe.keys} scaled, {f.formula})",
+                         expected="(1/S) / (1 - rate)")
+        tried.append((bad, want))
+    bad, want = min(tried)
+    values = np.unique(got)[:4]
+    return Check("scale", False, samples=int(got.size), observed=f"{bad:,} of {got.size:,} kept probabilities differ "
+                 f"from {want!r}; values seen {', '.join(repr(float(v)) for v in values)}",
+                 expected="(1/S) / (1 - rate)", detail="kept attention probabilities are not scaled by 1/(1-rate)")
+
+
+def _inference(probe, uniform) -> Check:
+    results = {}
+    for label, flag in (("training=False", False), ("training omitted", None)):
+        p = probe.probabilities(probe.layer, flag, batch=min(probe.batch, 16))
+        results[label] = bool(np.all(p == uniform))
+    bad = [k for k, ok in results.items() if not ok]
+    return Check("inference_identity", not bad, values=results,
+                 observed="every probability 1/S" if not bad else f"dropped or scaled with {', '.join(bad)}",
+                 expected=f"every attention probability exactly 1/{probe.keys} at inference",
+                 detail="" if not bad else "the layer drops attention probabilities at inference")
+
+
+def _backward(probe) -> Check:
+    """Through the softmax, dL/dz_s = P_s (g_s - sum_j P_j g_j) with g_s = dL/dP_s: at uniform P it
+    is positive where the dropout's backward passed the gradient to P_s and negative where it
+    blocked it (rows with both).  Scores z_s = q . k_s with q = e_0 and keys 0, so dL/dk[s, 0] is
+    dL/dz_s times a constant of fixed sign: its sign pattern is the backward's mask, compared with
+    the forward's mask of the same call (head 0, one query)."""
+    b = probe.backend
+    if not getattr(b, "differentiable", False):
+        return Check("backward_mask", None, detail=f"backend {b.name!r} has no gradients")
+    n, s = min(probe.batch, 64), probe.keys
+    query = np.zeros((n, 1, probe.width), probe.query.dtype)
+    if not probe.multi_head:
+        query[..., 0] = 1  # q = e_0 (MultiHeadAttention: its query bias does this)
+    cot = np.zeros((n, 1, probe.width), probe.query.dtype)
+    cot[..., :s] = 1  # head 0's outputs: g_s = the kept-and-scaled indicator of P_s
+    q, v = probe.native(query), probe.native(probe.value[:n])
+
+    def f(k):
+        return probe.layer(q, v, key=k, training=True) if probe.multi_head else probe.layer([q, v, k], training=True)
+    y, g = b.vjp(f, probe.native(probe.key[:n]), probe.native(cot))
+    if g is None or isinstance(g, str):
+        return Check("backward_mask", None, detail=f"the gradient could not be computed: {g or 'none'}")
+    kept = np.asarray(b.to_numpy(y), np.float64)[:, 0, :s] != 0
+    grad = np.asarray(b.to_numpy(g), np.float64)[:, :, 0]
+    mixed = (kept.sum(axis=1) > 0) & (kept.sum(axis=1) < s)
+    bad = min(int(np.count_nonzero((sign * grad[mixed] > 0) != kept[mixed])) for sign in (1, -1))
+    n_cmp = int(kept[mixed].size)
+    if n_cmp == 0:
+        return Check("backward_mask", None, detail="no row of head 0 with both kept and dropped probabilities")
+    return Check("backward_mask", bad == 0, samples=n_cmp, values={"differing": bad, "compared": n_cmp},
+                 observed=f"{bad} of {n_cmp:,} probabilities where the gradient's mask differs from the output's",
+                 expected="the gradient reaches P_s exactly where the same call kept P_s",
+                 detail="" if bad == 0 else "the backward pass uses another attention mask than the forward")
+
+
+def _guard(name, check) -> Check:
+    try:
+        return check()
+    except Exception as exc:  # noqa: BLE001 - the layer's own error is the finding
+        words = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip()
+        return Check(name, False, detail=f"the layer raised {type(exc).__name__}: {words[:300]}")
+
+
+__all__ = ["verify_attention"]
