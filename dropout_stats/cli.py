@@ -693,6 +693,18 @@ def matrix_markdown(payloads: list[dict]) -> str:
             put("layers (verify_layer, float32, 2 replicas)", layer["layer"], col,
                 ("pass" if rep["passed"] else f"FAIL {', '.join(failed)}")
                 + (f"; replica agreement {replica['value']:.4g}" if replica else ""))
+        for layer in p.get("recurrent", []):
+            rep = layer["report"]
+            failed = [c["name"] for c in rep["checks"] if c["passed"] is False]
+            times = "; ".join(f["detail"].split(" read")[0] for f in rep.get("findings", [])
+                              if f["name"] == "time_semantics")
+            put("recurrent layers (verify_recurrent, float32)", layer["layer"], col,
+                ("pass" if rep["passed"] else f"FAIL {', '.join(failed)}") + (f"; {times}" if times else ""))
+        for layer in p.get("attention", []):
+            rep = layer["report"]
+            failed = [c["name"] for c in rep["checks"] if c["passed"] is False]
+            put("attention layers (verify_attention, float32)", layer["layer"], col,
+                "pass" if rep["passed"] else f"FAIL {', '.join(failed)}")
         by_entry: dict[str, list] = {}
         for res in p.get("results", []):
             rep = res["report"]

@@ -97,3 +97,17 @@ def test_matrix_command_writes_the_file(tmp_path):
     bad.write_text("{not json")
     r = subprocess.run([sys.executable, "-m", "dropout_stats", "matrix", str(bad)], capture_output=True, text=True)
     assert r.returncode == 2 and "not a readable audit JSON" in r.stderr
+
+
+def test_matrix_rows_for_recurrent_and_attention_layers():
+    """The time-step semantics of each recurrent mask, and the attention verdicts, per release."""
+    p = _payload("2.21.0")
+    p["recurrent"] = [{"layer": "keras.layers.LSTM", "report": {"passed": True, "checks": [], "findings": [
+        {"name": "time_semantics", "detail": "input mask: one per sequence, shared by its 4 time steps read"}]}}]
+    p["attention"] = [{"layer": "keras.layers.Attention", "report": {"passed": False, "checks": [
+        {"name": "scale", "passed": False}], "findings": []}}]
+    text = matrix_markdown([p])
+    assert "| keras.layers.LSTM | pass; input mask: one per sequence, shared by its 4 time steps |" in text
+    assert "| keras.layers.Attention | FAIL scale |" in text
+    empty = matrix_markdown([_payload("2.12.1")])  # older audits have neither section
+    assert "recurrent layers" not in empty
