@@ -149,3 +149,18 @@ def test_backend_keras_means_jax_under_keras_backend_jax(seed):
         pytest.skip("Keras runs on another backend here (tox -e keras-jax sets KERAS_BACKEND=jax)")
     r = adapter.verify(rate=0.2, seed=seed % 2**20, backend="keras", false_fail_rate=A)
     assert r.passed and r.config["backend"] == "jax", str(r)
+
+
+@pytest.mark.statistical(false_fail_rate=2 * A)
+def test_recurrent_and_attention_layers_on_jax(seed):
+    """verify_recurrent and verify_attention through the JAX backend (tox -e keras-jax)."""
+    if not any(a.name.startswith("keras.layers.Dropout (JAX)") for a in ADAPTERS):
+        pytest.skip("Keras runs on another backend here (tox -e keras-jax sets KERAS_BACKEND=jax)")
+    import keras
+
+    from dropout_stats import verify_attention, verify_recurrent
+
+    r = verify_recurrent(keras.layers.LSTM, dropout=0.2, recurrent_dropout=0.4, seed=seed % 2**20, false_fail_rate=A)
+    assert r.passed and r.config["backend"] == "jax" and r.check("backward_input_mask").passed, str(r)
+    r = verify_attention(keras.layers.MultiHeadAttention, rate=0.2, seed=seed % 2**20, false_fail_rate=A)
+    assert r.passed and r.config["backend"] == "jax" and r.check("backward_mask").passed, str(r)

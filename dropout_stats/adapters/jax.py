@@ -98,10 +98,12 @@ def _keras_adapters() -> list[Adapter]:
                    reference=None, backend="jax", dtypes=_dtypes(), kind="alpha", keep_dtype="float32",
                    notes="dropped positions hold a*alpha'+b"),
            Adapter("keras.layers.GaussianDropout (JAX)", "eager", True,
-                   _keras_layer(keras, "GaussianDropout", False), reference=None, backend="jax", dtypes=_dtypes(), kind="gaussian")]
+                   _keras_layer(keras, "GaussianDropout", False), reference=None, backend="jax", dtypes=_dtypes(),
+                   kind="gaussian")]
     for dims in (1, 2, 3):
         out.append(Adapter(f"keras.layers.SpatialDropout{dims}D (JAX)", "eager", True,
-                           _keras_layer(keras, f"SpatialDropout{dims}D", False), reference=None, backend="jax", dtypes=_dtypes(),
+                           _keras_layer(keras, f"SpatialDropout{dims}D", False), reference=None, backend="jax",
+                           dtypes=_dtypes(),
                            shape=(64,) + (2,) * dims + (64,), noise_shape=(64,) + (1,) * dims + (64,),
                            notes="drops whole channels: one draw per (batch, channel)"))
     return out

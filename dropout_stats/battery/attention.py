@@ -51,7 +51,7 @@ from .._floats import dtype_name
 from ..binomial import rate_test
 from ..design import min_num_samples_for_rate_test
 from ..report import Check, Finding, Report
-from .recurrent import _fisher_check, _framework_of, _np_dtype
+from .recurrent import _cls_name, _fisher_check, _framework_of, _np_dtype
 
 CHECKS_STATISTICAL = ("keep_rate", "head_independence", "batch_independence", "query_independence",
                       "key_independence", "call_independence")
@@ -160,7 +160,10 @@ def verify_attention(layer_cls, *, rate, dtype="float32", seed=0, false_fail_rat
     queries = check_count(queries, "queries", minimum=2)
     if keys & (keys - 1):
         raise ValueError(f"keys ({keys}) must be a power of two (1/keys is then exact)")
-    d = check_open_unit(discrepancy, "discrepancy") if discrepancy is not None else 0.1 * min(rate, 1 - rate)
+    if discrepancy is not None:
+        d = check_open_unit(discrepancy, "discrepancy")
+    else:
+        d = float(f"{0.1 * min(rate, 1 - rate):.12g}")  # 0.02, not 0.020000000000000004
     level = alpha / len(CHECKS_STATISTICAL)
     need = min_num_samples_for_rate_test(1 - rate, d, false_fail_rate=level, false_pass_rate=beta)
     per_sequence = num_heads * queries * keys
@@ -169,7 +172,7 @@ def verify_attention(layer_cls, *, rate, dtype="float32", seed=0, false_fail_rat
     probe = AttentionProbe(layer_cls, rate, dtype, seed, num_heads, keys, queries, batch)
     model = probe.backend
     keep = float(model.keep_fraction(rate, dtype, model.default_reference))
-    name = type(probe.layer).__name__
+    name = _cls_name(layer_cls, probe.layer)
     reproduce = f"verify_attention({name}, rate={rate}, dtype={dtype!r}, seed={seed})"
     uniform = 1.0 / keys
 
@@ -182,7 +185,8 @@ def verify_attention(layer_cls, *, rate, dtype="float32", seed=0, false_fail_rat
     checks.append(Check("keep_rate", bool(res.pvalue > level), "statistical", float(res.pvalue), level, n,
                         observed=f"{kept}/{n} = {kept / n:.6g}", expected=f"{keep:.10g}",
                         values={"kept": kept, "n": n, "fraction": kept / n, "expected": keep},
-                        detail="exact binomial test over 2 calls", reproduce=reproduce))
+                        detail=f"keeps {kept / n:.6g} where rate {rate} keeps {keep:.6g}: exact binomial test over 2 "
+                               "calls", reproduce=reproduce))
     if probe.heads >= 2:
         checks.append(_fisher_check("head_independence", m1[:, 0], m1[:, 1], level, "heads 0 and 1", reproduce))
     else:

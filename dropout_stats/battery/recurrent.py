@@ -41,8 +41,9 @@ Sizes: each mask's keep test uses 2 calls of ``batch x units`` draws at step 0 (
 recurrent mask), the batch chosen so that an exact binomial test at its budget share detects a
 keep probability off by ``discrepancy`` (default: a tenth of min(rate, 1 - rate), absolute) with
 false-pass rate ``false_pass_rate``.  The independence tests compare batch x units / 2 pairs or
-more: at least 7,000 pairs at the defaults, where Fisher's test at its share detects a
-correlation of about 0.1 between the masks with probability 1 - 1e-3.
+more (10,560 pairs at rates 0.2 and 0.4), where Fisher's test at its share (1.4e-7) detects a
+correlation of 0.081 between the masks with probability 1 - 1e-3 (normal approximation:
+(z_{alpha/2} + z_beta) / sqrt(pairs)); a shared or reused mask has correlation 1.
 Corpus: ``corpus.keras_recurrent_defects()``.  Tested in tests/test_recurrent.py.
 """
 from __future__ import annotations
@@ -211,14 +212,15 @@ def verify_recurrent(layer_cls, *, dropout, recurrent_dropout, dtype="float32", 
                 names.append(f"{part}_time_sharing")
     level = alpha / len(names)
     rates = [r for r in (r_in, r_rec) if r > 0] or [0.5]
-    d = discrepancy or 0.1 * min(min(r, 1 - r) for r in rates)
+    d = discrepancy or float(f"{0.1 * min(min(r, 1 - r) for r in rates):.12g}")  # 0.02, not 0.020000000000000004
     need = max(min_num_samples_for_rate_test(1 - r, d, false_fail_rate=level, false_pass_rate=beta) for r in rates)
     batch = max(64, 2 * math.ceil(need / (2 * 2 * units)))  # 2 calls of batch x units draws, batch even
 
     probe = RecurrentProbe(layer_cls, r_in, r_rec, dtype, seed, units, steps, batch)
     checks, findings = [], []
     model = probe.backend
-    reproduce = (f"verify_recurrent({_name(probe.layer)}, dropout={r_in}, recurrent_dropout={r_rec}, "
+    name = _cls_name(layer_cls, probe.layer)
+    reproduce = (f"verify_recurrent({name}, dropout={r_in}, recurrent_dropout={r_rec}, "
                  f"dtype={dtype!r}, seed={seed})")
 
     def keep_of(rate):
@@ -253,11 +255,12 @@ def verify_recurrent(layer_cls, *, dropout, recurrent_dropout, dtype="float32", 
     checks.append(_guard("recurrent_scale", lambda: _recurrent_scale(probe, rec_layer, r_rec, base)))
     checks.append(_guard("inference_identity", lambda: _inference_identity(probe, layer, rec_layer)))
     checks.append(_guard("backward_input_mask", lambda: _backward(probe, layer, r_in)))
-    findings.insert(0, Finding("layout", f"{_name(probe.layer)}: {probe.kind} layout ({probe.k} gate blocks), "
+    blocks = f"{probe.k} gate block" + ("s" if probe.k > 1 else "")
+    findings.insert(0, Finding("layout", f"{name}: {probe.kind} layout ({blocks}), "
                                          f"{probe.framework}; {batch} sequences of {steps} steps x {units} units",
                                probe.kind))
     passed = all(c.passed is not False for c in checks)
-    config = {"api": "verify_recurrent", "fn": _name(probe.layer), "dropout": r_in, "recurrent_dropout": r_rec,
+    config = {"api": "verify_recurrent", "fn": name, "dropout": r_in, "recurrent_dropout": r_rec,
               "dtype": dtype, "seed": seed, "per_step": per_step, "false_fail_rate": alpha,
               "false_pass_rate": beta, "discrepancy": d, "units": units, "steps": steps, "batch": batch,
               "backend": probe.framework}
@@ -275,7 +278,8 @@ def _keep_check(name, masks, rate, keep, level, reproduce) -> Check:
     return Check(name, bool(res.pvalue > level), "statistical", float(res.pvalue), level, n,
                  observed=f"{kept}/{n} = {kept / n:.6g}", expected=f"{keep:.10g}",
                  values={"kept": kept, "n": n, "fraction": kept / n, "expected": keep},
-                 detail=f"exact binomial test of the keep rate over 2 calls (rate {rate})", reproduce=reproduce)
+                 detail=f"keeps {kept / n:.6g} where rate {rate} keeps {keep:.6g}: exact binomial test over 2 calls "
+                        f"of batch x units draws", reproduce=reproduce)
 
 
 def _time_check(name, masks, per_step, level, part) -> Check:
@@ -462,3 +466,9 @@ def _np_dtype(dtype: str):
 
 def _name(layer) -> str:
     return type(layer).__qualname__
+
+
+def _cls_name(layer_cls, layer) -> str:
+    """The name a reader knows: the class, or the factory's own name (corpus: "RNN(cell)")."""
+    name = getattr(layer_cls, "__qualname__", "") or _name(layer)
+    return _name(layer) if "<lambda>" in name else name

@@ -54,7 +54,7 @@ class Backward(Family):
         self.calls.append(call)
 
     def conclude(self):
-        cfg, run = self.cfg, self.run
+        run = self.run
         if not run.backend.differentiable:
             why = f"backend {run.backend.name!r} has no gradients"
             return [Check("backward_mask", None, detail=why), Check("backward_scale", None, detail=why)]

@@ -70,7 +70,7 @@ class NoiseShape(Family):
         t["n"] += call.mask.size
 
     def conclude(self):
-        cfg, run = self.cfg, self.run
+        cfg = self.cfg
         if cfg.noise_shape is not None:
             return [self.consistency(self.inconsistent, self.units, cfg.noise_shape),
                     Check("noise_shape_units", None, "statistical",
