@@ -189,13 +189,13 @@ def cmd_audit(args) -> int:
 
     recompute = {fw: recompute_agreement(fw, rate=args.rate) for fw in frameworks}
     print(_recompute_text({k: v for fw in frameworks for k, v in recompute[fw].items()}, args.rate))
-    layers = _audit_layers(args) if "tensorflow" in frameworks else []
+    layers = _audit_layers(args, frameworks)
     if layers:
         print(_layers_text(layers, args.rate))
     recurrent = _audit_recurrent(args) if "tensorflow" in frameworks else []
     if recurrent:
         print(_recurrent_text(recurrent))
-    attention = _audit_attention(args) if "tensorflow" in frameworks else []
+    attention = _audit_attention(args, frameworks)
     if attention:
         print(_attention_text(attention))
     if args.json:
@@ -246,20 +246,29 @@ def _audit_recurrent(args) -> list:
     return out
 
 
-def _audit_attention(args) -> list:
-    """verify_attention on Keras 3's MultiHeadAttention, Attention and AdditiveAttention."""
-    import keras
-
+def _audit_attention(args, frameworks) -> list:
+    """verify_attention on Keras 3's MultiHeadAttention, Attention and AdditiveAttention, and on
+    torch's MultiheadAttention and scaled_dot_product_attention."""
     from .battery.attention import verify_attention
 
-    if int(keras.__version__.split(".")[0]) < 3 or keras.backend.backend() != "tensorflow" or args.rate == 0:
+    if args.rate == 0:
         return []
+    todo = []
+    if "tensorflow" in frameworks:
+        import keras
+
+        if int(keras.__version__.split(".")[0]) >= 3 and keras.backend.backend() == "tensorflow":
+            todo += [(f"keras.layers.{cls}", getattr(keras.layers, cls))
+                     for cls in ("MultiHeadAttention", "Attention", "AdditiveAttention")]
+    if "torch" in frameworks:
+        from .adapters.torch import attention_factories
+
+        todo += attention_factories()
     out = []
-    for cls in ("MultiHeadAttention", "Attention", "AdditiveAttention"):
+    for name, layer_cls in todo:
         t0 = time.perf_counter()
-        report = verify_attention(getattr(keras.layers, cls), rate=args.rate, seed=args.seed,
-                                  false_fail_rate=args.false_fail_rate)
-        out.append((f"keras.layers.{cls}", report, time.perf_counter() - t0))
+        report = verify_attention(layer_cls, rate=args.rate, seed=args.seed, false_fail_rate=args.false_fail_rate)
+        out.append((name, report, time.perf_counter() - t0))
     return out
 
 
@@ -284,16 +293,21 @@ def _recurrent_text(recurrent) -> str:
     return "\n".join(lines)
 
 
-def _audit_layers(args) -> list:
-    """verify_layer on every Keras dropout layer: (name, report, seconds)."""
+def _audit_layers(args, frameworks) -> list:
+    """verify_layer on every Keras dropout layer (2 replicas) and every torch dropout module:
+    (name, report, seconds)."""
     from .adapters import layer_factories
     from .battery.layers import verify_layer
 
     layers = []
-    for name, make in layer_factories("float32"):
-        t0 = time.perf_counter()
-        report = verify_layer(make, rate=args.rate, seed=args.seed, replicas=2, false_fail_rate=args.false_fail_rate)
-        layers.append((name, report, time.perf_counter() - t0))
+    for fw in ("tensorflow", "torch"):
+        if fw not in frameworks:
+            continue
+        for name, make in layer_factories("float32", framework=fw):
+            t0 = time.perf_counter()
+            report = verify_layer(make, rate=args.rate, seed=args.seed, replicas=2 if fw == "tensorflow" else None,
+                                  false_fail_rate=args.false_fail_rate)
+            layers.append((name, report, time.perf_counter() - t0))
     return layers
 
 
@@ -311,8 +325,9 @@ def _layers_text(layers, rate) -> str:
     """verify_layer on every Keras dropout layer: its verdict, the layer checks, the replicas."""
     from .diagnosis import diagnose
 
-    lines = ["", *_wrap100(f"layers in a model (verify_layer, float32, rate {rate}, 2 replicas): the training "
-                           "flag, fit, mode switches, instances, replicas, config round trip")]
+    lines = ["", *_wrap100(f"layers in a model (verify_layer, float32, rate {rate}; Keras: 2 replicas; torch: train() "
+                           "and eval() are the flag): the training flag, fit, mode switches, instances, replicas, "
+                           "config round trip")]
     for name, r, _ in layers:
         if r.passed:
             lines.append(f"  {name}: pass")

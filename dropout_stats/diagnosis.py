@@ -47,7 +47,7 @@ def _rules(f: dict, cfg: dict):
                                           "kept and dropped apart")
     for name, words in (("inference_identity", "the layer drops or changes x at inference"),
                         ("mode_transitions", "after an inference call the layer no longer drops at its rate"),
-                        ("fit", "inside model.fit the layer does not drop at its rate"),
+                        ("fit", "inside model.fit (torch: a training step) the layer does not drop at its rate"),
                         ("replicas", "replicas of a distributed step draw the same masks"),
                         ("instances", "separately made layers draw the same masks"),
                         ("config_round_trip", "the layer's rate, noise shape or seed does not survive "

@@ -100,7 +100,7 @@ class Report:
         """The report for a terminal: at most ``width`` columns (JSON has every field in full)."""
         cfg = {k: v for k, v in self.config.items() if k not in ("fn", "api") and v not in (None, False)}
         head = (f"{self.config.get('api', 'verify')}({self.config.get('fn', 'fn')}, "
-                f"{', '.join(f'{k}={v!r}' for k, v in cfg.items())}): "
+                f"{', '.join(f'{k}={_short(v)}' for k, v in cfg.items())}): "
                 f"{'PASSED' if self.passed else 'FAILED'}")
         lines = _wrap(head, width, subsequent_indent="    ")
         diagnosis = None
@@ -145,6 +145,11 @@ class Report:
         lines += _wrap(f"{self.samples:,} elements drawn; seed {self.seed}; a correct implementation fails "
                                f"with probability <= {self.config.get('false_fail_rate', '?')}", width)
         return "\n".join(lines)
+
+
+def _short(v) -> str:
+    """A setting as typed: 0.003, not the 0.0030000000000000005 that 0.01 * 0.3 computes."""
+    return f"{v:.12g}" if isinstance(v, float) and v == v and f"{v:.12g}" != repr(v) else repr(v)
 
 
 def _wrap(text: str, width: int, **kwargs) -> list[str]:

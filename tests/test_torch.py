@@ -105,3 +105,84 @@ def test_torch_backend_rejects_what_it_cannot_do():
         verify(F.dropout, rate=0.2, stateful=True, backend="torch", reference="jax")
     with pytest.raises(ValueError, match="recompute"):
         verify(F.dropout, rate=0.2, stateful=True, backend="torch", recompute="jax.checkpoint")
+
+
+# -- modules: train()/eval() are the training flag (verify_layer) -------------------------------
+from dropout_stats import verify_attention, verify_layer  # noqa: E402
+from dropout_stats.adapters import layer_factories  # noqa: E402
+from dropout_stats.adapters.torch import attention_factories  # noqa: E402
+from dropout_stats.corpus_torch import torch_attention_defects, torch_layer_defects  # noqa: E402
+
+MODULES = layer_factories(framework="torch")
+
+
+@pytest.mark.statistical(false_fail_rate=A)
+@pytest.mark.parametrize("name,make", MODULES, ids=[n for n, _ in MODULES])
+def test_torch_modules_pass_verify_layer(name, make, seed):
+    r = verify_layer(make, rate=0.3, seed=seed % 2**20, false_fail_rate=A)
+    assert r.passed, r.text()
+    assert r.check("inference_identity").values == {
+        "eval()": True, "eval() under torch.no_grad()": True, "eval() under torch.inference_mode()": True,
+        "a parent module's eval()": True}
+    assert r.check("fit").passed and r.check("config_round_trip").passed, r.text()
+
+
+@pytest.mark.statistical(false_fail_rate=A)
+def test_an_inplace_module_is_verified_on_copies(seed):
+    """nn.Dropout(inplace=True) overwrites its input: each call gets a copy of x, so it passes."""
+    r = verify_layer(lambda rate, s: torch.nn.Dropout(rate, inplace=True), rate=0.3, seed=seed % 2**20,
+                     false_fail_rate=A)
+    assert r.passed, r.text()
+
+
+@pytest.mark.statistical(false_fail_rate=A)
+@pytest.mark.parametrize("cls,check", [pytest.param(c, k, id=n) for n, (c, k) in torch_layer_defects().items()])
+def test_torch_layer_defects_fail_their_check(cls, check, seed):
+    """Certain failures: exact inference checks, a keep rate of 1 against 0.7 on 524,288 draws,
+    the same mask on every call (correlation 1 at displacement 0).  The control passes at A."""
+    r = verify_layer(lambda rate, s: cls(rate), rate=0.3, seed=seed % 2**20, false_fail_rate=A)
+    if check is None:
+        assert r.passed, r.text()
+    else:
+        assert check in {c.name for c in r.failures}, r.text()
+
+
+@pytest.mark.statistical(false_fail_rate=A)
+def test_an_eval_override_shows_only_through_a_parent():
+    """Overriding eval() instead of train(): the module's own eval() works, a parent's does not."""
+    cls = torch_layer_defects()["overrides eval() instead of train()"][0]
+    c = verify_layer(lambda rate, s: cls(rate), rate=0.3, false_fail_rate=A).check("inference_identity")
+    assert c.values == {"eval()": True, "eval() under torch.no_grad()": True,
+                        "eval() under torch.inference_mode()": True, "a parent module's eval()": False}, c.values
+
+
+# -- attention: nn.MultiheadAttention and scaled_dot_product_attention (verify_attention) -------
+@pytest.mark.statistical(false_fail_rate=A)
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float16"])
+@pytest.mark.parametrize("name,layer_cls", attention_factories(), ids=[n for n, _ in attention_factories()])
+def test_torch_attention_passes(name, layer_cls, dtype, seed):
+    r = verify_attention(layer_cls, rate=0.2, dtype=dtype, seed=seed % 2**20, false_fail_rate=A)
+    assert r.passed, r.text()
+    assert r.check("backward_mask").passed and r.check("inference_identity").values == {
+        "eval()": True, "eval() under torch.no_grad()": True}
+
+
+@pytest.mark.statistical(false_fail_rate=A)
+@pytest.mark.parametrize("layer_cls,check",
+                         [pytest.param(f, k, id=n) for n, (f, k) in torch_attention_defects().items()])
+def test_torch_attention_defects_fail_their_check(layer_cls, check, seed):
+    """Certain failures: exact checks (inference, scale, backward), or masks that agree with
+    probability 1 against p^2 + q^2 = 0.68 over >= 9,472 pairs (Fisher p < 1e-300).  The control
+    passes at A."""
+    r = verify_attention(layer_cls, rate=0.2, seed=seed % 2**20, false_fail_rate=A)
+    if check is None:
+        assert r.passed, r.text()
+    else:
+        assert [c.name for c in r.failures] == [check], r.text()
+
+
+def test_a_torch_module_of_another_layout_is_named():
+    with pytest.raises(ValueError, match="not torch.nn.MultiheadAttention's layout"):
+        verify_attention(lambda num_heads, key_dim, dropout, seed=None, dtype="float32":
+                         torch.nn.MultiheadAttention(num_heads * key_dim, num_heads, dropout=dropout, bias=False,
+                                                     batch_first=True), rate=0.2)

@@ -85,7 +85,8 @@ def adapters(*, framework: str = "tensorflow", modes=None) -> list[Adapter]:
 
 
 def layer_factories(dtype: str = "float32", *, framework: str = "tensorflow") -> list:
-    """(name, make_layer(rate, seed)) for verify_layer: every Keras dropout layer class."""
+    """(name, make_layer(rate, seed)) for verify_layer: every dropout layer class of ``framework``
+    (tensorflow: Keras's and tf_keras's; torch: torch.nn's modules)."""
     module = importlib.import_module(FRAMEWORKS[framework][0], __name__)
     return module.layer_factories(dtype)
 

@@ -54,5 +54,52 @@ def adapters(*, modes=MODES) -> list[Adapter]:
     return out
 
 
+LAYER_CLASSES = ("Dropout", "Dropout1d", "Dropout2d", "Dropout3d", "AlphaDropout", "FeatureAlphaDropout")
+
+
 def layer_factories(dtype: str = "float32") -> list:
-    return []
+    """(name, make_layer(rate, seed)) for verify_layer: torch's dropout modules (they take no seed:
+    torch's generator, seeded by verify_layer, draws their masks)."""
+    return [(f"torch.nn.{name}", lambda rate, seed, name=name: getattr(torch.nn, name)(rate))
+            for name in LAYER_CLASSES if hasattr(torch.nn, name)]
+
+
+class ScaledDotProductAttention(torch.nn.Module):
+    """``F.scaled_dot_product_attention`` over the heads' slices of (batch, length, heads * dim)
+    inputs, as attention modules call it: ``dropout_p`` only in training mode (SDPA itself has no
+    mode and drops whenever dropout_p > 0, pytorch/pytorch#124464)."""
+
+    def __init__(self, num_heads: int, dropout: float):
+        super().__init__()
+        self.num_heads, self.dropout = num_heads, dropout
+
+    def forward(self, query, key, value):
+        def heads(t):
+            return t.view(t.shape[0], t.shape[1], self.num_heads, -1).transpose(1, 2)
+        out = F.scaled_dot_product_attention(heads(query), heads(key), heads(value),
+                                             dropout_p=self.dropout if self.training else 0.0)
+        return out.transpose(1, 2).reshape(query.shape[0], query.shape[1], -1)
+
+
+def _torch_dtype(dtype):
+    return getattr(torch, dtype) if isinstance(dtype, str) else dtype
+
+
+def multihead_attention(num_heads, key_dim, dropout, seed=None, dtype="float32"):
+    """torch.nn.MultiheadAttention (batch first, embed_dim = num_heads * key_dim) for verify_attention."""
+    return torch.nn.MultiheadAttention(num_heads * key_dim, num_heads, dropout=dropout, batch_first=True,
+                                       dtype=_torch_dtype(dtype))
+
+
+def scaled_dot_product_attention(num_heads, key_dim, dropout, seed=None, dtype="float32"):
+    """F.scaled_dot_product_attention in a module (ScaledDotProductAttention) for verify_attention."""
+    return ScaledDotProductAttention(num_heads, dropout)
+
+
+multihead_attention.framework = scaled_dot_product_attention.framework = "torch"
+
+
+def attention_factories() -> list:
+    """(name, layer_cls) for verify_attention: torch's attention with dropout on the probabilities."""
+    return [("torch.nn.MultiheadAttention", multihead_attention),
+            ("torch.nn.functional.scaled_dot_product_attention", scaled_dot_product_attention)]

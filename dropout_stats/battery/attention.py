@@ -37,7 +37,14 @@ Sizes: the batch is chosen so that the keep test at its share detects a keep pro
 Layers: ``layer_cls(num_heads=, key_dim=, dropout=, seed=)`` called as ``layer(query, value,
 key=..., training=...)`` (Keras's MultiHeadAttention), or ``layer_cls(dropout=, seed=)`` called
 as ``layer([query, value, key], training=...)`` (Keras's Attention and AdditiveAttention).
-Corpus: ``corpus.keras_attention_defects()``.  Tested in tests/test_attention.py.
+PyTorch: ``layer_cls(num_heads=, key_dim=, dropout=, seed=, dtype=)`` returns a torch module
+called as ``module(query, key, value)`` on (batch, length, num_heads * key_dim) inputs, its mode
+set by ``train()``/``eval()`` (inference: ``eval()``, with autograd on and under ``no_grad``):
+``adapters.torch.multihead_attention`` (nn.MultiheadAttention, whose projections are set as for
+Keras) and ``adapters.torch.scaled_dot_product_attention`` (F.scaled_dot_product_attention over
+the heads' slices; no parameters, so head 0's query is e_0 in the input).
+Corpus: ``corpus.keras_attention_defects()``, ``corpus_torch.torch_attention_defects()``.
+Tested in tests/test_attention.py and tests/test_torch.py.
 """
 from __future__ import annotations
 
@@ -65,23 +72,33 @@ class AttentionProbe:
         self.heads, self.keys, self.queries, self.batch = heads, keys, queries, batch
         self.samples = 0
         self.layer, self.multi_head = self.make(rate, seed)
-        self.framework = _framework_of(self.layer)
+        self.torch = _is_torch(self.layer)
+        self.framework = "torch" if self.torch else _framework_of(self.layer)
         from ..backends import get_backend
 
         self.backend = get_backend(self.framework)
+        if self.torch:
+            import torch
+
+            torch.manual_seed(seed)  # torch modules draw from the global generator: a run replays
         if not self.multi_head:
             self.heads = 1
         self.width = self.heads * keys if self.multi_head else keys
+        # torch's attention takes values and keys of the embedding width: value s is e_s in
+        # every head's slice; Keras's value projection does that from inputs of width S
+        wide = self.width if self.torch else keys
         self.query = np.zeros((batch, queries, self.width), _np_dtype(dtype))
-        self.value = np.broadcast_to(np.eye(keys), (batch, keys, keys)).astype(_np_dtype(dtype))
-        self.key = np.zeros((batch, keys, keys), _np_dtype(dtype))
+        one_hot = np.tile(np.eye(keys), (1, wide // keys))
+        self.value = np.broadcast_to(one_hot, (batch, keys, wide)).astype(_np_dtype(dtype))
+        self.key = np.zeros((batch, keys, wide), _np_dtype(dtype))
         self.prepare(self.layer)
 
     def make(self, rate, seed):
         """(layer, multi_head): multi-head when layer_cls takes num_heads."""
         import inspect
 
-        policy = f"mixed_{self.dtype}" if self.dtype in ("float16", "bfloat16") else self.dtype
+        policy = self.dtype if _is_torch_factory(self.layer_cls) else \
+            f"mixed_{self.dtype}" if self.dtype in ("float16", "bfloat16") else self.dtype
         try:
             multi_head = "num_heads" in inspect.signature(self.layer_cls).parameters
         except (TypeError, ValueError):
@@ -98,7 +115,16 @@ class AttentionProbe:
         return self.backend.native(np.ascontiguousarray(a))
 
     def apply(self, layer, query, value, key, training):
-        q, v, k = self.native(query), self.native(value), self.native(key)
+        return self.call(layer, self.native(query), self.native(value), self.native(key), training)
+
+    def call(self, layer, q, v, k, training):
+        """One call on native arrays.  torch: ``train()``/``eval()`` are the flag and the module is
+        called as ``module(query, key, value)`` (its output, or a tuple led by it)."""
+        if self.torch:
+            if training is not None:
+                layer.train(training)
+            out = layer(q, k, v, need_weights=False) if _takes(layer, "need_weights") else layer(q, k, v)
+            return out[0] if isinstance(out, tuple) else out
         kwargs = {} if training is None else {"training": training}
         if self.multi_head:
             return layer(q, v, key=k, **kwargs)
@@ -113,6 +139,8 @@ class AttentionProbe:
             words = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip().splitlines()[0][:200]
             raise TypeError(f"{type(layer).__name__} could not be called on query [2, {self.queries}, {self.width}], "
                             f"value and key [2, {self.keys}, {self.keys}]: {type(exc).__name__}: {words}") from None
+        if self.torch:
+            return self.prepare_torch(layer)
         if not self.multi_head:
             return
         s, h = self.keys, self.heads
@@ -132,6 +160,37 @@ class AttentionProbe:
             weights[6][head, :, head * s:(head + 1) * s] = np.eye(s)
         dt = str(layer.get_weights()[0].dtype)
         layer.set_weights([w.astype(dt) for w in weights])
+
+    def prepare_torch(self, layer):
+        """torch.nn.MultiheadAttention: zero query and key projections (head 0's key projection
+        the identity and its query bias e_0, for the backward check), identity value and output
+        projections.  A module without parameters (scaled_dot_product_attention over the heads'
+        slices) needs nothing; other layouts get a clear error."""
+        import torch
+
+        params = dict(layer.named_parameters())
+        if not params:
+            self.query_e0 = True
+            return
+        e, s = self.width, self.keys
+        want = {"in_proj_weight": (3 * e, e), "in_proj_bias": (3 * e,), "out_proj.weight": (e, e),
+                "out_proj.bias": (e,)}
+        shapes = {k: tuple(v.shape) for k, v in params.items()}
+        if shapes != want:
+            raise ValueError(f"layer_cls ({type(layer).__name__}) has parameters {shapes}, not "
+                             f"torch.nn.MultiheadAttention's layout for embed_dim={e}: expected {want} (or a module "
+                             "without parameters)")
+        w = np.zeros((3 * e, e))
+        w[e:e + s, :s] = np.eye(s)  # head 0's key projection
+        w[2 * e:] = np.eye(e)
+        bias = np.zeros(3 * e)
+        bias[0] = 1.0  # head 0's query: e_0
+        values = {"in_proj_weight": w, "in_proj_bias": bias, "out_proj.weight": np.eye(e), "out_proj.bias": np.zeros(e)}
+        with torch.no_grad():
+            for name, p in params.items():
+                p.copy_(torch.from_numpy(values[name]).to(p.dtype))
+
+    query_e0 = False
 
     def probabilities(self, layer, training=True, batch=None):
         """Each attention probability as the layer computed it: (batch, heads, queries, keys)."""
@@ -232,7 +291,16 @@ def _scale(probe, p, kept, rate, uniform) -> Check:
 
 def _inference(probe, uniform) -> Check:
     results = {}
-    for label, flag in (("training=False", False), ("training omitted", None)):
+    if probe.torch:  # eval() with autograd on, and under no_grad (torch's fast inference paths)
+        import torch
+
+        p = probe.probabilities(probe.layer, False, batch=min(probe.batch, 16))
+        results["eval()"] = bool(np.all(p == uniform))
+        with torch.no_grad():
+            p = probe.probabilities(probe.layer, False, batch=min(probe.batch, 16))
+        results["eval() under torch.no_grad()"] = bool(np.all(p == uniform))
+        probe.layer.train()
+    for label, flag in () if probe.torch else (("training=False", False), ("training omitted", None)):
         p = probe.probabilities(probe.layer, flag, batch=min(probe.batch, 16))
         results[label] = bool(np.all(p == uniform))
     bad = [k for k, ok in results.items() if not ok]
@@ -253,14 +321,14 @@ def _backward(probe) -> Check:
         return Check("backward_mask", None, detail=f"backend {b.name!r} has no gradients")
     n, s = min(probe.batch, 64), probe.keys
     query = np.zeros((n, 1, probe.width), probe.query.dtype)
-    if not probe.multi_head:
+    if not probe.multi_head or probe.query_e0:
         query[..., 0] = 1  # q = e_0 (MultiHeadAttention: its query bias does this)
     cot = np.zeros((n, 1, probe.width), probe.query.dtype)
     cot[..., :s] = 1  # head 0's outputs: g_s = the kept-and-scaled indicator of P_s
     q, v = probe.native(query), probe.native(probe.value[:n])
 
     def f(k):
-        return probe.layer(q, v, key=k, training=True) if probe.multi_head else probe.layer([q, v, k], training=True)
+        return probe.call(probe.layer, q, v, k, True)
     y, g = b.vjp(f, probe.native(probe.key[:n]), probe.native(cot))
     if g is None or isinstance(g, str):
         return Check("backward_mask", None, detail=f"the gradient could not be computed: {g or 'none'}")
@@ -275,6 +343,27 @@ def _backward(probe) -> Check:
                  observed=f"{bad} of {n_cmp:,} probabilities where the gradient's mask differs from the output's",
                  expected="the gradient reaches P_s exactly where the same call kept P_s",
                  detail="" if bad == 0 else "the backward pass uses another attention mask than the forward")
+
+
+def _is_torch(layer) -> bool:
+    from .layers import _is_torch as is_torch
+
+    return is_torch(layer)
+
+
+def _is_torch_factory(layer_cls) -> bool:
+    """A factory of torch modules: a torch.nn.Module subclass, or marked ``framework = "torch"``."""
+    return getattr(layer_cls, "framework", None) == "torch" or (isinstance(layer_cls, type) and any(
+        c.__module__ == "torch.nn.modules.module" and c.__name__ == "Module" for c in layer_cls.__mro__))
+
+
+def _takes(layer, name) -> bool:
+    import inspect
+
+    try:
+        return name in inspect.signature(layer.forward).parameters
+    except (TypeError, ValueError, AttributeError):
+        return False
 
 
 def _guard(name, check) -> Check:

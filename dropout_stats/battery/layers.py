@@ -29,6 +29,7 @@ Corpus: ``corpus.DropsAtInference``, ``OmittedTrainingIsTraining``, ``RateZeroAf
 from __future__ import annotations
 
 import inspect
+import re
 import tempfile
 
 import numpy as np
@@ -73,11 +74,17 @@ def verify_layer(make_layer, *, rate, dtype="float32", shape=None, noise_shape=N
     if replicas is not None:
         replicas = check_count(replicas, "replicas", minimum=2)
     layer = _make(make_layer, rate, seed)
+    torch_module = _is_torch(layer)
     kind = kind or _kind_of(layer)
     if kind not in ("dropout", "alpha", "gaussian"):
         raise ValueError(f"kind ({kind!r}) must be 'dropout', 'alpha' or 'gaussian'")
     shape, noise_shape = _geometry(layer, shape, noise_shape)
-    probe = LayerProbe(make_layer, rate, dtype, shape, noise_shape, seed, kind)
+    if torch_module:
+        from .layers_torch import TorchLayerProbe
+
+        probe = TorchLayerProbe(make_layer, rate, dtype, shape, noise_shape, seed, kind)
+    else:
+        probe = LayerProbe(make_layer, rate, dtype, shape, noise_shape, seed, kind)
     battery = probe.battery(alpha / 2, false_pass_rate, discrepancy)
     entries = list(LAYER_STATISTICAL) + (["replicas"] if replicas else [])
     level = alpha / 2 / len(entries)
@@ -109,13 +116,24 @@ def _make(make_layer, rate, seed):
         params = inspect.signature(call).parameters
     except (TypeError, ValueError):
         params = {}
+    if _is_torch(layer):  # train()/eval() are its training flag
+        return layer
     if "training" not in params and not any(p.kind == p.VAR_KEYWORD for p in params.values()):
         raise TypeError(f"make_layer returned {type(layer).__name__}, whose call takes no 'training' argument: "
                         "verify_layer needs layer(x, training=True/False)")
     return layer
 
 
+def _is_torch(layer) -> bool:
+    """A torch.nn.Module (found without importing torch)."""
+    return any(c.__module__ == "torch.nn.modules.module" and c.__name__ == "Module" for c in type(layer).__mro__)
+
+
 def _name(layer) -> str:
+    if _is_torch(layer):
+        module = type(layer).__module__
+        return f"torch.nn.{type(layer).__name__}" if module.startswith("torch.") else \
+            f"{module}.{type(layer).__qualname__}"
     return f"{type(layer).__module__.split('.')[0]}.layers.{type(layer).__name__}"
 
 
@@ -125,34 +143,51 @@ def _kind_of(layer) -> str:
 
 
 def _geometry(layer, shape, noise_shape):
+    """Channel dropout draws once per (batch, channel): Keras's SpatialDropoutNd on channels-last
+    inputs, PyTorch's DropoutNd and FeatureAlphaDropout on channels-first ones."""
     name = type(layer).__name__
-    dims = int(name[len("SpatialDropout")]) if name.startswith("SpatialDropout") else 0
+    found = re.fullmatch(r"SpatialDropout(\d)D", name) or re.fullmatch(r"Dropout(\d)d", name)
+    dims = int(found.group(1)) if found else 1 if name == "FeatureAlphaDropout" else 0
+    first = _is_torch(layer)
     if shape is None:
         if dims:  # few elements per unit: the draws are the (batch, channel) units
-            return (64,) + (2,) * dims + (64,), (64,) + (1,) * dims + (64,)
+            spatial = (4,) if name == "FeatureAlphaDropout" else (2,) * dims
+            return (((64, 64) + spatial, (64, 64) + (1,) * len(spatial)) if first
+                    else ((64,) + spatial + (64,), (64,) + (1,) * dims + (64,)))
         return DEFAULT_SHAPE, noise_shape
     shape = _validate_shape(shape, "shape")
     if dims and noise_shape is None:
-        noise_shape = (shape[0],) + (1,) * dims + (shape[-1],)
+        noise_shape = (shape[:2] + (1,) * (len(shape) - 2)) if first else \
+            ((shape[0],) + (1,) * (len(shape) - 2) + (shape[-1],))
     return shape, noise_shape
 
 
 class LayerProbe:
     """The layer-level checks of one verify_layer run."""
 
-    def __init__(self, make_layer, rate, dtype, shape, noise_shape, seed, kind):
-        import tensorflow as tf
+    framework, reference = "tensorflow", "tensorflow"
 
-        self.tf = tf
+    def __init__(self, make_layer, rate, dtype, shape, noise_shape, seed, kind):
         self.make_layer, self.rate, self.dtype, self.seed, self.kind = make_layer, rate, dtype, seed, kind
         self.shape, self.noise_shape = tuple(shape), noise_shape
         self.x_np = positive_input(shape, dtype, seed)
         from ..backends import get_backend
 
-        self.backend = get_backend("tensorflow")
+        self.backend = get_backend(self.framework)
         self.x = self.backend.native(self.x_np)
         self.findings, self.samples = [], 0
         self.keep = None
+        self.dropped_values = np.array([0.0])
+
+    @property
+    def tf(self):
+        import tensorflow as tf
+
+        return tf
+
+    def forward(self, layer, x, training):
+        """One call of the layer; ``training`` None: the flag omitted."""
+        return layer(x) if training is None else layer(x, training=training)
 
     # -- the battery on training=True calls -----------------------------------------------------
     def battery(self, alpha, beta, discrepancy) -> Report:
@@ -165,30 +200,29 @@ class LayerProbe:
         def fn(x, rate, noise_shape=None):
             if rate not in layers:
                 layers[rate] = _make(self.make_layer, rate, self.seed + len(layers))
-            return layers[rate](x, training=True)
+            return self.forward(layers[rate], x, True)
 
         fn.__qualname__ = _name(_make(self.make_layer, self.rate, self.seed))
         if self.kind == "gaussian":
             from .gaussian import verify_gaussian_dropout
 
             return verify_gaussian_dropout(fn, rate=self.rate, dtype=self.dtype, shape=self.shape, seed=self.seed,
-                                           backend="tensorflow", false_fail_rate=alpha, false_pass_rate=beta,
+                                           backend=self.framework, false_fail_rate=alpha, false_pass_rate=beta,
                                            discrepancy=discrepancy)
         cfg = configure(fn, rate=self.rate, dtype=self.dtype, shape=self.shape, noise_shape=self.noise_shape,
-                        seed=self.seed, stateful=True, backend="tensorflow", reference="tensorflow",
+                        seed=self.seed, stateful=True, backend=self.framework, reference=self.reference,
                         false_fail_rate=alpha, false_pass_rate=beta, discrepancy=discrepancy, strict_nominal=False,
                         max_calls=20_000, keep_dtype="float32" if self.kind == "alpha" else None)
         cfg.probe = None  # a layer applies its own noise shape: no probe with another one
         report = run_battery(cfg, AlphaDropout(cfg.rate, cfg.dtype) if self.kind == "alpha" else Dropout())
         self.keep = cfg.keep
-        self.dropped = AlphaDropout(cfg.rate, cfg.dtype).dropped_value if self.kind == "alpha" else 0.0
+        if self.kind == "alpha":
+            self.dropped_values = AlphaDropout(cfg.rate, cfg.dtype).dropped_values
         return report
 
     # -- reading a layer's output ---------------------------------------------------------------
     def call(self, layer, training, x=None):
-        kwargs = {} if training is None else {"training": training}
-        y = layer(self.x if x is None else x, **kwargs)
-        y_np = np.asarray(y.numpy() if hasattr(y, "numpy") else y)
+        y_np = np.asarray(self.backend.to_numpy(self.forward(layer, self.x if x is None else x, training)))
         self.samples += y_np.size
         if y_np.shape != self.shape or y_np.dtype.name != self.dtype:
             raise TypeError(f"{_name(layer)} returned {y_np.dtype.name} {list(y_np.shape)} for {self.dtype} "
@@ -201,7 +235,7 @@ class LayerProbe:
         if self.kind == "gaussian":
             kept = y_np.astype(np.float64) != self.x_np.astype(np.float64)
         else:
-            kept = y_np.astype(np.float64) != self.dropped
+            kept = ~np.isin(y_np.astype(np.float64), self.dropped_values)
         if self.noise_shape is None:
             return kept
         axes = tuple(i for i, (d, s) in enumerate(zip(self.noise_shape, self.shape)) if d == 1 and s != 1)
@@ -308,16 +342,19 @@ class LayerProbe:
         if self.kind == "gaussian":
             return self.noise_correlation("instances", [(self.call(a, True), self.call(b, True))], level,
                                           "two unseeded layers")
+        return self.independence("instances", pairs, level, "two unseeded layers; two unseeded layers in one model")
+
+    def independence(self, name, pairs, level, what) -> Check:
+        """Pairs of masks that must be independent: Fisher's exact test each, Bonferroni."""
         results = []
         for m1, m2 in pairs:
             t = [int(np.count_nonzero(m1 & m2)), int(np.count_nonzero(m1)), int(np.count_nonzero(m2)), m1.size]
             results.append(fisher(t))
         p = min(1.0, min(r[0] for r in results) * len(results))
-        return Check("instances", True, "statistical", p, level, sum(m.size for pair in pairs for m in pair),
+        return Check(name, True, "statistical", p, level, sum(m.size for pair in pairs for m in pair),
                      observed="agreement " + ", ".join(f"{r[1]:.6g}" for r in results),
                      expected=f"{self.keep ** 2 + (1 - self.keep) ** 2:.6g} = p^2 + q^2 (independent masks)",
-                     detail="two unseeded layers; two unseeded layers in one model; Fisher exact, Bonferroni",
-                     values={"agreement": [r[1] for r in results]})
+                     detail=f"{what}; Fisher exact, Bonferroni", values={"agreement": [r[1] for r in results]})
 
     def replicas(self, n, level) -> Check:
         tf = self.tf
