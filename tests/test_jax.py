@@ -164,3 +164,84 @@ def test_recurrent_and_attention_layers_on_jax(seed):
     assert r.passed and r.config["backend"] == "jax" and r.check("backward_input_mask").passed, str(r)
     r = verify_attention(keras.layers.MultiHeadAttention, rate=0.2, seed=seed % 2**20, false_fail_rate=A)
     assert r.passed and r.config["backend"] == "jax" and r.check("backward_mask").passed, str(r)
+
+
+# -- verify_layer: Flax NNX modules (train()/eval() and deterministic=) and Keras 3 on JAX -------
+from flax import nnx  # noqa: E402
+
+from dropout_stats import verify_layer  # noqa: E402
+
+
+def _nnx_dropout(rate, seed):
+    return nnx.Dropout(rate, rngs=nnx.Rngs(dropout=seed))
+
+
+@pytest.mark.statistical(false_fail_rate=A)
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_nnx_dropout_passes_verify_layer(dtype, seed):
+    r = verify_layer(_nnx_dropout, rate=0.3, dtype=dtype, seed=seed % 2**20, false_fail_rate=A)
+    assert r.passed, r.text()
+    assert r.check("inference_identity").values == {
+        "deterministic=True": True, "eval()": True, "eval() under nnx.jit": True, "a parent module's eval()": True}
+    assert r.check("fit").passed and r.check("config_round_trip").passed and r.check("instances").passed
+
+
+class IgnoresDeterministic(nnx.Dropout):
+    """drops whatever deterministic says"""
+
+    def __call__(self, inputs, *, deterministic=None, rngs=None):
+        return super().__call__(inputs, deterministic=False, rngs=rngs)
+
+
+class OnlyTheCallArgument(nnx.Module):
+    """reads deterministic= from the call only: no attribute, so eval() never reaches it"""
+
+    def __init__(self, rate, seed):
+        self.drop = nnx.Dropout(rate, rngs=nnx.Rngs(dropout=seed))
+
+    def __call__(self, x, deterministic=None):
+        return self.drop(x, deterministic=bool(deterministic))
+
+
+class FixedKey(nnx.Module):
+    """a key held as a constant: the same mask on every call, eager or under nnx.jit"""
+
+    def __init__(self, rate, seed):
+        self.rate, self.key = rate, jax.random.key(seed)
+
+    def __call__(self, x, deterministic=None):
+        keep = jax.random.bernoulli(self.key, 1.0 - self.rate, x.shape)
+        return jnp.where(keep, x / (1.0 - self.rate), jnp.zeros_like(x))
+
+
+@pytest.mark.statistical(false_fail_rate=A)
+@pytest.mark.parametrize("make,failing", [
+    (lambda rate, seed: IgnoresDeterministic(rate, rngs=nnx.Rngs(dropout=seed)), "inference_identity"),
+    (OnlyTheCallArgument, "inference_identity"),
+    (FixedKey, "cross_correlation"),
+], ids=["ignores deterministic", "only the call argument", "a fixed key"])
+def test_nnx_module_defects_fail_their_check(make, failing, seed):
+    """Certain failures: exact inference checks; the same mask on every call (correlation 1 at
+    displacement 0, z in the hundreds)."""
+    r = verify_layer(make, rate=0.3, seed=seed % 2**20, false_fail_rate=A)
+    assert failing in {c.name for c in r.failures}, r.text()
+
+
+def test_a_module_without_the_attribute_escapes_eval():
+    c = verify_layer(OnlyTheCallArgument, rate=0.3, false_fail_rate=A).check("inference_identity")
+    assert c.values == {"deterministic=True": True, "eval()": False, "eval() under nnx.jit": False,
+                        "a parent module's eval()": False}, c.values
+
+
+@pytest.mark.statistical(false_fail_rate=A)
+@pytest.mark.parametrize("cls", ["Dropout", "AlphaDropout", "SpatialDropout2D"])
+def test_keras_layers_on_jax_pass_verify_layer(cls, seed):
+    """fit, predict, evaluate and saving on Keras 3's JAX backend (tox -e keras-jax)."""
+    if not any(a.name.startswith("keras.layers.Dropout (JAX)") for a in ADAPTERS):
+        pytest.skip("Keras runs on another backend here (tox -e keras-jax sets KERAS_BACKEND=jax)")
+    import keras
+
+    r = verify_layer(lambda rate, s: getattr(keras.layers, cls)(rate, seed=s), rate=0.3, seed=seed % 2**20,
+                     false_fail_rate=A)
+    assert r.passed and r.config["backend"] == "jax", r.text()
+    assert r.check("fit").passed and r.check("config_round_trip").passed

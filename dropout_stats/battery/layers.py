@@ -21,6 +21,13 @@ entry of the report:
   rate, noise shape and seed, and the reloaded layer still drops at its rate and is the identity at
   inference.
 
+Frameworks: Keras layers on the backend Keras runs on (TensorFlow: every check; JAX: replicas not
+run), tf_keras layers; PyTorch modules (``layers_torch``: ``train()``/``eval()`` are the flag) and
+Flax NNX modules (``layers_flax``: ``eval()``/``train()`` and ``deterministic=``), each probe
+reading the checks above for its framework.  Gaussian dropout has no rate: the statistical
+entries bound the share of positions left unchanged (``gaussian.unchanged_share_bound``: noise
+that rounds to exactly 1, up to 2.3% of positions in bfloat16).
+
 Budget: the battery gets half of ``false_fail_rate``, the layer's statistical entries share the
 other half (Bonferroni), so a correct layer fails with probability <= false_fail_rate.
 Corpus: ``corpus.DropsAtInference``, ``OmittedTrainingIsTraining``, ``RateZeroAfterInference``,
@@ -61,7 +68,8 @@ def use_logical_cpus(n: int) -> None:
 def verify_layer(make_layer, *, rate, dtype="float32", shape=None, noise_shape=None, seed=0, kind=None,
                  false_fail_rate=1e-6, false_pass_rate=1e-3, discrepancy=None, replicas=None) -> Report:
     """Prove or refute a dropout layer: ``make_layer(rate, seed)`` returns a fresh layer (Keras 3,
-    tf_keras, or any object called as ``layer(x, training=...)``) computing in ``dtype``.
+    tf_keras, a torch.nn.Module, a flax.nnx.Module, or any object called as
+    ``layer(x, training=...)``) computing in ``dtype``.
     ``shape`` and ``noise_shape``: the input and the noise shape the layer applies by itself
     (SpatialDropout: taken from the class name when omitted).  ``kind``: "dropout", "alpha" or
     "gaussian" (default: from the class name)."""
@@ -74,17 +82,11 @@ def verify_layer(make_layer, *, rate, dtype="float32", shape=None, noise_shape=N
     if replicas is not None:
         replicas = check_count(replicas, "replicas", minimum=2)
     layer = _make(make_layer, rate, seed)
-    torch_module = _is_torch(layer)
     kind = kind or _kind_of(layer)
     if kind not in ("dropout", "alpha", "gaussian"):
         raise ValueError(f"kind ({kind!r}) must be 'dropout', 'alpha' or 'gaussian'")
     shape, noise_shape = _geometry(layer, shape, noise_shape)
-    if torch_module:
-        from .layers_torch import TorchLayerProbe
-
-        probe = TorchLayerProbe(make_layer, rate, dtype, shape, noise_shape, seed, kind)
-    else:
-        probe = LayerProbe(make_layer, rate, dtype, shape, noise_shape, seed, kind)
+    probe = _probe_class(layer)(make_layer, rate, dtype, shape, noise_shape, seed, kind)
     battery = probe.battery(alpha / 2, false_pass_rate, discrepancy)
     entries = list(LAYER_STATISTICAL) + (["replicas"] if replicas else [])
     level = alpha / 2 / len(entries)
@@ -116,12 +118,36 @@ def _make(make_layer, rate, seed):
         params = inspect.signature(call).parameters
     except (TypeError, ValueError):
         params = {}
-    if _is_torch(layer):  # train()/eval() are its training flag
+    if _is_torch(layer) or _is_flax(layer):  # train()/eval() are its training flag
         return layer
     if "training" not in params and not any(p.kind == p.VAR_KEYWORD for p in params.values()):
         raise TypeError(f"make_layer returned {type(layer).__name__}, whose call takes no 'training' argument: "
                         "verify_layer needs layer(x, training=True/False)")
     return layer
+
+
+def _probe_class(layer):
+    """The probe for the layer's framework: torch modules, Flax NNX modules, Keras layers (on the
+    backend Keras runs on; tf_keras and other objects: TensorFlow)."""
+    if _is_torch(layer):
+        from .layers_torch import TorchLayerProbe
+
+        return TorchLayerProbe
+    if _is_flax(layer):
+        from .layers_flax import FlaxLayerProbe
+
+        return FlaxLayerProbe
+    from .recurrent import _framework_of
+
+    framework = _framework_of(layer)
+    if framework == "tensorflow":
+        return LayerProbe
+    return type(f"LayerProbe_{framework}", (LayerProbe,), {"framework": framework, "reference": None})
+
+
+def _is_flax(layer) -> bool:
+    """A flax.nnx.Module (found without importing flax)."""
+    return any(c.__module__ == "flax.nnx.module" and c.__name__ == "Module" for c in type(layer).__mro__)
 
 
 def _is_torch(layer) -> bool:
@@ -133,6 +159,10 @@ def _name(layer) -> str:
     if _is_torch(layer):
         module = type(layer).__module__
         return f"torch.nn.{type(layer).__name__}" if module.startswith("torch.") else \
+            f"{module}.{type(layer).__qualname__}"
+    if _is_flax(layer):
+        module = type(layer).__module__
+        return f"flax.nnx.{type(layer).__name__}" if module.startswith("flax.") else \
             f"{module}.{type(layer).__qualname__}"
     return f"{type(layer).__module__.split('.')[0]}.layers.{type(layer).__name__}"
 
@@ -247,11 +277,21 @@ class LayerProbe:
     def rate_check(self, name, masks, level, what, extra_fail="") -> Check:
         kept = int(sum(np.count_nonzero(m) for m in masks))
         n = int(sum(m.size for m in masks))
-        if self.kind == "gaussian":  # noise everywhere, exactly: no rate to test
-            ok = kept == n
-            return Check(name, ok and not extra_fail, samples=n, observed=f"{kept}/{n} positions with noise",
-                         expected="noise at every position", detail=extra_fail or ("" if ok else f"{what}: no noise"),
-                         values={"noisy": kept, "n": n})
+        if self.kind == "gaussian":  # noise nearly everywhere: fl(1 + sd z) == 1 leaves a few x unchanged
+            from scipy import stats
+
+            from .gaussian import unchanged_share_bound
+
+            bound = unchanged_share_bound(self.rate, self.dtype)
+            same = n - kept
+            p = float(stats.binom.sf(same - 1, n, bound)) if same else 1.0
+            limit = int(stats.binom.isf(level, n, bound))
+            return Check(name, not extra_fail, "statistical", p, level, n,
+                         observed=f"{same}/{n} positions unchanged (no noise)",
+                         expected=f"at most a share {bound:.3g} unchanged (noise rounding to 1)",
+                         detail=extra_fail or (f"{what}; exact binomial upper tail against that share: fails beyond "
+                                               f"{limit} unchanged positions"),
+                         values={"noisy": kept, "n": n, "unchanged": same, "bound": float(bound)})
         r = rate_test(kept, n, self.keep)
         return Check(name, False if extra_fail else True, "statistical", r.pvalue, level, n,
                      observed=f"{kept}/{n} kept = {kept / n:.6g}", expected=f"{self.keep:.10g}",
@@ -301,28 +341,48 @@ class LayerProbe:
         keras = self.keras_of(_make(self.make_layer, self.rate, self.seed + 13))
         if keras is None:
             return Check("fit", None, "statistical", detail="not a Keras layer: no model.fit to run it in")
-        tf, x = self.tf, self.x_np
+        x = self.x_np
         layer = _make(self.make_layer, self.rate, self.seed + 13)
+        model = self._recorder(keras, layer)
+        model.compile(optimizer="sgd", loss="mse")
+        model.fit(self.backend.native(x), self.backend.native(x), batch_size=self.shape[0], epochs=1, verbose=0,
+                  shuffle=False)
+        seen = np.asarray(self.backend.to_numpy(model.seen.numpy() if hasattr(model.seen, "numpy")
+                                                else model.seen.value))
+        self.samples += seen.size
+        return self.rate_check("fit", [self.mask(seen)], level, "the keep rate of the layer's output inside model.fit")
+
+    def _recorder(self, keras, layer):
+        """A model that stores the layer's output of the last training step in a variable:
+        tf.Variable on TensorFlow (tf_keras has no keras.ops), a Keras variable elsewhere."""
+        x, dtype = self.x_np, self.x_np.dtype.name
+        if self.framework == "tensorflow":
+            tf = self.tf
+
+            def store(model):
+                return tf.Variable(tf.zeros(x.shape, dtype=dtype), trainable=False)
+
+            def zero(y):
+                return tf.cast(0.0, y.dtype)
+        else:
+            def store(model):
+                return model.add_weight(shape=x.shape, initializer="zeros", dtype=dtype, trainable=False)
+
+            def zero(y):
+                return keras.ops.cast(0.0, y.dtype)
 
         class Recorder(keras.Model):
             def __init__(self):
                 super().__init__()
                 self.drop = layer
-                self.seen = tf.Variable(tf.zeros(x.shape, dtype=x.dtype.name), trainable=False)
-                self.w = self.add_weight(shape=(), initializer="zeros", dtype=x.dtype.name)
+                self.seen = store(self)
+                self.w = self.add_weight(shape=(), initializer="zeros", dtype=dtype)
 
             def call(self, t, training=None):
                 y = self.drop(t, training=training)
                 self.seen.assign(y)
-                return y + tf.cast(0.0, y.dtype) * self.w
-
-        model = Recorder()
-        model.compile(optimizer="sgd", loss="mse")
-        model.fit(self.backend.native(x), self.backend.native(x), batch_size=self.shape[0], epochs=1, verbose=0,
-                  shuffle=False)
-        seen = model.seen.numpy()
-        self.samples += seen.size
-        return self.rate_check("fit", [self.mask(seen)], level, "the keep rate of the layer's output inside model.fit")
+                return y + zero(y) * self.w
+        return Recorder()
 
     def instances(self, level) -> Check:
         a, b = (_make(self.make_layer, self.rate, None) for _ in range(2))
@@ -357,6 +417,9 @@ class LayerProbe:
                      detail=f"{what}; Fisher exact, Bonferroni", values={"agreement": [r[1] for r in results]})
 
     def replicas(self, n, level) -> Check:
+        if self.framework != "tensorflow":
+            return Check("replicas", None, "statistical",
+                         detail=f"not run on {self.framework}: MirroredStrategy is TensorFlow's")
         tf = self.tf
         devices = [d.name for d in tf.config.list_logical_devices("CPU")]
         if len(devices) < n:
