@@ -343,7 +343,7 @@ class LayerProbe:
             return Check("fit", None, "statistical", detail="not a Keras layer: no model.fit to run it in")
         x = self.x_np
         layer = _make(self.make_layer, self.rate, self.seed + 13)
-        model = self._recorder(keras, layer)
+        model = _recorder(self, keras, layer)
         model.compile(optimizer="sgd", loss="mse")
         model.fit(self.backend.native(x), self.backend.native(x), batch_size=self.shape[0], epochs=1, verbose=0,
                   shuffle=False)
@@ -351,38 +351,6 @@ class LayerProbe:
                                                 else model.seen.value))
         self.samples += seen.size
         return self.rate_check("fit", [self.mask(seen)], level, "the keep rate of the layer's output inside model.fit")
-
-    def _recorder(self, keras, layer):
-        """A model that stores the layer's output of the last training step in a variable:
-        tf.Variable on TensorFlow (tf_keras has no keras.ops), a Keras variable elsewhere."""
-        x, dtype = self.x_np, self.x_np.dtype.name
-        if self.framework == "tensorflow":
-            tf = self.tf
-
-            def store(model):
-                return tf.Variable(tf.zeros(x.shape, dtype=dtype), trainable=False)
-
-            def zero(y):
-                return tf.cast(0.0, y.dtype)
-        else:
-            def store(model):
-                return model.add_weight(shape=x.shape, initializer="zeros", dtype=dtype, trainable=False)
-
-            def zero(y):
-                return keras.ops.cast(0.0, y.dtype)
-
-        class Recorder(keras.Model):
-            def __init__(self):
-                super().__init__()
-                self.drop = layer
-                self.seen = store(self)
-                self.w = self.add_weight(shape=(), initializer="zeros", dtype=dtype)
-
-            def call(self, t, training=None):
-                y = self.drop(t, training=training)
-                self.seen.assign(y)
-                return y + zero(y) * self.w
-        return Recorder()
 
     def instances(self, level) -> Check:
         a, b = (_make(self.make_layer, self.rate, None) for _ in range(2))
@@ -420,39 +388,7 @@ class LayerProbe:
         if self.framework != "tensorflow":
             return Check("replicas", None, "statistical",
                          detail=f"not run on {self.framework}: MirroredStrategy is TensorFlow's")
-        tf = self.tf
-        devices = [d.name for d in tf.config.list_logical_devices("CPU")]
-        if len(devices) < n:
-            return Check("replicas", None, "statistical",
-                         detail=f"{len(devices)} logical CPU device(s), {n} needed: call "
-                                f"dropout_stats.use_logical_cpus({n}) before TensorFlow runs anything")
-        strategy = tf.distribute.MirroredStrategy(devices[:n])
-        with strategy.scope():
-            layer = _make(self.make_layer, self.rate, self.seed + 17)
-        out = strategy.run(lambda t: layer(t, training=True), args=(self.x,))
-        outputs = [np.asarray(v.numpy()) for v in strategy.experimental_local_results(out)]
-        if self.kind == "gaussian":
-            return self.noise_correlation("replicas", [(outputs[0], o) for o in outputs[1:]], level,
-                                          f"replicas of one strategy.run step over {n} logical CPUs")
-        masks = [self.mask(o) for o in outputs]
-        self.samples += sum(m.size for m in masks)
-        agree = [float(np.mean(masks[0] == m)) for m in masks[1:]]
-        tables = [[int(np.count_nonzero(masks[0] & m)), int(np.count_nonzero(masks[0])), int(np.count_nonzero(m)),
-                   m.size] for m in masks[1:]]
-        p = min(1.0, min(fisher(t)[0] for t in tables) * len(tables))
-        indep = self.keep ** 2 + (1 - self.keep) ** 2
-        worst = min(agree, key=lambda a: -abs(a - indep))
-        agree_n = int(round(worst * masks[0].size))
-        p_indep, p_same = rate_test(agree_n, masks[0].size, indep).pvalue, 1.0 if worst == 1.0 else 0.0
-        self.findings.append(Finding("replicas", f"{_name(layer)} under MirroredStrategy over {n} logical CPUs: "
-                                     f"replica masks agree at {worst:.4f}", worst,
-                                     measured=f"exact p against independence {p_indep:.3g}, against identity {p_same:g}"))
-        return Check("replicas", True, "statistical", p, level, sum(m.size for m in masks),
-                     observed=f"agreement with replica 0: {', '.join(f'{a:.6g}' for a in agree)}",
-                     expected=f"{indep:.6g} = p^2 + q^2 (independent masks)",
-                     detail=(f"one step of strategy.run on {n} replicas; exact binomial p of the agreement against "
-                             f"independence {p_indep:.3g}, against identical masks {p_same:g}; Fisher exact"),
-                     values={"agreement": agree, "p_vs_independent": p_indep, "p_vs_identical": p_same})
+        return _mirrored_replicas(self, n, level)
 
     def noise_correlation(self, name, pairs, level, what) -> Check:
         """Gaussian dropout: the noises n = y / x of two outputs are independent (Pearson's r,
@@ -514,6 +450,76 @@ class LayerProbe:
         if keras is None:
             return None
         return keras.Sequential([keras.Input(shape=self.shape[1:], dtype=self.dtype), layer])
+
+
+def _recorder(probe, keras, layer):
+    """A model that stores the layer's output of the last training step in a variable:
+    tf.Variable on TensorFlow (tf_keras has no keras.ops), a Keras variable elsewhere."""
+    x, dtype = probe.x_np, probe.x_np.dtype.name
+    if probe.framework == "tensorflow":
+        tf = probe.tf
+
+        def store(model):
+            return tf.Variable(tf.zeros(x.shape, dtype=dtype), trainable=False)
+
+        def zero(y):
+            return tf.cast(0.0, y.dtype)
+    else:
+        def store(model):
+            return model.add_weight(shape=x.shape, initializer="zeros", dtype=dtype, trainable=False)
+
+        def zero(y):
+            return keras.ops.cast(0.0, y.dtype)
+
+    class Recorder(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.drop = layer
+            self.seen = store(self)
+            self.w = self.add_weight(shape=(), initializer="zeros", dtype=dtype)
+
+        def call(self, t, training=None):
+            y = self.drop(t, training=training)
+            self.seen.assign(y)
+            return y + zero(y) * self.w
+    return Recorder()
+
+
+def _mirrored_replicas(probe, n, level) -> Check:
+    """The layer in one MirroredStrategy step over n logical CPUs: replica masks independent."""
+    tf = probe.tf
+    devices = [d.name for d in tf.config.list_logical_devices("CPU")]
+    if len(devices) < n:
+        return Check("replicas", None, "statistical",
+                     detail=f"{len(devices)} logical CPU device(s), {n} needed: call "
+                            f"dropout_stats.use_logical_cpus({n}) before TensorFlow runs anything")
+    strategy = tf.distribute.MirroredStrategy(devices[:n])
+    with strategy.scope():
+        layer = _make(probe.make_layer, probe.rate, probe.seed + 17)
+    out = strategy.run(lambda t: layer(t, training=True), args=(probe.x,))
+    outputs = [np.asarray(v.numpy()) for v in strategy.experimental_local_results(out)]
+    if probe.kind == "gaussian":
+        return probe.noise_correlation("replicas", [(outputs[0], o) for o in outputs[1:]], level,
+                                      f"replicas of one strategy.run step over {n} logical CPUs")
+    masks = [probe.mask(o) for o in outputs]
+    probe.samples += sum(m.size for m in masks)
+    agree = [float(np.mean(masks[0] == m)) for m in masks[1:]]
+    tables = [[int(np.count_nonzero(masks[0] & m)), int(np.count_nonzero(masks[0])), int(np.count_nonzero(m)),
+               m.size] for m in masks[1:]]
+    p = min(1.0, min(fisher(t)[0] for t in tables) * len(tables))
+    indep = probe.keep ** 2 + (1 - probe.keep) ** 2
+    worst = min(agree, key=lambda a: -abs(a - indep))
+    agree_n = int(round(worst * masks[0].size))
+    p_indep, p_same = rate_test(agree_n, masks[0].size, indep).pvalue, 1.0 if worst == 1.0 else 0.0
+    probe.findings.append(Finding("replicas", f"{_name(layer)} under MirroredStrategy over {n} logical CPUs: "
+                                 f"replica masks agree at {worst:.4f}", worst,
+                                 measured=f"exact p against independence {p_indep:.3g}, against identity {p_same:g}"))
+    return Check("replicas", True, "statistical", p, level, sum(m.size for m in masks),
+                 observed=f"agreement with replica 0: {', '.join(f'{a:.6g}' for a in agree)}",
+                 expected=f"{indep:.6g} = p^2 + q^2 (independent masks)",
+                 detail=(f"one step of strategy.run on {n} replicas; exact binomial p of the agreement against "
+                         f"independence {p_indep:.3g}, against identical masks {p_same:g}; Fisher exact"),
+                 values={"agreement": agree, "p_vs_independent": p_indep, "p_vs_identical": p_same})
 
 
 __all__ = ["verify_layer", "use_logical_cpus"]
