@@ -132,12 +132,14 @@ class Progress:
 
 
 # -- audit ------------------------------------------------------------------------------------
-_FRAMEWORK_NAMES = {"tensorflow": "TensorFlow", "jax": "JAX", "torch": "PyTorch"}
+_FRAMEWORK_NAMES = {"tensorflow": "TensorFlow", "jax": "JAX", "keras-jax": "Keras on JAX", "torch": "PyTorch"}
 
 
 def _framework_versions(frameworks) -> dict:
     """{framework: version} of the frameworks audited (imported by their adapters by now)."""
-    return {fw: sys.modules[fw].__version__ for fw in frameworks if fw in sys.modules}
+    package = {"keras-jax": "keras"}
+    return {fw: sys.modules[package.get(fw, fw)].__version__ for fw in frameworks
+            if package.get(fw, fw) in sys.modules}
 
 
 def _audit_plan(args):
@@ -145,7 +147,12 @@ def _audit_plan(args):
     from .adapters import adapters, installed_frameworks
 
     installed = installed_frameworks()
-    frameworks = args.framework or installed
+    # Keras picks one backend per process: by default Keras is audited on TensorFlow where
+    # TensorFlow is installed, on JAX (keras-jax) only where it is not or when asked
+    frameworks = args.framework or [fw for fw in installed if fw != "keras-jax" or "tensorflow" not in installed]
+    if "keras-jax" in frameworks and "tensorflow" in frameworks:
+        raise UsageError("--framework tensorflow and keras-jax cannot run in one process: Keras picks its backend "
+                         "once, at import; run two audits (--framework tensorflow, then --framework keras-jax)")
     for fw in frameworks:
         if fw not in installed:
             raise UsageError(f"--framework ({fw}) is not installed here: pip install 'dropout-stats[{fw}]'")
@@ -189,10 +196,11 @@ def cmd_audit(args) -> int:
 
     recompute = {fw: recompute_agreement(fw, rate=args.rate) for fw in frameworks}
     print(_recompute_text({k: v for fw in frameworks for k, v in recompute[fw].items()}, args.rate))
-    layers = _audit_layers(args, frameworks)
+    with _quiet_imports():  # Keras on JAX imports TensorFlow, where installed, to save a model
+        layers = _audit_layers(args, frameworks)
     if layers:
         print(_layers_text(layers, args.rate))
-    recurrent = _audit_recurrent(args) if "tensorflow" in frameworks else []
+    recurrent = _audit_recurrent(args, frameworks)
     if recurrent:
         print(_recurrent_text(recurrent))
     attention = _audit_attention(args, frameworks)
@@ -228,13 +236,23 @@ def _recurrent_rates(rate: float) -> tuple:
     return rate, (2 * rate if 2 * rate < 0.9 else rate / 2)
 
 
-def _audit_recurrent(args) -> list:
-    """verify_recurrent on Keras 3's SimpleRNN, GRU and LSTM (Keras 2: not covered yet)."""
+def _keras3_audited(frameworks):
+    """keras, where the audit covers Keras 3 (on TensorFlow, or on JAX with keras-jax), else None."""
+    if not {"tensorflow", "keras-jax"} & set(frameworks):
+        return None
     import keras
 
+    if int(keras.__version__.split(".")[0]) < 3:
+        return None
+    return keras if keras.backend.backend() in ("tensorflow", "jax") else None
+
+
+def _audit_recurrent(args, frameworks) -> list:
+    """verify_recurrent on Keras 3's SimpleRNN, GRU and LSTM (Keras 2: not covered yet)."""
     from .battery.recurrent import verify_recurrent
 
-    if int(keras.__version__.split(".")[0]) < 3 or keras.backend.backend() != "tensorflow":
+    keras = _keras3_audited(frameworks)
+    if keras is None:
         return []
     r_in, r_rec = _recurrent_rates(args.rate)
     out = []
@@ -242,24 +260,25 @@ def _audit_recurrent(args) -> list:
         t0 = time.perf_counter()
         report = verify_recurrent(getattr(keras.layers, cls), dropout=r_in, recurrent_dropout=r_rec, seed=args.seed,
                                   false_fail_rate=args.false_fail_rate)
-        out.append((f"keras.layers.{cls}", report, time.perf_counter() - t0))
+        out.append((f"keras.layers.{cls}" + (" (JAX)" if keras.backend.backend() == "jax" else ""), report,
+                    time.perf_counter() - t0))
     return out
 
 
 def _audit_attention(args, frameworks) -> list:
-    """verify_attention on Keras 3's MultiHeadAttention, Attention and AdditiveAttention, and on
-    torch's MultiheadAttention and scaled_dot_product_attention."""
+    """verify_attention on Keras 3's MultiHeadAttention, Attention and AdditiveAttention (on the
+    backend the audit runs Keras on), and on torch's MultiheadAttention and
+    scaled_dot_product_attention."""
     from .battery.attention import verify_attention
 
     if args.rate == 0:
         return []
     todo = []
-    if "tensorflow" in frameworks:
-        import keras
-
-        if int(keras.__version__.split(".")[0]) >= 3 and keras.backend.backend() == "tensorflow":
-            todo += [(f"keras.layers.{cls}", getattr(keras.layers, cls))
-                     for cls in ("MultiHeadAttention", "Attention", "AdditiveAttention")]
+    keras = _keras3_audited(frameworks)
+    if keras is not None:
+        on = " (JAX)" if keras.backend.backend() == "jax" else ""
+        todo += [(f"keras.layers.{cls}{on}", getattr(keras.layers, cls))
+                 for cls in ("MultiHeadAttention", "Attention", "AdditiveAttention")]
     if "torch" in frameworks:
         from .adapters.torch import attention_factories
 
@@ -294,13 +313,13 @@ def _recurrent_text(recurrent) -> str:
 
 
 def _audit_layers(args, frameworks) -> list:
-    """verify_layer on every Keras dropout layer (2 replicas) and every torch dropout module:
-    (name, report, seconds)."""
+    """verify_layer on every Keras dropout layer (on TensorFlow: 2 replicas), flax.nnx.Dropout and
+    every torch dropout module: (name, report, seconds)."""
     from .adapters import layer_factories
     from .battery.layers import verify_layer
 
     layers = []
-    for fw in ("tensorflow", "torch"):
+    for fw in ("tensorflow", "keras-jax", "jax", "torch"):
         if fw not in frameworks:
             continue
         for name, make in layer_factories("float32", framework=fw):
@@ -800,7 +819,7 @@ def _probability(name):
 
 
 DTYPES = ["float16", "bfloat16", "float32", "float64"]
-FRAMEWORK_CHOICES = ["tensorflow", "jax", "torch"]
+FRAMEWORK_CHOICES = ["tensorflow", "jax", "keras-jax", "torch"]
 VERIFY_CONTRACT = """\
 MODULE:FUNCTION names a dropout function (MODULE is imported from the working folder):
   stateless (default):  fn(x, rate, seed, noise_shape=None) -> y

@@ -290,6 +290,8 @@ TABLE = [
     cli("verify", "userdrop:good", "--dtype", "int8", fragment="dtype ('int8') must be one of"),
     cli("verify", "userdrop:good", "--backend", "mxnet", fragment="argument --backend: invalid choice: 'mxnet'"),
     cli("audit", "--framework", "mxnet", fragment="argument --framework: invalid choice: 'mxnet'"),
+    cli("audit", "--framework", "tensorflow", "keras-jax",
+        fragment="--framework tensorflow and keras-jax cannot run in one process"),
     cli("audit", "--rate", "2", fragment="rate (2.0) must be in [0, 1)"),
     cli("audit", "--rate", "1", "--json", "out.json", "--plot", "out.png", fragment="rate (1.0) must be in [0, 1)"),
     cli("audit", "--false-fail-rate", "0", "--json", "out.json", fragment="false_fail_rate (0.0) must be in (0, 1)"),

@@ -17,7 +17,23 @@ from dropout_stats.adapters import adapters  # noqa: E402
 from dropout_stats.backends import get_backend  # noqa: E402
 
 A = 1e-9
-ADAPTERS = adapters(framework="jax")  # with KERAS_BACKEND=jax (tox -e keras-jax): Keras 3's layers too
+
+
+def _keras_on_jax() -> bool:
+    """Keras 3 runs on JAX in this process (it picks one backend, at import)."""
+    import os
+    import sys
+
+    if "keras" not in sys.modules and os.environ.get("KERAS_BACKEND") != "jax":
+        return False
+    try:
+        import keras
+    except ImportError:
+        return False
+    return keras.backend.backend() == "jax"
+
+# with KERAS_BACKEND=jax (tox -e keras-jax): Keras 3's layers on JAX too
+ADAPTERS = adapters(framework="jax") + (adapters(framework="keras-jax") if _keras_on_jax() else [])
 
 # A real deviation (test_normal_in_16_bit_dtypes_is_biased): Keras 3's GaussianDropout on JAX
 # draws jax.random.normal in x's dtype.  bfloat16: noise mean 1 - 0.5 * 0.01202 = 0.99399 at
@@ -245,3 +261,25 @@ def test_keras_layers_on_jax_pass_verify_layer(cls, seed):
                      false_fail_rate=A)
     assert r.passed and r.config["backend"] == "jax", r.text()
     assert r.check("fit").passed and r.check("config_round_trip").passed
+
+
+@pytest.mark.statistical(false_fail_rate=20 * A)
+def test_the_audit_of_keras_on_jax(tmp_path):
+    """`audit --framework keras-jax`: Keras's 6 dropout layers (float32), then verify_layer on the
+    same 6, the recurrent (3) and attention (3) layers on JAX, each at A: 18 reports, 20 * A
+    declared.  One JSON with the framework's version."""
+    if not _keras_on_jax():
+        pytest.skip("Keras runs on another backend here (tox -e keras-jax sets KERAS_BACKEND=jax)")
+    import json
+    import subprocess
+    import sys
+
+    out = tmp_path / "audit.json"
+    r = subprocess.run([sys.executable, "-m", "dropout_stats.cli", "audit", "--framework", "keras-jax", "--quick",
+                        "--dtypes", "float32", "--false-fail-rate", str(A), "--json", str(out)],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    data = json.loads(out.read_text())
+    assert list(data["frameworks"]) == ["keras-jax"]
+    assert [x["layer"] for x in data["recurrent"]] == [f"keras.layers.{c} (JAX)" for c in ("SimpleRNN", "GRU", "LSTM")]
+    assert len(data["layers"]) == 6 and len(data["attention"]) == 3 and len(data["results"]) == 6

@@ -1,6 +1,6 @@
 """Every dropout entry point of the installed frameworks, wrapped to verify()'s contract: one
 module per framework (``tensorflow``: TensorFlow and Keras on it; ``jax``: JAX and Flax;
-``torch``: PyTorch), each a list of ``Adapter``s.  A new framework's entry points go in a new
+``keras-jax``: Keras 3 on JAX; ``torch``: PyTorch), each a list of ``Adapter``s.  A new framework's entry points go in a new
 module here and a line in ``FRAMEWORKS``.
 """
 from __future__ import annotations
@@ -12,8 +12,9 @@ from typing import Callable
 
 from .._floats import FLOAT_DTYPES
 
-# framework -> (module here, the package that must be importable)
-FRAMEWORKS = {"tensorflow": (".tensorflow", "tensorflow"), "jax": (".jax", "jax"), "torch": (".torch", "torch")}
+# framework -> (module here, the packages that must be importable)
+FRAMEWORKS = {"tensorflow": (".tensorflow", ("tensorflow",)), "jax": (".jax", ("jax",)),
+              "keras-jax": (".keras_jax", ("keras", "jax")), "torch": (".torch", ("torch",))}
 
 
 @dataclass(frozen=True)
@@ -73,7 +74,24 @@ class Adapter:
 
 
 def installed_frameworks() -> list[str]:
-    return [name for name, (_, package) in FRAMEWORKS.items() if importlib.util.find_spec(package) is not None]
+    """The frameworks whose packages import here; keras-jax only with Keras 3 (Keras 2 runs on
+    TensorFlow alone)."""
+    out = []
+    for name, (_, packages) in FRAMEWORKS.items():
+        if all(importlib.util.find_spec(p) is not None for p in packages):
+            if name == "keras-jax" and not _keras3():
+                continue
+            out.append(name)
+    return out
+
+
+def _keras3() -> bool:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return int(version("keras").split(".")[0]) >= 3
+    except (PackageNotFoundError, ValueError):
+        return False
 
 
 def adapters(*, framework: str = "tensorflow", modes=None) -> list[Adapter]:

@@ -1,9 +1,8 @@
 """JAX's and Flax's dropout, wrapped to verify()'s contracts: the stateless ``fn(x, rate, key,
 noise_shape=None)`` for ``jax.random.bernoulli`` (the reference stream) and ``flax.linen.Dropout``
 (its ``broadcast_dims`` from the noise shape), eagerly and under ``jax.jit``; the stateful
-``fn(x, rate, noise_shape=None)`` for ``flax.nnx.Dropout`` (a module with its own RNG stream)
-and, where ``KERAS_BACKEND=jax``, Keras 3's dropout layers on JAX (eagerly: a layer's seed
-generator is state that jax.jit cannot update)."""
+``fn(x, rate, noise_shape=None)`` for ``flax.nnx.Dropout`` (a module with its own RNG stream).
+Keras 3 on JAX is its own framework here: ``keras_jax``."""
 from __future__ import annotations
 
 import jax
@@ -57,58 +56,6 @@ def _nnx(seed_offset=0):
     return make
 
 
-def _keras_on_jax():
-    """keras, when its backend is JAX (KERAS_BACKEND=jax before keras is imported), else None.
-    Keras is not imported otherwise: on its default backend that would import TensorFlow."""
-    import os
-    import sys
-
-    if "keras" not in sys.modules and os.environ.get("KERAS_BACKEND") != "jax":
-        return None
-    try:
-        import keras
-    except ImportError:
-        return None
-    return keras if keras.backend.backend() == "jax" else None
-
-
-def _keras_layer(keras, cls_name: str, takes_noise_shape: bool):
-    def make(seed):
-        cache = {}
-
-        def fn(x, rate, noise_shape=None):
-            key = (rate, tuple(noise_shape) if noise_shape is not None else None, x.dtype.name, tuple(x.shape))
-            if key not in cache:
-                kwargs = dict(rate=rate, seed=seed + len(cache), dtype=x.dtype.name)
-                if takes_noise_shape:
-                    kwargs["noise_shape"] = list(noise_shape) if noise_shape is not None else None
-                cache[key] = getattr(keras.layers, cls_name)(**kwargs)
-            return cache[key](x, training=True)
-        return fn
-    return make
-
-
-def _keras_adapters() -> list[Adapter]:
-    keras = _keras_on_jax()
-    if keras is None:
-        return []
-    out = [Adapter("keras.layers.Dropout (JAX)", "eager", True, _keras_layer(keras, "Dropout", True),
-                   reference=None, backend="jax", dtypes=_dtypes()),
-           Adapter("keras.layers.AlphaDropout (JAX)", "eager", True, _keras_layer(keras, "AlphaDropout", True),
-                   reference=None, backend="jax", dtypes=_dtypes(), kind="alpha", keep_dtype="float32",
-                   notes="dropped positions hold a*alpha'+b"),
-           Adapter("keras.layers.GaussianDropout (JAX)", "eager", True,
-                   _keras_layer(keras, "GaussianDropout", False), reference=None, backend="jax", dtypes=_dtypes(),
-                   kind="gaussian")]
-    for dims in (1, 2, 3):
-        out.append(Adapter(f"keras.layers.SpatialDropout{dims}D (JAX)", "eager", True,
-                           _keras_layer(keras, f"SpatialDropout{dims}D", False), reference=None, backend="jax",
-                           dtypes=_dtypes(),
-                           shape=(64,) + (2,) * dims + (64,), noise_shape=(64,) + (1,) * dims + (64,),
-                           notes="drops whole channels: one draw per (batch, channel)"))
-    return out
-
-
 def _dtypes() -> tuple:
     """float64 only with jax_enable_x64 (otherwise JAX makes a float64 input float32)."""
     return ("float16", "bfloat16", "float32") + (("float64",) if jax.config.jax_enable_x64 else ())
@@ -132,8 +79,18 @@ def adapters(*, modes=MODES) -> list[Adapter]:
         if mode == "eager":
             out.append(Adapter("flax.nnx.Dropout", mode, True, _nnx(), reference=None, backend="jax",
                                dtypes=_dtypes(), notes="a module with its own RNG stream: stateful contract"))
-    return out + (_keras_adapters() if "eager" in modes else [])
+    return out
 
 
 def layer_factories(dtype: str = "float32") -> list:
-    return []
+    """(name, make_layer(rate, seed)) for verify_layer: flax.nnx.Dropout (its RNG stream seeded)."""
+    import importlib.util
+
+    if importlib.util.find_spec("flax") is None:
+        return []
+
+    def make(rate, seed):
+        from flax import nnx
+
+        return nnx.Dropout(rate, rngs=nnx.Rngs(dropout=0 if seed is None else seed))
+    return [("flax.nnx.Dropout", make)]
