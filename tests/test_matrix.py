@@ -65,7 +65,7 @@ def test_keras_seeding_matches_the_keras_major_version():
 
 
 def _payload(version, passed=True):
-    return {"tensorflow": version, "keras": "x", "facts": {"nonfinite": {"nan": {"dropped_hold": "0 (select)"}},
+    return {"schema": "dropout-stats/audit/1", "tensorflow": version, "keras": "x", "facts": {"nonfinite": {"nan": {"dropped_hold": "0 (select)"}},
                                                             "extremes": "probe failed: Boom"},
             "results": [{"entry_point": "tf.nn.dropout", "mode": "eager", "dtype": "float32",
                          "report": {"passed": passed, "checks": [{"name": "scale", "passed": passed},
@@ -111,3 +111,24 @@ def test_matrix_rows_for_recurrent_and_attention_layers():
     assert "| keras.layers.Attention | FAIL scale |" in text
     empty = matrix_markdown([_payload("2.12.1")])  # older audits have neither section
     assert "recurrent layers" not in empty
+
+
+def test_matrix_columns_for_other_frameworks_follow_the_tensorflow_releases(tmp_path):
+    """A PyTorch audit and a JAX + Keras-on-JAX audit become columns after TF's, named by their
+    versions; their rows sit beside TensorFlow's."""
+    torch_audit = {"schema": "dropout-stats/audit/1", "tensorflow": None, "frameworks": {"torch": "2.13.0"},
+                   "results": [{"entry_point": "torch.nn.Dropout", "mode": "eager", "dtype": "float32",
+                                "report": {"passed": True, "checks": [], "findings": []}}],
+                   "layers": [{"layer": "torch.nn.Dropout", "report": {"passed": False, "checks": [
+                       {"name": "inference_identity", "passed": False}], "findings": []}}]}
+    jax_audit = {"schema": "dropout-stats/audit/1", "tensorflow": None,
+                 "frameworks": {"jax": "0.10.2", "keras-jax": "3.15.1"}, "results": []}
+    text = matrix_markdown([torch_audit, _payload("2.21.0"), jax_audit])
+    header = next(line for line in text.splitlines() if line.startswith("| section"))
+    assert header.index("TF 2.21.0") < header.index("JAX 0.10.2 + Keras on JAX 3.15.1") < header.index("PyTorch 2.13.0")
+    assert "| verify | torch.nn.Dropout [eager] |  |  | 1/1 dtypes pass |" in text
+    assert "| torch.nn.Dropout |  |  | FAIL inference_identity |" in text
+    a = tmp_path / "torch.json"
+    a.write_text(json.dumps(torch_audit))
+    r = subprocess.run([sys.executable, "-m", "dropout_stats", "matrix", str(a)], capture_output=True, text=True)
+    assert r.returncode == 0 and "PyTorch 2.13.0" in r.stdout, r.stderr
