@@ -255,13 +255,15 @@ def _audit_recurrent(args, frameworks) -> list:
     if keras is None:
         return []
     r_in, r_rec = _recurrent_rates(args.rate)
+    modes = ["eager"] + (["function"] if keras.backend.backend() == "tensorflow" and not args.quick else [])
     out = []
-    for cls in ("SimpleRNN", "GRU", "LSTM"):
-        t0 = time.perf_counter()
-        report = verify_recurrent(getattr(keras.layers, cls), dropout=r_in, recurrent_dropout=r_rec, seed=args.seed,
-                                  false_fail_rate=args.false_fail_rate)
-        out.append((f"keras.layers.{cls}" + (" (JAX)" if keras.backend.backend() == "jax" else ""), report,
-                    time.perf_counter() - t0))
+    for mode in modes:
+        for cls in ("SimpleRNN", "GRU", "LSTM"):
+            t0 = time.perf_counter()
+            report = verify_recurrent(getattr(keras.layers, cls), dropout=r_in, recurrent_dropout=r_rec,
+                                      seed=args.seed, false_fail_rate=args.false_fail_rate, mode=mode)
+            on = " (JAX)" if keras.backend.backend() == "jax" else ""
+            out.append((f"keras.layers.{cls}{on} [{mode}]", report, time.perf_counter() - t0))
     return out
 
 

@@ -234,6 +234,8 @@ TABLE = [
         "dropout (1.5) must be in [0, 1)"),
     api(lambda: ds.verify_recurrent(_keras_lstm, dropout=0.2, recurrent_dropout=-0.1), ValueError,
         "recurrent_dropout (-0.1) must be in [0, 1)"),
+    api(lambda: ds.verify_recurrent(_keras_lstm, dropout=0.2, recurrent_dropout=0.2, mode="graph"), ValueError,
+        "mode ('graph') must be 'eager' or 'function'"),
     api(lambda: ds.verify_recurrent(_keras_lstm, dropout=0.2, recurrent_dropout=0.2, steps=2), ValueError,
         "steps (2) must be >= 3"),
     api(lambda: ds.verify_recurrent(_keras_lstm, dropout=0.2, recurrent_dropout=0.2, per_step="no"), TypeError,

@@ -281,5 +281,6 @@ def test_the_audit_of_keras_on_jax(tmp_path):
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     data = json.loads(out.read_text())
     assert list(data["frameworks"]) == ["keras-jax"]
-    assert [x["layer"] for x in data["recurrent"]] == [f"keras.layers.{c} (JAX)" for c in ("SimpleRNN", "GRU", "LSTM")]
+    assert [x["layer"] for x in data["recurrent"]] == [f"keras.layers.{c} (JAX) [eager]"
+                                                       for c in ("SimpleRNN", "GRU", "LSTM")]
     assert len(data["layers"]) == 6 and len(data["attention"]) == 3 and len(data["results"]) == 6

@@ -60,6 +60,26 @@ def test_recurrent_corpus_fails_its_check(name, seed):
         assert not r.passed and failing in {c.name for c in r.failures}, str(r)
 
 
+@pytest.mark.statistical(false_fail_rate=A)
+@pytest.mark.parametrize("cls", CLASSES)
+def test_keras_recurrent_layers_pass_inside_tf_function(cls, seed):
+    """mode='function': every forward call traced once per layer and flag; the masks come from the
+    graph (the seed generator's state a variable): still one per sequence, fresh per call."""
+    r = verify_recurrent(getattr(keras.layers, cls), dropout=0.2, recurrent_dropout=0.4, seed=seed % 2**20,
+                         mode="function", false_fail_rate=A)
+    assert r.passed and r.config["mode"] == "function", str(r)
+    assert r.check("input_call_independence").pvalue is not None
+
+
+@pytest.mark.statistical(false_fail_rate=A)
+@pytest.mark.parametrize("name", ["the first call's masks on every call", "a fresh input mask at every step"])
+def test_recurrent_defects_fail_inside_tf_function_too(name, seed):
+    layer_cls, failing = DEFECTS[name]
+    r = verify_recurrent(layer_cls, dropout=0.2, recurrent_dropout=0.4, seed=seed % 2**20, mode="function",
+                         false_fail_rate=A)
+    assert failing in {c.name for c in r.failures}, str(r)
+
+
 def test_mask_scale_and_time_sharing_are_read_bit_for_bit():
     """The probes' readout is exact: the input probe's kept outputs are the layer's own output at
     inference on x * 1.25, and every time step carries step 0's mask (0 differing positions)."""

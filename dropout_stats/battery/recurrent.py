@@ -91,15 +91,18 @@ def layout(weights, units: int, in_dim: int, name: str = "layer_cls") -> int:
 class RecurrentProbe:
     """The layers, weights and calls behind verify_recurrent's checks."""
 
-    def __init__(self, layer_cls, dropout, recurrent_dropout, dtype, seed, units, steps, batch):
+    def __init__(self, layer_cls, dropout, recurrent_dropout, dtype, seed, units, steps, batch, mode="eager"):
         self.layer_cls, self.dropout, self.recurrent_dropout = layer_cls, dropout, recurrent_dropout
         self.dtype, self.seed, self.units, self.steps, self.batch = dtype, seed, units, steps, batch
-        self.samples = 0
+        self.samples, self.mode, self.compiled = 0, mode, {}
         self.layer = self.make(dropout, recurrent_dropout, seed)
         self.framework = _framework_of(self.layer)
         from ..backends import get_backend
 
         self.backend = get_backend(self.framework)
+        if mode == "function" and self.framework != "tensorflow":
+            raise ValueError(f"mode ('function') runs the layer in tf.function: {_name(self.layer)} runs on "
+                             f"{self.framework}, not TensorFlow")
         self.build(self.layer, batch)
         self.k = layout(self.layer.get_weights(), units, units, _name(self.layer))
         self.kind = KINDS[self.k]
@@ -159,13 +162,27 @@ class RecurrentProbe:
         layer.set_weights(self.weights(probe, recurrent_scale))
 
     def call(self, layer, x, training):
-        y = layer(self.native(x), training=training) if training is not None else layer(self.native(x))
+        y = self.runner(layer, training)(self.native(x))
         out = self.backend.to_numpy(y)
         if out.shape != x.shape:
             raise TypeError(f"the layer returned shape {list(out.shape)} for input {list(x.shape)}: build it with "
                             "return_sequences=True")
         self.samples += out.size
         return np.asarray(out, np.float64)
+
+    def runner(self, layer, training):
+        """layer(x, training=...) eagerly, or inside one tf.function per layer and flag (its masks
+        then come from the traced graph: the seed generator's state is a variable)."""
+        def run(t):
+            return layer(t, training=training) if training is not None else layer(t)
+        if self.mode == "eager":
+            return run
+        key = (id(layer), training)
+        if key not in self.compiled:
+            import tensorflow as tf
+
+            self.compiled[key] = (layer, tf.function(run))  # the layer kept alive: ids stay unique
+        return self.compiled[key][1]
 
     # -- masks ------------------------------------------------------------------------------
     def input_mask(self, layer, x=None):
@@ -185,11 +202,13 @@ class RecurrentProbe:
 
 
 def verify_recurrent(layer_cls, *, dropout, recurrent_dropout, dtype="float32", seed=0, per_step=False,
-                     false_fail_rate=1e-6, false_pass_rate=1e-3, discrepancy=None, units=64, steps=4) -> Report:
+                     false_fail_rate=1e-6, false_pass_rate=1e-3, discrepancy=None, units=64, steps=4,
+                     mode="eager") -> Report:
     """Prove or refute the dropout inside a Keras recurrent layer (module docstring: the probes,
     the checks and their sizes).  ``layer_cls(units=, dropout=, recurrent_dropout=, seed=,
     return_sequences=, dtype=)`` builds a Keras SimpleRNN, GRU or LSTM, a subclass of one, or
-    ``keras.layers.RNN`` around such a cell (Keras 3 on any backend, or tf_keras)."""
+    ``keras.layers.RNN`` around such a cell (Keras 3 on any backend, or tf_keras).  ``mode``:
+    "eager", or "function" (every call of the forward checks inside tf.function; TensorFlow)."""
     if not callable(layer_cls):
         raise TypeError(f"layer_cls ({layer_cls!r}) must be callable")
     r_in = check_rate(dropout, "dropout")
@@ -203,6 +222,8 @@ def verify_recurrent(layer_cls, *, dropout, recurrent_dropout, dtype="float32", 
     steps = check_count(steps, "steps", minimum=3)
     if discrepancy is not None:
         discrepancy = check_open_unit(discrepancy, "discrepancy")
+    if mode not in ("eager", "function"):
+        raise ValueError(f"mode ({mode!r}) must be 'eager' or 'function'")
 
     names = ["batch_shape"]
     for part, rate in (("input", r_in), ("recurrent", r_rec)):
@@ -216,12 +237,12 @@ def verify_recurrent(layer_cls, *, dropout, recurrent_dropout, dtype="float32", 
     need = max(min_num_samples_for_rate_test(1 - r, d, false_fail_rate=level, false_pass_rate=beta) for r in rates)
     batch = max(64, 2 * math.ceil(need / (2 * 2 * units)))  # 2 calls of batch x units draws, batch even
 
-    probe = RecurrentProbe(layer_cls, r_in, r_rec, dtype, seed, units, steps, batch)
+    probe = RecurrentProbe(layer_cls, r_in, r_rec, dtype, seed, units, steps, batch, mode)
     checks, findings = [], []
     model = probe.backend
     name = _cls_name(layer_cls, probe.layer)
     reproduce = (f"verify_recurrent({name}, dropout={r_in}, recurrent_dropout={r_rec}, "
-                 f"dtype={dtype!r}, seed={seed})")
+                 f"dtype={dtype!r}, seed={seed}" + (f", mode={mode!r})" if mode != "eager" else ")"))
 
     def keep_of(rate):
         return float(model.keep_fraction(rate, dtype, model.default_reference)) if rate > 0 else 1.0
@@ -263,7 +284,7 @@ def verify_recurrent(layer_cls, *, dropout, recurrent_dropout, dtype="float32", 
     config = {"api": "verify_recurrent", "fn": name, "dropout": r_in, "recurrent_dropout": r_rec,
               "dtype": dtype, "seed": seed, "per_step": per_step, "false_fail_rate": alpha,
               "false_pass_rate": beta, "discrepancy": d, "units": units, "steps": steps, "batch": batch,
-              "backend": probe.framework}
+              "backend": probe.framework, "mode": mode}
     return Report(passed, checks, findings, probe.samples, seed, config)
 
 
