@@ -236,22 +236,21 @@ def _recurrent_rates(rate: float) -> tuple:
     return rate, (2 * rate if 2 * rate < 0.9 else rate / 2)
 
 
-def _keras3_audited(frameworks):
-    """keras, where the audit covers Keras 3 (on TensorFlow, or on JAX with keras-jax), else None."""
+def _keras_audited(frameworks):
+    """keras, where the audit covers its recurrent and attention layers: Keras 2 or 3 on
+    TensorFlow, Keras 3 on JAX (keras-jax); else None."""
     if not {"tensorflow", "keras-jax"} & set(frameworks):
         return None
     import keras
 
-    if int(keras.__version__.split(".")[0]) < 3:
-        return None
     return keras if keras.backend.backend() in ("tensorflow", "jax") else None
 
 
 def _audit_recurrent(args, frameworks) -> list:
-    """verify_recurrent on Keras 3's SimpleRNN, GRU and LSTM (Keras 2: not covered yet)."""
+    """verify_recurrent on Keras's SimpleRNN, GRU and LSTM, eagerly and (TensorFlow) in tf.function."""
     from .battery.recurrent import verify_recurrent
 
-    keras = _keras3_audited(frameworks)
+    keras = _keras_audited(frameworks)
     if keras is None:
         return []
     r_in, r_rec = _recurrent_rates(args.rate)
@@ -268,7 +267,7 @@ def _audit_recurrent(args, frameworks) -> list:
 
 
 def _audit_attention(args, frameworks) -> list:
-    """verify_attention on Keras 3's MultiHeadAttention, Attention and AdditiveAttention (on the
+    """verify_attention on Keras's MultiHeadAttention, Attention and AdditiveAttention (on the
     backend the audit runs Keras on), and on torch's MultiheadAttention and
     scaled_dot_product_attention."""
     from .battery.attention import verify_attention
@@ -276,7 +275,7 @@ def _audit_attention(args, frameworks) -> list:
     if args.rate == 0:
         return []
     todo = []
-    keras = _keras3_audited(frameworks)
+    keras = _keras_audited(frameworks)
     if keras is not None:
         on = " (JAX)" if keras.backend.backend() == "jax" else ""
         todo += [(f"keras.layers.{cls}{on}", getattr(keras.layers, cls))

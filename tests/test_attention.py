@@ -15,7 +15,7 @@ from dropout_stats import corpus, verify_attention
 
 A = 1e-9
 KERAS_3 = int(keras.__version__.split(".")[0]) >= 3
-pytestmark = pytest.mark.skipif(not KERAS_3, reason="Keras 2's attention layers are not covered yet")
+KERAS_3_ONLY = pytest.mark.skipif(not KERAS_3, reason="the corpus builds on Keras 3's MultiHeadAttention")
 
 
 @pytest.mark.statistical(false_fail_rate=3 * A)
@@ -26,12 +26,19 @@ def test_keras_attention_layers_pass(cls, dtype, seed):
         r = verify_attention(getattr(keras.layers, cls), rate=0.2, dtype=dtype, seed=s, false_fail_rate=A)
         assert r.passed, str(r)
         assert r.check("scale").passed and r.check("inference_identity").passed
-        assert r.check("backward_mask").passed  # read from dL/dkey: it runs, and agrees
+        backward = r.check("backward_mask")  # read from dL/dkey: it runs, and agrees
+        if not KERAS_3 and dtype == "bfloat16" and cls == "MultiHeadAttention":
+            # Keras 2.12's mixed_bfloat16 MultiHeadAttention cannot be differentiated (an Einsum
+            # gets a float32 operand in its gradient): reported n/a with that reason
+            assert backward.passed is None and "gradient could not be computed" in backward.detail, backward
+        else:
+            assert backward.passed, backward
 
 
-DEFECTS = corpus.keras_attention_defects()
+DEFECTS = corpus.keras_attention_defects() if KERAS_3 else {}
 
 
+@KERAS_3_ONLY
 @pytest.mark.statistical(false_fail_rate=A)
 @pytest.mark.parametrize("name", list(DEFECTS))
 def test_attention_corpus_fails_its_check(name, seed):
@@ -51,9 +58,9 @@ def test_kept_probabilities_are_read_bit_for_bit():
 
 
 def test_a_layer_without_the_multi_head_layout_is_named():
-    def two_dense(num_heads, key_dim, dropout, seed, dtype=None):
+    def two_dense(num_heads, key_dim, dropout, seed=None, dtype=None):  # Keras 2's takes no seed
         return keras.layers.MultiHeadAttention(num_heads=num_heads, key_dim=key_dim, value_dim=key_dim // 2,
-                                               dropout=dropout, seed=seed, dtype=dtype)
+                                               dropout=dropout, dtype=dtype, **({"seed": seed} if KERAS_3 else {}))
 
     with pytest.raises(ValueError, match="not MultiHeadAttention's layout for num_heads=2, key_dim=16"):
         verify_attention(two_dense, rate=0.2)

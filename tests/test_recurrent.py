@@ -1,4 +1,5 @@
-"""verify_recurrent on Keras 3's SimpleRNN, GRU and LSTM and on the recurrent corpus.
+"""verify_recurrent on Keras's SimpleRNN, GRU and LSTM (Keras 3, and Keras 2 in tox's tf212) and
+on the recurrent corpus (Keras 3).
 
 Keras's own layers must pass (several seeds: the fixture's, and two more per class); each
 corpus layer, a SimpleRNN cell with one defect in its dropout, must fail the check made for
@@ -16,7 +17,7 @@ from dropout_stats.battery.recurrent import layout
 
 A = 1e-9
 KERAS_3 = int(keras.__version__.split(".")[0]) >= 3
-pytestmark = pytest.mark.skipif(not KERAS_3, reason="Keras 2's recurrent layers are not covered yet")
+KERAS_3_ONLY = pytest.mark.skipif(not KERAS_3, reason="the corpus cells override Keras 3's mask methods")
 CLASSES = ["SimpleRNN", "GRU", "LSTM"]
 
 
@@ -42,13 +43,38 @@ def test_each_rate_alone_is_applied(cls, seed):
     r = verify_recurrent(layer_cls, dropout=0.0, recurrent_dropout=0.3, seed=seed % 2**20, false_fail_rate=A)
     assert r.passed and r.check("recurrent_keep_rate").pvalue is not None, str(r)
     assert r.check("input_keep_rate").values["kept"] == r.check("input_keep_rate").values["n"]
-    r = verify_recurrent(layer_cls, dropout=0.3, recurrent_dropout=0.0, seed=seed % 2**20, false_fail_rate=A)
+    # Keras 2 (2.12): without recurrent dropout GRU and LSTM take their fused path, which draws the
+    # input mask for the whole (batch, time, features) input: a fresh one per step (below)
+    r = verify_recurrent(layer_cls, dropout=0.3, recurrent_dropout=0.0, seed=seed % 2**20, false_fail_rate=A,
+                         per_step=not KERAS_3)
     assert r.passed and r.check("recurrent_keep_rate").values["kept"] == r.check("recurrent_keep_rate").values["n"]
 
 
-DEFECTS = corpus.keras_recurrent_defects()
+@pytest.mark.skipif(KERAS_3, reason="a fact of Keras 2")
+@pytest.mark.statistical(false_fail_rate=6 * A)
+@pytest.mark.parametrize("cls", CLASSES)
+def test_keras_2_draws_a_mask_per_time_step_except_eagerly_on_its_cell_path(cls, seed):
+    """Measured on Keras 2.12 (tox tf212): one mask per sequence only eagerly on the cell path
+    (SimpleRNN; GRU and LSTM with recurrent_dropout > 0).  GRU's and LSTM's fused path
+    (recurrent_dropout == 0) draws the input mask for the whole 3-D input (keras/layers/rnn/
+    gru.py, _defun_gru_call: get_dropout_mask_for_cell(inputs, ...)); inside tf.function the
+    cell's mask cache is keyed by the graph and the time loop's while-loop body is another one.
+    Each verdict is exact: the time-sharing check compares masks bit for bit."""
+    layer_cls = getattr(keras.layers, cls)
+    for mode in ("eager", "function"):
+        for rec in (0.0, 0.4):
+            r = verify_recurrent(layer_cls, dropout=0.2, recurrent_dropout=rec, seed=seed % 2**20, mode=mode,
+                                 false_fail_rate=A)
+            per_sequence = mode == "eager" and (cls == "SimpleRNN" or rec > 0)
+            assert r.check("input_time_sharing").passed is per_sequence, (mode, rec, str(r))
+            if rec > 0:
+                assert r.check("recurrent_time_sharing").passed is (mode == "eager"), (mode, rec, str(r))
 
 
+DEFECTS = corpus.keras_recurrent_defects() if KERAS_3 else {}
+
+
+@KERAS_3_ONLY
 @pytest.mark.statistical(false_fail_rate=A)
 @pytest.mark.parametrize("name", list(DEFECTS))
 def test_recurrent_corpus_fails_its_check(name, seed):
@@ -60,17 +86,29 @@ def test_recurrent_corpus_fails_its_check(name, seed):
         assert not r.passed and failing in {c.name for c in r.failures}, str(r)
 
 
-@pytest.mark.statistical(false_fail_rate=A)
+@pytest.mark.statistical(false_fail_rate=2 * A)
 @pytest.mark.parametrize("cls", CLASSES)
-def test_keras_recurrent_layers_pass_inside_tf_function(cls, seed):
-    """mode='function': every forward call traced once per layer and flag; the masks come from the
-    graph (the seed generator's state a variable): still one per sequence, fresh per call."""
-    r = verify_recurrent(getattr(keras.layers, cls), dropout=0.2, recurrent_dropout=0.4, seed=seed % 2**20,
-                         mode="function", false_fail_rate=A)
-    assert r.passed and r.config["mode"] == "function", str(r)
-    assert r.check("input_call_independence").pvalue is not None
+def test_keras_recurrent_layers_inside_tf_function(cls, seed):
+    """mode='function': every forward call traced once per layer and flag.  Keras 3: still one
+    mask per sequence, fresh per call.  Keras 2 (measured on 2.12): a fresh input and recurrent
+    mask at every time step inside tf.function (and so inside model.fit), one per sequence
+    eagerly: its mask cache is keyed by the graph, and the time loop's tf.while_loop body is a
+    graph of its own (keras/backend.py ContextValueCache.setdefault).  Asserted both ways: the
+    per-sequence reading fails, the per-step one passes."""
+    layer_cls = getattr(keras.layers, cls)
+    r = verify_recurrent(layer_cls, dropout=0.2, recurrent_dropout=0.4, seed=seed % 2**20, mode="function",
+                         false_fail_rate=A)
+    assert r.config["mode"] == "function" and r.check("input_call_independence").pvalue is not None
+    if KERAS_3:
+        assert r.passed, str(r)
+        return
+    assert {c.name for c in r.failures} == {"input_time_sharing", "recurrent_time_sharing"}, str(r)
+    r = verify_recurrent(layer_cls, dropout=0.2, recurrent_dropout=0.4, seed=seed % 2**20, mode="function",
+                         per_step=True, false_fail_rate=A)
+    assert r.passed, str(r)
 
 
+@KERAS_3_ONLY
 @pytest.mark.statistical(false_fail_rate=A)
 @pytest.mark.parametrize("name", ["the first call's masks on every call", "a fresh input mask at every step"])
 def test_recurrent_defects_fail_inside_tf_function_too(name, seed):

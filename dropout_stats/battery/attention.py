@@ -58,7 +58,7 @@ from .._floats import dtype_name
 from ..binomial import rate_test
 from ..design import min_num_samples_for_rate_test
 from ..report import Check, Finding, Report
-from .recurrent import _cls_name, _fisher_check, _framework_of, _np_dtype
+from .recurrent import _cls_name, _fisher_check, _framework_of, _np_dtype, construct
 
 CHECKS_STATISTICAL = ("keep_rate", "head_independence", "batch_independence", "query_independence",
                       "key_independence", "call_independence")
@@ -104,12 +104,9 @@ class AttentionProbe:
         except (TypeError, ValueError):
             multi_head = True
         kwargs = dict(num_heads=self.heads, key_dim=self.keys) if multi_head else {}
-        try:
-            return self.layer_cls(**kwargs, dropout=rate, seed=seed, dtype=policy), multi_head
-        except Exception as exc:
-            form = "layer_cls(num_heads=, key_dim=, dropout=, seed=, dtype=)" if multi_head else \
-                "layer_cls(dropout=, seed=, dtype=)"
-            raise TypeError(f"{form} raised {type(exc).__name__}: {exc}") from None
+        form = "layer_cls(num_heads=, key_dim=, dropout=, seed=, dtype=)" if multi_head else \
+            "layer_cls(dropout=, seed=, dtype=)"
+        return construct(self.layer_cls, dict(kwargs, dropout=rate, dtype=policy), seed, form), multi_head
 
     def native(self, a):
         return self.backend.native(np.ascontiguousarray(a))

@@ -116,12 +116,9 @@ class RecurrentProbe:
         # 16-bit: Keras's mixed policy (float32 weights, 16-bit compute), as models use it; a
         # bfloat16 policy cannot even build on TensorFlow (its orthogonal initializer needs a QR)
         policy = f"mixed_{self.dtype}" if self.dtype in ("float16", "bfloat16") else self.dtype
-        try:
-            layer = self.layer_cls(units=self.units, dropout=dropout, recurrent_dropout=recurrent_dropout, seed=seed,
-                                   return_sequences=True, dtype=policy)
-        except Exception as exc:
-            raise TypeError(f"layer_cls(units=, dropout=, recurrent_dropout=, seed=, return_sequences=, dtype=) "
-                            f"raised {type(exc).__name__}: {exc}") from None
+        layer = construct(self.layer_cls, dict(units=self.units, dropout=dropout, recurrent_dropout=recurrent_dropout,
+                                               return_sequences=True, dtype=policy), seed,
+                          "layer_cls(units=, dropout=, recurrent_dropout=, seed=, return_sequences=, dtype=)")
         if not callable(layer) or not hasattr(layer, "get_weights"):
             raise TypeError(f"layer_cls ({self.layer_cls!r}) returned {type(layer).__name__}, not a Keras layer")
         return layer
@@ -462,6 +459,24 @@ def _guard(name, check) -> Check:
 
 
 # -- helpers ------------------------------------------------------------------------------------
+def construct(layer_cls, kwargs: dict, seed, form: str):
+    """layer_cls(**kwargs, seed=seed).  Keras 2's SimpleRNN and MultiHeadAttention take no seed:
+    they are made without one after ``tf.random.set_seed(seed)``, so a run still replays."""
+    try:
+        return layer_cls(**kwargs, seed=seed)
+    except Exception as exc:
+        first = exc
+    if "seed" in str(first) and seed is not None:
+        import tensorflow as tf
+
+        tf.random.set_seed(seed)
+        try:
+            return layer_cls(**kwargs)
+        except Exception:  # noqa: BLE001 - the first error is the one to report
+            pass
+    raise TypeError(f"{form} raised {type(first).__name__}: {first}") from None
+
+
 def _framework_of(layer) -> str:
     module = type(layer).__module__
     for cls in type(layer).__mro__:
