@@ -122,3 +122,39 @@ def test_a_gaussian_layer_without_noise_at_half_its_positions_fails():
 
     r = ds.verify_layer(lambda rate, s: HalfNoise(rate, seed=s), rate=0.3, false_fail_rate=A)
     assert {"mode_transitions", "fit"} <= {c.name for c in r.failures}, r.text()
+
+
+def test_the_unchanged_share_limit_is_exact_to_one_position():
+    """The Gaussian entries fail beyond `limit` unchanged positions, where `limit` is the exact
+    binomial quantile at the entry's level: `limit` unchanged passes, `limit + 1` fails."""
+    import numpy as np
+    from scipy import stats
+
+    from dropout_stats.battery.gaussian import unchanged_share_bound
+    from dropout_stats.battery.layers import LayerProbe
+
+    probe = LayerProbe(lambda rate, seed: None, 0.3, "float32", (64, 4096), None, 0, "gaussian")
+    n, level = 262_144, 1e-10
+    bound = unchanged_share_bound(0.3, "float32")
+    limit = int(stats.binom.isf(level, n, bound))
+    for same, passes in ((limit, True), (limit + 1, False)):
+        noisy = np.ones(n, bool)
+        noisy[:same] = False
+        c = probe.rate_check("fit", [noisy], level, "synthetic")
+        assert (c.pvalue > level) is passes, (same, c.pvalue)
+    assert f"fails beyond {limit} unchanged positions" in c.detail
+
+
+def test_the_unchanged_share_bound_covers_its_terms():
+    """2 phi(0) ULP / sd plus two atoms of 2^-(precision - 1): float32 at rate 0.3 is
+    0.798 * 2^-23 / 0.6547 + 2^-22; bfloat16 adds 2 * 2^-7."""
+    import math
+
+    from dropout_stats.battery.gaussian import unchanged_share_bound
+
+    sd = math.sqrt(0.3 / 0.7)
+    assert math.isclose(unchanged_share_bound(0.3, "float32"),
+                        2 / math.sqrt(2 * math.pi) * 2**-23 / sd + 2 * 2**-23, rel_tol=1e-12)
+    assert math.isclose(unchanged_share_bound(0.3, "bfloat16"),
+                        2 / math.sqrt(2 * math.pi) * 2**-7 / sd + 2 * 2**-7, rel_tol=1e-12)
+    assert unchanged_share_bound(0.3, "float64") < 1e-15
