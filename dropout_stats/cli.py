@@ -1,4 +1,4 @@
-"""dropout-stats: audit the installed TensorFlow's dropout, verify an implementation, explain a count.
+"""dropout-stats: audit the installed frameworks' dropout, verify an implementation, explain a count.
 
 Exit codes: 0 every check passed, 1 a check failed, 2 bad usage (a clear message, no traceback).
 """
@@ -853,11 +853,14 @@ def build_parser() -> argparse.ArgumentParser:
                                    "and Keras: eagerly, in tf.function and under jit_compile; JAX and Flax: eagerly "
                                    "and under jax.jit; PyTorch: eagerly and F.dropout under torch.compile), in every "
                                    "float dtype each supports; prints a table, the failures with their diagnosis, the "
-                                   "findings and the backward pass under activation checkpointing, then the Keras "
-                                   "layers in a model.  Exit codes: 0 all passed, 1 a check failed, 2 bad usage.")
+                                   "findings and the backward pass under activation checkpointing, then the dropout layers "
+                                   "in a model (Keras, Flax NNX, torch modules), the recurrent layers (Keras) and the "
+                                   "attention layers (Keras, torch).  Keras 3 on JAX: --framework keras-jax, in a run "
+                                   "of its own.  Exit codes: 0 all passed, 1 a check failed, 2 bad usage.")
     a.add_argument("--framework", nargs="+", choices=FRAMEWORK_CHOICES, metavar="NAME",
-                   help=f"frameworks to audit, any of {', '.join(FRAMEWORK_CHOICES)} (default: every one installed)")
-    a.add_argument("--quick", action="store_true", help="eager mode, float32 and bfloat16 only (~12 s here)")
+                   help=f"frameworks to audit, any of {', '.join(FRAMEWORK_CHOICES)} (default: every one installed; "
+                        "keras-jax only where TensorFlow is not)")
+    a.add_argument("--quick", action="store_true", help="eager mode, float32 and bfloat16 only (27 s here with TensorFlow, JAX and PyTorch)")
     a.add_argument("--rate", type=_probability("rate"), default=0.2, metavar="R",
                    help="the dropout rate, a number in [0, 1) (default 0.2)")
     a.add_argument("--dtypes", nargs="+", choices=DTYPES, metavar="DTYPE",
@@ -888,7 +891,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "of fn's first output)")
     v.add_argument("--no-backward", action="store_true", help="skip the gradient checks (backward_mask, backward_scale)")
     v.add_argument("--recompute", nargs="?", const=True, default=False, metavar="WRAPPER",
-                   help="check the gradient with fn rematerialised: tf.recompute_grad (default) or keras.remat")
+                   help="check the gradient with fn rematerialised: the backend's first wrapper (tf.recompute_grad, "
+                        "jax.checkpoint, torch.utils.checkpoint) or the one named: keras.remat, "
+                        "'torch.utils.checkpoint(preserve_rng_state=False)'; put it after MODULE:FUNCTION")
     v.add_argument("--json", metavar="FILE", help="also write the whole report as JSON (schema: docs/json.md)")
     v.set_defaults(func=cmd_verify)
 

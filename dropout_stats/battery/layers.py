@@ -30,8 +30,8 @@ that rounds to exactly 1, up to 2.3% of positions in bfloat16).
 
 Budget: the battery gets half of ``false_fail_rate``, the layer's statistical entries share the
 other half (Bonferroni), so a correct layer fails with probability <= false_fail_rate.
-Corpus: ``corpus.DropsAtInference``, ``OmittedTrainingIsTraining``, ``RateZeroAfterInference``,
-``CachesFirstMask``.  Tested in tests/test_layers.py.
+Corpus: ``corpus.keras_layer_defects()`` (drops at inference, an omitted training flag taken as
+training, rate 0 after an inference call, the first mask on every call).  Tested in tests/test_layers.py.
 """
 from __future__ import annotations
 

@@ -18,7 +18,7 @@ parent's ``eval()`` never reaches.  The checks keep verify_layer's names, read f
 * ``replicas``: not run (torch.distributed needs a process group; not applicable).
 
 Every call gets a copy of x, so ``inplace=True`` modules are verified too.  torch's generator is
-seeded with ``seed`` first: a run replays exactly.  Corpus: ``corpus.torch_layer_defects()``.
+seeded with ``seed`` first: a run replays exactly.  Corpus: ``corpus_torch.torch_layer_defects()``.
 """
 from __future__ import annotations
 
