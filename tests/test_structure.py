@@ -71,13 +71,17 @@ def test_pairs_of_independent_neighbours_pass(seed):
     assert pair_independence_test(m, axis=0).pvalue > ALPHA / 2
 
 
-@pytest.mark.statistical(false_fail_rate=1e-12)
+@pytest.mark.statistical(false_fail_rate=ALPHA / 2)
 def test_pairs_catch_a_mask_shared_across_the_batch(seed):
+    """Rows 2i and 2i+1 agree everywhere: p ~ 0 (certain).  Along the row the mask is still
+    random, but only one row's 250 pairs are independent draws: the 200 copies repeat them, and
+    testing all 50,000 pairs multiplied any chance deviation by 200 (it failed at base seed 2 of
+    the seed sweep, p = 6.5e-59, under a declared 1e-12).  One row is tested, at ALPHA / 2."""
     rng = np.random.default_rng(seed)
     row = rng.random(500) >= 0.3
     batch = np.broadcast_to(row, (200, 500))
     assert pair_independence_test(batch, axis=0).pvalue < ALPHA
-    assert pair_independence_test(batch, axis=1).pvalue > ALPHA / 2  # along the row it is still random
+    assert pair_independence_test(batch[:1], axis=1).pvalue > ALPHA / 2
 
 
 @pytest.mark.statistical(false_fail_rate=1e-9)

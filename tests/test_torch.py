@@ -186,3 +186,40 @@ def test_a_torch_module_of_another_layout_is_named():
         verify_attention(lambda num_heads, key_dim, dropout, seed=None, dtype="float32":
                          torch.nn.MultiheadAttention(num_heads * key_dim, num_heads, dropout=dropout, bias=False,
                                                      batch_first=True), rate=0.2)
+
+
+# -- the reference stream: bernoulli_(1 - rate) from a generator --------------------------------
+def test_f_dropout_draws_the_reference_stream():
+    """F.dropout after torch.manual_seed(s) keeps exactly empty_like(x).bernoulli_(1 - p) of a
+    generator seeded with s, in every dtype: the stream the "torch" reference reproduces."""
+    from dropout_stats.backends import get_backend
+
+    backend = get_backend("torch")
+    x = torch.rand(64, 4096) + 0.5
+    for dtype in ("float16", "bfloat16", "float32", "float64"):
+        torch.manual_seed(7 * 2**24 + 3)  # the generator of seed pair (7, 3)
+        y = F.dropout(x.to(getattr(torch, dtype)), 0.3)
+        want = backend.reference_keep((64, 4096), (7, 3), dtype, 0.3, "torch")
+        assert ((y != 0).numpy() == want).all(), dtype
+
+
+@pytest.mark.statistical(false_fail_rate=A)
+def test_a_torch_rng_of_its_own_fails_only_the_mechanism(seed):
+    """rand(generator) >= rate is a correct dropout, but not torch's stream: mechanism (exact)
+    fails, nothing else; the diagnosis suggests reference=None."""
+    def rand_threshold(x, rate, generator, noise_shape=None):
+        keep = torch.rand(x.shape, generator=generator) >= rate
+        return torch.where(keep, x * torch.tensor(1 / (1 - rate), dtype=x.dtype), torch.zeros_like(x))
+
+    r = verify(rand_threshold, rate=0.3, backend="torch", seed=seed % 2**20, false_fail_rate=A)
+    assert [c.name for c in r.failures] == ["mechanism"] and "reference=None" in r.text(), r.text()
+    assert verify(rand_threshold, rate=0.3, backend="torch", reference=None, seed=seed % 2**20,
+                  false_fail_rate=A).passed
+
+
+def test_torch_cpu_generators_keep_the_low_32_bits_of_their_seed():
+    """A measured fact the backend works around (it packs a seed pair into 32 bits):
+    manual_seed(1) and manual_seed(1 + 2**32) give one stream."""
+    a = torch.rand(8, generator=torch.Generator().manual_seed(1))
+    b = torch.rand(8, generator=torch.Generator().manual_seed(1 + 2**32))
+    assert torch.equal(a, b)

@@ -20,6 +20,17 @@ def _functional(mode):
     return make
 
 
+def bernoulli_dropout(x, rate, generator, noise_shape=None):
+    """F.dropout's computation with a generator of its own (the stateless contract): the mask
+    ``bernoulli_(1 - rate)`` in x's dtype, kept values ``x * fl(1/(1 - rate))`` in x's dtype."""
+    noise = torch.empty_like(x).bernoulli_(1.0 - rate, generator=generator)
+    return x * noise * torch.tensor(1.0 / (1.0 - rate), dtype=x.dtype)
+
+
+def _stateless(seed):
+    return bernoulli_dropout
+
+
 def _module(cls_name):
     def make(seed):
         modules = {}
@@ -34,6 +45,9 @@ def _module(cls_name):
 
 def adapters(*, modes=MODES) -> list[Adapter]:
     out = []
+    if "eager" in modes:  # the reference: torch's stream from a generator, bit for bit
+        out.append(Adapter("torch bernoulli_ dropout (generator)", "eager", False, _stateless, reference="torch",
+                           backend="torch", notes="empty_like(x).bernoulli_(1 - rate, generator), as F.dropout"))
     for mode in modes:
         out.append(Adapter("torch.nn.functional.dropout", mode, True, _functional(mode), reference=None,
                            backend="torch", dtypes=("float32",) if mode == "compile" else

@@ -5,10 +5,12 @@ from the seed pair.
 
 Model of a correct implementation (measured on torch 2.13 and 2.14, CPU): the mask is
 ``bernoulli_(1 - rate)`` drawn in double precision, so the keep probability is 1 - rate in every
-dtype; kept values are ``x * fl(1/(1 - rate))`` in every dtype (``noise.div_(1 - p)``, then a
-multiply).  ``F.dropout`` has no noise shape: the battery does not probe one (Dropout1d/2d/3d draw
-per channel by themselves).  Gradients through autograd; rematerialisation through
-``torch.utils.checkpoint`` with and without ``preserve_rng_state``.
+dtype; kept values are ``x * fl(1/(1 - rate))`` in every dtype.  Reference stream ``"torch"``
+(stateless contract): ``empty(shape, dtype).bernoulli_(1 - rate, generator)``, bit for bit, which
+is the mask F.dropout draws from the same generator state.  ``F.dropout`` has no noise shape: the
+battery does not probe one (Dropout1d/2d/3d draw per channel by themselves).  Gradients through
+autograd; rematerialisation through ``torch.utils.checkpoint`` with and without
+``preserve_rng_state``.
 """
 from __future__ import annotations
 
@@ -22,6 +24,8 @@ from . import Backend, bfloat16_dtype
 
 class TorchBackend(Backend):
     name = "torch"
+    references = ("torch",)
+    default_reference = "torch"
     has_noise_shape = False
     differentiable = True
     seed_form = "a torch.Generator seeded from the pair"
@@ -42,7 +46,12 @@ class TorchBackend(Backend):
         return x.reshape(tuple(shape))
 
     def seed(self, pair):
-        return self.torch.Generator().manual_seed(int(pair[0]) * (1 << 32) + int(pair[1]))
+        """A CPU generator for the pair.  torch's CPU generator keeps only the low 32 bits of
+        manual_seed's argument (mt19937 seeded from a uint32: manual_seed(1) and
+        manual_seed(1 + 2**32) give one stream), so the pair is packed into 32 bits:
+        (s0 * 2^24 + s1) mod 2^32, one-to-one over the pairs of a battery run (seeds s to s + 5,
+        fewer than 2^24 calls); seeds 256 apart share streams."""
+        return self.torch.Generator().manual_seed((int(pair[0]) * (1 << 24) + int(pair[1])) % (1 << 32))
 
     def to_numpy(self, y) -> np.ndarray:
         torch = self.torch
@@ -61,6 +70,14 @@ class TorchBackend(Backend):
 
     def scale_formulas(self, rate, dtype) -> list:
         return [expected_scale(rate, dtype)]
+
+    def reference_keep(self, shape, seed_pair, dtype, rate, reference) -> np.ndarray:
+        """``torch.empty(shape, dtype).bernoulli_(1 - rate, generator)`` with the generator seeded
+        from the pair: F.dropout's own mask for that generator state, in every dtype (measured on
+        torch 2.13: F.dropout after torch.manual_seed(s) keeps exactly these positions)."""
+        torch = self.torch
+        noise = torch.empty(tuple(shape), dtype=getattr(torch, dtype))
+        return noise.bernoulli_(1.0 - rate, generator=self.seed(seed_pair)).ne(0).numpy()
 
     def vjp(self, f, x, cotangent):
         torch = self.torch
