@@ -860,7 +860,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--framework", nargs="+", choices=FRAMEWORK_CHOICES, metavar="NAME",
                    help=f"frameworks to audit, any of {', '.join(FRAMEWORK_CHOICES)} (default: every one installed; "
                         "keras-jax only where TensorFlow is not)")
-    a.add_argument("--quick", action="store_true", help="eager mode, float32 and bfloat16 only (27 s here with TensorFlow, JAX and PyTorch)")
+    a.add_argument("--quick", action="store_true", help="eager mode, float32 and bfloat16 only (32 s here with TensorFlow, JAX and PyTorch)")
     a.add_argument("--rate", type=_probability("rate"), default=0.2, metavar="R",
                    help="the dropout rate, a number in [0, 1) (default 0.2)")
     a.add_argument("--dtypes", nargs="+", choices=DTYPES, metavar="DTYPE",
