@@ -424,11 +424,17 @@ class LayerProbe:
         reloaded = loaded.layers[-1]
         problems += [f"saved and loaded: {k} {v!r} -> {reloaded.get_config().get(k)!r}" for k, v in want.items()
                      if reloaded.get_config().get(k) != v]
-        if not self.identical(self.call(reloaded, False)):
-            problems.append("the reloaded layer changes x at inference")
-        check = self.rate_check("config_round_trip", [self.mask(self.call(reloaded, True))], level,
-                                "the reloaded layer's keep rate", "; ".join(problems))
-        check.expected = f"rate, noise_shape, seed kept ({want}); " + check.expected
+        return self.reloaded_check(reloaded, "reloaded layer", problems, f"rate, noise_shape, seed kept ({want})",
+                                   level)
+
+    def reloaded_check(self, layer, what, problems, kept, level) -> Check:
+        """config_round_trip's verdict on a reloaded layer: identity at inference, its keep rate,
+        and the settings problems found before."""
+        if not self.identical(self.call(layer, False)):
+            problems.append(f"the {what} changes x at inference")
+        check = self.rate_check("config_round_trip", [self.mask(self.call(layer, True))], level,
+                                f"the {what}'s keep rate", "; ".join(problems))
+        check.expected = f"{kept}; " + check.expected
         return check
 
     @staticmethod
