@@ -129,3 +129,34 @@ def test_one_sided_pvalues_are_the_binomial_tails(kn, p):
     k, n = kn
     assert rate_test(k, n, p, alternative="less").pvalue == pytest.approx(stats.binom.cdf(k, n, p), rel=1e-9)
     assert rate_test(k, n, p, alternative="greater").pvalue == pytest.approx(stats.binom.sf(k - 1, n, p), rel=1e-9)
+
+
+def test_results_are_immutable():
+    """Both result objects are frozen: a report cannot change a verdict after the fact."""
+    import dataclasses
+
+    ci = proportion_ci(3, 10)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        ci.low = 0.0
+    r = rate_test(3, 10, 0.5)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        r.k = 4
+
+
+@pytest.mark.parametrize("k", [1, 2, 9, 10, 11])
+def test_wilson_bounds_are_the_roots_of_the_score_equation(k):
+    """Wilson's bounds solve (k/n - p)^2 = z^2 p (1 - p) / n; solved here as a quadratic with
+    numpy's roots, an independent computation.  Near the ends (k = 1, n - 1) the bound that is not
+    pinned to 0 or 1 must be the root, not 0 or 1."""
+    import numpy as np
+    from scipy import special
+
+    n, cl = 12, 0.95
+    z = -special.ndtri((1 - cl) / 2)
+    ph = k / n
+    roots = np.sort(np.roots([1 + z * z / n, -(2 * ph + z * z / n), ph * ph]).real)
+    ci = proportion_ci(k, n, confidence_level=cl, method="wilson")
+    want_low = roots[0] if k > 0 else 0.0
+    want_high = roots[1] if k < n else 1.0
+    # two double-precision computations of one root: they differ by rounding (~1e-16), not by 1e-12
+    assert abs(ci.low - want_low) <= 1e-12 and abs(ci.high - want_high) <= 1e-12, (ci, roots)
