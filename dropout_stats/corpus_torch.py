@@ -70,6 +70,11 @@ def torch_layer_defects() -> dict:
             "the same mask on every call": (ReseedsEveryCall, "cross_correlation")}
 
 
+def _heads(t, num_heads):
+    """(batch, length, heads * d) -> (batch, heads, length, d)."""
+    return t.view(t.shape[0], t.shape[1], num_heads, -1).transpose(1, 2)
+
+
 class _Attention(torch.nn.Module):
     """Multi-head attention written out: softmax(q k^T / sqrt(d)), dropout on the probabilities
     in training mode (``drop``), times the values; (batch, length, heads * d) in and out."""
@@ -79,9 +84,7 @@ class _Attention(torch.nn.Module):
         self.num_heads, self.dropout = num_heads, dropout
 
     def forward(self, query, key, value):
-        def heads(t):
-            return t.view(t.shape[0], t.shape[1], self.num_heads, -1).transpose(1, 2)
-        q, k, v = heads(query), heads(key), heads(value)
+        q, k, v = (_heads(t, self.num_heads) for t in (query, key, value))
         p = torch.softmax(q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5, dim=-1)
         p = self.drop(p) if self.training else p
         return (p @ v).transpose(1, 2).reshape(query.shape[0], query.shape[1], -1)
@@ -94,9 +97,8 @@ class SdpaIgnoresEval(_Attention):
     """passes dropout_p to scaled_dot_product_attention whatever the mode (pytorch/pytorch#124464)"""
 
     def forward(self, query, key, value):
-        def heads(t):
-            return t.view(t.shape[0], t.shape[1], self.num_heads, -1).transpose(1, 2)
-        out = F.scaled_dot_product_attention(heads(query), heads(key), heads(value), dropout_p=self.dropout)
+        q, k, v = (_heads(t, self.num_heads) for t in (query, key, value))
+        out = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout)
         return out.transpose(1, 2).reshape(query.shape[0], query.shape[1], -1)
 
 

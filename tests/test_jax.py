@@ -243,6 +243,14 @@ def test_nnx_module_defects_fail_their_check(make, failing, seed):
     assert failing in {c.name for c in r.failures}, r.text()
 
 
+@pytest.mark.statistical(false_fail_rate=A)
+def test_a_key_that_never_advances_fails_fit_too(seed):
+    """verify_layer's fit entry for Flax also tests its two nnx.jit calls for independent masks:
+    a fixed key gives them one mask (agreement 1 against p^2 + q^2 = 0.58 on 262,144 units)."""
+    c = verify_layer(FixedKey, rate=0.3, seed=seed % 2**20, false_fail_rate=A).check("fit")
+    assert c.passed is False and "agreement 1 between the calls" in c.observed, c
+
+
 def test_a_module_without_the_attribute_escapes_eval():
     c = verify_layer(OnlyTheCallArgument, rate=0.3, false_fail_rate=A).check("inference_identity")
     assert c.values == {"deterministic=True": True, "eval()": False, "eval() under nnx.jit": False,

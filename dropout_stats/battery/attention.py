@@ -72,12 +72,12 @@ class AttentionProbe:
         self.heads, self.keys, self.queries, self.batch = heads, keys, queries, batch
         self.samples = 0
         self.layer, self.multi_head = self.make(rate, seed)
-        self.torch = _is_torch(self.layer)
-        self.framework = "torch" if self.torch else _framework_of(self.layer)
+        self.is_torch = _is_torch(self.layer)
+        self.framework = "torch" if self.is_torch else _framework_of(self.layer)
         from ..backends import get_backend
 
         self.backend = get_backend(self.framework)
-        if self.torch:
+        if self.is_torch:
             import torch
 
             torch.manual_seed(seed)  # torch modules draw from the global generator: a run replays
@@ -86,7 +86,7 @@ class AttentionProbe:
         self.width = self.heads * keys if self.multi_head else keys
         # torch's attention takes values and keys of the embedding width: value s is e_s in
         # every head's slice; Keras's value projection does that from inputs of width S
-        wide = self.width if self.torch else keys
+        wide = self.width if self.is_torch else keys
         self.query = np.zeros((batch, queries, self.width), _np_dtype(dtype))
         one_hot = np.tile(np.eye(keys), (1, wide // keys))
         self.value = np.broadcast_to(one_hot, (batch, keys, wide)).astype(_np_dtype(dtype))
@@ -117,7 +117,7 @@ class AttentionProbe:
     def call(self, layer, q, v, k, training):
         """One call on native arrays.  torch: ``train()``/``eval()`` are the flag and the module is
         called as ``module(query, key, value)`` (its output, or a tuple led by it)."""
-        if self.torch:
+        if self.is_torch:
             if training is not None:
                 layer.train(training)
             out = layer(q, k, v, need_weights=False) if _takes(layer, "need_weights") else layer(q, k, v)
@@ -136,7 +136,7 @@ class AttentionProbe:
             words = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip().splitlines()[0][:200]
             raise TypeError(f"{type(layer).__name__} could not be called on query [2, {self.queries}, {self.width}], "
                             f"value and key [2, {self.keys}, {self.keys}]: {type(exc).__name__}: {words}") from None
-        if self.torch:
+        if self.is_torch:
             return self.prepare_torch(layer)
         if not self.multi_head:
             return
@@ -288,7 +288,7 @@ def _scale(probe, p, kept, rate, uniform) -> Check:
 
 def _inference(probe, uniform) -> Check:
     results = {}
-    if probe.torch:  # eval() with autograd on, and under no_grad (torch's fast inference paths)
+    if probe.is_torch:  # eval() with autograd on, and under no_grad (torch's fast inference paths)
         import torch
 
         p = probe.probabilities(probe.layer, False, batch=min(probe.batch, 16))
@@ -297,7 +297,7 @@ def _inference(probe, uniform) -> Check:
             p = probe.probabilities(probe.layer, False, batch=min(probe.batch, 16))
         results["eval() under torch.no_grad()"] = bool(np.all(p == uniform))
         probe.layer.train()
-    for label, flag in () if probe.torch else (("training=False", False), ("training omitted", None)):
+    for label, flag in () if probe.is_torch else (("training=False", False), ("training omitted", None)):
         p = probe.probabilities(probe.layer, flag, batch=min(probe.batch, 16))
         results[label] = bool(np.all(p == uniform))
     bad = [k for k, ok in results.items() if not ok]
