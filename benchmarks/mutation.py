@@ -9,8 +9,10 @@ the installed package is not touched).  A mutant is killed when a test fails or 
 survivor is printed with its line; the ones known to be equivalent are listed in EQUIVALENT
 with the reason, and the score leaves them out.
 
-Run: python benchmarks/mutation.py [module ...]   (default: the statistics layer; ~N minutes,
-printed at the end).  Not part of CI.
+Run: python benchmarks/mutation.py [--jobs N] [module ...]   (default: the statistics layer, one
+worker per core, each in its own worktree; the time is printed at the end).  Not part of CI: it
+needs the machine to itself.  A module's slow tests run in a second pytest call, only for the
+mutants the fast ones did not kill.
 """
 from __future__ import annotations
 
@@ -36,6 +38,10 @@ TESTS = {
     "dropout_stats/structure.py": ["tests/test_structure.py"],
     "dropout_stats/counts.py": ["tests/test_counts.py"],
     "dropout_stats/battery/checks/correlation.py": ["tests/test_correlation.py"],
+}
+# tests run second, only on the mutants the rest did not kill (node ids; they are deselected first)
+SLOW = {
+    "dropout_stats/design.py": ["tests/test_design.py::test_min_num_samples_is_a_crossing_of_exact_power"],
 }
 STATISTICS = [m for m in TESTS if "/battery/" not in m]
 EQUIVALENT: dict[tuple[str, int, str], str] = {  # (module, line, mutation) -> why it cannot be told apart
@@ -107,54 +113,74 @@ def _replace(tree, old, new):
                 setattr(parent, field, new)
                 return tree
             if isinstance(value, list) and any(v is old for v in value):
-                value[[k for k, v in enumerate(value) if v is old][0]] = new
+                value[next(k for k, v in enumerate(value) if v is old)] = new
                 return tree
     return tree
 
 
-def run(module: str, work: pathlib.Path) -> tuple[int, int, list]:
-    src = (work / module).read_text()
-    tree = ast.parse(src)
-    tests = TESTS[module]
+def _killed(module: str, work: pathlib.Path) -> bool:
     # fewer hypothesis examples per property (conftest's "mutation" profile): a mutant is killed by
     # the first failing example, and a survivor is listed either way
     env = dict(os.environ, PYTHONPATH=str(work), TF_CPP_MIN_LOG_LEVEL="3", DROPOUT_STATS_HYPOTHESIS="mutation")
-    cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "-p", "no:xdist",
-           "-o", "addopts=", *tests]
-    killed, survivors = 0, []
-    muts = list(mutations(tree))
-    for line, what, where in muts:
+    base = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "-p", "no:xdist",
+            "-o", "addopts="]
+    slow = SLOW.get(module, [])
+    stages = [[*TESTS[module], *(f"--deselect={t}" for t in slow)]] + ([slow] if slow else [])
+    for args in stages:
+        try:
+            r = subprocess.run([*base, *args], check=False, cwd=work, env=env, capture_output=True, timeout=300)
+        except subprocess.TimeoutExpired:
+            return True
+        if r.returncode != 0:
+            return True
+    return False
+
+
+def _worker(job):
+    """Run the mutants numbered k, k + jobs, ... of a module in worktree `work`."""
+    module, work, picks = job
+    work = pathlib.Path(work)
+    src = (work / module).read_text()
+    tree = ast.parse(src)
+    out = []
+    for line, what, where in picks:
         try:
             mutated = ast.unparse(apply(tree, where))
             compile(mutated, module, "exec")
         except Exception:  # noqa: BLE001 - an edit that does not compile is no mutant
+            out.append((line, what, None))
             continue
         (work / module).write_text(mutated)
         try:
-            r = subprocess.run(cmd, cwd=work, env=env, capture_output=True, timeout=300)
-            dead = r.returncode != 0
-        except subprocess.TimeoutExpired:
-            dead = True
+            out.append((line, what, _killed(module, work)))
         finally:
             (work / module).write_text(src)
-        if dead:
-            killed += 1
-        else:
-            survivors.append((line, what))
-    return killed, len(muts), survivors
+    return out
 
 
-def main(modules):
+def run(module: str, works: list[pathlib.Path]) -> tuple[int, int, list]:
+    from concurrent.futures import ThreadPoolExecutor
+    muts = list(mutations(ast.parse((works[0] / module).read_text())))
+    jobs = [(module, str(w), muts[k::len(works)]) for k, w in enumerate(works)]
+    with ThreadPoolExecutor(len(works)) as pool:  # threads suffice: each mutant is a subprocess
+        results = [r for part in pool.map(_worker, jobs) for r in part]
+    results = [r for r in results if r[2] is not None]
+    survivors = sorted((line, what) for line, what, dead in results if not dead)
+    return len(results) - len(survivors), len(results), survivors
+
+
+def main(modules, jobs):
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        work = pathlib.Path(tmp) / "work"
-        subprocess.run(["git", "worktree", "add", "--detach", str(work), "HEAD"], cwd=ROOT, check=True,
-                       capture_output=True)
+        works = [pathlib.Path(tmp) / f"work{k}" for k in range(jobs)]
+        for work in works:
+            subprocess.run(["git", "worktree", "add", "--detach", str(work), "HEAD"], cwd=ROOT, check=True,
+                           capture_output=True)
         try:
             total_k = total_n = total_eq = 0
             for module in modules:
                 t = time.perf_counter()
-                k, n, survivors = run(module, work)
+                k, n, survivors = run(module, works)
                 eq = [s for s in survivors if (module, s[0], s[1]) in EQUIVALENT]
                 total_k, total_n, total_eq = total_k + k, total_n + n, total_eq + len(eq)
                 print(f"{module}: {k} of {n} killed, {len(eq)} equivalent, "
@@ -163,10 +189,23 @@ def main(modules):
                     why = EQUIVALENT.get((module, line, what))
                     print(f"    line {line}: {what}" + (f"  [equivalent: {why}]" if why else ""), flush=True)
             print(f"total: {total_k} of {total_n - total_eq} non-equivalent mutants killed "
-                  f"({total_k / max(1, total_n - total_eq):.1%}); {time.perf_counter() - t0:.0f} s")
+                  f"({total_k / max(1, total_n - total_eq):.1%}); {time.perf_counter() - t0:.0f} s "
+                  f"with {jobs} workers")
         finally:
-            subprocess.run(["git", "worktree", "remove", "--force", str(work)], cwd=ROOT, capture_output=True)
+            for work in works:
+                subprocess.run(["git", "worktree", "remove", "--force", str(work)], check=False, cwd=ROOT,
+                               capture_output=True)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:] or STATISTICS)
+    import argparse
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("modules", nargs="*", help=f"default: {' '.join(STATISTICS)}")
+    a = ap.parse_args()
+    if a.jobs < 1:
+        ap.error(f"--jobs ({a.jobs}) must be at least 1")
+    for m in a.modules:
+        if m not in TESTS:
+            ap.error(f"module ({m}) has no tests named in TESTS: one of {', '.join(TESTS)}")
+    main(a.modules or STATISTICS, a.jobs)
