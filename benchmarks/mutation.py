@@ -48,6 +48,12 @@ EQUIVALENT: dict[tuple[str, int, str], str] = {  # (module, line, mutation) -> w
     ("dropout_stats/binomial.py", 74, "False -> True"): "dataclass(repr=True) keeps a __repr__ the class defines",
     ("dropout_stats/binomial.py", 65, "Gt -> GtE"): "Wilson's low bound at k = 0 is 0 up to rounding",
     ("dropout_stats/binomial.py", 66, "Lt -> LtE"): "Wilson's high bound at k = n is 1 up to rounding",
+    ("dropout_stats/counts.py", 28, "1 -> 2"): "the block size changes the blocks, not the counts",
+    ("dropout_stats/counts.py", 28, "16 -> 15"): "the block size changes the blocks, not the counts",
+    ("dropout_stats/counts.py", 28, "16 -> 17"): "the block size changes the blocks, not the counts",
+    ("dropout_stats/counts.py", 145, "1 -> 2"): "numpy's reshape(-2) is reshape(-1): any negative is 'the rest'",
+    ("dropout_stats/counts.py", 184, "1 -> 2"): "numpy's reshape(-2) is reshape(-1): any negative is 'the rest'",
+    ("dropout_stats/counts.py", 176, "1 -> 0"): "reducing an axis of size 1 with keepdims changes nothing",
 }
 
 _CMP = {ast.Lt: ast.LtE, ast.LtE: ast.Lt, ast.Gt: ast.GtE, ast.GtE: ast.Gt, ast.Eq: ast.NotEq, ast.NotEq: ast.Eq}
