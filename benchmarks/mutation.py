@@ -48,6 +48,10 @@ EQUIVALENT: dict[tuple[str, int, str], str] = {  # (module, line, mutation) -> w
     ("dropout_stats/binomial.py", 74, "False -> True"): "dataclass(repr=True) keeps a __repr__ the class defines",
     ("dropout_stats/binomial.py", 65, "Gt -> GtE"): "Wilson's low bound at k = 0 is 0 up to rounding",
     ("dropout_stats/binomial.py", 66, "Lt -> LtE"): "Wilson's high bound at k = n is 1 up to rounding",
+    ("dropout_stats/sequential.py", 92, "GtE -> Gt"): "differs only on an exact float tie of a log-likelihood sum "
+                                                     "with the boundary; Ville's bound holds either way",
+    ("dropout_stats/sequential.py", 98, "LtE -> Lt"): "differs only on an exact float tie of a log-likelihood sum "
+                                                     "with the boundary; the clearing bound holds either way",
     ("dropout_stats/counts.py", 28, "1 -> 2"): "the block size changes the blocks, not the counts",
     ("dropout_stats/counts.py", 28, "16 -> 15"): "the block size changes the blocks, not the counts",
     ("dropout_stats/counts.py", 28, "16 -> 17"): "the block size changes the blocks, not the counts",

@@ -124,7 +124,8 @@ class SequentialRateTest:
     def result(self) -> SequentialResult:
         if self.verdict == "continue":
             raise RuntimeError("the test has not ended: call update() until verdict != 'continue'")
-        pvalue = rate_test(self.kept, self.n, self.keep_prob).pvalue if self.n else 1.0
+        # an ended test holds draws: update() cannot end on none, stop() refuses to
+        pvalue = rate_test(self.kept, self.n, self.keep_prob).pvalue
         return SequentialResult(self.verdict == "pass", self.kept, self.n, self.n_max,
                                 self.keep_prob, self.discrepancy, self.reason, pvalue)
 

@@ -1,5 +1,6 @@
 """The sequential rate test: its two error rates, measured on numpy Bernoulli draws, and its
 boundaries derived from its documented design."""
+import dataclasses
 import math
 
 import numpy as np
@@ -99,3 +100,102 @@ def test_boundaries_are_villes_with_the_documented_split():
         j += 1
     assert (t.verdict, j) == ("pass", math.ceil(math.log(5e-4) / math.log(0.96))) == ("pass", 187)
     assert t.n_max == min_num_samples_for_rate_test(0.5, 0.1, false_fail_rate=1e-4, false_pass_rate=5e-4)
+
+
+def test_result_is_frozen_and_its_statistic_is_the_kept_share():
+    t = SequentialRateTest(0.8, 0.1)
+    t.update(0, 10_000)
+    r = t.result()
+    assert r.statistic == 0 and (r.kept, r.n) == (0, 10_000)
+    assert r.pvalue == stats.binomtest(0, 10_000, 0.8).pvalue
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        r.passed = True
+    t = SequentialRateTest(0.5, 0.1)
+    t.update(30, 40)
+    t.stop()
+    assert t.result().statistic == 0.75
+
+
+def test_default_error_rates_are_the_documented_ones():
+    """Defaults 1e-6 (false fail) and 1e-3 (false pass): the truncation design follows from them."""
+    expected = min_num_samples_for_rate_test(0.8, 0.01, false_fail_rate=1e-7, false_pass_rate=5e-4)
+    assert SequentialRateTest(0.8, 0.01).n_max == expected
+    sizes = []
+
+    def draw(m):
+        sizes.append(m)
+        return m, m  # all kept: fails at once
+    r = sequential_rate_test(draw, 0.8, 0.01)
+    assert r.n_max == expected and sizes[0] == expected // 64
+
+
+def test_remaining_is_zero_at_and_past_n_max():
+    t = SequentialRateTest(0.5, 0.05, false_fail_rate=1e-3, false_pass_rate=1e-3)
+    assert t.remaining() == t.n_max
+    t.update(t.n_max // 2, t.n_max)
+    assert (t.remaining(), t.verdict) == (0, "pass")
+    t = SequentialRateTest(0.5, 0.05, false_fail_rate=1e-3, false_pass_rate=1e-3)
+    t.update(0, 2 * t.n_max)
+    assert t.remaining() == 0
+
+
+def test_truncation_and_stop_say_whether_the_exact_test_rejects():
+    """One batch of n_max draws: where neither likelihood ratio crosses a boundary, the fixed-n
+    test decides, and its reason says which way.  Scanned around both ends of its region."""
+    n = SequentialRateTest(0.5, 0.05, false_fail_rate=1e-3, false_pass_rate=1e-3).n_max
+    region = rejection_region_for_rate_test(n, 0.5, false_fail_rate=1e-4)
+    seen = set()
+    for k in [*range(region.low - 40, region.low + 40), *range(region.high - 40, region.high + 40)]:
+        t = SequentialRateTest(0.5, 0.05, false_fail_rate=1e-3, false_pass_rate=1e-3)
+        t.update(k, n)
+        if "truncated" in t.reason:
+            word = "rejects" if region.rejects(k) else "accepts"
+            assert (t.verdict, word in t.reason) == ("fail" if region.rejects(k) else "pass", True), (k, t.reason)
+            seen.add(t.verdict)
+    assert seen == {"fail", "pass"}
+    t = SequentialRateTest(0.5, 0.05, false_fail_rate=1e-3, false_pass_rate=1e-3)
+    t.update(10, 20)
+    assert t.stop() == "pass" and "stopped early" in t.reason and "accepts" in t.reason
+    assert t.stop() == "pass"  # stopping an ended test changes nothing
+    t = SequentialRateTest(0.5, 0.05, false_fail_rate=1e-3, false_pass_rate=1e-3)
+    t.update(0, 20)
+    assert stats.binomtest(0, 20, 0.5).pvalue <= 1e-4  # the exact test's verdict, independently
+    assert t.stop() == "fail" and "rejects" in t.reason
+
+
+def test_stop_without_draws_and_result_before_the_end_are_errors():
+    t = SequentialRateTest(0.5, 0.05)
+    with pytest.raises(RuntimeError, match="no draws"):
+        t.stop()
+    t.update(1, 1)
+    with pytest.raises(RuntimeError, match="has not ended"):
+        t.result()
+
+
+def test_alternatives_at_zero_and_one_are_ruled_out_by_one_kept_and_one_dropped_draw():
+    """keep 0.5 +- 0.5: keep 0 cannot keep and keep 1 cannot drop, so one draw of each clears
+    both sides at once (a log likelihood ratio of -inf), and a run of kept draws fails."""
+    t = SequentialRateTest(0.5, 0.5)
+    assert t.update(1, 2) == "pass"
+    t = SequentialRateTest(0.5, 0.5)
+    verdict = "continue"
+    while verdict == "continue":
+        verdict = t.update(1, 1)
+    assert verdict == "fail" and t.n == math.ceil(math.log(2 / 0.9e-6) / math.log(2))  # sides / alpha_seq
+
+
+def test_batch_one_is_allowed_and_every_default_batch_is_at_least_one_draw():
+    sizes = []
+
+    def draw(m):
+        sizes.append(m)
+        return m, m
+    sequential_rate_test(draw, 0.5, 0.4, batch=1)
+    assert set(sizes) == {1}
+    sizes.clear()
+    r = sequential_rate_test(draw, 0.5, 0.45, false_fail_rate=0.01, false_pass_rate=0.1)
+    assert r.n_max < 64 and sizes[0] == 1  # n_max // 64 would be 0
+    with pytest.raises(ValueError, match=r"batch \(0\)"):
+        sequential_rate_test(draw, 0.5, 0.4, batch=0)
+    with pytest.raises(RuntimeError, match="no informative draws"):
+        sequential_rate_test(lambda m: (0, 0), 0.5, 0.4)
