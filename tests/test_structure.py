@@ -4,6 +4,8 @@ Statistical tests state (false-fail rate, what they detect).  A detection test f
 the check misses a defect; its false-fail rate is that miss probability, computed from the
 noncentral distribution of the statistic where it is not astronomically small.
 """
+import dataclasses
+
 import numpy as np
 import pytest
 from hypothesis import given, strategies as st
@@ -197,3 +199,138 @@ def test_trend_is_two_sided_and_equals_the_textbook_form(n, data):
     assert r.statistic == pytest.approx(z, rel=1e-9, abs=1e-12)
     assert r.pvalue == pytest.approx(2 * stats.norm.sf(abs(z)), rel=1e-9, abs=1e-300)
     assert trend_test(k[::-1], n[::-1]).pvalue == pytest.approx(r.pvalue, rel=1e-9, abs=1e-300)
+
+
+# -- the contract at its edges: validation, degenerate tables, defaults (exact, no randomness) ---
+
+def test_results_are_frozen():
+    r = homogeneity_test(np.array([1, 2]), np.array([3, 3]))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        r.pvalue = 0.5
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        holm_bonferroni([0.1], 0.05).rejected = (True,)
+
+
+@pytest.mark.parametrize("kept,n,error,match", [
+    ([[1, 2]], [[3, 3]], ValueError, r"1-D of one length"),       # 2-D, same shapes
+    ([1, 2], [3, 3, 3], ValueError, r"1-D of one length"),         # 1-D, different lengths
+    ([1], [3], ValueError, r"kept \(length 1\) must hold at least 2 groups"),
+    ([1.0, 2.0], [3, 3], TypeError, r"integer arrays"),            # kept float, n int
+    ([1, 2], [3.0, 3.0], TypeError, r"integer arrays"),
+    ([-1, 1], [2, 2], ValueError, r"group 0: kept \(-1\) must be in \[0, n \(2\)\]"),
+    ([1, 0], [2, 0], ValueError, r"group 1: kept \(0\) must be in \[0, n \(0\)\]"),
+    ([1, 3], [2, 2], ValueError, r"group 1: kept \(3\) must be in \[0, n \(2\)\]"),
+])
+@pytest.mark.parametrize("test", [homogeneity_test, trend_test])
+def test_counts_are_validated(test, kept, n, error, match):
+    with pytest.raises(error, match=match):
+        test(np.array(kept), np.array(n))
+
+
+@pytest.mark.parametrize("test", [homogeneity_test, trend_test])
+def test_counts_at_their_bounds_are_accepted(test):
+    """kept = 0, kept = n and n = 1 are valid groups."""
+    r = test(np.array([0, 1, 3, 1]), np.array([1, 1, 3, 2]))
+    assert 0 <= r.pvalue <= 1 and r.n == 7
+
+
+@pytest.mark.parametrize("test", [homogeneity_test, trend_test])
+@pytest.mark.parametrize("kept", [[0, 0, 0], [4, 5, 6]])
+def test_all_kept_or_all_dropped_is_no_evidence(test, kept):
+    r = test(np.array(kept), np.array([4, 5, 6]))
+    assert (r.statistic, r.pvalue, r.n, r.detail) == (0.0, 1.0, 15, "all kept or all dropped")
+
+
+tables = st.tuples(*[st.integers(0, 12)] * 4).filter(
+    lambda t: min(t[0] + t[1], t[0] + t[2], t[2] + t[3], t[1] + t[3]) > 0)
+
+
+@given(tables)
+def test_independence_is_scipys_fisher_test_with_its_odds_ratio(t):
+    """The 2 x 2 table of two masks against scipy.stats.fisher_exact on the same counts: the
+    sample odds ratio (inf when an off-diagonal cell is 0) and the two-sided p-value."""
+    n11, n10, n01, n00 = t
+    a = np.array([True] * (n11 + n10) + [False] * (n01 + n00))
+    b = np.array([True] * n11 + [False] * n10 + [True] * n01 + [False] * n00)
+    r = independence_test(a, b)
+    ref = stats.fisher_exact([[n11, n10], [n01, n00]])
+    assert r.statistic == pytest.approx(ref.statistic, rel=1e-12) and r.n == a.size
+    assert r.pvalue == pytest.approx(ref.pvalue, rel=1e-9)
+    assert r.detail == f"both kept {n11}, only first {n10}, only second {n01}"
+
+
+@pytest.mark.parametrize("a,b", [([True, True, True], [True, False, True]),    # a all kept
+                                 ([False, False], [True, False]),              # a all dropped
+                                 ([True, False, True], [False, False, False])])  # b all dropped
+def test_a_constant_mask_has_nothing_to_test(a, b):
+    r = independence_test(np.array(a), np.array(b))
+    assert (r.statistic, r.pvalue, r.detail) == (1.0, 1.0, "a margin is constant: nothing to test")
+
+
+def test_one_element_masks_are_tested_and_empty_ones_refused():
+    one = np.array([True])
+    assert independence_test(one, one).pvalue == 1.0
+    assert agreement_test(one, one, 0.5).statistic == 1.0
+    for f in (lambda e: independence_test(e, e), lambda e: agreement_test(e, e, 0.5)):
+        with pytest.raises(ValueError, match=r"mask_a \(size 0\) must not be empty"):
+            f(np.array([], bool))
+
+
+def test_agreement_is_scipys_binomial_test_on_the_agreeing_count():
+    a = np.array([True] * 60 + [False] * 40)
+    b = np.array([True] * 50 + [False] * 30 + [True] * 20)
+    r = agreement_test(a, b, 0.7)  # agree on 50 + 20 = 70 of 100; p^2 + q^2 = 0.58
+    assert r.statistic == 0.7 and r.n == 100
+    assert r.pvalue == pytest.approx(stats.binomtest(70, 100, 0.7 ** 2 + 0.3 ** 2).pvalue, rel=1e-9)
+
+
+def _pairs_reference(mask, axis):
+    """Fisher's exact test on the disjoint pairs (0, 1), (2, 3), ... along axis, built by hand."""
+    m = np.moveaxis(mask, axis, 0)
+    half = m.shape[0] // 2
+    first = np.concatenate([m[2 * i].ravel() for i in range(half)])
+    second = np.concatenate([m[2 * i + 1].ravel() for i in range(half)])
+    table = [[np.sum(first & second), np.sum(first & ~second)], [np.sum(~first & second), np.sum(~first & ~second)]]
+    return stats.fisher_exact(table).pvalue
+
+
+@pytest.mark.parametrize("shape,axis", [((7, 5, 3), 0), ((7, 5, 3), 1), ((7, 5, 3), -1), ((7, 5, 3), -3),
+                                        ((4, 2), 1), ((9,), 0)])
+def test_pairs_are_the_disjoint_neighbours_along_the_axis(shape, axis):
+    """Odd lengths drop the last element; any axis, negative or not, and length exactly 2."""
+    rng = np.random.default_rng(11)
+    mask = rng.random(shape) < 0.6
+    mask.flat[::4] = True  # some structure, so that p-values differ between axes
+    r = pair_independence_test(mask, axis=axis)
+    assert r.pvalue == pytest.approx(_pairs_reference(mask, axis), rel=1e-9)
+
+
+def test_pairs_default_to_the_last_axis():
+    rng = np.random.default_rng(12)
+    mask = rng.random((6, 8, 10)) < 0.5
+    mask[1::2] = mask[0::2]  # pairs along axis 0 are copies; along the last axis, independent
+    assert pair_independence_test(mask).pvalue == pair_independence_test(mask, axis=2).pvalue
+    assert pair_independence_test(mask).pvalue != pair_independence_test(mask, axis=0).pvalue
+
+
+@pytest.mark.parametrize("mask,axis,match", [
+    (np.array(True), -1, r"mask \(a scalar\) must have at least one axis"),
+    (np.ones((3, 4), bool), 2, r"axis \(2\) must be in \[-2, 2\)"),
+    (np.ones((3, 4), bool), -3, r"axis \(-3\) must be in \[-2, 2\)"),
+    (np.ones((1, 4, 5), bool), 0, r"mask \(length 1 along axis 0\) must have >= 2 elements there"),
+])
+def test_pairs_refuse_what_has_no_pair(mask, axis, match):
+    with pytest.raises(ValueError, match=match):
+        pair_independence_test(mask, axis=axis)
+
+
+@pytest.mark.parametrize("pvalues,match", [([[0.1, 0.2]], "must be 1-D"), ([0.1, np.nan], r"must lie in \[0, 1\]"),
+                                           ([-0.1, 0.5], r"must lie in \[0, 1\]"), ([0.5, 1.1], r"must lie in \[0, 1\]")])
+def test_holm_refuses_what_is_not_a_p_value(pvalues, match):
+    with pytest.raises(ValueError, match=match):
+        holm_bonferroni(pvalues, 0.05)
+
+
+def test_holm_rejects_a_p_value_equal_to_its_threshold():
+    """p_(i) <= alpha / (m - i), the equality included: p-values exactly at 0.05 / 2 and 0.05."""
+    assert holm_bonferroni([0.05 / 2, 0.05], 0.05).rejected == (True, True)
