@@ -9,10 +9,12 @@ the installed package is not touched).  A mutant is killed when a test fails or 
 survivor is printed with its line; the ones known to be equivalent are listed in EQUIVALENT
 with the reason, and the score leaves them out.
 
-Run: python benchmarks/mutation.py [--jobs N] [module ...]   (default: the statistics layer, one
-worker per core, each in its own worktree; the time is printed at the end).  Not part of CI: it
-needs the machine to itself.  A module's slow tests run in a second pytest call, only for the
-mutants the fast ones did not kill.
+Run: python benchmarks/mutation.py [--jobs N] [--sample P] [--battery | module ...]
+By default the statistics layer, one worker per core, each in its own worktree; the time is
+printed at the end.  Not part of CI: it needs the machine to itself.  A module's slow tests run
+in a second pytest call, only for the mutants the fast ones did not kill.  --battery takes the
+battery's check modules, whose tests run verify() (about a minute a mutant): --sample P runs a
+seeded random share P of the mutants and prints the score's exact 95% interval.
 """
 from __future__ import annotations
 
@@ -39,6 +41,15 @@ TESTS = {
     "dropout_stats/counts.py": ["tests/test_counts.py"],
     "dropout_stats/battery/checks/correlation.py": ["tests/test_correlation.py"],
 }
+# the battery's check modules: each family's own defect (test_families: caught by that family
+# alone), the hand-made masks, the corpus and the null runs.  A run of these takes about a
+# minute, so the battery is measured on a random sample of its mutants (--sample).
+_BATTERY_TESTS = ["tests/test_battery_checks.py", "tests/test_families.py", "tests/test_engine.py",
+                  "tests/test_verify.py"]
+for _m in sorted((ROOT / "dropout_stats/battery/checks").glob("*.py")):
+    TESTS.setdefault(f"dropout_stats/battery/checks/{_m.name}",
+                     [*_BATTERY_TESTS, *(["tests/test_backward.py"] if _m.name == "backward.py" else [])])
+BATTERY = [m for m in TESTS if "/battery/checks/" in m]
 # tests run second, only on the mutants the rest did not kill (node ids; they are deselected first)
 SLOW = {
     "dropout_stats/design.py": ["tests/test_design.py::test_min_num_samples_is_a_crossing_of_exact_power"],
@@ -168,9 +179,13 @@ def _worker(job):
     return out
 
 
-def run(module: str, works: list[pathlib.Path]) -> tuple[int, int, list]:
+def run(module: str, works: list[pathlib.Path], sample: float | None = None) -> tuple[int, int, list]:
     from concurrent.futures import ThreadPoolExecutor
     muts = list(mutations(ast.parse((works[0] / module).read_text())))
+    if sample is not None:  # each mutant kept with probability `sample`, seeded by the module's name
+        import random
+        rng = random.Random(module)
+        muts = [m for m in muts if rng.random() < sample]
     jobs = [(module, str(w), muts[k::len(works)]) for k, w in enumerate(works)]
     with ThreadPoolExecutor(len(works)) as pool:  # threads suffice: each mutant is a subprocess
         results = [r for part in pool.map(_worker, jobs) for r in part]
@@ -179,7 +194,7 @@ def run(module: str, works: list[pathlib.Path]) -> tuple[int, int, list]:
     return len(results) - len(survivors), len(results), survivors
 
 
-def main(modules, jobs):
+def main(modules, jobs, sample=None):
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         works = [pathlib.Path(tmp) / f"work{k}" for k in range(jobs)]
@@ -190,7 +205,7 @@ def main(modules, jobs):
             total_k = total_n = total_eq = 0
             for module in modules:
                 t = time.perf_counter()
-                k, n, survivors = run(module, works)
+                k, n, survivors = run(module, works, sample)
                 eq = [s for s in survivors if (module, s[0], s[1]) in EQUIVALENT]
                 total_k, total_n, total_eq = total_k + k, total_n + n, total_eq + len(eq)
                 print(f"{module}: {k} of {n} killed, {len(eq)} equivalent, "
@@ -201,6 +216,11 @@ def main(modules, jobs):
             print(f"total: {total_k} of {total_n - total_eq} non-equivalent mutants killed "
                   f"({total_k / max(1, total_n - total_eq):.1%}); {time.perf_counter() - t0:.0f} s "
                   f"with {jobs} workers")
+            if sample is not None and total_n > total_eq:
+                from scipy import stats  # the sampled score estimates the whole one: its exact interval
+                ci = stats.binomtest(total_k, total_n - total_eq).proportion_ci(0.95)
+                print(f"sampled {sample:.0%} of the mutants: score 95% interval [{ci.low:.1%}, {ci.high:.1%}] "
+                      "(Clopper-Pearson)")
         finally:
             for work in works:
                 subprocess.run(["git", "worktree", "remove", "--force", str(work)], check=False, cwd=ROOT,
@@ -211,11 +231,16 @@ if __name__ == "__main__":
     import argparse
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--sample", type=float, default=None,
+                    help="run each mutant with this probability (a seeded random sample)")
+    ap.add_argument("--battery", action="store_true", help="the battery's check modules")
     ap.add_argument("modules", nargs="*", help=f"default: {' '.join(STATISTICS)}")
     a = ap.parse_args()
     if a.jobs < 1:
         ap.error(f"--jobs ({a.jobs}) must be at least 1")
+    if a.sample is not None and not 0 < a.sample <= 1:
+        ap.error(f"--sample ({a.sample}) must be in (0, 1]")
     for m in a.modules:
         if m not in TESTS:
             ap.error(f"module ({m}) has no tests named in TESTS: one of {', '.join(TESTS)}")
-    main(a.modules or STATISTICS, a.jobs)
+    main(a.modules or (BATTERY if a.battery else STATISTICS), a.jobs, a.sample)
