@@ -8,7 +8,7 @@ import dataclasses
 
 import numpy as np
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import example, given, strategies as st
 from scipy import stats
 
 from dropout_stats import (agreement_test, holm_bonferroni, homogeneity_test, independence_test,
@@ -220,6 +220,8 @@ def test_results_are_frozen():
     ([-1, 1], [2, 2], ValueError, r"group 0: kept \(-1\) must be in \[0, n \(2\)\]"),
     ([1, 0], [2, 0], ValueError, r"group 1: kept \(0\) must be in \[0, n \(0\)\]"),
     ([1, 3], [2, 2], ValueError, r"group 1: kept \(3\) must be in \[0, n \(2\)\]"),
+    # the first bad group is named, after valid groups at every bound (kept 0, kept = n, n = 1)
+    ([0, 1, 5], [1, 1, 2], ValueError, r"group 2: kept \(5\) must be in \[0, n \(2\)\]"),
 ])
 @pytest.mark.parametrize("test", [homogeneity_test, trend_test])
 def test_counts_are_validated(test, kept, n, error, match):
@@ -246,6 +248,12 @@ tables = st.tuples(*[st.integers(0, 12)] * 4).filter(
 
 
 @given(tables)
+@example((3, 0, 2, 4))
+@example((3, 2, 0, 4))
+@example((0, 2, 3, 4))
+@example((3, 2, 4, 0))
+@example((0, 3, 4, 0))
+@example((3, 0, 0, 4))
 def test_independence_is_scipys_fisher_test_with_its_odds_ratio(t):
     """The 2 x 2 table of two masks against scipy.stats.fisher_exact on the same counts: the
     sample odds ratio (inf when an off-diagonal cell is 0) and the two-sided p-value."""
