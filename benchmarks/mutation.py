@@ -140,7 +140,7 @@ def _replace(tree, old, new):
     return tree
 
 
-def _killed(module: str, work: pathlib.Path) -> bool:
+def _stages(module: str, work: pathlib.Path):
     # fewer hypothesis examples per property (conftest's "mutation" profile): a mutant is killed by
     # the first failing example, and a survivor is listed either way
     env = dict(os.environ, PYTHONPATH=str(work), TF_CPP_MIN_LOG_LEVEL="3", DROPOUT_STATS_HYPOTHESIS="mutation")
@@ -148,10 +148,14 @@ def _killed(module: str, work: pathlib.Path) -> bool:
             "-o", "addopts="]
     slow = SLOW.get(module, [])
     stages = [[*TESTS[module], *(f"--deselect={t}" for t in slow)]] + ([slow] if slow else [])
-    for args in stages:
+    return [[*base, *args] for args in stages], env
+
+
+def _killed(cmds, env, work: pathlib.Path, limits) -> bool:
+    for cmd, limit in zip(cmds, limits, strict=True):
         try:
-            r = subprocess.run([*base, *args], check=False, cwd=work, env=env, capture_output=True, timeout=300)
-        except subprocess.TimeoutExpired:
+            r = subprocess.run(cmd, check=False, cwd=work, env=env, capture_output=True, timeout=limit)
+        except subprocess.TimeoutExpired:  # a mutant that loops (a bisection that never closes)
             return True
         if r.returncode != 0:
             return True
@@ -159,24 +163,27 @@ def _killed(module: str, work: pathlib.Path) -> bool:
 
 
 def _worker(job):
-    """Run the mutants numbered k, k + jobs, ... of a module in worktree `work`."""
-    module, work, picks = job
+    """Run the mutants numbered k, k + jobs, ... of a module in worktree `work`; print each."""
+    module, work, picks, limits, done, total = job
     work = pathlib.Path(work)
     src = (work / module).read_text()
     tree = ast.parse(src)
+    cmds, env = _stages(module, work)
     out = []
     for line, what, where in picks:
         try:
             mutated = ast.unparse(apply(tree, where))
             compile(mutated, module, "exec")
         except Exception:  # noqa: BLE001 - an edit that does not compile is no mutant
-            out.append((line, what, None))
             continue
         (work / module).write_text(mutated)
         try:
-            out.append((line, what, _killed(module, work)))
+            dead = _killed(cmds, env, work, limits)
         finally:
             (work / module).write_text(src)
+        out.append((line, what, dead))
+        done.append(1)
+        print(f"  [{len(done)}/{total}] line {line}: {what}: {'killed' if dead else 'SURVIVES'}", flush=True)
     return out
 
 
@@ -187,10 +194,19 @@ def run(module: str, works: list[pathlib.Path], sample: float | None = None) -> 
         import random
         rng = random.Random(module)
         muts = [m for m in muts if rng.random() < sample]
-    jobs = [(module, str(w), muts[k::len(works)]) for k, w in enumerate(works)]
+    # a stage that takes 4x (and 30 s) longer than on the unmutated code is a mutant that loops
+    cmds, env = _stages(module, works[0])
+    limits = []
+    for cmd in cmds:
+        t = time.perf_counter()
+        r = subprocess.run(cmd, check=False, cwd=works[0], env=env, capture_output=True)
+        if r.returncode != 0:
+            raise SystemExit(f"{module}: the tests fail on the unmutated code:\n{r.stdout.decode()[-2000:]}")
+        limits.append(30 + 4 * (time.perf_counter() - t))
+    done: list = []
+    jobs = [(module, str(w), muts[k::len(works)], limits, done, len(muts)) for k, w in enumerate(works)]
     with ThreadPoolExecutor(len(works)) as pool:  # threads suffice: each mutant is a subprocess
         results = [r for part in pool.map(_worker, jobs) for r in part]
-    results = [r for r in results if r[2] is not None]
     survivors = sorted((line, what) for line, what, dead in results if not dead)
     return len(results) - len(survivors), len(results), survivors
 
