@@ -108,3 +108,18 @@ def fisher_two_sided_pvalue(table) -> float:
             return float(stats.fisher_exact(c).pvalue)
         pval = hg.sf(x - 1, total, n1, n) + (hg.cdf(j, total, n1, n) if j >= 0 else 0.0)
     return float(min(1.0, pval))
+
+
+def binom_upper_quantile(alpha: float, n: int, p: float) -> int:
+    """The smallest k with P(K > k) <= alpha for K ~ Binomial(n, p).
+
+    scipy's ``binom.isf`` is that number only while 1 - alpha is not 1 in floating point: for
+    alpha below about 1e-16 it returns n (scipy 1.17: isf(1e-20, 25000, 0.8) = 25000, where the
+    quantile is about 20,550).  Here it is read from the lower tail of n - K, which needs no
+    1 - alpha, then settled on the exact sf."""
+    k = n - int(stats.binom.ppf(alpha, n, 1 - p))
+    while k > 0 and stats.binom.sf(k - 1, n, p) <= alpha:
+        k -= 1
+    while k < n and stats.binom.sf(k, n, p) > alpha:
+        k += 1
+    return k

@@ -23,6 +23,7 @@ import numpy as np
 from scipy import optimize, special, stats
 
 from ._checks import check_count, check_open_unit, check_positive
+from ._exact import binom_upper_quantile
 
 __all__ = [
     "RejectionRegion",
@@ -75,7 +76,7 @@ def _region(n: int, p: float, alpha: float) -> RejectionRegion:
     # Two small windows around the tail quantiles at alpha / 2; the exact minlike boundaries
     # lie near them.  Widen until both boundaries are pinned inside their windows.
     a0 = int(stats.binom.ppf(alpha / 2, n, p))
-    b0 = int(stats.binom.isf(alpha / 2, n, p))
+    b0 = binom_upper_quantile(alpha / 2, n, p)  # not binom.isf: it says n below alpha ~ 1e-16
     mode_lo, mode_hi = math.floor(p * n), math.ceil(p * n)
     half = 64
     while True:

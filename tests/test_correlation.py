@@ -10,6 +10,7 @@ defects with tens of thousands of identical pairs (z >= 100 where the threshold 
 """
 from __future__ import annotations
 
+import itertools
 import math
 import types
 
@@ -172,3 +173,111 @@ def test_broadcast_axes_are_dropped_and_a_1d_mask_works(seed):
     one = np.resize(rng.random(7) < P, 4096)
     auto, _ = check([one, rng.random(4096) < P])
     assert auto.pvalue <= LEVEL
+
+
+# -- the family's arithmetic against independent computations (exact; no verdict is random) ---
+
+def _chernoff(s, v, m):
+    """Bennett's bound computed as what it is, the optimised Chernoff bound
+    inf_l exp(-l s + (v / m^2)(e^(l m) - 1 - l m)), by scipy's scalar minimiser."""
+    from scipy import optimize
+    f = lambda lam: -lam * s + (v / (m * m)) * math.expm1(lam * m) - (v / (m * m)) * lam * m  # noqa: E731
+    r = optimize.minimize_scalar(f, bounds=(0, 50 / m), method="bounded", options={"xatol": 1e-12})
+    return math.exp(min(0.0, r.fun))
+
+
+@pytest.mark.parametrize("s,v,p,tested", [(40.0, 500.0, 0.8, 1), (40.0, 500.0, 0.8, 7), (-40.0, 500.0, 0.8, 7),
+                                          (25.0, 900.0, 0.3, 100), (3.0, 500.0, 0.8, 5), (400.0, 500.0, 0.6, 3)])
+def test_lag_pvalue_is_bonferroni_over_both_bennett_tails_plus_eta(s, v, p, tested):
+    """Two-sided: increments lie in [-pq, max(p, q)^2], so the upper tail has range max(p, q)^2
+    and the lower pq; Bonferroni multiplies by the lags tested; ETA is added; capped at 1."""
+    q = 1 - p
+    want = min(1.0, tested * (_chernoff(abs(s), v, max(p, q) ** 2) + _chernoff(abs(s), v, p * q)) + ETA)
+    got = lag_pvalue(s, v, p, tested)
+    assert got == pytest.approx(want, rel=1e-6, abs=1e-300) and ETA <= got <= 1.0
+
+
+def test_kept_count_bound_is_the_exact_eta_quantile_of_the_kept_count():
+    """v = pq (N p^2 + K (q^2 - p^2)) at K's quantile on the side that makes sum c^2 larger:
+    the smallest k with P(K > k) <= ETA when q >= p, the smallest k with P(K <= k) >= ETA when
+    q < p; found here by scanning scipy's cdf, over masks of different sizes (N is their sum)."""
+    masks = [np.zeros(600, bool), np.zeros((20, 20), bool)]
+    n = 1000
+    ks = np.arange(n + 1)
+    for p in (0.8, 0.3, 0.5):
+        q = 1 - p
+        if q >= p:
+            k = int(ks[binom.sf(ks, n, p) <= ETA][0])
+        else:
+            k = int(ks[binom.cdf(ks, n, p) >= ETA][0])
+        assert kept_count_bound(masks, p) == pytest.approx(p * q * (n * p * p + k * (q * q - p * p)), rel=1e-12)
+
+
+def _family(unit_shape, units=None):
+    fam = Correlation.__new__(Correlation)
+    fam.run = types.SimpleNamespace(unit_shape=unit_shape, units=units or math.prod(unit_shape))
+    return fam
+
+
+def test_applies_from_four_units():
+    assert not _family((3,)).applies() and _family((4,)).applies()
+
+
+@pytest.mark.parametrize("unit_shape,want", [
+    ((8,), {(1,)}),                       # neighbours only
+    ((4, 8), {(0, 1), (1, 0)}),           # neighbours and rows
+    ((4, 1), {(1,)}),                     # a column: its first axis is both
+    ((1, 8), {(1,)}),                     # a row: neighbours; no second row
+    ((4, 1, 8), {(0, 1), (1, 0)}),        # broadcast axes dropped from the displacement
+    ((1, 8, 1), set()),                   # neither the first nor the last axis is longer than 1
+    ((2, 3, 5), {(0, 0, 1), (1, 0, 0)}),
+])
+def test_excluded_are_the_pair_checks_displacements_with_their_negatives(unit_shape, want):
+    """One step along the last axis (neighbours) and along the first (rows), when those axes are
+    longer than 1, in the coordinates of the axes longer than 1, each with its negative."""
+    assert _family(unit_shape).excluded() == want | {tuple(-v for v in d) for d in want}
+
+
+def _brute_tested(shape, within, skip):
+    """Displacements with at least one pair, counted by enumeration: non-zero and up to sign
+    within a call; every one (0 included) between calls; minus the skipped ones."""
+    ds = set(itertools.product(*[range(-(s - 1), s) for s in shape]))
+    if within:
+        ds = {d for d in ds if any(d) and d > tuple(-v for v in d)}  # one of each {d, -d}
+        return len(ds) - len({d for d in skip if d > tuple(-v for v in d)})
+    return len(ds - skip)
+
+
+@pytest.mark.parametrize("stateful", [False, True])
+def test_tested_counts_and_samples_against_enumeration(stateful):
+    rng = np.random.default_rng(5)
+    masks = [rng.random((5, 6)) < P for _ in range(3)]
+    auto, cross = check(masks, stateful=stateful)
+    fam = _family((5, 6))
+    assert auto.values["tested"] == _brute_tested((5, 6), True, fam.excluded()) == (9 * 11 - 1) // 2 - 2
+    assert cross.values["tested"] == _brute_tested((5, 6), False, set() if stateful else {(0, 0)})
+    assert (auto.samples, cross.samples) == (3 * 30, 2 * 30)
+
+
+def test_one_stored_call_has_no_cross_correlation():
+    auto, cross = check([np.random.default_rng(6).random((8, 8)) < P])
+    assert auto.passed is True and cross.passed is None and "one stored call" in cross.detail
+
+
+def test_the_chosen_displacement_reports_its_exact_sum_pairs_and_pvalue():
+    """Rows equal three apart: the check reports displacement +-(3, 0); its correlation, pair
+    count and p-value against a loop over the pairs and the bound's own pieces."""
+    rng = np.random.default_rng(7)
+    m = np.tile(rng.random((3, 64)) < P, (14, 1))[:40]  # row i + 3 is row i
+    other = rng.random((40, 64)) < P
+    auto, _ = check([m, other])
+    d = auto.values["displacement"]
+    assert abs(d[0]) == 3 and d[1] == 0, auto
+    c = [x - P for x in (m, other)]
+    s = sum(float((ci[:37] * ci[3:]).sum()) for ci in c)
+    pq = P * (1 - P)
+    assert auto.values["pairs"] == 2 * 37 * 64
+    assert auto.values["correlation"] == pytest.approx(s / (2 * 37 * 64 * pq), rel=1e-9)
+    v = min(kept_count_bound([m, other], P), pq * P * P * 2 * 37 * 64)
+    assert auto.pvalue == pytest.approx(lag_pvalue(s, v, P, auto.values["tested"]), rel=1e-9)
+    assert f"over {2 * 37 * 64:,} pairs" in auto.observed and "(z = " in auto.observed

@@ -51,7 +51,8 @@ def test_issue_example_exact_binomial_needs_far_fewer_draws_than_dkwm():
 def test_rejects_is_scipys_rejection_set_at_every_count():
     """rejects(k) against scipy.stats.binomtest(k, n, p).pvalue <= alpha for every k: both ends of
     both tails, off-by-one included."""
-    for n, p, alpha in [(40, 0.8, 1e-3), (200, 0.3, 1e-6), (1000, 0.5, 0.05), (25_000, 0.8, 1e-9)]:
+    for n, p, alpha in [(40, 0.8, 1e-3), (200, 0.3, 1e-6), (1000, 0.5, 0.05), (25_000, 0.8, 1e-9),
+                         (10**6, 0.3, 1e-40)]:  # below 1e-16 scipy's binom.isf is no window start
         region = rejection_region_for_rate_test(n, p, false_fail_rate=alpha)
         ks = range(n + 1) if n <= 1000 else [*range(region.low - 3, region.low + 4),
                                               *range(region.high - 3, region.high + 4)]

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 from scipy import stats
 
-from dropout_stats._exact import binom_two_sided_pvalue, fisher_two_sided_pvalue
+from dropout_stats._exact import binom_two_sided_pvalue, binom_upper_quantile, fisher_two_sided_pvalue
 
 
 @pytest.mark.parametrize("p", [0.0, 1e-3, 0.2, 0.5, 0.8, 0.999, 1.0])
@@ -84,3 +84,12 @@ def test_tail_start_answers_or_says_it_cannot_tell(step):
     assert _tail_start(pmf, t, 0, 99, start - 20 * step, 5, step=step) is None  # window before it
     assert _tail_start(pmf, t, 0, 99, 50, 200, step=step) == start           # window covers the run
     assert _tail_start(pmf, -1.0, 0, 99, 50, 200, step=step) == (100 if step > 0 else -1)  # no tail
+
+
+@pytest.mark.parametrize("alpha", [0.3, 1e-3, 1e-9, 1e-15, 1e-17, 1e-20, 1e-50, 1e-300])
+@pytest.mark.parametrize("n,p", [(1, 0.5), (40, 0.8), (1000, 0.3), (1000, 0.5), (25_000, 0.8), (3000, 0.001)])
+def test_upper_quantile_is_the_first_count_whose_sf_is_at_most_alpha(alpha, n, p):
+    """Against a scan of scipy's sf over every count (scipy's own isf returns n below ~1e-16)."""
+    ks = np.arange(n + 1)
+    want = int(ks[stats.binom.sf(ks, n, p) <= alpha][0])
+    assert binom_upper_quantile(alpha, n, p) == want

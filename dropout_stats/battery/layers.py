@@ -280,12 +280,13 @@ class LayerProbe:
         if self.kind == "gaussian":  # noise nearly everywhere: fl(1 + sd z) == 1 leaves a few x unchanged
             from scipy import stats
 
+            from .._exact import binom_upper_quantile
             from .gaussian import unchanged_share_bound
 
             bound = unchanged_share_bound(self.rate, self.dtype)
             same = n - kept
             p = float(stats.binom.sf(same - 1, n, bound)) if same else 1.0
-            limit = int(stats.binom.isf(level, n, bound))
+            limit = binom_upper_quantile(level, n, bound)
             return Check(name, not extra_fail, "statistical", p, level, n,
                          observed=f"{same}/{n} positions unchanged (no noise)",
                          expected=f"at most a share {bound:.3g} unchanged (noise rounding to 1)",

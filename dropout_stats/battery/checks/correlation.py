@@ -37,6 +37,7 @@ import numpy as np
 from scipy import fft as sfft
 from scipy.stats import binom
 
+from ..._exact import binom_upper_quantile
 from ...report import Check
 from . import Family
 
@@ -160,7 +161,7 @@ def kept_count_bound(masks, p: float) -> float:
     n = sum(m.size for m in masks)
     q = 1 - p
     if q * q >= p * p:
-        k = float(binom.isf(ETA, n, p))     # P(K > k) <= ETA
+        k = float(binom_upper_quantile(ETA, n, p))  # P(K > k) <= ETA (binom.isf says n at 1e-50)
     else:
         k = float(binom.ppf(ETA, n, p))     # P(K < k) < ETA
     return p * q * (n * p * p + k * (q * q - p * p))
