@@ -64,6 +64,12 @@ EQUIVALENT: dict[tuple[str, int, str], str] = {  # (module, line, mutation) -> w
     ("dropout_stats/sequential.py", 98, "LtE -> Lt"): "differs only on an exact float tie of a log-likelihood sum "
                                                      "with the boundary; the clearing bound holds either way",
     ("dropout_stats/structure.py", 139, "2 -> 1"): "length is even: length < 2 and length < 1 both mean 0",
+    ("dropout_stats/precision.py", 123, "NotEq -> Eq"): "(name != 'float64' only) float64 through the native "
+                                                       "route is the same product in the same format",
+    ("dropout_stats/precision.py", 189, "Eq -> NotEq"): "ml_dtypes' bfloat16 casts to float64 exactly, as the "
+                                                       "bit route does; other dtypes take astype either way",
+    ("dropout_stats/precision.py", 191, "Eq -> NotEq"): "ml_dtypes' bfloat16 casts to float64 exactly, as the "
+                                                       "bit route does; other dtypes take astype either way",
     ("dropout_stats/counts.py", 28, "1 -> 2"): "the block size changes the blocks, not the counts",
     ("dropout_stats/counts.py", 28, "16 -> 15"): "the block size changes the blocks, not the counts",
     ("dropout_stats/counts.py", 28, "16 -> 17"): "the block size changes the blocks, not the counts",

@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 from hypothesis import given, settings, strategies as st
 
-from dropout_stats import (apply_scale, expected_keep_fraction, expected_keep_probability,
+from dropout_stats import (apply_scale, exact_scale, expected_keep_fraction, expected_keep_probability,
                            expected_scale, ulp_distance)
 from dropout_stats._floats import round_to
 
@@ -132,3 +132,49 @@ def test_bfloat16_rounding_is_ml_dtypes_on_every_kind_of_float32():
     with np.errstate(invalid="ignore"):
         want = f.astype(ml_dtypes.bfloat16).view(np.uint16)
     assert np.array_equal(float32_to_bfloat16_bits(f), want)
+
+
+def _numpy_scaled(x, scale):
+    """fl(x * factor) or fl(x / factor) by numpy's (and ml_dtypes') own arithmetic in the dtype:
+    IEEE operations, each correctly rounded once."""
+    import ml_dtypes
+    t = ml_dtypes.bfloat16 if scale.dtype == "bfloat16" else np.dtype(scale.dtype).type
+    xs, f = np.asarray(x).astype(t), t(scale.factor)
+    if scale.dtype == "bfloat16":  # ml_dtypes computes in float32 and rounds: one rounding, correct
+        xs, f = xs.astype(np.float32), np.float32(f)
+        return (xs * f if scale.formula == "multiply" else xs / f).astype(t).astype(np.float64)
+    return (xs * f if scale.formula == "multiply" else xs / f).astype(np.float64)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32"])
+@pytest.mark.parametrize("rate_is_tensor", [False, True])
+def test_scale_of_values_held_in_another_dtype_is_rounded_to_the_formula_dtype(dtype, rate_is_tensor):
+    """x given as float64 (values of the dtype) takes the float64 route; it must round like the
+    dtype's own arithmetic, as the native route does for x already in the dtype."""
+    import ml_dtypes
+    t = ml_dtypes.bfloat16 if dtype == "bfloat16" else np.dtype(dtype).type
+    x = np.random.default_rng(8).uniform(-4, 4, 4000).astype(t)
+    scale = expected_scale(0.3, dtype, rate_is_tensor=rate_is_tensor)
+    want = _numpy_scaled(x, scale)
+    np.testing.assert_array_equal(apply_scale(x.astype(np.float64), scale), want)
+    np.testing.assert_array_equal(apply_scale(x, scale), want)
+
+
+def _round_fraction_to_float32(q: Fraction) -> float:
+    """q rounded to the nearest float32 (ties, which these values avoid, would go to even)."""
+    c = np.float32(float(q))
+    cands = [np.nextafter(c, np.float32(-np.inf)), c, np.nextafter(c, np.float32(np.inf))]
+    return float(min(cands, key=lambda v: abs(Fraction(float(v)) - q)))
+
+
+@pytest.mark.parametrize("rate", [0.1, 0.3])
+def test_exact_scale_is_the_correctly_rounded_quotient(rate):
+    """exact_scale: x / (1 - rate) correctly rounded, against Fractions (float32 and float64)."""
+    x = np.random.default_rng(9).uniform(-4, 4, 500).astype(np.float32)
+    d = 1 - Fraction(rate)
+    want = [_round_fraction_to_float32(Fraction(float(v)) / d) for v in x]
+    np.testing.assert_array_equal(apply_scale(x, exact_scale(rate, "float32")), want)
+    x64 = np.random.default_rng(10).uniform(-4, 4, 200)
+    want64 = [float(Fraction(float(v)) / d) for v in x64]
+    np.testing.assert_array_equal(apply_scale(x64, exact_scale(rate, "float64")), want64)
+    assert exact_scale(rate).factor == 1 - rate
