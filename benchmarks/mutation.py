@@ -70,6 +70,13 @@ EQUIVALENT: dict[tuple[str, int, str], str] = {  # (module, line, mutation) -> w
                                                        "bit route does; other dtypes take astype either way",
     ("dropout_stats/precision.py", 191, "Eq -> NotEq"): "ml_dtypes' bfloat16 casts to float64 exactly, as the "
                                                        "bit route does; other dtypes take astype either way",
+    ("dropout_stats/precision.py", 57, "0 -> 1"): "t = fl(1 - rate) > 0 for every rate < 1 in every format: the "
+                                                 "ceiling is at least 1 already",
+    ("dropout_stats/precision.py", 140, "1 -> 2"): "the non-finite branch: inf / (2 - rate) is inf as inf / (1 - rate)",
+    ("dropout_stats/precision.py", 140, "Div -> Mult"): "(the non-finite branch) inf * (1 - rate) is inf, NaN stays NaN",
+    ("dropout_stats/precision.py", 140, "Sub -> Add"): "(the non-finite branch) inf / (1 + rate) is inf, NaN stays NaN",
+    ("dropout_stats/precision.py", 175, "0 -> 1"): "bits < 1 adds only bits == 0, whose negation is 0 again",
+    ("dropout_stats/precision.py", 175, "Lt -> LtE"): "bits <= 0 adds only bits == 0, whose negation is 0 again",
     ("dropout_stats/counts.py", 28, "1 -> 2"): "the block size changes the blocks, not the counts",
     ("dropout_stats/counts.py", 28, "16 -> 15"): "the block size changes the blocks, not the counts",
     ("dropout_stats/counts.py", 28, "16 -> 17"): "the block size changes the blocks, not the counts",

@@ -178,3 +178,16 @@ def test_exact_scale_is_the_correctly_rounded_quotient(rate):
     want64 = [float(Fraction(float(v)) / d) for v in x64]
     np.testing.assert_array_equal(apply_scale(x64, exact_scale(rate, "float64")), want64)
     assert exact_scale(rate).factor == 1 - rate
+
+
+def test_ulp_distance_in_float64_across_zero_and_below_it():
+    tiny = np.float64(5e-324)
+    assert ulp_distance(np.float64([-tiny]), np.float64([tiny])).tolist() == [2]
+    below = np.nextafter(np.float64(-1.0), -np.inf)
+    assert ulp_distance(np.float64([-1.0, -1.0]), np.float64([below, 1.0])).tolist() == [1, 2 * 0x3FF0000000000000]
+
+
+def test_exact_scale_keeps_infinities_and_nan_in_float64():
+    x = np.array([np.inf, -np.inf, np.nan])
+    got = apply_scale(x, exact_scale(0.3, "float64"))
+    assert got[0] == np.inf and got[1] == -np.inf and np.isnan(got[2])
