@@ -191,3 +191,48 @@ def test_exact_scale_keeps_infinities_and_nan_in_float64():
     x = np.array([np.inf, -np.inf, np.nan])
     got = apply_scale(x, exact_scale(0.3, "float64"))
     assert got[0] == np.inf and got[1] == -np.inf and np.isnan(got[2])
+
+
+@pytest.mark.parametrize("name", ["float16", "bfloat16", "float32", "float64"])
+def test_formats_are_the_dtypes_own(name):
+    """The bit layout table against numpy's and ml_dtypes' finfo and the bits of inf and of the
+    smallest normal: a wrong width, mask or exponent shows here."""
+    import dataclasses
+
+    import ml_dtypes
+
+    from dropout_stats._floats import FORMATS, bits_of
+    t = ml_dtypes.bfloat16 if name == "bfloat16" else np.dtype(name).type
+    info = ml_dtypes.finfo(t) if name == "bfloat16" else np.finfo(t)
+    fmt = FORMATS[name]
+    assert (fmt.bits, fmt.mantissa_bits) == (info.bits, info.nmant)
+    assert fmt.exponent_mask == int(bits_of(np.array([np.inf], t))[0])
+    assert fmt.min_normal_bits == int(bits_of(np.array([info.tiny], t))[0])
+    assert fmt.sign_mask == int(bits_of(np.array([-0.0], t))[0]) and fmt.abs_mask == fmt.sign_mask - 1
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        fmt.bits = 8
+
+
+@pytest.mark.parametrize("name", ["float16", "bfloat16", "float32", "float64"])
+@pytest.mark.parametrize("xla", [False, True])
+def test_uniform_levels_are_tensorflows(name, xla):
+    """TensorFlow's uniform in each dtype takes values k / levels: every draw times levels is an
+    integer, and some is odd (so levels is not too large by a factor 2).  200,000 draws; under
+    XLA bfloat16 is a truncated float32 uniform, whose odd multiples of 2^-23 sit below 2^-15
+    (about six draws of 200,000; the seed is fixed, so the test is exact, not a chance)."""
+    from dropout_stats._floats import FORMATS
+    fmt = FORMATS[name]
+    levels = fmt.xla_uniform_levels if xla else fmt.uniform_levels
+
+    def draw():
+        return tf.random.stateless_uniform([200_000], seed=[3, 4], dtype=getattr(tf, name))
+    u = (tf.function(draw, jit_compile=True) if xla else draw)()
+    k = u.numpy().astype(np.float64) * levels
+    assert np.all(k == np.floor(k)) and np.any(k % 2 == 1), (name, xla)
+
+
+def test_to_numpy_takes_lists_and_arrays_as_they_are():
+    from dropout_stats._floats import to_numpy
+    assert to_numpy([1.0, 2.0], "x").tolist() == [1.0, 2.0]
+    a = np.ones(3, np.float32)
+    assert to_numpy(a, "x") is a
