@@ -231,6 +231,7 @@ def test_applies_from_four_units():
     ((4, 1, 8), {(0, 1), (1, 0)}),        # broadcast axes dropped from the displacement
     ((1, 8, 1), set()),                   # neither the first nor the last axis is longer than 1
     ((2, 3, 5), {(0, 0, 1), (1, 0, 0)}),
+    ((4, 2), {(0, 1), (1, 0)}),           # a last axis of length 2 has neighbours too
 ])
 def test_excluded_are_the_pair_checks_displacements_with_their_negatives(unit_shape, want):
     """One step along the last axis (neighbours) and along the first (rows), when those axes are
@@ -281,3 +282,53 @@ def test_the_chosen_displacement_reports_its_exact_sum_pairs_and_pvalue():
     v = min(kept_count_bound([m, other], P), pq * P * P * 2 * 37 * 64)
     assert auto.pvalue == pytest.approx(lag_pvalue(s, v, P, auto.values["tested"]), rel=1e-9)
     assert f"over {2 * 37 * 64:,} pairs" in auto.observed and "(z = " in auto.observed
+
+
+def _torus_maxima(masks, within, skip, p):
+    """The displacement cells with the largest |sum of c c'| on the torus (ties all listed: the
+    sums lie on a lattice), by a loop over every cell, lag 0 within a call and skipped lags aside;
+    within a call d and -d are one cell, so mirrors are added."""
+    shape = masks[0].shape
+    c = [m - p for m in masks]
+    partners = [(a, a) for a in c] if within else list(zip(c, c[1:]))
+    skipped = {tuple(v % s for v, s in zip(k, shape)) for k in skip}
+    values = {}
+    for d in itertools.product(*[range(s) for s in shape]):
+        if (within and not any(d)) or d in skipped:
+            continue
+        values[d] = abs(sum(float((a * np.roll(b, [-x for x in d], axis=tuple(range(len(shape))))).sum())
+                            for a, b in partners))
+    top = max(values.values())
+    cells = {d for d, v in values.items() if v > top - 1e-6}
+    return cells | {tuple(-v % s for v, s in zip(d, shape)) for d in cells} if within else cells
+
+
+@pytest.mark.parametrize("stateful", [False, True])
+def test_the_tested_displacement_is_the_torus_maximum_by_a_loop(stateful):
+    """The FFT's choice against a loop over every cell: the chosen linear displacement wraps to
+    a cell whose |correlation| is the largest."""
+    rng = np.random.default_rng(13)
+    shape, p = (6, 8), 0.71  # keep 0.71: fewer ties on the sums' lattice than at 0.8
+    masks = [rng.random(shape) < p for _ in range(3)]
+    auto, cross = check(masks, p=p, stateful=stateful)
+    wrap = lambda d: tuple(v % s for v, s in zip(d, shape))  # noqa: E731
+    within = _torus_maxima(masks, True, _family(shape).excluded(), p)
+    between = _torus_maxima(masks, False, set() if stateful else {(0, 0)}, p)
+    assert wrap(auto.values["displacement"]) in within, (auto.values, within)
+    assert wrap(cross.values["displacement"]) in between, (cross.values, between)
+    assert len(within) <= 2 and len(between) <= 2  # one or two cells of 48: little room to hide in
+
+
+def test_axes_of_length_two_are_kept():
+    rng = np.random.default_rng(14)
+    auto, _ = check([rng.random((2, 32)) < P for _ in range(2)])
+    assert "mask [2, 32]" in auto.detail
+
+
+def test_lag_zero_is_set_aside_when_no_pair_check_excludes_anything():
+    """A unit shape (1, 16, 1): no lag is the pair checks', and lag 0 (the variance) must still
+    not be the displacement tested."""
+    rng = np.random.default_rng(15)
+    masks = [rng.random(16) < P for _ in range(2)]
+    auto, _ = check(masks, unit_shape=(1, 16, 1))
+    assert auto.values["displacement"] != [0] and "no pairs" not in auto.detail, auto
