@@ -115,7 +115,7 @@ def binom_upper_quantile(alpha: float, n: int, p: float) -> int:
 
     scipy's ``binom.isf`` is that number only while 1 - alpha is not 1 in floating point: for
     alpha below about 1e-16 it returns n (scipy 1.17: isf(1e-20, 25000, 0.8) = 25000, where the
-    quantile is about 20,550).  Here it is read from the lower tail of n - K, which needs no
+    quantile is 20,577).  Here it is read from the lower tail of n - K, which needs no
     1 - alpha, then settled on the exact sf."""
     k = n - int(stats.binom.ppf(alpha, n, 1 - p))
     while k > 0 and stats.binom.sf(k - 1, n, p) <= alpha:
