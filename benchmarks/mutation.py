@@ -13,8 +13,8 @@ Run: python benchmarks/mutation.py [--jobs N] [--sample P] [--battery | module .
 By default the statistics layer, one worker per core, each in its own worktree; the time is
 printed at the end.  Not part of CI: it needs the machine to itself.  A module's slow tests run
 in a second pytest call, only for the mutants the fast ones did not kill.  --battery takes the
-battery's check modules, whose tests run verify() (about a minute a mutant): --sample P runs a
-seeded random share P of the mutants and prints the score's exact 95% interval.
+battery's check modules, whose tests run verify() (137 s for one unmutated pass on 2 cores):
+--sample P runs a seeded random share P of the mutants and prints the score's exact 95% interval.
 """
 from __future__ import annotations
 
@@ -42,8 +42,8 @@ TESTS = {
     "dropout_stats/battery/checks/correlation.py": ["tests/test_correlation.py"],
 }
 # the battery's check modules: each family's own defect (test_families: caught by that family
-# alone), the hand-made masks, the corpus and the null runs.  A run of these takes about a
-# minute, so the battery is measured on a random sample of its mutants (--sample).
+# alone), the hand-made masks, the corpus and the null runs.  One pass of these took 137 s on 2
+# busy cores, so the battery is measured on a random sample of its mutants (--sample).
 _BATTERY_TESTS = ["tests/test_battery_checks.py", "tests/test_families.py", "tests/test_engine.py",
                   "tests/test_verify.py"]
 for _m in sorted((ROOT / "dropout_stats/battery/checks").glob("*.py")):
@@ -85,21 +85,36 @@ EQUIVALENT: dict[tuple[str, int, str], str] = {  # (module, line, mutation) -> w
     ("dropout_stats/_exact.py", 106, "1 -> 2"): "_tail_start reads only the sign of step",
     ("dropout_stats/_exact.py", 65, "Lt -> LtE"): "k == mu is k == p * n, answered 1.0 on line 53 before this",
     ("dropout_stats/_exact.py", 100, "Lt -> LtE"): "x == mode has pexact == pmode, answered 1.0 on line 91 before this",
-    ("dropout_stats/battery/checks/correlation.py", 65, "1 -> 0"): "a 1-D mask's first axis is its last: the row lag is the neighbour lag, already in the set",
-    ("dropout_stats/battery/checks/correlation.py", 65, "Gt -> GtE"): "a 1-D mask's first axis is its last: the row lag is the neighbour lag, already in the set",
-    ("dropout_stats/battery/checks/correlation.py", 71, "1 -> 0"): "`or (1,)` is unreachable: a unit shape of ones has one unit, and applies() needs 4",
-    ("dropout_stats/battery/checks/correlation.py", 71, "1 -> 2"): "(`or (2,)` only) unreachable: a unit shape of ones has one unit, and applies() needs 4",
-    ("dropout_stats/battery/checks/correlation.py", 92, "Div -> Mult"): "z is only read by argmax: a positive constant factor never moves it",
-    ("dropout_stats/battery/checks/correlation.py", 92, "Mult -> Div"): "z is only read by argmax: a positive constant factor never moves it",
-    ("dropout_stats/battery/checks/correlation.py", 98, "0 -> 1"): "tested >= 2 for every mask of >= 4 units (1-D: 3 - 1; (2, 2): 4 - 2), so <= 1 never holds",
-    ("dropout_stats/battery/checks/correlation.py", 98, "LtE -> Lt"): "tested >= 2 for every mask of >= 4 units, so tested <= 0 and < 0 never hold",
-    ("dropout_stats/battery/checks/correlation.py", 146, "0 -> 1"): "at a displacement 0 slice(0, s - 0) and slice(-0, s) are one slice",
-    ("dropout_stats/battery/checks/correlation.py", 146, "GtE -> Gt"): "at a displacement 0 slice(0, s - 0) and slice(-0, s) are one slice",
-    ("dropout_stats/battery/checks/correlation.py", 147, "0 -> 1"): "at a displacement 0 slice(0, s) and slice(0, s + 0) are one slice",
-    ("dropout_stats/battery/checks/correlation.py", 147, "GtE -> Gt"): "at a displacement 0 slice(0, s) and slice(0, s + 0) are one slice",
-    ("dropout_stats/battery/checks/correlation.py", 163, "GtE -> Gt"): "at p = 0.5 q^2 - p^2 = 0: both branches give the same v",
-    ("dropout_stats/battery/checks/correlation.py", 173, "LtE -> Lt"): "at s = 0 Bennett's bound is exp(0) = 1, the value returned",
-    ("dropout_stats/battery/checks/correlation.py", 174, "1.0 -> 2.0"): "lag_pvalue caps at 1, and s <= 0 reaches it only through abs(s) = 0",
+    ("dropout_stats/battery/checks/correlation.py", 65, "1 -> 0"):
+        "a 1-D mask's first axis is its last: the row lag is the neighbour lag, already in the set",
+    ("dropout_stats/battery/checks/correlation.py", 65, "Gt -> GtE"):
+        "a 1-D mask's first axis is its last: the row lag is the neighbour lag, already in the set",
+    ("dropout_stats/battery/checks/correlation.py", 71, "1 -> 0"):
+        "`or (1,)` is unreachable: a unit shape of ones has one unit, and applies() needs 4",
+    ("dropout_stats/battery/checks/correlation.py", 71, "1 -> 2"):
+        "(`or (2,)` only) unreachable: a unit shape of ones has one unit, and applies() needs 4",
+    ("dropout_stats/battery/checks/correlation.py", 92, "Div -> Mult"):
+        "z is only read by argmax: a positive constant factor never moves it",
+    ("dropout_stats/battery/checks/correlation.py", 92, "Mult -> Div"):
+        "z is only read by argmax: a positive constant factor never moves it",
+    ("dropout_stats/battery/checks/correlation.py", 98, "0 -> 1"):
+        "tested >= 2 for every mask of >= 4 units (1-D: 3 - 1; (2, 2): 4 - 2), so <= 1 never holds",
+    ("dropout_stats/battery/checks/correlation.py", 98, "LtE -> Lt"):
+        "tested >= 2 for every mask of >= 4 units, so tested <= 0 and < 0 never hold",
+    ("dropout_stats/battery/checks/correlation.py", 146, "0 -> 1"):
+        "at a displacement 0 slice(0, s - 0) and slice(-0, s) are one slice",
+    ("dropout_stats/battery/checks/correlation.py", 146, "GtE -> Gt"):
+        "at a displacement 0 slice(0, s - 0) and slice(-0, s) are one slice",
+    ("dropout_stats/battery/checks/correlation.py", 147, "0 -> 1"):
+        "at a displacement 0 slice(0, s) and slice(0, s + 0) are one slice",
+    ("dropout_stats/battery/checks/correlation.py", 147, "GtE -> Gt"):
+        "at a displacement 0 slice(0, s) and slice(0, s + 0) are one slice",
+    ("dropout_stats/battery/checks/correlation.py", 163, "GtE -> Gt"):
+        "at p = 0.5 q^2 - p^2 = 0: both branches give the same v",
+    ("dropout_stats/battery/checks/correlation.py", 173, "LtE -> Lt"):
+        "at s = 0 Bennett's bound is exp(0) = 1, the value returned",
+    ("dropout_stats/battery/checks/correlation.py", 174, "1.0 -> 2.0"):
+        "lag_pvalue caps at 1, and s <= 0 reaches it only through abs(s) = 0",
     ("dropout_stats/counts.py", 28, "1 -> 2"): "the block size changes the blocks, not the counts",
     ("dropout_stats/counts.py", 28, "16 -> 15"): "the block size changes the blocks, not the counts",
     ("dropout_stats/counts.py", 28, "16 -> 17"): "the block size changes the blocks, not the counts",
