@@ -42,6 +42,28 @@ def test_keep_fraction_passes_tensorflow(seed):
     assert_keep_fraction(x, y, 0.2, false_fail_rate=1e-9)  # against 102/128, bfloat16's real keep
 
 
+N_XLA = 4_000_000
+
+
+@pytest.mark.statistical(false_fail_rate=2e-12)
+def test_keep_fraction_under_xla_is_the_truncated_float32_grid(seed):
+    """Under XLA TensorFlow's bfloat16 uniform is a float32 uniform truncated (2^23 levels), so
+    rate 0.2 keeps 0.7998046875, not eager's 102/128: assert_keep_fraction(xla=True) expects it.
+    4,000,000 draws: XLA's real dropout passes (false fail 1e-12), and is rejected at level 1e-12
+    against eager's 102/128 except with the probability computed below (under 1e-12; 2,000,000
+    draws would miss with probability 7e-4)."""
+    from dropout_stats import expected_keep_probability, rate_test, rejection_region_for_rate_test
+    x = tf.ones([N_XLA], tf.bfloat16)
+    drop = tf.function(lambda x, s: tf.nn.experimental.stateless_dropout(x, 0.2, seed=s), jit_compile=True)
+    y = drop(x, tf.constant([seed % 2**31, 1]))  # a constant seed would be folded before XLA on TF 2.12
+    assert_keep_fraction(x, y, 0.2, xla=True, false_fail_rate=1e-12)
+    xla, eager = (expected_keep_probability(0.2, "bfloat16", xla=v) for v in (True, False))
+    miss = 1 - rejection_region_for_rate_test(N_XLA, eager, false_fail_rate=1e-12).power(xla)
+    assert miss < 1e-12, miss
+    kept = int(np.count_nonzero(y.numpy().astype(np.float32)))
+    assert rate_test(kept, N_XLA, eager).pvalue <= 1e-12, (kept, f"seed {seed}")
+
+
 def test_assert_dropout_raises_with_the_table():
     with pytest.raises(AssertionError, match="FAIL scale"):
         assert_dropout(scale_one_ulp_off, rate=0.2, false_fail_rate=1e-9)
