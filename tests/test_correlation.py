@@ -145,7 +145,7 @@ def test_rows_some_distance_apart_fail_and_the_pair_checks_lags_are_left_to_them
     assert not auto.observed.startswith(("displacement [0, 1]", "displacement [0, -1]")), auto
 
 
-@pytest.mark.parametrize("shift", [1, -3, 4096, 70000])
+@pytest.mark.parametrize("shift", [1, -3, 4096, 4097, -4097, 70000])  # 4097: (1, 1)
 def test_the_next_call_shifted_fails_cross_correlation(shift, seed):
     rng = np.random.default_rng(seed)
     stream = rng.random((1 << 18) + 160000) < P
@@ -334,3 +334,75 @@ def test_lag_zero_is_set_aside_when_no_pair_check_excludes_anything():
     masks = [rng.random(16) < P for _ in range(2)]
     auto, _ = check(masks, unit_shape=(1, 16, 1))
     assert auto.values["displacement"] != [0] and "no pairs" not in auto.detail, auto
+
+
+def test_eta_is_the_rate_the_module_declares():
+    """The docstring's promise (sum c^2 exceeds its bound with probability <= 1e-50) is ETA."""
+    import dropout_stats.battery.checks.correlation as module
+    assert "probability <= 1e-50" in module.__doc__ and ETA == 1e-50
+
+
+def test_a_far_displacement_between_later_calls_uses_the_pair_count_bound():
+    """Four calls of 256 units, keep 0.3: the second half of calls 2 and 3 repeats the first half
+    of the call before (displacement 128, 128 pairs each), calls 0 and 1 independent.  The check
+    must find it from every consecutive pair of calls (not the first alone) and bound the
+    variance of its 384 pairs by every increment at its largest, pq * max(p, q)^2 * 384, which is
+    below the kept-count bound of the three earlier calls (and above that of one call alone)."""
+    p, q = 0.3, 0.7
+    rng = np.random.default_rng(21)
+    masks = [rng.random(256) < p for _ in range(4)]
+    for i in (2, 3):
+        masks[i][128:] = masks[i - 1][:128]
+    _, cross = check(masks, p=p)
+    assert cross.values["displacement"] == [128] and cross.values["pairs"] == 3 * 128, cross
+    c = [m - p for m in masks]
+    s = sum(float((a[:128] * b[128:]).sum()) for a, b in zip(c, c[1:]))
+    largest = max((1 - p) ** 2, p ** 2)  # c is 1 - p when kept, -p when dropped
+    by_pairs, by_count = p * q * largest * 3 * 128, kept_count_bound(masks[:3], p)
+    assert kept_count_bound(masks[:1], p) < by_pairs < by_count  # the pair bound is the one in force
+    tested = cross.values["tested"]
+    assert type(tested) is int and tested == 2 * 256 - 1 - 1 and f"({tested:,} tested)" in cross.expected
+    assert cross.pvalue == pytest.approx(lag_pvalue(s, by_pairs, p, tested), rel=1e-9)
+    assert 1e-49 < cross.pvalue < 1e-6  # neither clamped at 1 nor at the ETA floor: v shows
+    pq = p * q
+    assert cross.observed == (f"displacement [128]: correlation {s / (384 * pq):.4g} over 384 pairs "
+                              f"(z = {s / math.sqrt(384) / pq:.3g})")
+
+
+def test_every_lag_below_z_one_still_tests_a_lag_the_pair_checks_leave():
+    """Four units, two calls (seed 2: |z| = 0.18 at the only tested lag, 2): lag 0 and the pair
+    checks' lags +-1 are set aside by zeroing their z, not by a value the tested lag can lose to."""
+    rng = np.random.default_rng(2)
+    masks = [rng.random(4) < P for _ in range(2)]
+    c = [m - P for m in masks]
+    z2 = abs(sum(float((a * np.roll(a, -2)).sum()) for a in c)) / (math.sqrt(2 * 4) * P * (1 - P))
+    assert 0 < z2 < 1
+    auto, _ = check(masks)
+    assert auto.values["displacement"] in ([2], [-2]) and auto.values["tested"] == 2, auto  # 2 and 3
+
+
+def test_no_pairs_at_the_chosen_cell_when_every_tested_lag_sums_to_zero():
+    """Keep 0.5, masks [1, 1, 1, 0]: c = (.5, .5, .5, -.5) sums to exactly 0 at lag 2, the only
+    lag left; the check passes with p = 1 and names no displacement (not lag 0's variance)."""
+    m = np.array([True, True, True, False])
+    auto, _ = check([m, m.copy(), m.copy()], p=0.5)
+    assert (auto.passed, auto.pvalue, auto.samples, auto.detail) == (True, 1.0, 12, "no pairs at the chosen cell"), auto
+    assert "displacement" not in auto.values
+
+
+def test_a_tie_between_pieces_reports_the_first_non_negative_one():
+    """Keep 0.5, masks [1, 1, 0, 0]: lag 2's two pieces (+2 and -2) have the same sum and pairs,
+    so the same p-value; the report names +2, the first of pieces()."""
+    m = np.array([True, True, False, False])
+    auto, _ = check([m, m.copy()], p=0.5)
+    assert auto.values["displacement"] == [2], auto
+
+
+def test_detail_names_whose_lags_were_left_out():
+    rng = np.random.default_rng(22)
+    masks = [rng.random((8, 8)) < P for _ in range(2)]
+    auto, cross = check(masks)
+    _, stateful = check(masks, stateful=True)
+    assert "are the pair checks'" in auto.detail and "seed_independence" not in auto.detail
+    assert cross.detail.endswith("; displacement 0 is seed_independence's") and "pair checks" not in cross.detail
+    assert "seed_independence" not in stateful.detail and "pair checks" not in stateful.detail

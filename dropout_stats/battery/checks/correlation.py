@@ -102,9 +102,7 @@ class Correlation(Family):
         for d in pieces(cell, shape):
             if tuple(d) in skip or (within and not any(d)):
                 continue
-            s, npairs = linear_sum(masks, d, p, within)
-            if npairs == 0:
-                continue
+            s, npairs = linear_sum(masks, d, p, within)  # npairs > 0: every |d_a| < n_a
             v = min(v_all, pq * max(p, 1 - p) ** 2 * npairs)  # or: every term at its largest
             pv = lag_pvalue(s, v, p, tested)
             if best is None or pv < best[0]:
