@@ -77,14 +77,71 @@ EQUIVALENT: dict[tuple[str, int, str], str] = {  # (module, line, mutation) -> w
     ("dropout_stats/precision.py", 140, "Sub -> Add"): "(the non-finite branch) inf / (1 + rate) is inf, NaN stays NaN",
     ("dropout_stats/precision.py", 175, "0 -> 1"): "bits < 1 adds only bits == 0, whose negation is 0 again",
     ("dropout_stats/precision.py", 175, "Lt -> LtE"): "bits <= 0 adds only bits == 0, whose negation is 0 again",
-    ("dropout_stats/_exact.py", 66, "1 -> 2"): "_tail_start reads only the sign of step",
-    ("dropout_stats/_exact.py", 71, "1 -> 0"): "_tail_start reads only the sign of step (0 walks down, as -1 does)",
-    ("dropout_stats/_exact.py", 71, "1 -> 2"): "_tail_start reads only the sign of step",
-    ("dropout_stats/_exact.py", 101, "1 -> 2"): "_tail_start reads only the sign of step",
-    ("dropout_stats/_exact.py", 106, "1 -> 0"): "_tail_start reads only the sign of step (0 walks down, as -1 does)",
-    ("dropout_stats/_exact.py", 106, "1 -> 2"): "_tail_start reads only the sign of step",
-    ("dropout_stats/_exact.py", 65, "Lt -> LtE"): "k == mu is k == p * n, answered 1.0 on line 53 before this",
-    ("dropout_stats/_exact.py", 100, "Lt -> LtE"): "x == mode has pexact == pmode, answered 1.0 on line 91 before this",
+    ("dropout_stats/_exact.py", 67, "1 -> 2"): "_tail_start reads only the sign of step",
+    ("dropout_stats/_exact.py", 72, "1 -> 0"): "_tail_start reads only the sign of step (0 walks down, as -1 does)",
+    ("dropout_stats/_exact.py", 72, "1 -> 2"): "_tail_start reads only the sign of step",
+    ("dropout_stats/_exact.py", 102, "1 -> 2"): "_tail_start reads only the sign of step",
+    ("dropout_stats/_exact.py", 107, "1 -> 0"): "_tail_start reads only the sign of step (0 walks down, as -1 does)",
+    ("dropout_stats/_exact.py", 107, "1 -> 2"): "_tail_start reads only the sign of step",
+    ("dropout_stats/_exact.py", 66, "Lt -> LtE"): "k == mu is k == p * n, answered 1.0 on line 54 before this",
+    ("dropout_stats/_exact.py", 101, "Lt -> LtE"): "x == mode has pexact == pmode, answered 1.0 on line 92 before this",
+    ("dropout_stats/_exact.py", 28, "LtE -> Lt"):
+        "the window's size only: _tail_start answers exactly or hands over to scipy for any window (test_exact), so only speed changes",
+    ("dropout_stats/_exact.py", 28, "30 -> 29"):
+        "the window's size only: _tail_start answers exactly or hands over to scipy for any window (test_exact), so only speed changes",
+    ("dropout_stats/_exact.py", 28, "30 -> 31"):
+        "the window's size only: _tail_start answers exactly or hands over to scipy for any window (test_exact), so only speed changes",
+    ("dropout_stats/_exact.py", 28, "64 -> 63"):
+        "the window's size only: _tail_start answers exactly or hands over to scipy for any window (test_exact), so only speed changes",
+    ("dropout_stats/_exact.py", 28, "64 -> 65"):
+        "the window's size only: _tail_start answers exactly or hands over to scipy for any window (test_exact), so only speed changes",
+    ("dropout_stats/_exact.py", 28, "Mult -> Div"):
+        "z / z = 1: the window's size only: _tail_start answers exactly or hands over to scipy for any window (test_exact), so only speed changes",
+    ("dropout_stats/_exact.py", 37, "Gt -> GtE"):
+        "an empty-or-single window goes to scipy: the window's size only: _tail_start answers exactly or hands over to scipy for any window (test_exact), so only speed changes",
+    ("dropout_stats/_exact.py", 39, "Gt -> GtE"):
+        'step is +1 or -1, never 0: > 0 and >= 0 agree',
+    ("dropout_stats/_exact.py", 41, "Gt -> GtE"):
+        'step is +1 or -1, never 0: > 0 and >= 0 agree',
+    ("dropout_stats/_exact.py", 42, "Gt -> GtE"):
+        'step is +1 or -1, never 0: > 0 and >= 0 agree',
+    ("dropout_stats/_exact.py", 44, "Gt -> GtE"):
+        'step is +1 or -1, never 0: > 0 and >= 0 agree',
+    ("dropout_stats/_exact.py", 52, "Lt -> LtE"):
+        '(n <= 2) n = 2 goes to scipy, whose answer the fast path gives too',
+    ("dropout_stats/_exact.py", 52, "2 -> 3"):
+        'n = 2 goes to scipy, whose answer the fast path gives too',
+    ("dropout_stats/_exact.py", 52, "2 -> 1"):
+        "n = 1 takes the fast path, whose window covers the whole support: scipy's answer (every k at 7 p in test_binomial_equals_scipy_on_every_count_up_to_60)",
+    ("dropout_stats/_exact.py", 54, "Mult -> Div"):
+        'k == p / n never holds (p / n < 1/2 is not a count but 0, and p = 0 is handed over); k = p n then takes the general path, whose two tails are every count: cdf(k) + sf(k - 1) >= 1, capped to 1.0',
+    ("dropout_stats/_exact.py", 60, "Mult -> Div"):
+        "(the survivor is the one in sd; the one in mu is killed) sd sets z, so the window's size only: _tail_start answers exactly or hands over to scipy for any window (test_exact), so only speed changes",
+    ("dropout_stats/_exact.py", 76, "1.0 -> 2.0"):
+        'the two tails are disjoint: no case sums above 1 (measured: 945,000 binomial counts, n <= 60 at 500 p; 135,750 tables up to 40), so the cap at 1 never binds',
+    ("dropout_stats/_exact.py", 111, "1.0 -> 2.0"):
+        'the two tails are disjoint: no case sums above 1 (measured: 945,000 binomial counts, n <= 60 at 500 p; 135,750 tables up to 40), so the cap at 1 never binds',
+    ("dropout_stats/_exact.py", 82, "Or -> And"):
+        'a zero margin leaves one possible table: pexact == pmode == 1, answered 1.0 on line 92',
+    ("dropout_stats/_exact.py", 82, "0 -> 1"):
+        '(axis=1: the row sums read twice) a zero column sum leaves one table, answered 1.0 on line 92',
+    ("dropout_stats/_exact.py", 82, "1 -> 0"):
+        '(axis=0: the column sums read twice) a zero row sum leaves one table, answered 1.0 on line 92',
+    ("dropout_stats/_exact.py", 92, "LtE -> Lt"):
+        ('differs only where |pexact - pmode| / max is exactly the double 1e-14; on every table up to 40 '
+         'it is below 4.4e-16 (a tie, rounded) or above 0.0099: a measure-zero case, not a proof'),
+    ("dropout_stats/_exact.py", 92, "Sub -> Add"):
+        'the early return never fires; a table as likely as the mode then takes the general path, whose two tails are every table: p = 1 after the cap (equal to scipy on every table up to 12)',
+    ("dropout_stats/_exact.py", 96, "1 -> 2"):
+        "var sets z, so the window's size only: _tail_start answers exactly or hands over to scipy for any window (test_exact), so only speed changes",
+    ("dropout_stats/_exact.py", 96, "1 -> 0"):
+        "var sets z, so the window's size only: _tail_start answers exactly or hands over to scipy for any window (test_exact), so only speed changes",
+    ("dropout_stats/_exact.py", 96, "Sub -> Add"):
+        "var sets z, so the window's size only: _tail_start answers exactly or hands over to scipy for any window (test_exact), so only speed changes",
+    ("dropout_stats/_exact.py", 98, "Gt -> GtE"):
+        'var = 0 only when one table is possible, answered 1.0 on line 83 or 92',
+    ("dropout_stats/_exact.py", 98, "0 -> 1"):
+        "var <= 1 goes to scipy: the window's size only: _tail_start answers exactly or hands over to scipy for any window (test_exact), so only speed changes",
     ("dropout_stats/battery/checks/correlation.py", 65, "1 -> 0"):
         "a 1-D mask's first axis is its last: the row lag is the neighbour lag, already in the set",
     ("dropout_stats/battery/checks/correlation.py", 65, "Gt -> GtE"):
@@ -101,19 +158,19 @@ EQUIVALENT: dict[tuple[str, int, str], str] = {  # (module, line, mutation) -> w
         "tested >= 2 for every mask of >= 4 units (1-D: 3 - 1; (2, 2): 4 - 2), so <= 1 never holds",
     ("dropout_stats/battery/checks/correlation.py", 98, "LtE -> Lt"):
         "tested >= 2 for every mask of >= 4 units, so tested <= 0 and < 0 never hold",
-    ("dropout_stats/battery/checks/correlation.py", 146, "0 -> 1"):
+    ("dropout_stats/battery/checks/correlation.py", 144, "0 -> 1"):
         "at a displacement 0 slice(0, s - 0) and slice(-0, s) are one slice",
-    ("dropout_stats/battery/checks/correlation.py", 146, "GtE -> Gt"):
+    ("dropout_stats/battery/checks/correlation.py", 144, "GtE -> Gt"):
         "at a displacement 0 slice(0, s - 0) and slice(-0, s) are one slice",
-    ("dropout_stats/battery/checks/correlation.py", 147, "0 -> 1"):
+    ("dropout_stats/battery/checks/correlation.py", 145, "0 -> 1"):
         "at a displacement 0 slice(0, s) and slice(0, s + 0) are one slice",
-    ("dropout_stats/battery/checks/correlation.py", 147, "GtE -> Gt"):
+    ("dropout_stats/battery/checks/correlation.py", 145, "GtE -> Gt"):
         "at a displacement 0 slice(0, s) and slice(0, s + 0) are one slice",
-    ("dropout_stats/battery/checks/correlation.py", 163, "GtE -> Gt"):
+    ("dropout_stats/battery/checks/correlation.py", 161, "GtE -> Gt"):
         "at p = 0.5 q^2 - p^2 = 0: both branches give the same v",
-    ("dropout_stats/battery/checks/correlation.py", 173, "LtE -> Lt"):
+    ("dropout_stats/battery/checks/correlation.py", 171, "LtE -> Lt"):
         "at s = 0 Bennett's bound is exp(0) = 1, the value returned",
-    ("dropout_stats/battery/checks/correlation.py", 174, "1.0 -> 2.0"):
+    ("dropout_stats/battery/checks/correlation.py", 172, "1.0 -> 2.0"):
         "lag_pvalue caps at 1, and s <= 0 reaches it only through abs(s) = 0",
     ("dropout_stats/counts.py", 28, "1 -> 2"): "the block size changes the blocks, not the counts",
     ("dropout_stats/counts.py", 28, "16 -> 15"): "the block size changes the blocks, not the counts",

@@ -15,7 +15,8 @@ import numpy as np
 from scipy import stats
 
 _BINOM_RERR = 1 + 1e-7     # scipy.stats.binomtest's tolerance for "as likely"
-_FISHER_GAMMA = 1 + 1e-14  # scipy.stats.fisher_exact's
+_FISHER_EPSILON = 1e-14    # scipy.stats.fisher_exact's (its table is "as likely as the mode")
+_FISHER_GAMMA = 1 + _FISHER_EPSILON
 
 
 def _width(z: float) -> int | None:
@@ -88,7 +89,7 @@ def fisher_two_sided_pvalue(table) -> float:
         return hg.pmf(j, total, n1, n)
     mode = int(np.int64(n + 1) * np.int64(n1 + 1) / np.int64(n1 + n2 + 2))  # scipy's arithmetic, exactly
     pexact, pmode = (float(v) for v in pmf([x, mode]))
-    if abs(pexact - pmode) / max(pexact, pmode) <= 1e-14:
+    if abs(pexact - pmode) / max(pexact, pmode) <= _FISHER_EPSILON:
         return 1.0
     t = pexact * _FISHER_GAMMA
     mu = n * n1 / (n1 + n2)

@@ -93,3 +93,55 @@ def test_upper_quantile_is_the_first_count_whose_sf_is_at_most_alpha(alpha, n, p
     ks = np.arange(n + 1)
     want = int(ks[stats.binom.sf(ks, n, p) <= alpha][0])
     assert binom_upper_quantile(alpha, n, p) == want
+
+
+def test_tolerances_are_the_ones_in_scipys_source():
+    """Bit-equality with scipy needs its "as likely" tolerances: read from the installed scipy."""
+    import inspect
+    import re
+
+    from scipy.stats import _binomtest, _stats_py
+
+    from dropout_stats import _exact
+    binom_src = inspect.getsource(_binomtest.binomtest)
+    fisher_src = inspect.getsource(_stats_py.fisher_exact)
+    assert _exact._BINOM_RERR == 1 + float(re.search(r"rerr = 1 \+ ([0-9.e-]+)", binom_src).group(1))
+    eps = float(re.search(r"epsilon = ([0-9.e-]+)", fisher_src).group(1))
+    assert "gamma = 1 + epsilon" in fisher_src and "<= epsilon" in fisher_src
+    assert _exact._FISHER_EPSILON == eps and _exact._FISHER_GAMMA == 1 + eps
+
+
+def test_binomial_as_likely_is_scipys_relative_tolerance():
+    """p chosen so that the far count j is 1 + 1.5e-7 times as likely as k: beyond scipy's
+    tolerance 1e-7, so j is not in the tail; at 1 + 0.5e-7 it is."""
+    n, k, j = 50, 10, 25
+    ratio = math.comb(n, k) / math.comb(n, j)  # (p / q)^(j - k) = r * C(n, k) / C(n, j)
+    for r in (1 + 1.5e-7, 1 + 0.5e-7):
+        odds = (r * ratio) ** (1 / (j - k))
+        p = odds / (1 + odds)
+        assert stats.binom.pmf(j, n, p) / stats.binom.pmf(k, n, p) == pytest.approx(r, rel=1e-9)
+        assert binom_two_sided_pvalue(k, n, p) == stats.binomtest(k, n, p).pvalue, r
+
+
+def test_fisher_next_to_the_mode_of_a_large_table():
+    """8e7 draws, margins half and half: the table one past the mode is 1 - ~1e-7 as likely as
+    the mode (not a tie), while the product of the two pmfs is below 1e-14."""
+    n1 = n2 = n = 40_000_000
+    mode = (n + 1) * (n1 + 1) // (n1 + n2 + 2)
+    x = mode + 1
+    t = _table(x, n, n1, n1 + n2)
+    want = stats.fisher_exact(t).pvalue
+    assert want < 1 and fisher_two_sided_pvalue(t) == want
+
+
+@pytest.mark.parametrize("step", [+1, -1])
+def test_tail_start_does_not_guess_past_a_window_that_reaches_only_one_end(step):
+    from dropout_stats._exact import _tail_start
+
+    falling = np.linspace(1.0, 0.0, 100)
+    pmf = (lambda k: falling[k]) if step > 0 else (lambda k: falling[99 - k])
+    t = falling[60]
+    # a window at the outer end, every count in it already in the tail: it may start earlier
+    assert _tail_start(pmf, t, 0, 99, 95 if step > 0 else 4, 5, step=step) is None
+    # a window at the inner end with nothing in the tail: the tail may still lie beyond it
+    assert _tail_start(pmf, t, 0, 99, 4 if step > 0 else 95, 5, step=step) is None
