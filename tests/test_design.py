@@ -116,3 +116,42 @@ def test_defaults_are_the_documented_error_rates():
     assert power_of_rate_test(5000, 0.8, 0.03) != power_of_rate_test(5000, 0.8, 0.03, false_fail_rate=2e-6)
     assert min_num_samples_for_rate_test(0.8, 0.03) != min_num_samples_for_rate_test(0.8, 0.03, false_pass_rate=2e-3)
     assert min_discrepancy_detectable(0.8, 5000) != min_discrepancy_detectable(0.8, 5000, false_pass_rate=2e-3)
+
+
+def test_as_likely_is_scipys_tolerance_and_regions_are_frozen():
+    import dataclasses
+    import inspect
+    import re
+
+    import pytest
+    from scipy.stats import _binomtest
+
+    from dropout_stats import design
+    src = inspect.getsource(_binomtest.binomtest)
+    assert design._RERR == 1 + float(re.search(r"rerr = 1 \+ ([0-9.e-]+)", src).group(1))
+    r = rejection_region_for_rate_test(100, 0.5, false_fail_rate=0.01)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        r.low = 0
+
+
+def test_small_regions_at_loose_levels_are_scipys():
+    """Every count of n <= 30 at levels up to 0.3: the region's least likely counts (whose p-value
+    is their own mass plus the unseen tails) and ties between the two tails decide here."""
+    for n in range(1, 31):
+        for p in (0.1, 0.25, 0.5, 0.7, 0.9, 0.97):
+            for alpha in (0.3, 0.05, 0.01, 1e-3):
+                region = rejection_region_for_rate_test(n, p, false_fail_rate=alpha)
+                for k in range(n + 1):
+                    assert region.rejects(k) == (stats.binomtest(k, n, p).pvalue <= alpha), (n, p, alpha, k)
+
+
+def test_windowed_regions_on_a_grid_are_scipys():
+    """The windowed search (n > 20,000) at both boundaries, off by one either way, on a grid of
+    n, p and levels, from just above the full-support limit to 10^9 draws."""
+    for n in (20_001, 20_002, 150_000, 3_000_000, 10**9):
+        for p in (0.002, 0.2, 0.5, 0.8, 0.9995):
+            for alpha in (0.2, 1e-3, 1e-9, 1e-20):
+                r = rejection_region_for_rate_test(n, p, false_fail_rate=alpha)
+                for k, rejected in ((r.low, True), (r.low + 1, False), (r.high - 1, False), (r.high, True)):
+                    if 0 <= k <= n:
+                        assert (stats.binomtest(k, n, p).pvalue <= alpha) == rejected, (n, p, alpha, k, r)
