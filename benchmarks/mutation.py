@@ -9,7 +9,7 @@ the installed package is not touched).  A mutant is killed when a test fails or 
 survivor is printed with its line; the ones known to be equivalent are listed in EQUIVALENT
 with the reason, and the score leaves them out.
 
-Run: python benchmarks/mutation.py [--jobs N] [--sample P] [--battery | module ...]
+Run: python benchmarks/mutation.py [--jobs N] [--sample P] [--survivors-of LOG] [--battery | module ...]
 By default the statistics layer, one worker per core, each in its own worktree; the time is
 printed at the end.  Not part of CI: it needs the machine to itself.  A module's slow tests run
 in a second pytest call, only for the mutants the fast ones did not kill.  --battery takes the
@@ -295,9 +295,17 @@ def _worker(job):
     return out
 
 
-def run(module: str, works: list[pathlib.Path], sample: float | None = None) -> tuple[int, int, list]:
+def survivors_of(log: str) -> set:
+    """(line, mutation) of every mutant a printed run says SURVIVES."""
+    import re
+    return {(int(m[1]), m[2]) for m in re.finditer(r"line (\d+): (.+): SURVIVES", pathlib.Path(log).read_text())}
+
+
+def run(module: str, works: list[pathlib.Path], sample: float | None = None, only=None) -> tuple[int, int, list]:
     from concurrent.futures import ThreadPoolExecutor
     muts = list(mutations(ast.parse((works[0] / module).read_text())))
+    if only is not None:  # a previous run's survivors only (the module unchanged since)
+        muts = [m for m in muts if (m[0], m[1]) in only]
     if sample is not None:  # each mutant kept with probability `sample`, seeded by the module's name
         import random
         rng = random.Random(module)
@@ -319,7 +327,7 @@ def run(module: str, works: list[pathlib.Path], sample: float | None = None) -> 
     return len(results) - len(survivors), len(results), survivors
 
 
-def main(modules, jobs, sample=None):
+def main(modules, jobs, sample=None, only=None):
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         works = [pathlib.Path(tmp) / f"work{k}" for k in range(jobs)]
@@ -330,7 +338,7 @@ def main(modules, jobs, sample=None):
             total_k = total_n = total_eq = 0
             for module in modules:
                 t = time.perf_counter()
-                k, n, survivors = run(module, works, sample)
+                k, n, survivors = run(module, works, sample, only)
                 eq = [s for s in survivors if (module, s[0], s[1]) in EQUIVALENT]
                 total_k, total_n, total_eq = total_k + k, total_n + n, total_eq + len(eq)
                 print(f"{module}: {k} of {n} killed, {len(eq)} equivalent, "
@@ -359,6 +367,9 @@ if __name__ == "__main__":
     ap.add_argument("--sample", type=float, default=None,
                     help="run each mutant with this probability (a seeded random sample)")
     ap.add_argument("--battery", action="store_true", help="the battery's check modules")
+    ap.add_argument("--survivors-of", metavar="LOG", default=None,
+                    help="run only the mutants this printed run lists as SURVIVES (the module unchanged since: "
+                         "its killed ones stay killed, so the score is theirs plus this run's)")
     ap.add_argument("modules", nargs="*", help=f"default: {' '.join(STATISTICS)}")
     a = ap.parse_args()
     if a.jobs < 1:
@@ -368,4 +379,7 @@ if __name__ == "__main__":
     for m in a.modules:
         if m not in TESTS:
             ap.error(f"module ({m}) has no tests named in TESTS: one of {', '.join(TESTS)}")
-    main(a.modules or (BATTERY if a.battery else STATISTICS), a.jobs, a.sample)
+    if a.survivors_of is not None and not pathlib.Path(a.survivors_of).is_file():
+        ap.error(f"--survivors-of ({a.survivors_of}) must be a file")
+    main(a.modules or (BATTERY if a.battery else STATISTICS), a.jobs, a.sample,
+         survivors_of(a.survivors_of) if a.survivors_of else None)
