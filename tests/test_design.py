@@ -155,3 +155,23 @@ def test_windowed_regions_on_a_grid_are_scipys():
                 for k, rejected in ((r.low, True), (r.low + 1, False), (r.high - 1, False), (r.high, True)):
                     if 0 <= k <= n:
                         assert (stats.binomtest(k, n, p).pvalue <= alpha) == rejected, (n, p, alpha, k, r)
+
+
+def test_small_designs_against_a_scan_of_scipys_power():
+    """Designs whose answer is a handful of draws (1 included: one draw at keep 0.9 rejects k = 0
+    at level 0.2), where the normal guess is least accurate and the search starts at its floor:
+    the returned n reaches the power by scipy's own rejection set and n - 1 does not.  At (0.55,
+    0.5, 0.3, 0.1) the guess is 3, already enough, so the search walks down to 1, which is not."""
+    for p, delta, alpha, beta in [(0.55, 0.5, 0.3, 0.1), (0.6, 0.5, 0.2, 0.3), (0.9, 0.85, 0.2, 0.1), (0.95, 0.9, 0.1, 0.05), (0.5, 0.45, 0.3, 0.3),
+                                  (0.8, 0.7, 0.1, 0.1), (0.7, 0.5, 0.2, 0.2), (0.5, 0.4, 0.05, 0.05)]:
+        n = min_num_samples_for_rate_test(p, delta, false_fail_rate=alpha, false_pass_rate=beta)
+        alts = [q for q in (p - delta, p + delta) if 0 <= q <= 1]
+        assert brute_force_power(n, p, alts, alpha) >= 1 - beta, (p, delta, n)
+        assert n == 1 or brute_force_power(n - 1, p, alts, alpha) < 1 - beta, (p, delta, n)
+
+
+def test_a_level_above_the_target_power_detects_any_discrepancy():
+    """alpha = 0.5 with beta = 0.6: the test already rejects with probability 0.48 >= 0.4 at the
+    null itself (scipy's rejection set, summed), so every discrepancy is detected: 0."""
+    assert brute_force_power(100, 0.5, [0.5], 0.5) >= 0.4
+    assert min_discrepancy_detectable(0.5, 100, false_fail_rate=0.5, false_pass_rate=0.6) == 0.0
