@@ -149,7 +149,7 @@ def test_windowed_regions_on_a_grid_are_scipys():
     """The windowed search (n > 20,000) at both boundaries, off by one either way, on a grid of
     n, p and levels, from just above the full-support limit to 10^9 draws."""
     for n in (20_001, 20_002, 150_000, 3_000_000, 10**9):
-        for p in (0.002, 0.2, 0.5, 0.8, 0.9995):
+        for p in (1e-5, 0.002, 0.2, 0.5, 0.8, 0.9995, 1 - 1e-5):  # 1e-5: no room below the mode
             for alpha in (0.2, 1e-3, 1e-9, 1e-20):
                 r = rejection_region_for_rate_test(n, p, false_fail_rate=alpha)
                 for k, rejected in ((r.low, True), (r.low + 1, False), (r.high - 1, False), (r.high, True)):
@@ -175,3 +175,31 @@ def test_a_level_above_the_target_power_detects_any_discrepancy():
     null itself (scipy's rejection set, summed), so every discrepancy is detected: 0."""
     assert brute_force_power(100, 0.5, [0.5], 0.5) >= 0.4
     assert min_discrepancy_detectable(0.5, 100, false_fail_rate=0.5, false_pass_rate=0.6) == 0.0
+
+
+def test_windows_anywhere_give_the_exact_region_or_none():
+    """_region_windows on windows placed anywhere (outside the boundary, across it, at the
+    support's edge, three counts wide or hundreds): the region the whole support gives, or None
+    (then the caller widens).  It never answers from a window that cannot pin a boundary."""
+    from dropout_stats.design import _region_contiguous, _region_windows
+    placements = 0
+    for n, p, alpha in [(30_000, 0.8, 1e-3), (30_000, 0.8, 1e-9), (40_000, 0.001, 1e-3), (40_000, 0.5, 0.2)]:
+        exact = _region_contiguous(n, p, alpha, 0, n)
+        mode_lo, mode_hi = math.floor(p * n), math.ceil(p * n)
+        answered = tried = 0
+        for lo_start in sorted({0, *range(max(0, exact.low - 400), exact.low + 400, 53)}):
+            for width in (2, 9, 64, 300):
+                lw = (lo_start, min(lo_start + width, mode_lo - 1))
+                if lw[1] - lw[0] < 2:
+                    continue
+                for hi_end in sorted({n, *range(exact.high - 400, min(n, exact.high + 400), 53)}):
+                    uw = (max(hi_end - width, mode_hi + 1), hi_end)
+                    if uw[1] - uw[0] < 2:
+                        continue
+                    got = _region_windows(n, p, alpha, lw, uw)
+                    tried += 1
+                    assert got is None or got == exact, (n, p, alpha, lw, uw, got, exact)
+                    answered += got is not None
+        assert answered > 0, (n, p, alpha)
+        placements += tried
+    assert placements == 2_352, placements  # the count EQUIVALENT in benchmarks/mutation.py cites
