@@ -203,3 +203,16 @@ def test_windows_anywhere_give_the_exact_region_or_none():
         assert answered > 0, (n, p, alpha)
         placements += tried
     assert placements == 2_352, placements  # the count EQUIVALENT in benchmarks/mutation.py cites
+
+
+def test_the_root_bracket_is_tight_only_when_it_holds_the_root():
+    """_bracket on gap(d) = d - 0.1 over [0, 0.3]: a guess at the root gives the 1e-6 relative
+    bracket around it; no guess (NaN), one outside (0, room) or one that misses gives [0, room]."""
+    from dropout_stats.design import _bracket
+
+    def gap(d):
+        return d - 0.1
+    lo, hi = _bracket(gap, 0.1, 0.3)
+    assert (lo, hi) == (0.1 * (1 - 1e-6), 0.1 * (1 + 1e-6)) and gap(lo) < 0 <= gap(hi)
+    for guess in (math.nan, -0.1, 0.5, 0.2, 0.05):
+        assert _bracket(gap, guess, 0.3) == (0.0, 0.3), guess
