@@ -258,6 +258,7 @@ def test_tested_counts_and_samples_against_enumeration(stateful):
     auto, cross = check(masks, stateful=stateful)
     fam = _family((5, 6))
     assert auto.values["tested"] == _brute_tested((5, 6), True, fam.excluded()) == (9 * 11 - 1) // 2 - 2
+    assert type(auto.values["tested"]) is int and "(47 tested)" in auto.expected  # a count, printed as one
     assert cross.values["tested"] == _brute_tested((5, 6), False, set() if stateful else {(0, 0)})
     assert (auto.samples, cross.samples) == (3 * 30, 2 * 30)
 
