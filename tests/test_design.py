@@ -161,8 +161,9 @@ def test_small_designs_against_a_scan_of_scipys_power():
     """Designs whose answer is a handful of draws (1 included: one draw at keep 0.9 rejects k = 0
     at level 0.2), where the normal guess is least accurate and the search starts at its floor:
     the returned n reaches the power by scipy's own rejection set and n - 1 does not.  At (0.55,
-    0.5, 0.3, 0.1) the guess is 3, already enough, so the search walks down to 1, which is not."""
-    for p, delta, alpha, beta in [(0.55, 0.5, 0.3, 0.1), (0.6, 0.5, 0.2, 0.3), (0.9, 0.85, 0.2, 0.1), (0.95, 0.9, 0.1, 0.05), (0.5, 0.45, 0.3, 0.3),
+    0.5, 0.3, 0.1) the guess is 3, already enough, so the search walks down to 1, which is not; at
+    (0.5, 0.4, 0.5, 0.5) the guess is 1, which is not enough: the answer is 2."""
+    for p, delta, alpha, beta in [(0.55, 0.5, 0.3, 0.1), (0.6, 0.5, 0.2, 0.3), (0.5, 0.4, 0.5, 0.5), (0.9, 0.85, 0.2, 0.1), (0.95, 0.9, 0.1, 0.05), (0.5, 0.45, 0.3, 0.3),
                                   (0.8, 0.7, 0.1, 0.1), (0.7, 0.5, 0.2, 0.2), (0.5, 0.4, 0.05, 0.05)]:
         n = min_num_samples_for_rate_test(p, delta, false_fail_rate=alpha, false_pass_rate=beta)
         alts = [q for q in (p - delta, p + delta) if 0 <= q <= 1]
@@ -183,11 +184,12 @@ def test_windows_anywhere_give_the_exact_region_or_none():
     (then the caller widens).  It never answers from a window that cannot pin a boundary."""
     from dropout_stats.design import _region_contiguous, _region_windows
     placements = 0
-    for n, p, alpha in [(30_000, 0.8, 1e-3), (30_000, 0.8, 1e-9), (40_000, 0.001, 1e-3), (40_000, 0.5, 0.2)]:
+    for n, p, alpha in [(30_000, 0.8, 1e-3), (30_000, 0.8, 1e-9), (40_000, 0.001, 1e-3), (40_000, 0.5, 0.2),
+                        (40_000, 1e-4, 0.3)]:  # P(K = 0) = 0.018: a window from 1 must count it outside
         exact = _region_contiguous(n, p, alpha, 0, n)
         mode_lo, mode_hi = math.floor(p * n), math.ceil(p * n)
         answered = tried = 0
-        for lo_start in sorted({0, *range(max(0, exact.low - 400), exact.low + 400, 53)}):
+        for lo_start in sorted({0, 1, *range(max(0, exact.low - 400), exact.low + 400, 53)}):
             for width in (2, 9, 64, 300):
                 lw = (lo_start, min(lo_start + width, mode_lo - 1))
                 if lw[1] - lw[0] < 2:
@@ -202,7 +204,7 @@ def test_windows_anywhere_give_the_exact_region_or_none():
                     answered += got is not None
         assert answered > 0, (n, p, alpha)
         placements += tried
-    assert placements == 2_352, placements  # the count EQUIVALENT in benchmarks/mutation.py cites
+    assert placements == 2_624, placements  # the count EQUIVALENT in benchmarks/mutation.py cites
 
 
 def test_the_root_bracket_is_tight_only_when_it_holds_the_root():
@@ -216,3 +218,30 @@ def test_the_root_bracket_is_tight_only_when_it_holds_the_root():
     assert (lo, hi) == (0.1 * (1 - 1e-6), 0.1 * (1 + 1e-6)) and gap(lo) < 0 <= gap(hi)
     for guess in (math.nan, -0.1, 0.5, 0.2, 0.05):
         assert _bracket(gap, guess, 0.3) == (0.0, 0.3), guess
+
+
+def test_one_draw_is_a_design_and_none_is_refused():
+    """n = 1 is a valid number of draws for every design function; n = 0 is refused by name."""
+    import pytest
+    assert rejection_region_for_rate_test(1, 0.9, false_fail_rate=0.2).rejects(0)  # p-value 0.1
+    assert power_of_rate_test(1, 0.9, 0.85, false_fail_rate=0.2) == stats.binom.pmf(0, 1, 0.05)
+    assert min_discrepancy_detectable(0.5, 1) == math.inf
+    for call in (lambda: rejection_region_for_rate_test(0, 0.5), lambda: power_of_rate_test(0, 0.5, 0.1),
+                 lambda: min_discrepancy_detectable(0.5, 0)):
+        with pytest.raises(ValueError, match=r"n \(0\) must be"):
+            call()
+
+
+def test_an_empty_tail_is_stored_as_documented():
+    """Five draws at level 1e-3 reject nothing (scipy: every p-value >= 1/16): low -1, high n + 1."""
+    assert min(stats.binomtest(k, 5, 0.5).pvalue for k in range(6)) > 1e-3
+    r = rejection_region_for_rate_test(5, 0.5, false_fail_rate=1e-3)
+    assert (r.low, r.high) == (-1, 6) and r.power(0.1) == 0.0
+
+
+def test_no_upward_error_is_detectable_when_no_count_above_the_mean_is_rejected():
+    """Keep 0.999 and 1,000 draws: even all 1,000 kept has scipy p-value 0.63, so a keep of 1 is
+    never caught and the detectable discrepancy is infinite (the downward side is finite)."""
+    assert stats.binomtest(1000, 1000, 0.999).pvalue > 1e-6
+    assert min_discrepancy_detectable(0.999, 1000) == math.inf
+    assert rejection_region_for_rate_test(1000, 0.999).high == 1001
