@@ -142,6 +142,158 @@ EQUIVALENT: dict[tuple[str, int, str], str] = {  # (module, line, mutation) -> w
         'var = 0 only when one table is possible, answered 1.0 on line 83 or 92',
     ("dropout_stats/_exact.py", 98, "0 -> 1"):
         "var <= 1 goes to scipy: the window's size only: _tail_start answers exactly or hands over to scipy for any window (test_exact), so only speed changes",
+    ("dropout_stats/design.py", 37, "20000 -> 19999"):
+        "which exact path answers (the windows or a contiguous range holding every count likelier than the tails): both give scipy's region (the rejects test at 25,000; the windowed grid from 20,001 to 1e9)",
+    ("dropout_stats/design.py", 37, "20000 -> 20001"):
+        "which exact path answers (the windows or a contiguous range holding every count likelier than the tails): both give scipy's region (the rejects test at 25,000; the windowed grid from 20,001 to 1e9)",
+    ("dropout_stats/design.py", 74, "LtE -> Lt"):
+        "which exact path answers (the windows or a contiguous range holding every count likelier than the tails): both give scipy's region (the rejects test at 25,000; the windowed grid from 20,001 to 1e9)",
+    ("dropout_stats/design.py", 78, "2 -> 1"):
+        "the window search's start, size or growth: _region_windows answers exactly or None for any window (2,624 placements in test_design), None widens, and the whole support ends it: only speed changes",
+    ("dropout_stats/design.py", 78, "2 -> 3"):
+        "the window search's start, size or growth: _region_windows answers exactly or None for any window (2,624 placements in test_design), None widens, and the whole support ends it: only speed changes",
+    ("dropout_stats/design.py", 78, "Div -> Mult"):
+        "the window search's start, size or growth: _region_windows answers exactly or None for any window (2,624 placements in test_design), None widens, and the whole support ends it: only speed changes",
+    ("dropout_stats/design.py", 79, "2 -> 1"):
+        "the window search's start, size or growth: _region_windows answers exactly or None for any window (2,624 placements in test_design), None widens, and the whole support ends it: only speed changes",
+    ("dropout_stats/design.py", 79, "2 -> 3"):
+        "the window search's start, size or growth: _region_windows answers exactly or None for any window (2,624 placements in test_design), None widens, and the whole support ends it: only speed changes",
+    ("dropout_stats/design.py", 79, "Div -> Mult"):
+        "the window search's start, size or growth: _region_windows answers exactly or None for any window (2,624 placements in test_design), None widens, and the whole support ends it: only speed changes",
+    ("dropout_stats/design.py", 80, "Mult -> Div"):
+        'mode p / n < 1: the lower window is empty, so every region takes the contiguous range [a0 - 64, b0 + 64], which holds the boundaries and every count likelier: exact, slower',
+    ("dropout_stats/design.py", 81, "64 -> 63"):
+        "the window search's start, size or growth: _region_windows answers exactly or None for any window (2,624 placements in test_design), None widens, and the whole support ends it: only speed changes",
+    ("dropout_stats/design.py", 81, "64 -> 65"):
+        "the window search's start, size or growth: _region_windows answers exactly or None for any window (2,624 placements in test_design), None widens, and the whole support ends it: only speed changes",
+    ("dropout_stats/design.py", 83, "0 -> 1"):
+        "the window search's start, size or growth: _region_windows answers exactly or None for any window (2,624 placements in test_design), None widens, and the whole support ends it: only speed changes",
+    ("dropout_stats/design.py", 83, "1 -> 0"):
+        "the window search's start, size or growth: _region_windows answers exactly or None for any window (2,624 placements in test_design), None widens, and the whole support ends it: only speed changes",
+    ("dropout_stats/design.py", 83, "1 -> 2"):
+        "the window search's start, size or growth: _region_windows answers exactly or None for any window (2,624 placements in test_design), None widens, and the whole support ends it: only speed changes",
+    ("dropout_stats/design.py", 83, "Add -> Sub"):
+        "which exact path answers (the windows or a contiguous range holding every count likelier than the tails): both give scipy's region (the rejects test at 25,000; the windowed grid from 20,001 to 1e9)",
+    ("dropout_stats/design.py", 83, "Sub -> Add"):
+        "which exact path answers (the windows or a contiguous range holding every count likelier than the tails): both give scipy's region (the rejects test at 25,000; the windowed grid from 20,001 to 1e9)",
+    ("dropout_stats/design.py", 84, "1 -> 0"):
+        "the window search's start, size or growth: _region_windows answers exactly or None for any window (2,624 placements in test_design), None widens, and the whole support ends it: only speed changes",
+    ("dropout_stats/design.py", 84, "1 -> 2"):
+        "the window search's start, size or growth: _region_windows answers exactly or None for any window (2,624 placements in test_design), None widens, and the whole support ends it: only speed changes",
+    ("dropout_stats/design.py", 84, "Add -> Sub"):
+        "which exact path answers (the windows or a contiguous range holding every count likelier than the tails): both give scipy's region (the rejects test at 25,000; the windowed grid from 20,001 to 1e9)",
+    ("dropout_stats/design.py", 84, "Sub -> Add"):
+        "which exact path answers (the windows or a contiguous range holding every count likelier than the tails): both give scipy's region (the rejects test at 25,000; the windowed grid from 20,001 to 1e9)",
+    ("dropout_stats/design.py", 85, "0 -> 1"):
+        "which exact path answers (the windows or a contiguous range holding every count likelier than the tails): both give scipy's region (the rejects test at 25,000; the windowed grid from 20,001 to 1e9)",
+    ("dropout_stats/design.py", 85, "1 -> 0"):
+        "which exact path answers (the windows or a contiguous range holding every count likelier than the tails): both give scipy's region (the rejects test at 25,000; the windowed grid from 20,001 to 1e9)",
+    ("dropout_stats/design.py", 85, "2 -> 1"):
+        "which exact path answers (the windows or a contiguous range holding every count likelier than the tails): both give scipy's region (the rejects test at 25,000; the windowed grid from 20,001 to 1e9)",
+    ("dropout_stats/design.py", 85, "2 -> 3"):
+        "which exact path answers (the windows or a contiguous range holding every count likelier than the tails): both give scipy's region (the rejects test at 25,000; the windowed grid from 20,001 to 1e9)",
+    ("dropout_stats/design.py", 85, "Gt -> GtE"):
+        "which exact path answers (the windows or a contiguous range holding every count likelier than the tails): both give scipy's region (the rejects test at 25,000; the windowed grid from 20,001 to 1e9)",
+    ("dropout_stats/design.py", 85, "Lt -> LtE"):
+        "which exact path answers (the windows or a contiguous range holding every count likelier than the tails): both give scipy's region (the rejects test at 25,000; the windowed grid from 20,001 to 1e9)",
+    ("dropout_stats/design.py", 85, "Sub -> Add"):
+        "which exact path answers (the windows or a contiguous range holding every count likelier than the tails): both give scipy's region (the rejects test at 25,000; the windowed grid from 20,001 to 1e9)",
+    ("dropout_stats/design.py", 90, "4 -> 3"):
+        "the window search's start, size or growth: _region_windows answers exactly or None for any window (2,624 placements in test_design), None widens, and the whole support ends it: only speed changes",
+    ("dropout_stats/design.py", 90, "4 -> 5"):
+        "the window search's start, size or growth: _region_windows answers exactly or None for any window (2,624 placements in test_design), None widens, and the whole support ends it: only speed changes",
+    ("dropout_stats/design.py", 94, "Gt -> GtE"):
+        'cdf(-1) is 0: the lower outside mass is 0 either way',
+    ("dropout_stats/design.py", 95, "Lt -> LtE"):
+        'sf(n) is 0: the upper outside mass is 0 either way',
+    ("dropout_stats/design.py", 111, "LtE -> Lt"):
+        'differs only where two doubles are exactly equal (a p-value and alpha, a power and its target): measure zero',
+    ("dropout_stats/design.py", 111, "Mult -> Div"):
+        'drops the guard k != p n: k = p n is the mode, its p-value the whole mass, never <= alpha < 1',
+    ("dropout_stats/design.py", 112, "Lt -> LtE"):
+        'k = p n is never rejected (the guard on line 111): which side it counts on does not matter',
+    ("dropout_stats/design.py", 120, "1 -> 0"):
+        "the window search's start, size or growth: _region_windows answers exactly or None for any window (2,624 placements in test_design), None widens, and the whole support ends it: only speed changes",
+    ("dropout_stats/design.py", 120, "1 -> 2"):
+        "the window search's start, size or growth: _region_windows answers exactly or None for any window (2,624 placements in test_design), None widens, and the whole support ends it: only speed changes",
+    ("dropout_stats/design.py", 120, "Add -> Sub"):
+        "the window search's start, size or growth: _region_windows answers exactly or None for any window (2,624 placements in test_design), None widens, and the whole support ends it: only speed changes",
+    ("dropout_stats/design.py", 130, "GtE -> Gt"):
+        'differs only where two doubles are exactly equal (a p-value and alpha, a power and its target): measure zero',
+    ("dropout_stats/design.py", 130, "Lt -> LtE"):
+        'differs only where two doubles are exactly equal (a p-value and alpha, a power and its target): measure zero',
+    ("dropout_stats/design.py", 131, "LtE -> Lt"):
+        'differs only where two doubles are exactly equal (a p-value and alpha, a power and its target): measure zero',
+    ("dropout_stats/design.py", 195, "1024 -> 1023"):
+        'the lru_cache size: speed only',
+    ("dropout_stats/design.py", 195, "1024 -> 1025"):
+        'the lru_cache size: speed only',
+    ("dropout_stats/design.py", 202, "GtE -> Gt"):
+        'differs only where two doubles are exactly equal (a p-value and alpha, a power and its target): measure zero',
+    ("dropout_stats/design.py", 213, "1 -> 0"):
+        'never fires (lo is never 0; ok(0) is false); returns 1 whenever ok(1) holds, as the walk down does when it reaches lo = 1',
+    ("dropout_stats/design.py", 213, "1 -> 2"):
+        'returns 1 whenever ok(1) holds, as the walk down does when it reaches lo = 1',
+    ("dropout_stats/design.py", 213, "Eq -> NotEq"):
+        'returns 1 whenever ok(1) holds, as the walk down does when it reaches lo = 1',
+    ("dropout_stats/design.py", 216, "1 -> 0"):
+        'max(0, .) and max(1, .) differ only from lo = 1, where the walk has already returned',
+    ("dropout_stats/design.py", 217, "1 -> 2"):
+        'returns 1 whenever ok(1) holds, as the walk down does when it reaches lo = 1',
+    ("dropout_stats/design.py", 217, "Eq -> NotEq"):
+        'returns 1 whenever ok(1) holds, as the walk down does when it reaches lo = 1',
+    ("dropout_stats/design.py", 243, "1024 -> 1023"):
+        'the lru_cache size: speed only',
+    ("dropout_stats/design.py", 243, "1024 -> 1025"):
+        'the lru_cache size: speed only',
+    ("dropout_stats/design.py", 252, "Lt -> LtE"):
+        'differs only where two doubles are exactly equal (a p-value and alpha, a power and its target): measure zero',
+    ("dropout_stats/design.py", 254, "GtE -> Gt"):
+        'differs only where two doubles are exactly equal (a p-value and alpha, a power and its target): measure zero',
+    ("dropout_stats/design.py", 258, "1e-10 -> 2e-10"):
+        "brentq's rtol: the root moves by < 2e-10 relative, below what any caller prints or compares",
+    ("dropout_stats/design.py", 258, "1e-15 -> 2e-15"):
+        "brentq's xtol: the root moves by < 2e-15, below what any caller prints or compares",
+    ("dropout_stats/design.py", 266, "0 -> 1"):
+        'sign is -1 or +1, never 0',
+    ("dropout_stats/design.py", 266, "Lt -> LtE"):
+        'sign is -1 or +1, never 0',
+    ("dropout_stats/design.py", 267, "0 -> 1"):
+        'the root bracket or its guess: a bracket is used only when gap changes sign in it, else [0, room]; brentq returns the same root to its tolerance (rtol 1e-10) either way',
+    ("dropout_stats/design.py", 267, "GtE -> Gt"):
+        'the root bracket or its guess: a bracket is used only when gap changes sign in it, else [0, room]; brentq returns the same root to its tolerance (rtol 1e-10) either way',
+    ("dropout_stats/design.py", 267, "Sub -> Add"):
+        'the root bracket or its guess: a bracket is used only when gap changes sign in it, else [0, room]; brentq returns the same root to its tolerance (rtol 1e-10) either way',
+    ("dropout_stats/design.py", 268, "1 -> 0"):
+        'the root bracket or its guess: a bracket is used only when gap changes sign in it, else [0, room]; brentq returns the same root to its tolerance (rtol 1e-10) either way',
+    ("dropout_stats/design.py", 268, "1 -> 2"):
+        'the root bracket or its guess: a bracket is used only when gap changes sign in it, else [0, room]; brentq returns the same root to its tolerance (rtol 1e-10) either way',
+    ("dropout_stats/design.py", 268, "LtE -> Lt"):
+        'the root bracket or its guess: a bracket is used only when gap changes sign in it, else [0, room]; brentq returns the same root to its tolerance (rtol 1e-10) either way',
+    ("dropout_stats/design.py", 268, "Sub -> Add"):
+        'the root bracket or its guess: a bracket is used only when gap changes sign in it, else [0, room]; brentq returns the same root to its tolerance (rtol 1e-10) either way',
+    ("dropout_stats/design.py", 274, "And -> Or"):
+        'the root bracket or its guess: a bracket is used only when gap changes sign in it, else [0, room]; brentq returns the same root to its tolerance (rtol 1e-10) either way',
+    ("dropout_stats/design.py", 274, "Lt -> LtE"):
+        'the root bracket or its guess: a bracket is used only when gap changes sign in it, else [0, room]; brentq returns the same root to its tolerance (rtol 1e-10) either way',
+    ("dropout_stats/design.py", 276, "Lt -> LtE"):
+        'differs only where two doubles are exactly equal (a p-value and alpha, a power and its target): measure zero',
+    ("dropout_stats/design.py", 276, "LtE -> Lt"):
+        'differs only where two doubles are exactly equal (a p-value and alpha, a power and its target): measure zero',
+    ("dropout_stats/_exact.py", 121, "Sub -> Add"):
+        'starts at n + j, above n: the walk down from above the answer reaches the same count (slower)',
+    ("dropout_stats/_exact.py", 122, "1 -> 0"):
+        'the walk down stops one count early (sf(k) <= alpha); the walk up adds it back',
+    ("dropout_stats/_exact.py", 122, "And -> Or"):
+        'the walk goes down to 0 and the walk up climbs back to the same count (slower)',
+    ("dropout_stats/_exact.py", 122, "Gt -> GtE"):
+        'at k = 0 sf(-1) = 1 > alpha stops the walk either way',
+    ("dropout_stats/_exact.py", 122, "Sub -> Add"):
+        'the walk down stops early (sf(k + 1) <= alpha); the walk up climbs to the same count',
+    ("dropout_stats/_exact.py", 123, "1 -> 2"):
+        'steps of 2 down stop at most one count early; the walk up adds it back',
+    ("dropout_stats/_exact.py", 124, "Lt -> LtE"):
+        'at k = n sf(n) = 0 <= alpha stops the walk either way',
     ("dropout_stats/battery/checks/correlation.py", 65, "1 -> 0"):
         "a 1-D mask's first axis is its last: the row lag is the neighbour lag, already in the set",
     ("dropout_stats/battery/checks/correlation.py", 65, "Gt -> GtE"):
@@ -178,6 +330,95 @@ EQUIVALENT: dict[tuple[str, int, str], str] = {  # (module, line, mutation) -> w
     ("dropout_stats/counts.py", 145, "1 -> 2"): "numpy's reshape(-2) is reshape(-1): any negative is 'the rest'",
     ("dropout_stats/counts.py", 184, "1 -> 2"): "numpy's reshape(-2) is reshape(-1): any negative is 'the rest'",
     ("dropout_stats/counts.py", 176, "1 -> 0"): "reducing an axis of size 1 with keepdims changes nothing",
+}
+# survivors not shown equivalent: (module, line, mutation) -> why no test sees them.  They count as alive.
+ALIVE: dict[tuple[str, int, str], str] = {
+    ("dropout_stats/design.py", 94, "0 -> 1"):
+        'leaves P(K = 0) out of the outside mass only for a window starting at count 1: no test window answers from there',
+    ("dropout_stats/design.py", 109, "1 -> 2"):
+        "counts hi_w + 1 both inside the range and in the outside mass: p-values grow by one count's mass >= 64 counts beyond the alpha/2 quantile, too little to move a boundary in any test",
+    ("dropout_stats/design.py", 128, "Mult -> Div"):
+        "the validity test of a window's p-values: on 2,624 window placements and the windowed grid it gives the exact region or None, as the original does; not shown equivalent in general",
+    ("dropout_stats/design.py", 129, "0 -> 1"):
+        "the validity test of a window's p-values: on 2,624 window placements and the windowed grid it gives the exact region or None, as the original does; not shown equivalent in general",
+    ("dropout_stats/design.py", 129, "0.0 -> 1.0"):
+        "the validity test of a window's p-values: on 2,624 window placements and the windowed grid it gives the exact region or None, as the original does; not shown equivalent in general",
+    ("dropout_stats/design.py", 129, "1 -> 0"):
+        "the validity test of a window's p-values: on 2,624 window placements and the windowed grid it gives the exact region or None, as the original does; not shown equivalent in general",
+    ("dropout_stats/design.py", 129, "1 -> 2"):
+        "the validity test of a window's p-values: on 2,624 window placements and the windowed grid it gives the exact region or None, as the original does; not shown equivalent in general",
+    ("dropout_stats/design.py", 129, "Gt -> GtE"):
+        "the validity test of a window's p-values: on 2,624 window placements and the windowed grid it gives the exact region or None, as the original does; not shown equivalent in general",
+    ("dropout_stats/design.py", 129, "Lt -> LtE"):
+        "the validity test of a window's p-values: on 2,624 window placements and the windowed grid it gives the exact region or None, as the original does; not shown equivalent in general",
+    ("dropout_stats/design.py", 130, "0 -> 1"):
+        "the validity test of a window's p-values: on 2,624 window placements and the windowed grid it gives the exact region or None, as the original does; not shown equivalent in general",
+    ("dropout_stats/design.py", 130, "1 -> 2"):
+        "the validity test of a window's p-values: on 2,624 window placements and the windowed grid it gives the exact region or None, as the original does; not shown equivalent in general",
+    ("dropout_stats/design.py", 132, "0 -> 1"):
+        "the validity test of a window's p-values: on 2,624 window placements and the windowed grid it gives the exact region or None, as the original does; not shown equivalent in general",
+    ("dropout_stats/design.py", 132, "Eq -> NotEq"):
+        "the validity test of a window's p-values: on 2,624 window placements and the windowed grid it gives the exact region or None, as the original does; not shown equivalent in general",
+    ("dropout_stats/design.py", 133, "1 -> 0"):
+        "the validity test of a window's p-values: on 2,624 window placements and the windowed grid it gives the exact region or None, as the original does; not shown equivalent in general",
+    ("dropout_stats/design.py", 133, "Eq -> NotEq"):
+        "the validity test of a window's p-values: on 2,624 window placements and the windowed grid it gives the exact region or None, as the original does; not shown equivalent in general",
+    ("dropout_stats/design.py", 134, "Or -> And"):
+        "the validity test of a window's p-values: on 2,624 window placements and the windowed grid it gives the exact region or None, as the original does; not shown equivalent in general",
+    ("dropout_stats/design.py", 142, "drop unary minus"):
+        "the validity test of a window's p-values: on 2,624 window placements and the windowed grid it gives the exact region or None, as the original does; not shown equivalent in general",
+    ("dropout_stats/design.py", 149, "1 -> 2"):
+        "the validity test of a window's p-values: on 2,624 window placements and the windowed grid it gives the exact region or None, as the original does; not shown equivalent in general",
+    ("dropout_stats/design.py", 150, "1 -> 0"):
+        "the validity test of a window's p-values: on 2,624 window placements and the windowed grid it gives the exact region or None, as the original does; not shown equivalent in general",
+    ("dropout_stats/design.py", 150, "1 -> 2"):
+        "the validity test of a window's p-values: on 2,624 window placements and the windowed grid it gives the exact region or None, as the original does; not shown equivalent in general",
+    ("dropout_stats/design.py", 150, "And -> Or"):
+        "the validity test of a window's p-values: on 2,624 window placements and the windowed grid it gives the exact region or None, as the original does; not shown equivalent in general",
+    ("dropout_stats/design.py", 150, "Sub -> Add"):
+        "the validity test of a window's p-values: on 2,624 window placements and the windowed grid it gives the exact region or None, as the original does; not shown equivalent in general",
+    ("dropout_stats/design.py", 206, "1 -> 0"):
+        "another crossing of the sawtooth (power(n) >= 1 - beta > power(n - 1)), which the contract allows; tests pin the README's design and the small designs, not every start of the search",
+    ("dropout_stats/design.py", 206, "1 -> 2"):
+        "another crossing of the sawtooth (power(n) >= 1 - beta > power(n - 1)), which the contract allows; tests pin the README's design and the small designs, not every start of the search",
+    ("dropout_stats/design.py", 208, "1 -> 0"):
+        "another crossing of the sawtooth (power(n) >= 1 - beta > power(n - 1)), which the contract allows; tests pin the README's design and the small designs, not every start of the search",
+    ("dropout_stats/design.py", 208, "1 -> 2"):
+        "another crossing of the sawtooth (power(n) >= 1 - beta > power(n - 1)), which the contract allows; tests pin the README's design and the small designs, not every start of the search",
+    ("dropout_stats/design.py", 208, "2 -> 1"):
+        "another crossing of the sawtooth (power(n) >= 1 - beta > power(n - 1)), which the contract allows; tests pin the README's design and the small designs, not every start of the search",
+    ("dropout_stats/design.py", 208, "2 -> 3"):
+        "another crossing of the sawtooth (power(n) >= 1 - beta > power(n - 1)), which the contract allows; tests pin the README's design and the small designs, not every start of the search",
+    ("dropout_stats/design.py", 210, "1.25 -> 2.5"):
+        "another crossing of the sawtooth (power(n) >= 1 - beta > power(n - 1)), which the contract allows; tests pin the README's design and the small designs, not every start of the search",
+    ("dropout_stats/design.py", 210, "2 -> 1"):
+        "another crossing of the sawtooth (power(n) >= 1 - beta > power(n - 1)), which the contract allows; tests pin the README's design and the small designs, not every start of the search",
+    ("dropout_stats/design.py", 210, "2 -> 3"):
+        "another crossing of the sawtooth (power(n) >= 1 - beta > power(n - 1)), which the contract allows; tests pin the README's design and the small designs, not every start of the search",
+    ("dropout_stats/design.py", 210, "Add -> Sub"):
+        "another crossing of the sawtooth (power(n) >= 1 - beta > power(n - 1)), which the contract allows; tests pin the README's design and the small designs, not every start of the search",
+    ("dropout_stats/design.py", 211, "10 -> 11"):
+        'the 1e15 guard is checked only while the search grows past 1.03 x the normal guess, which no design does (the guess is within a few percent): not reached',
+    ("dropout_stats/design.py", 211, "10 -> 9"):
+        'the 1e15 guard is checked only while the search grows past 1.03 x the normal guess, which no design does (the guess is within a few percent): not reached',
+    ("dropout_stats/design.py", 211, "15 -> 14"):
+        'the 1e15 guard is checked only while the search grows past 1.03 x the normal guess, which no design does (the guess is within a few percent): not reached',
+    ("dropout_stats/design.py", 211, "15 -> 16"):
+        'the 1e15 guard is checked only while the search grows past 1.03 x the normal guess, which no design does (the guess is within a few percent): not reached',
+    ("dropout_stats/design.py", 211, "Gt -> GtE"):
+        'the 1e15 guard is checked only while the search grows past 1.03 x the normal guess, which no design does (the guess is within a few percent): not reached',
+    ("dropout_stats/design.py", 217, "1 -> 0"):
+        "the walk down's shortcut to 1: reached only with ok(1) and a first guess of 2 or more, which no design has (ok(1) needs alpha >= 1 - p and then the normal guess is below 2): not reached",
+    ("dropout_stats/design.py", 218, "1 -> 0"):
+        "the walk down's shortcut to 1: reached only with ok(1) and a first guess of 2 or more, which no design has (ok(1) needs alpha >= 1 - p and then the normal guess is below 2): not reached",
+    ("dropout_stats/design.py", 218, "1 -> 2"):
+        "the walk down's shortcut to 1: reached only with ok(1) and a first guess of 2 or more, which no design has (ok(1) needs alpha >= 1 - p and then the normal guess is below 2): not reached",
+    ("dropout_stats/_exact.py", 124, "Gt -> GtE"):
+        "the walk up is not reached in any test: the start n - ppf(alpha, n, 1 - p) is never below the answer (P(K > k) = cdf(n - k - 1; n, 1 - p)); a guard against scipy's ppf rounding",
+    ("dropout_stats/_exact.py", 125, "1 -> 0"):
+        "the walk up is not reached in any test: the start n - ppf(alpha, n, 1 - p) is never below the answer (P(K > k) = cdf(n - k - 1; n, 1 - p)); a guard against scipy's ppf rounding",
+    ("dropout_stats/_exact.py", 125, "1 -> 2"):
+        "the walk up is not reached in any test: the start n - ppf(alpha, n, 1 - p) is never below the answer (P(K > k) = cdf(n - k - 1; n, 1 - p)); a guard against scipy's ppf rounding",
 }
 
 _CMP = {ast.Lt: ast.LtE, ast.LtE: ast.Lt, ast.Gt: ast.GtE, ast.GtE: ast.Gt, ast.Eq: ast.NotEq, ast.NotEq: ast.Eq}
@@ -345,7 +586,9 @@ def main(modules, jobs, sample=None, only=None):
                       f"{len(survivors) - len(eq)} survive ({time.perf_counter() - t:.0f} s)", flush=True)
                 for line, what in survivors:
                     why = EQUIVALENT.get((module, line, what))
-                    print(f"    line {line}: {what}" + (f"  [equivalent: {why}]" if why else ""), flush=True)
+                    alive = ALIVE.get((module, line, what))
+                    print(f"    line {line}: {what}" + (f"  [equivalent: {why}]" if why else "")
+                          + (f"  [alive: {alive}]" if alive else ""), flush=True)
             print(f"total: {total_k} of {total_n - total_eq} non-equivalent mutants killed "
                   f"({total_k / max(1, total_n - total_eq):.1%}); {time.perf_counter() - t0:.0f} s "
                   f"with {jobs} workers")

@@ -86,7 +86,7 @@ def test_tail_start_answers_or_says_it_cannot_tell(step):
     assert _tail_start(pmf, -1.0, 0, 99, 50, 200, step=step) == (100 if step > 0 else -1)  # no tail
 
 
-@pytest.mark.parametrize("alpha", [0.3, 1e-3, 1e-9, 1e-15, 1e-17, 1e-20, 1e-50, 1e-300])
+@pytest.mark.parametrize("alpha", [0.5, 0.3, 1e-3, 1e-9, 1e-15, 1e-17, 1e-20, 1e-50, 1e-300])  # 0.5 at n = 1: a tie, the walk down
 @pytest.mark.parametrize("n,p", [(1, 0.5), (40, 0.8), (1000, 0.3), (1000, 0.5), (25_000, 0.8), (3000, 0.001)])
 def test_upper_quantile_is_the_first_count_whose_sf_is_at_most_alpha(alpha, n, p):
     """Against a scan of scipy's sf over every count (scipy's own isf returns n below ~1e-16)."""
