@@ -542,6 +542,9 @@ def survivors_of(log: str) -> set:
     return {(int(m[1]), m[2]) for m in re.finditer(r"line (\d+): (.+): SURVIVES", pathlib.Path(log).read_text())}
 
 
+_LIMITS: dict = {}  # test commands -> per-stage time limits, measured on the unmutated code
+
+
 def run(module: str, works: list[pathlib.Path], sample: float | None = None, only=None) -> tuple[int, int, list]:
     from concurrent.futures import ThreadPoolExecutor
     muts = list(mutations(ast.parse((works[0] / module).read_text())))
@@ -553,13 +556,17 @@ def run(module: str, works: list[pathlib.Path], sample: float | None = None, onl
         muts = [m for m in muts if rng.random() < sample]
     # a stage that takes 4x (and 30 s) longer than on the unmutated code is a mutant that loops
     cmds, env = _stages(module, works[0])
-    limits = []
-    for cmd in cmds:
-        t = time.perf_counter()
-        r = subprocess.run(cmd, check=False, cwd=works[0], env=env, capture_output=True)
-        if r.returncode != 0:
-            raise SystemExit(f"{module}: the tests fail on the unmutated code:\n{r.stdout.decode()[-2000:]}")
-        limits.append(30 + 4 * (time.perf_counter() - t))
+    key = tuple(map(tuple, cmds))  # the battery's modules share one test list: timed once
+    if key not in _LIMITS:
+        limits = []
+        for cmd in cmds:
+            t = time.perf_counter()
+            r = subprocess.run(cmd, check=False, cwd=works[0], env=env, capture_output=True)
+            if r.returncode != 0:
+                raise SystemExit(f"{module}: the tests fail on the unmutated code:\n{r.stdout.decode()[-2000:]}")
+            limits.append(30 + 4 * (time.perf_counter() - t))
+        _LIMITS[key] = limits
+    limits = _LIMITS[key]
     done: list = []
     jobs = [(module, str(w), muts[k::len(works)], limits, done, len(muts)) for k, w in enumerate(works)]
     with ThreadPoolExecutor(len(works)) as pool:  # threads suffice: each mutant is a subprocess
