@@ -160,8 +160,6 @@ EQUIVALENT: dict[tuple[str, int, str], str] = {  # (module, line, mutation) -> w
         "the window search's start, size or growth: _region_windows answers exactly or None for any window (2,624 placements in test_design), None widens, and the whole support ends it: only speed changes",
     ("dropout_stats/design.py", 79, "Div -> Mult"):
         "the window search's start, size or growth: _region_windows answers exactly or None for any window (2,624 placements in test_design), None widens, and the whole support ends it: only speed changes",
-    ("dropout_stats/design.py", 80, "Mult -> Div"):
-        'mode p / n < 1: the lower window is empty, so every region takes the contiguous range [a0 - 64, b0 + 64], which holds the boundaries and every count likelier: exact, slower',
     ("dropout_stats/design.py", 81, "64 -> 63"):
         "the window search's start, size or growth: _region_windows answers exactly or None for any window (2,624 placements in test_design), None widens, and the whole support ends it: only speed changes",
     ("dropout_stats/design.py", 81, "64 -> 65"):
@@ -206,10 +204,6 @@ EQUIVALENT: dict[tuple[str, int, str], str] = {  # (module, line, mutation) -> w
         'cdf(-1) is 0: the lower outside mass is 0 either way',
     ("dropout_stats/design.py", 95, "Lt -> LtE"):
         'sf(n) is 0: the upper outside mass is 0 either way',
-    ("dropout_stats/design.py", 111, "LtE -> Lt"):
-        'differs only where two doubles are exactly equal (a p-value and alpha, a power and its target): measure zero',
-    ("dropout_stats/design.py", 111, "Mult -> Div"):
-        'drops the guard k != p n: k = p n is the mode, its p-value the whole mass, never <= alpha < 1',
     ("dropout_stats/design.py", 112, "Lt -> LtE"):
         'k = p n is never rejected (the guard on line 111): which side it counts on does not matter',
     ("dropout_stats/design.py", 120, "1 -> 0"):
@@ -218,68 +212,24 @@ EQUIVALENT: dict[tuple[str, int, str], str] = {  # (module, line, mutation) -> w
         "the window search's start, size or growth: _region_windows answers exactly or None for any window (2,624 placements in test_design), None widens, and the whole support ends it: only speed changes",
     ("dropout_stats/design.py", 120, "Add -> Sub"):
         "the window search's start, size or growth: _region_windows answers exactly or None for any window (2,624 placements in test_design), None widens, and the whole support ends it: only speed changes",
-    ("dropout_stats/design.py", 130, "GtE -> Gt"):
-        'differs only where two doubles are exactly equal (a p-value and alpha, a power and its target): measure zero',
-    ("dropout_stats/design.py", 130, "Lt -> LtE"):
-        'differs only where two doubles are exactly equal (a p-value and alpha, a power and its target): measure zero',
-    ("dropout_stats/design.py", 131, "LtE -> Lt"):
-        'differs only where two doubles are exactly equal (a p-value and alpha, a power and its target): measure zero',
     ("dropout_stats/design.py", 195, "1024 -> 1023"):
         'the lru_cache size: speed only',
     ("dropout_stats/design.py", 195, "1024 -> 1025"):
         'the lru_cache size: speed only',
-    ("dropout_stats/design.py", 202, "GtE -> Gt"):
-        'differs only where two doubles are exactly equal (a p-value and alpha, a power and its target): measure zero',
     ("dropout_stats/design.py", 213, "1 -> 0"):
         'never fires (lo is never 0; ok(0) is false); returns 1 whenever ok(1) holds, as the walk down does when it reaches lo = 1',
-    ("dropout_stats/design.py", 213, "1 -> 2"):
-        'returns 1 whenever ok(1) holds, as the walk down does when it reaches lo = 1',
-    ("dropout_stats/design.py", 213, "Eq -> NotEq"):
-        'returns 1 whenever ok(1) holds, as the walk down does when it reaches lo = 1',
     ("dropout_stats/design.py", 216, "1 -> 0"):
         'max(0, .) and max(1, .) differ only from lo = 1, where the walk has already returned',
-    ("dropout_stats/design.py", 217, "1 -> 2"):
-        'returns 1 whenever ok(1) holds, as the walk down does when it reaches lo = 1',
-    ("dropout_stats/design.py", 217, "Eq -> NotEq"):
-        'returns 1 whenever ok(1) holds, as the walk down does when it reaches lo = 1',
     ("dropout_stats/design.py", 243, "1024 -> 1023"):
         'the lru_cache size: speed only',
     ("dropout_stats/design.py", 243, "1024 -> 1025"):
         'the lru_cache size: speed only',
     ("dropout_stats/design.py", 252, "Lt -> LtE"):
-        'differs only where two doubles are exactly equal (a p-value and alpha, a power and its target): measure zero',
-    ("dropout_stats/design.py", 254, "GtE -> Gt"):
-        'differs only where two doubles are exactly equal (a p-value and alpha, a power and its target): measure zero',
-    ("dropout_stats/design.py", 258, "1e-10 -> 2e-10"):
-        "brentq's rtol: the root moves by < 2e-10 relative, below what any caller prints or compares",
-    ("dropout_stats/design.py", 258, "1e-15 -> 2e-15"):
-        "brentq's xtol: the root moves by < 2e-15, below what any caller prints or compares",
+        'power at keep 0 or 1 is exactly 0 or 1, and the target 1 - beta (beta in (0, 1)) is neither: gap(room) is never 0',
     ("dropout_stats/design.py", 266, "0 -> 1"):
         'sign is -1 or +1, never 0',
     ("dropout_stats/design.py", 266, "Lt -> LtE"):
         'sign is -1 or +1, never 0',
-    ("dropout_stats/design.py", 267, "0 -> 1"):
-        'the root bracket or its guess: a bracket is used only when gap changes sign in it, else [0, room]; brentq returns the same root to its tolerance (rtol 1e-10) either way',
-    ("dropout_stats/design.py", 267, "GtE -> Gt"):
-        'the root bracket or its guess: a bracket is used only when gap changes sign in it, else [0, room]; brentq returns the same root to its tolerance (rtol 1e-10) either way',
-    ("dropout_stats/design.py", 267, "Sub -> Add"):
-        'the root bracket or its guess: a bracket is used only when gap changes sign in it, else [0, room]; brentq returns the same root to its tolerance (rtol 1e-10) either way',
-    ("dropout_stats/design.py", 268, "1 -> 0"):
-        'the root bracket or its guess: a bracket is used only when gap changes sign in it, else [0, room]; brentq returns the same root to its tolerance (rtol 1e-10) either way',
-    ("dropout_stats/design.py", 268, "1 -> 2"):
-        'the root bracket or its guess: a bracket is used only when gap changes sign in it, else [0, room]; brentq returns the same root to its tolerance (rtol 1e-10) either way',
-    ("dropout_stats/design.py", 268, "LtE -> Lt"):
-        'the root bracket or its guess: a bracket is used only when gap changes sign in it, else [0, room]; brentq returns the same root to its tolerance (rtol 1e-10) either way',
-    ("dropout_stats/design.py", 268, "Sub -> Add"):
-        'the root bracket or its guess: a bracket is used only when gap changes sign in it, else [0, room]; brentq returns the same root to its tolerance (rtol 1e-10) either way',
-    ("dropout_stats/design.py", 274, "And -> Or"):
-        'the root bracket or its guess: a bracket is used only when gap changes sign in it, else [0, room]; brentq returns the same root to its tolerance (rtol 1e-10) either way',
-    ("dropout_stats/design.py", 274, "Lt -> LtE"):
-        'the root bracket or its guess: a bracket is used only when gap changes sign in it, else [0, room]; brentq returns the same root to its tolerance (rtol 1e-10) either way',
-    ("dropout_stats/design.py", 276, "Lt -> LtE"):
-        'differs only where two doubles are exactly equal (a p-value and alpha, a power and its target): measure zero',
-    ("dropout_stats/design.py", 276, "LtE -> Lt"):
-        'differs only where two doubles are exactly equal (a p-value and alpha, a power and its target): measure zero',
     ("dropout_stats/_exact.py", 121, "Sub -> Add"):
         'starts at n + j, above n: the walk down from above the answer reaches the same count (slower)',
     ("dropout_stats/_exact.py", 122, "1 -> 0"):
@@ -333,6 +283,56 @@ EQUIVALENT: dict[tuple[str, int, str], str] = {  # (module, line, mutation) -> w
 }
 # survivors not shown equivalent: (module, line, mutation) -> why no test sees them.  They count as alive.
 ALIVE: dict[tuple[str, int, str], str] = {
+    ("dropout_stats/design.py", 80, "Mult -> Div"):
+        'floor(p / n) = 0 empties the lower window (the contiguous range answers, exact); ceil(p / n) = 1 lets the upper window reach below the mean once it is wide: not shown',
+    ("dropout_stats/design.py", 111, "LtE -> Lt"):
+        "a tie between two doubles (a p-value and alpha, a power and 1 - beta): alpha and beta are the caller's, so a caller can hit one (n = 10, keep 0.5, alpha = 0.021484375: low/high 1/9 become 0/10); no test does",
+    ("dropout_stats/design.py", 111, "Mult -> Div"):
+        "drops the guard k != p n: the mode's computed p-value is 1 - 1e-16, rejected only for alpha that close to 1",
+    ("dropout_stats/design.py", 130, "GtE -> Gt"):
+        "a tie between two doubles (a p-value and alpha, a power and 1 - beta): alpha and beta are the caller's, so a caller can hit one (n = 10, keep 0.5, alpha = 0.021484375: low/high 1/9 become 0/10); no test does",
+    ("dropout_stats/design.py", 130, "Lt -> LtE"):
+        "a tie between two doubles (a p-value and alpha, a power and 1 - beta): alpha and beta are the caller's, so a caller can hit one (n = 10, keep 0.5, alpha = 0.021484375: low/high 1/9 become 0/10); no test does",
+    ("dropout_stats/design.py", 131, "LtE -> Lt"):
+        "a tie between two doubles (a p-value and alpha, a power and 1 - beta): alpha and beta are the caller's, so a caller can hit one (n = 10, keep 0.5, alpha = 0.021484375: low/high 1/9 become 0/10); no test does",
+    ("dropout_stats/design.py", 202, "GtE -> Gt"):
+        "a tie between two doubles (a p-value and alpha, a power and 1 - beta): alpha and beta are the caller's, so a caller can hit one (n = 10, keep 0.5, alpha = 0.021484375: low/high 1/9 become 0/10); no test does",
+    ("dropout_stats/design.py", 213, "1 -> 2"):
+        "returns 1 where ok(1) holds, where the original's walk stops at a later crossing (the sawtooth: (0.2, 0.25, 0.2, 0.6) gives 3 though one draw suffices; review); both are crossings, so the contract holds",
+    ("dropout_stats/design.py", 213, "Eq -> NotEq"):
+        "returns 1 where ok(1) holds, where the original's walk stops at a later crossing (the sawtooth: (0.2, 0.25, 0.2, 0.6) gives 3 though one draw suffices; review); both are crossings, so the contract holds",
+    ("dropout_stats/design.py", 217, "1 -> 2"):
+        "returns 1 where ok(1) holds, where the original's walk stops at a later crossing (the sawtooth: (0.2, 0.25, 0.2, 0.6) gives 3 though one draw suffices; review); both are crossings, so the contract holds",
+    ("dropout_stats/design.py", 217, "Eq -> NotEq"):
+        "returns 1 where ok(1) holds, where the original's walk stops at a later crossing (the sawtooth: (0.2, 0.25, 0.2, 0.6) gives 3 though one draw suffices; review); both are crossings, so the contract holds",
+    ("dropout_stats/design.py", 254, "GtE -> Gt"):
+        "a tie between two doubles (a p-value and alpha, a power and 1 - beta): alpha and beta are the caller's, so a caller can hit one (n = 10, keep 0.5, alpha = 0.021484375: low/high 1/9 become 0/10); no test does",
+    ("dropout_stats/design.py", 258, "1e-10 -> 2e-10"):
+        "moves the root within brentq's tolerance (rtol 1e-10): min_discrepancy_detectable(0.8, 5000) 0.046794262794133 -> 0.04679426279358143 for 267 Sub -> Add (review)",
+    ("dropout_stats/design.py", 258, "1e-15 -> 2e-15"):
+        "moves the root within brentq's tolerance (rtol 1e-10): min_discrepancy_detectable(0.8, 5000) 0.046794262794133 -> 0.04679426279358143 for 267 Sub -> Add (review)",
+    ("dropout_stats/design.py", 267, "0 -> 1"):
+        "moves the root within brentq's tolerance (rtol 1e-10): min_discrepancy_detectable(0.8, 5000) 0.046794262794133 -> 0.04679426279358143 for 267 Sub -> Add (review)",
+    ("dropout_stats/design.py", 267, "GtE -> Gt"):
+        "moves the root within brentq's tolerance (rtol 1e-10): min_discrepancy_detectable(0.8, 5000) 0.046794262794133 -> 0.04679426279358143 for 267 Sub -> Add (review)",
+    ("dropout_stats/design.py", 267, "Sub -> Add"):
+        "moves the root within brentq's tolerance (rtol 1e-10): min_discrepancy_detectable(0.8, 5000) 0.046794262794133 -> 0.04679426279358143 for 267 Sub -> Add (review)",
+    ("dropout_stats/design.py", 268, "1 -> 0"):
+        "moves the root within brentq's tolerance (rtol 1e-10): min_discrepancy_detectable(0.8, 5000) 0.046794262794133 -> 0.04679426279358143 for 267 Sub -> Add (review)",
+    ("dropout_stats/design.py", 268, "1 -> 2"):
+        "moves the root within brentq's tolerance (rtol 1e-10): min_discrepancy_detectable(0.8, 5000) 0.046794262794133 -> 0.04679426279358143 for 267 Sub -> Add (review)",
+    ("dropout_stats/design.py", 268, "LtE -> Lt"):
+        "moves the root within brentq's tolerance (rtol 1e-10): min_discrepancy_detectable(0.8, 5000) 0.046794262794133 -> 0.04679426279358143 for 267 Sub -> Add (review)",
+    ("dropout_stats/design.py", 268, "Sub -> Add"):
+        "moves the root within brentq's tolerance (rtol 1e-10): min_discrepancy_detectable(0.8, 5000) 0.046794262794133 -> 0.04679426279358143 for 267 Sub -> Add (review)",
+    ("dropout_stats/design.py", 274, "And -> Or"):
+        "moves the root within brentq's tolerance (rtol 1e-10): min_discrepancy_detectable(0.8, 5000) 0.046794262794133 -> 0.04679426279358143 for 267 Sub -> Add (review)",
+    ("dropout_stats/design.py", 274, "Lt -> LtE"):
+        "moves the root within brentq's tolerance (rtol 1e-10): min_discrepancy_detectable(0.8, 5000) 0.046794262794133 -> 0.04679426279358143 for 267 Sub -> Add (review)",
+    ("dropout_stats/design.py", 276, "Lt -> LtE"):
+        "a tie between two doubles (a p-value and alpha, a power and 1 - beta): alpha and beta are the caller's, so a caller can hit one (n = 10, keep 0.5, alpha = 0.021484375: low/high 1/9 become 0/10); no test does",
+    ("dropout_stats/design.py", 276, "LtE -> Lt"):
+        "a tie between two doubles (a p-value and alpha, a power and 1 - beta): alpha and beta are the caller's, so a caller can hit one (n = 10, keep 0.5, alpha = 0.021484375: low/high 1/9 become 0/10); no test does",
     ("dropout_stats/design.py", 94, "0 -> 1"):
         'leaves P(K = 0) out of the outside mass only for a window starting at count 1: no test window answers from there',
     ("dropout_stats/design.py", 109, "1 -> 2"):
@@ -398,21 +398,21 @@ ALIVE: dict[tuple[str, int, str], str] = {
     ("dropout_stats/design.py", 210, "Add -> Sub"):
         "another crossing of the sawtooth (power(n) >= 1 - beta > power(n - 1)), which the contract allows; tests pin the README's design and the small designs, not every start of the search",
     ("dropout_stats/design.py", 211, "10 -> 11"):
-        'the 1e15 guard is checked only while the search grows past 1.03 x the normal guess, which no design does (the guess is within a few percent): not reached',
+        'the 1e15 guard: reached only when the search grows past 1e14, which no design in the tests does',
     ("dropout_stats/design.py", 211, "10 -> 9"):
-        'the 1e15 guard is checked only while the search grows past 1.03 x the normal guess, which no design does (the guess is within a few percent): not reached',
+        'the 1e15 guard: reached only when the search grows past 1e14, which no design in the tests does',
     ("dropout_stats/design.py", 211, "15 -> 14"):
-        'the 1e15 guard is checked only while the search grows past 1.03 x the normal guess, which no design does (the guess is within a few percent): not reached',
+        'the 1e15 guard: reached only when the search grows past 1e14, which no design in the tests does',
     ("dropout_stats/design.py", 211, "15 -> 16"):
-        'the 1e15 guard is checked only while the search grows past 1.03 x the normal guess, which no design does (the guess is within a few percent): not reached',
+        'the 1e15 guard: reached only when the search grows past 1e14, which no design in the tests does',
     ("dropout_stats/design.py", 211, "Gt -> GtE"):
-        'the 1e15 guard is checked only while the search grows past 1.03 x the normal guess, which no design does (the guess is within a few percent): not reached',
+        'the 1e15 guard: reached only when the search grows past 1e14, which no design in the tests does',
     ("dropout_stats/design.py", 217, "1 -> 0"):
-        "the walk down's shortcut to 1: reached only with ok(1) and a first guess of 2 or more, which no design has (ok(1) needs alpha >= 1 - p and then the normal guess is below 2): not reached",
+        "the walk down's shortcut to 1 (a first guess of 2 or more that walks down to ok(1)): no design in the tests reaches it",
     ("dropout_stats/design.py", 218, "1 -> 0"):
-        "the walk down's shortcut to 1: reached only with ok(1) and a first guess of 2 or more, which no design has (ok(1) needs alpha >= 1 - p and then the normal guess is below 2): not reached",
+        "the walk down's shortcut to 1 (a first guess of 2 or more that walks down to ok(1)): no design in the tests reaches it",
     ("dropout_stats/design.py", 218, "1 -> 2"):
-        "the walk down's shortcut to 1: reached only with ok(1) and a first guess of 2 or more, which no design has (ok(1) needs alpha >= 1 - p and then the normal guess is below 2): not reached",
+        "the walk down's shortcut to 1 (a first guess of 2 or more that walks down to ok(1)): no design in the tests reaches it",
     ("dropout_stats/_exact.py", 124, "Gt -> GtE"):
         "the walk up is not reached in any test: the start n - ppf(alpha, n, 1 - p) is never below the answer (P(K > k) = cdf(n - k - 1; n, 1 - p)); a guard against scipy's ppf rounding",
     ("dropout_stats/_exact.py", 125, "1 -> 0"):
@@ -618,8 +618,9 @@ if __name__ == "__main__":
                     help="run each mutant with this probability (a seeded random sample)")
     ap.add_argument("--battery", action="store_true", help="the battery's check modules")
     ap.add_argument("--survivors-of", metavar="LOG", default=None,
-                    help="run only the mutants this printed run lists as SURVIVES (the module unchanged since: "
-                         "its killed ones stay killed, so the score is theirs plus this run's)")
+                    help="run only the mutants whose (line, mutation) this printed run of ONE module lists as SURVIVES "
+                         "(the module unchanged since); a key can also match a sibling killed before, so "
+                         "count the final score as all mutants minus the last run's survivors")
     ap.add_argument("modules", nargs="*", help=f"default: {' '.join(STATISTICS)}")
     a = ap.parse_args()
     if a.jobs < 1:
@@ -631,5 +632,7 @@ if __name__ == "__main__":
             ap.error(f"module ({m}) has no tests named in TESTS: one of {', '.join(TESTS)}")
     if a.survivors_of is not None and not pathlib.Path(a.survivors_of).is_file():
         ap.error(f"--survivors-of ({a.survivors_of}) must be a file")
+    if a.survivors_of is not None and len(a.modules) != 1:
+        ap.error(f"--survivors-of needs exactly one module (got {len(a.modules)}): its log names lines, not modules")
     main(a.modules or (BATTERY if a.battery else STATISTICS), a.jobs, a.sample,
          survivors_of(a.survivors_of) if a.survivors_of else None)

@@ -161,9 +161,12 @@ def test_small_designs_against_a_scan_of_scipys_power():
     """Designs whose answer is a handful of draws (1 included: one draw at keep 0.9 rejects k = 0
     at level 0.2), where the normal guess is least accurate and the search starts at its floor:
     the returned n reaches the power by scipy's own rejection set and n - 1 does not.  At (0.55,
-    0.5, 0.3, 0.1) the guess is 3, already enough, so the search walks down to 1, which is not; at
-    (0.5, 0.4, 0.5, 0.5) the guess is 1, which is not enough: the answer is 2."""
-    for p, delta, alpha, beta in [(0.55, 0.5, 0.3, 0.1), (0.6, 0.5, 0.2, 0.3), (0.5, 0.4, 0.5, 0.5), (0.9, 0.85, 0.2, 0.1), (0.95, 0.9, 0.1, 0.05), (0.5, 0.45, 0.3, 0.3),
+    0.5, 0.3, 0.1) the search starts at lo = 2, which is enough, and walks down to 1, which is not;
+    at (0.5, 0.4, 0.5, 0.5) the guess is 1, which is not enough: the answer is 2.  At (0.2, 0.25,
+    0.2, 0.6) one draw suffices but the walk stops at the crossing 3 (the sawtooth: any crossing
+    meets the contract)."""
+    for p, delta, alpha, beta in [(0.55, 0.5, 0.3, 0.1), (0.6, 0.5, 0.2, 0.3), (0.5, 0.4, 0.5, 0.5),
+                                  (0.2, 0.25, 0.2, 0.6), (0.05, 0.1, 0.05, 0.9), (0.2, 0.3, 0.2, 0.5), (0.9, 0.85, 0.2, 0.1), (0.95, 0.9, 0.1, 0.05), (0.5, 0.45, 0.3, 0.3),
                                   (0.8, 0.7, 0.1, 0.1), (0.7, 0.5, 0.2, 0.2), (0.5, 0.4, 0.05, 0.05)]:
         n = min_num_samples_for_rate_test(p, delta, false_fail_rate=alpha, false_pass_rate=beta)
         alts = [q for q in (p - delta, p + delta) if 0 <= q <= 1]
@@ -185,7 +188,7 @@ def test_windows_anywhere_give_the_exact_region_or_none():
     from dropout_stats.design import _region_contiguous, _region_windows
     placements = 0
     for n, p, alpha in [(30_000, 0.8, 1e-3), (30_000, 0.8, 1e-9), (40_000, 0.001, 1e-3), (40_000, 0.5, 0.2),
-                        (40_000, 1e-4, 0.3)]:  # P(K = 0) = 0.018: a window from 1 must count it outside
+                        (40_000, 1e-4, 0.3)]:  # P(K = 0) = 0.018 (no window from count 1 answers here)
         exact = _region_contiguous(n, p, alpha, 0, n)
         mode_lo, mode_hi = math.floor(p * n), math.ceil(p * n)
         answered = tried = 0

@@ -125,7 +125,8 @@ def test_binomial_as_likely_is_scipys_relative_tolerance():
 
 def test_fisher_next_to_the_mode_of_a_large_table():
     """8e7 draws, margins half and half: the table one past the mode is 1 - ~1e-7 as likely as
-    the mode (not a tie), while the product of the two pmfs is below 1e-14."""
+    the mode (not a tie: relative difference ~1e-7 > 1e-14), while the absolute difference times
+    the mode's pmf is below 1e-14 (a relative test written as a product would call it a tie)."""
     n1 = n2 = n = 40_000_000
     mode = (n + 1) * (n1 + 1) // (n1 + n2 + 2)
     x = mode + 1
