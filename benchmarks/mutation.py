@@ -44,7 +44,7 @@ TESTS = {
 # the battery's check modules: each family's own defect (test_families: caught by that family
 # alone), the hand-made masks, the corpus and the null runs.  One pass of these took 137 s on 2
 # busy cores, so the battery is measured on a random sample of its mutants (--sample).
-_BATTERY_TESTS = ["tests/test_battery_checks.py", "tests/test_families.py", "tests/test_engine.py",
+_BATTERY_TESTS = ["tests/test_battery_recomputed.py", "tests/test_battery_checks.py", "tests/test_families.py", "tests/test_engine.py",
                   "tests/test_verify.py"]
 for _m in sorted((ROOT / "dropout_stats/battery/checks").glob("*.py")):
     TESTS.setdefault(f"dropout_stats/battery/checks/{_m.name}",
@@ -542,6 +542,7 @@ def survivors_of(log: str) -> set:
     return {(int(m[1]), m[2]) for m in re.finditer(r"line (\d+): (.+): SURVIVES", pathlib.Path(log).read_text())}
 
 
+SAMPLE_SEED = 0     # --sample-seed: 0 keeps the samples the README's figures were measured on
 _LIMITS: dict = {}  # test commands -> per-stage time limits, measured on the unmutated code
 
 
@@ -552,7 +553,7 @@ def run(module: str, works: list[pathlib.Path], sample: float | None = None, onl
         muts = [m for m in muts if (m[0], m[1]) in only]
     if sample is not None:  # each mutant kept with probability `sample`, seeded by the module's name
         import random
-        rng = random.Random(module)
+        rng = random.Random(module if not SAMPLE_SEED else f"{module}:{SAMPLE_SEED}")
         muts = [m for m in muts if rng.random() < sample]
     # a stage that takes 4x (and 30 s) longer than on the unmutated code is a mutant that loops
     cmds, env = _stages(module, works[0])
@@ -616,6 +617,9 @@ if __name__ == "__main__":
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--sample", type=float, default=None,
                     help="run each mutant with this probability (a seeded random sample)")
+    ap.add_argument("--sample-seed", type=int, default=0,
+                    help="another seeded sample (a fresh one to measure a score after tests were written "
+                         "against an earlier sample's survivors)")
     ap.add_argument("--battery", action="store_true", help="the battery's check modules")
     ap.add_argument("--survivors-of", metavar="LOG", default=None,
                     help="run only the mutants whose (line, mutation) this printed run of ONE module lists as SURVIVES "
@@ -634,5 +638,6 @@ if __name__ == "__main__":
         ap.error(f"--survivors-of ({a.survivors_of}) must be a file")
     if a.survivors_of is not None and len(a.modules) != 1:
         ap.error(f"--survivors-of needs exactly one module (got {len(a.modules)}): its log names lines, not modules")
+    SAMPLE_SEED = a.sample_seed
     main(a.modules or (BATTERY if a.battery else STATISTICS), a.jobs, a.sample,
          survivors_of(a.survivors_of) if a.survivors_of else None)

@@ -33,7 +33,6 @@ class KeepFraction(Family):
         super().__init__(run)
         self.test = None
         self.drawn = 0
-        self.calls = 0
 
     def statistical(self):
         return ["keep_fraction"]
@@ -59,7 +58,6 @@ class KeepFraction(Family):
             return
         test = self._design()
         self.drawn += call.mask.size
-        self.calls += 1
         if test.verdict == "continue":
             test.update(call.kept, call.mask.size)
 

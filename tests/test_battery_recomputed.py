@@ -1,0 +1,366 @@
+"""Every number the battery reports, recomputed from fn's own calls with scipy.
+
+A recording numpy dropout keeps each call's seed, rate, noise shape and output; the test then
+redoes each statistical check from those outputs alone (scipy's ``fisher_exact``,
+``binomtest``, ``chi2_contingency``; an independent Holm) and compares the p-value, the sample
+count and the Holm level with the report.  The seed plan the runner documents is asserted too:
+every fresh draw has its own seed, so no draw is counted twice as evidence.
+
+This is the battery's oracle below its verdicts: a check whose table, pairing, Bonferroni factor
+or budget share is off still passes a correct implementation, but its numbers no longer match.
+Nothing here is a statistical assertion (the comparisons hold for any seed): no false-fail rate.
+"""
+from __future__ import annotations
+
+import functools
+import math
+from fractions import Fraction
+
+import numpy as np
+import pytest
+from scipy import stats
+
+import dropout_stats as ds
+from dropout_stats.battery.checks.value_independence import value_groups
+from dropout_stats._floats import FORMATS
+from dropout_stats.structure import trend_test
+
+ALPHA = 1e-9
+REL = 1e-6  # p-values by two exact methods that sum the same terms in another order
+
+
+class Recorder:
+    """A correct numpy dropout that records every call: (seed, rate, noise shape, x, kept mask)."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, x, rate, seed, noise_shape=None):
+        u = np.random.default_rng(list(seed)).random(noise_shape or x.shape)
+        keep = np.broadcast_to(u >= rate, x.shape)
+        y = np.where(keep, x * x.dtype.type(1 / (1 - rate)), x.dtype.type(0)).astype(x.dtype)
+        self.calls.append({"seed": tuple(int(s) for s in seed), "rate": rate, "ns": noise_shape,
+                           "x": x.copy(), "kept": y != 0})
+        return y
+
+    def by_offset(self, base, offset, rate=None):
+        return [c for c in self.calls if c["seed"][0] == base + offset and (rate is None or c["rate"] == rate)]
+
+
+def _fisher(a, b):
+    """Scipy's two-sided Fisher p-value of the pooled 2 x 2 table of two lists of masks."""
+    both = sum(int(np.count_nonzero(u & v)) for u, v in zip(a, b))
+    na = sum(int(np.count_nonzero(u)) for u in a)
+    nb = sum(int(np.count_nonzero(v)) for v in b)
+    n = sum(u.size for u in a)
+    return stats.fisher_exact([[both, na - both], [nb - both, n - na - nb + both]]).pvalue, n
+
+
+def _units(c):
+    """The kept mask of a call, per unit of its noise shape (an element when there is none)."""
+    kept = c["kept"]
+    if c["ns"] is None:
+        return kept
+    axes = tuple(i for i, (d, s) in enumerate(zip(c["ns"], kept.shape)) if d == 1 and s != 1)
+    return kept.any(axis=axes, keepdims=True)
+
+
+def _chi2(k, n):
+    k, n = np.asarray(k, np.int64), np.asarray(n, np.int64)
+    return stats.chi2_contingency(np.stack([k, n - k]), correction=False).pvalue
+
+
+def _run(rec, **kw):
+    kw = {"rate": 0.3, "backend": "numpy", "false_fail_rate": ALPHA, **kw}
+    return ds.verify(rec, **kw)
+
+
+CONFIGS = [  # verify's arguments
+    {"seed": 7},
+    {"seed": 3, "shape": (9, 1001)},      # odd lengths: the pairings drop an end
+    {"seed": 5, "shape": (6, 80, 70)},    # a short axis in the middle, a long one last
+    {"seed": 11, "shape": (16, 4, 4, 32), "noise_shape": (16, 1, 1, 32)},
+    {"seed": 2, "shape": (1, 8192)},      # one row: no row pairs, no share of the budget for them
+]
+
+
+@functools.cache
+def _recorded(i):
+    rec = Recorder()
+    return rec, _run(rec, **CONFIGS[i]), CONFIGS[i]
+
+
+@pytest.fixture(params=range(len(CONFIGS)), ids=lambda i: str(CONFIGS[i]))
+def recorded(request):
+    return _recorded(request.param)
+
+
+def test_every_fresh_draw_has_its_own_seed(recorded):
+    """Seeds (s + offset, i): main 0, seed_other 1, probe 2, seed_repeat 3 (twice, on purpose),
+    threshold 4 (one seed across the rates); nothing else repeats a seed."""
+    rec, r, kw = recorded
+    s = kw["seed"]
+    seen = {}
+    for c in rec.calls:
+        seen.setdefault((c["seed"], c["rate"]), []).append(c)
+    repeated = {k: len(v) for k, v in seen.items() if len(v) > 1}
+    probed = r.config["noise_shape"] is None and any(c.name == "noise_shape_units" for c in r.checks)
+    assert repeated == {((s + 3, 0), 0.3): 2}, repeated
+    assert {c["seed"][0] - s for c in rec.calls} == {0, 1, 3, 4} | ({2} if probed else set())
+    # the first call is the plainest one, fn(x, rate, seed=(s, 0))
+    assert rec.calls[0]["seed"] == (s, 0) and rec.calls[0]["kept"].shape == tuple(r.config["shape"])
+
+
+def test_seed_checks_are_the_recorded_masks(recorded):
+    rec, r, kw = recorded
+    s = kw["seed"]
+    main = [_units(c) for c in rec.by_offset(s, 0)]
+    others = [_units(c) for c in rec.by_offset(s, 1)]
+    stored = main[:len(others) + 1]  # one partner per stored mask but the last
+    p = [_fisher(stored[:-1], stored[1:]), _fisher(stored[:-1], others), _fisher(stored[1:], others)]
+    c = r.check("seed_independence")
+    assert c.pvalue == pytest.approx(min(1.0, 3 * min(q for q, _ in p)), rel=REL)
+    assert c.samples == sum(n for _, n in p)
+    repeat = rec.by_offset(s, 3)
+    d = r.check("seed_determinism")
+    assert d.passed and d.samples == 2 * repeat[0]["kept"].size
+    assert np.array_equal(repeat[0]["kept"], repeat[1]["kept"])
+
+
+def test_threshold_checks_are_the_recorded_masks(recorded):
+    rec, r, kw = recorded
+    sweep = sorted(rec.by_offset(kw["seed"], 4), key=lambda c: c["rate"])
+    assert [c["rate"] for c in sweep] == [0.15, 0.3, 0.3 + 0.7 / 2]
+    ps, violations, total = [], 0, 0
+    for lo, hi in zip(sweep, sweep[1:]):
+        a, b = _units(lo), _units(hi)
+        violations += int(np.count_nonzero(b & ~a))
+        share = float(Fraction(1.0 - lo["rate"]) - Fraction(1.0 - hi["rate"]))
+        ps.append(stats.binomtest(int(np.count_nonzero(a & ~b)), a.size, share).pvalue)
+        total += a.size
+    nesting, flips = r.check("threshold_nesting"), r.check("threshold_flips")
+    assert nesting.values["violations"] == violations == 0 and nesting.samples == total
+    assert flips.pvalue == pytest.approx(min(1.0, 2 * min(ps)), rel=REL) and flips.samples == total
+
+
+def _pairs(masks, axis, offset):
+    """The masks' disjoint pairs along ``axis`` starting at ``offset``: two lists of halves."""
+    firsts, seconds = [], []
+    for m in masks:
+        m = np.moveaxis(m, axis, 0)
+        length = (m.shape[0] - offset) // 2 * 2
+        firsts += [m[offset + j] for j in range(0, length, 2)]
+        seconds += [m[offset + j + 1] for j in range(0, length, 2)]
+    return firsts, seconds
+
+
+def test_pair_checks_are_the_recorded_masks(recorded):
+    rec, r, kw = recorded
+    main = [_units(c) for c in rec.by_offset(kw["seed"], 0)]
+    ndim = main[0].ndim
+    for name, axis in (("row_independence", 0), ("neighbour_independence", ndim - 1)):
+        tested = [_fisher(*_pairs(main, axis, o)) for o in (0, 1) if main[0].shape[axis] - o >= 2]
+        if name == "row_independence" and (ndim == 1 or main[0].shape[0] == 1):
+            assert name not in [c.name for c in r.checks]
+            continue
+        c = r.check(name)
+        assert c.pvalue == pytest.approx(min(1.0, len(tested) * min(p for p, _ in tested)), rel=REL)
+        assert c.samples == sum(n for _, n in tested)
+
+
+def _bins(index, length):
+    """16 contiguous bins of range(length), bin j starting at floor(j * length / 16)."""
+    return np.searchsorted([j * length // 16 for j in range(16)], index, side="right") - 1
+
+
+def test_homogeneity_checks_are_the_recorded_masks(recorded):
+    rec, r, kw = recorded
+    main = [_units(c) for c in rec.by_offset(kw["seed"], 0)]
+    calls, per = len(main), sum(m.astype(np.int64) for m in main)
+    flat = per.ravel()
+    groups = {"homogeneity_blocks": _bins(np.arange(flat.size), flat.size),
+              "homogeneity_strided": np.arange(flat.size) % 16}
+    for axis, length in enumerate(per.shape):
+        if length > 1 and per.ndim > 1:
+            index = np.indices(per.shape)[axis].ravel()
+            groups[f"homogeneity_axis{axis}"] = index if length <= 64 else _bins(index, length)
+    names = [c.name for c in r.checks if c.name.startswith("homogeneity")]
+    assert sorted(names) == sorted(groups)
+    for name, g in groups.items():
+        k = np.bincount(g, weights=flat).astype(np.int64)
+        n = np.bincount(g) * calls
+        c = r.check(name)
+        assert c.pvalue == pytest.approx(_chi2(k, n), rel=REL), name
+        assert c.samples == n.sum() and c.values["df"] == k.size - 1, name
+
+
+def test_value_independence_is_the_recorded_masks(recorded):
+    rec, r, kw = recorded
+    if kw.get("noise_shape") is not None:
+        # one draw per unit: a unit's x is not one value
+        assert "value_independence" not in [c.name for c in r.checks]
+        return
+    main = rec.by_offset(kw["seed"], 0)
+    x = main[0]["x"].ravel()
+    per = sum(c["kept"].ravel().astype(np.int64) for c in main)
+    n_all = per.size * len(main)
+    neg = x < 0
+    k_neg, k_pos = int(per[neg].sum()), int(per[~neg].sum())
+    n_neg, n_pos = int(neg.sum()) * len(main), int((~neg).sum()) * len(main)
+    p_sign = stats.fisher_exact([[k_neg, n_neg - k_neg], [k_pos, n_pos - k_pos]]).pvalue
+    groups, _ = value_groups(main[0]["x"], FORMATS[str(x.dtype)])
+    bins = groups.ravel() >> 1
+    kb = np.bincount(bins, weights=per, minlength=8).astype(np.int64)
+    nb = np.bincount(bins, minlength=8) * len(main)
+    p_trend = trend_test(kb[nb > 0], nb[nb > 0]).pvalue  # the trend test itself: tests/test_structure.py
+    c = r.check("value_independence")
+    assert c.pvalue == pytest.approx(min(1.0, 2 * min(p_sign, p_trend)), rel=REL) and c.samples == n_all
+
+
+def test_noise_shape_units_are_the_probe_units(recorded):
+    rec, r, kw = recorded
+    if "noise_shape_units" not in [c.name for c in r.checks]:  # no probe: (1, n) and 1-D shapes
+        assert kw["shape"][0] == 1 and not rec.by_offset(kw["seed"], 2)
+        return
+    c = r.check("noise_shape_units")
+    if kw.get("noise_shape") is not None:
+        assert c.passed is None and c.pvalue is None
+        return
+    probe = rec.by_offset(kw["seed"], 2)
+    units = [_units(p) for p in probe]
+    kept, n = sum(int(np.count_nonzero(u)) for u in units), sum(u.size for u in units)
+    assert (c.values["kept"], c.values["n"], c.samples) == (kept, n, n)
+    assert c.pvalue == pytest.approx(stats.binomtest(kept, n, 0.7).pvalue, rel=REL)
+    consistency = r.check("noise_shape_consistency")
+    assert consistency.samples == n and consistency.values["inconsistent"] == 0
+
+
+def test_keep_fraction_counts_a_prefix_of_the_fresh_draws(recorded):
+    """The sequential test reads the fresh draws at the configured rate in call order and stops:
+    its count is the kept units of the first j of them, for some j."""
+    rec, r, kw = recorded
+    seen, prefix = set(), [(0, 0)]
+    for c in rec.calls:
+        if c["rate"] != 0.3 or c["seed"] in seen:
+            continue
+        seen.add(c["seed"])
+        u = _units(c)
+        prefix.append((prefix[-1][0] + int(np.count_nonzero(u)), prefix[-1][1] + u.size))
+    c = r.check("keep_fraction")
+    assert (c.values["kept"], c.values["n"]) in prefix[1:]
+    assert c.samples == c.values["n"]
+
+
+def test_holm_levels_are_recomputed_from_the_reported_pvalues(recorded):
+    """m planned statistical entries: keep_fraction at alpha / m, Holm over the others with the
+    rest; an entry without a p-value takes no level."""
+    _, r, _ = recorded
+    stat = [c for c in r.checks if c.kind == "statistical" and c.pvalue is not None]
+    m = len(stat)
+    assert r.check("keep_fraction").level == pytest.approx(ALPHA / m, rel=1e-12)
+    holm = sorted((c for c in stat if c.name != "keep_fraction"), key=lambda c: c.pvalue)
+    rest = ALPHA - ALPHA / m
+    want = [rest / (len(holm) - rank) for rank in range(len(holm))]
+    for p in {c.pvalue for c in holm}:  # tied p-values share their ranks' levels in any order
+        ranks = [i for i, c in enumerate(holm) if c.pvalue == p]
+        got = sorted(c.level for c in holm if c.pvalue == p)
+        assert got == pytest.approx(sorted(want[i] for i in ranks), rel=1e-12), p
+    assert all(c.level is None for c in r.checks if c.pvalue is None)
+
+
+def test_the_configs_show_every_bonferroni_factor():
+    """A factor shows only where the smallest p-value times it stays below 1 (a p-value clipped
+    at 1 hides it): for each check that multiplies, some config's reported p-value is below 1."""
+    factors = ["seed_independence", "row_independence", "neighbour_independence", "threshold_flips",
+               "value_independence"]
+    reported = {name: [r.check(name).pvalue for _, r, _ in map(_recorded, range(len(CONFIGS)))
+                       if any(c.name == name for c in r.checks)] for name in factors}
+    assert {name: min(p) < 1 for name, p in reported.items()} == dict.fromkeys(factors, True), reported
+
+
+# -- the reports of broken implementations, recomputed ----------------------------------------
+
+class Stateful(Recorder):
+    """Hidden state: the n-th call adds n to its seed, so the same seed twice gives two masks."""
+
+    def __call__(self, x, rate, seed, noise_shape=None):
+        return super().__call__(x, rate, (seed[0], seed[1] + 7919 * len(self.calls)), noise_shape)
+
+
+class Redraws(Recorder):
+    """A fresh uniform for rates above 0.5 (another seed): right at 0.3, not nested above."""
+
+    def __call__(self, x, rate, seed, noise_shape=None):
+        return super().__call__(x, rate, (seed[0] + 1000 * (rate > 0.5), seed[1]), noise_shape)
+
+
+class Overscaled(Recorder):
+    """Kept values one part in 1000 too large at every rate."""
+
+    def __call__(self, x, rate, seed, noise_shape=None):
+        y = super().__call__(x, rate, seed, noise_shape)
+        return (y.astype(np.float64) * 1.001).astype(x.dtype)
+
+
+def test_seed_determinism_names_the_seed_it_called_twice():
+    rec = Stateful()
+    r = _run(rec, seed=4)
+    d = r.check("seed_determinism")
+    twice = rec.by_offset(4, 3)
+    assert d.passed is False and d.samples == 2 * twice[0]["kept"].size
+    assert [c["seed"][0] for c in twice] == [7, 7]  # the seed (s + 3, 0), its index moved by the state
+    assert d.detail == "two calls with seed [7, 0] differ"
+    assert f"fn(x[:{twice[0]['kept'].shape[0]}], 0.3, seed=[7, 0]) twice" in d.reproduce
+
+
+def test_threshold_nesting_counts_the_recorded_violations():
+    rec = Redraws()
+    r = _run(rec, seed=6)
+    sweep = sorted((c for c in rec.calls if c["seed"][1] == 0 and c["seed"][0] in (10, 1010)),
+                   key=lambda c: c["rate"])
+    violations = sum(int(np.count_nonzero(hi["kept"] & ~lo["kept"])) for lo, hi in zip(sweep, sweep[1:]))
+    c = r.check("threshold_nesting")
+    assert c.passed is False and c.values["violations"] == violations > 0
+    assert c.observed == f"{violations} positions kept at a higher rate but dropped at a lower one"
+
+
+def test_scale_failures_at_several_rates_are_all_named():
+    """Every rate whose calls no formula matches is in the one failing entry."""
+    rec = Overscaled()
+    r = _run(rec, seed=8)
+    c = r.check("scale")
+    rates = sorted({call["rate"] for call in rec.calls})
+    assert c.passed is False and len(rates) == 3
+    first, *rest = c.detail.split("; also ")
+    assert first.startswith(f"at rate {rates[0]:g}, ") and len(rest) == 1
+    assert [f"at rate {rate:g}" in rest[0] for rate in rates[1:]] == [True, True], rest
+
+
+def _mean_bias(rate):
+    rec = Recorder()
+    r = _run(rec, rate=rate, dtype="float16", seed=9)
+    return rec, r, [f for f in r.findings if f.name == "mean_bias"]
+
+
+def test_mean_bias_is_the_product_of_keep_and_scale():
+    """float16's fl(1/(1-rate)) makes E[y]/E[x] = keep * factor; reported from 1e-6 on."""
+    rate = 0.1956  # keep * factor - 1 = 1.17e-6 (searched: between 1e-6 and 2e-6)
+    rec, r, found = _mean_bias(rate)
+    factor = Fraction(float(np.float16(1 / (1 - rate))))
+    bias = float(Fraction(1.0 - rate) * factor - 1)
+    assert 1e-6 <= bias < 2e-6 and len(found) == 1
+    assert found[0].value == pytest.approx(bias, rel=1e-9)
+    assert f"kept values scaled by {float(factor):.8g} instead of 1/(1-rate) = {1 / (1 - rate):.8g}" in found[0].detail
+    assert "keep " not in found[0].detail.split("(", 1)[1]  # the keep probability is 1 - rate exactly
+    main = [c for c in rec.by_offset(9, 0) if c["rate"] == rate]
+    x = main[0]["x"].astype(np.float64)
+    used = main[:math.ceil(1_000_000 / x.size)]
+    ys = [np.where(c["kept"], x * float(np.float16(1 / (1 - rate))), 0).astype(np.float16) for c in used]
+    measured = sum(float(np.abs(y.astype(np.float64)).sum()) for y in ys) / (len(used) * np.abs(x).sum())
+    assert found[0].measured == f"sum|y|/sum|x| = {measured:.6g} over {len(used) * x.size:,} elements of fn's outputs"
+
+
+def test_mean_bias_below_a_millionth_is_not_reported():
+    rate = 0.1937  # keep * factor - 1 = 9.8e-7
+    bias = float(Fraction(1.0 - rate) * Fraction(float(np.float16(1 / (1 - rate)))) - 1)
+    assert 0 < bias < 1e-6 and _mean_bias(rate)[2] == []
