@@ -23,7 +23,7 @@ import numpy as np
 from scipy import optimize, special, stats
 
 from ._checks import check_count, check_open_unit, check_positive
-from ._exact import binom_upper_quantile
+from ._exact import binom_two_sided_pvalue, binom_upper_quantile
 
 __all__ = [
     "RejectionRegion",
@@ -70,7 +70,7 @@ def rejection_region_for_rate_test(n, keep_prob, *, false_fail_rate=1e-6) -> Rej
     return _region(n, p, alpha)
 
 
-def _region(n: int, p: float, alpha: float) -> RejectionRegion:
+def _searched_region(n: int, p: float, alpha: float) -> RejectionRegion:
     if n <= _FULL_SUPPORT_MAX_N:
         return _region_contiguous(n, p, alpha, 0, n)
     # Two small windows around the tail quantiles at alpha / 2; the exact minlike boundaries
@@ -276,3 +276,24 @@ def _bracket(gap, guess: float, room: float) -> tuple[float, float]:
         if gap(lo) < 0 <= gap(hi):
             return lo, hi
     return 0.0, room
+
+
+def _region(n: int, p: float, alpha: float) -> RejectionRegion:
+    """The searched region, its boundaries settled by rate_test's own p-value: where alpha
+    equals a p-value exactly, the search's sum (another order of the same terms) can round the
+    tie the other way (n = 10, keep 0.5, alpha = binomtest(2, 10, 0.5).pvalue gave (1, 9))."""
+    region = _searched_region(n, p, alpha)
+
+    def rejects(k: int) -> bool:
+        return 0 <= k <= n and k != p * n and binom_two_sided_pvalue(k, n, p) <= alpha
+
+    low, high = region.low, region.high
+    while low >= 0 and not rejects(low):
+        low -= 1
+    while low + 1 < p * n and rejects(low + 1):
+        low += 1
+    while high <= n and not rejects(high):
+        high += 1
+    while high - 1 > p * n and rejects(high - 1):
+        high -= 1
+    return RejectionRegion(n, p, alpha, low, high)

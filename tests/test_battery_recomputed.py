@@ -121,6 +121,12 @@ def test_seed_checks_are_the_recorded_masks(recorded):
     c = r.check("seed_independence")
     assert c.pvalue == pytest.approx(min(1.0, 3 * min(q for q, _ in p)), rel=REL)
     assert c.samples == sum(n for _, n in p)
+    worst = int(np.argmin([q for q, _ in p]))
+    a, b = [(stored[:-1], stored[1:]), (stored[:-1], others), (stored[1:], others)][worst]
+    agree = sum(int(np.count_nonzero(u == v)) for u, v in zip(a, b)) / p[worst][1]
+    label = ["seed[1] + 1", "seed[0] + 1", "(seed[0] + 1, i) against (seed[0], i + 1)"][worst]
+    assert c.values == pytest.approx({"agreement": agree, "expected": 0.7 ** 2 + 0.3 ** 2}, rel=1e-12)
+    assert c.observed == f"agreement {agree:.6g} ({label})"
     repeat = rec.by_offset(s, 3)
     d = r.check("seed_determinism")
     assert d.passed and d.samples == 2 * repeat[0]["kept"].size
@@ -166,6 +172,15 @@ def test_pair_checks_are_the_recorded_masks(recorded):
         c = r.check(name)
         assert c.pvalue == pytest.approx(min(1.0, len(tested) * min(p for p, _ in tested)), rel=REL)
         assert c.samples == sum(n for _, n in tested)
+        # the entry's numbers are the worse pairing's table (the smaller p-value)
+        first, second = _pairs(main, axis, int(np.argmin([p for p, _ in tested])))
+        both = sum(int(np.count_nonzero(u & v)) for u, v in zip(first, second))
+        na, nb = (sum(int(np.count_nonzero(u)) for u in half) for half in (first, second))
+        n = sum(u.size for u in first)
+        assert c.values == pytest.approx({"agreement": (both + (n - na - nb + both)) / n,
+                                          "kept_given_partner_kept": both / na, "kept": nb / n}, rel=1e-12)
+        assert c.detail.startswith(f"Fisher exact test on {n:,} pairs along axis {axis} ")
+        assert f"; keep rate of the first {na / n:.6g}; the worse of {len(tested)} pairings" in c.detail
 
 
 def _bins(index, length):

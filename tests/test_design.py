@@ -145,6 +145,28 @@ def test_small_regions_at_loose_levels_are_scipys():
                     assert region.rejects(k) == (stats.binomtest(k, n, p).pvalue <= alpha), (n, p, alpha, k)
 
 
+def test_a_level_equal_to_a_pvalue_rejects_that_count_as_scipy_does():
+    """alpha set to a count's own scipy p-value: a tie the region's search could round either way
+    (it sums the same terms in another order).  Every count of n <= 20 at three keep
+    probabilities (before the boundaries were settled by rate_test's p-value, 359 of these 9,020
+    verdicts differed), and the windowed search at the boundary counts of four large designs."""
+    for n in range(1, 21):
+        for p in (0.5, 0.25, 0.2):
+            for alpha in {stats.binomtest(k, n, p).pvalue for k in range(n + 1)} - {1.0}:
+                region = rejection_region_for_rate_test(n, p, false_fail_rate=alpha)
+                for k in range(n + 1):
+                    assert region.rejects(k) == (stats.binomtest(k, n, p).pvalue <= alpha), (n, p, alpha, k)
+    example = rejection_region_for_rate_test(10, 0.5, false_fail_rate=0.109375)
+    assert (example.low, example.high) == (2, 8)
+    for n, p, alpha in ((20_001, 0.5, 1e-3), (150_000, 0.2, 1e-6), (3_000_000, 0.8, 1e-9), (10**8, 0.3, 1e-12)):
+        r = rejection_region_for_rate_test(n, p, false_fail_rate=alpha)
+        for k in (r.low, r.high, r.low + 1, r.high - 1):
+            tie = stats.binomtest(k, n, p).pvalue
+            at = rejection_region_for_rate_test(n, p, false_fail_rate=tie)
+            for j in (k - 1, k, k + 1):
+                assert at.rejects(j) == (stats.binomtest(j, n, p).pvalue <= tie), (n, p, k, j, at)
+
+
 def test_windowed_regions_on_a_grid_are_scipys():
     """The windowed search (n > 20,000) at both boundaries, off by one either way, on a grid of
     n, p and levels, from just above the full-support limit to 10^9 draws."""

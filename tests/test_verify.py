@@ -6,6 +6,7 @@ probability <= 1e-9) and false_pass_rate=1e-9 where a defect must be caught.
 """
 import json
 
+import numpy as np
 import pytest
 import tensorflow as tf
 
@@ -101,6 +102,30 @@ def test_xla_stream_is_named_plainly():
     assert mech.passed is False and "XLA" in mech.detail and "tensorflow-xla" in mech.detail
     r2 = ds.verify(fn, rate=0.2, reference="tensorflow-xla", false_fail_rate=A)
     assert r2.check("mechanism").passed
+
+
+def test_a_mask_from_both_streams_is_not_said_to_be_xlas():
+    """The very first call (seed (s, 0)) drawn eagerly, every later one under XLA (a first call
+    that runs before the compiled one): the mechanism fails, and its detail must not claim the
+    masks are XLA's stream, because the first compared mask is eager's.  The mismatch count is
+    recomputed with TensorFlow's own stateless_uniform, eager and compiled."""
+    compiled = tf.function(stateless, jit_compile=True)
+
+    def first_eager(x, rate, seed, noise_shape=None):
+        first = int(seed[0]) == 3 and int(seed[1]) == 0
+        return (stateless if first else compiled)(x, rate, seed, noise_shape)
+
+    r = ds.verify(first_eager, rate=0.2, seed=3, false_fail_rate=A)
+    mech = r.check("mechanism")
+    assert mech.passed is False and "XLA" not in mech.detail and "xla_stream" not in [f.name for f in r.findings]
+    # compared: main (3, 0) (eager, as the reference), main (3, 1) and the probe's first units (5, 0)
+    draw = tf.function(lambda shape, seed: tf.random.stateless_uniform(shape, seed=seed), jit_compile=True)
+    differ = 0
+    for shape, seed in ((r.config["shape"], [3, 1]), ([256, 1, 1, 256], [5, 0])):
+        eager = tf.random.stateless_uniform(shape, seed=seed).numpy() >= np.float32(0.2)
+        xla = draw(tf.constant(shape), tf.constant(seed)).numpy() >= np.float32(0.2)  # seed passed in
+        differ += int(np.count_nonzero(eager != xla))
+    assert mech.values["mismatches"] == differ > 0
 
 
 def test_findings_keep_their_order_with_the_worker_thread():

@@ -46,24 +46,23 @@ class Mechanism(Family):
             return
         backend, ref = run.backend, cfg.reference
         other_ref = backend.other_reference(ref)
-        mismatches, total, other = 0, 0, 0
         n_check = min(2, len(run.stored_masks))
         masks = [(run.unit_shape, run.seed_pair(i), run.stored_masks[i]) for i in range(n_check)]
         if self.probe is not None:
             masks.append((self.probe.mask.shape, self.probe.seed, self.probe.mask))
-        for shape, seed, got in masks:
-            want = backend.reference_keep(shape, seed, cfg.dtype, cfg.rate, ref)
-            mismatches += int(np.count_nonzero(want != got))
-            total += want.size
-            if mismatches and other_ref is not None:
-                alt = backend.reference_keep(shape, seed, cfg.dtype, cfg.rate, other_ref)
-                other += int(np.count_nonzero(alt != got))
+
+        def differ(stream):
+            return sum(int(np.count_nonzero(backend.reference_keep(shape, seed, cfg.dtype, cfg.rate, stream) != got))
+                       for shape, seed, got in masks)
+
+        mismatches, total = differ(ref), sum(got.size for _, _, got in masks)
         cfg.samples += total
         detail = ""
         if mismatches:
             detail = (f"{mismatches:,} of {total:,} positions differ from "
                       f"stateless_uniform(shape, seed, {cfg.dtype}) >= rate")
-            if other_ref is not None and other == 0:
+            # the other stream is named only if every compared mask is that stream's, all of it
+            if other_ref is not None and differ(other_ref) == 0:
                 detail += "; " + backend.stream_note(ref, other_ref)
                 run.later(run.findings.append, Finding("xla_stream", detail,
                                                        "xla" if other_ref == "tensorflow-xla" else "eager"))
