@@ -287,13 +287,14 @@ def _region(n: int, p: float, alpha: float) -> RejectionRegion:
     def rejects(k: int) -> bool:
         return 0 <= k <= n and k != p * n and binom_two_sided_pvalue(k, n, p) <= alpha
 
+    # a tie moves a boundary by one count at most: a search further off stays off (and shows)
     low, high = region.low, region.high
-    while low >= 0 and not rejects(low):
+    if low >= 0 and not rejects(low):
         low -= 1
-    while low + 1 < p * n and rejects(low + 1):
+    elif low + 1 < p * n and rejects(low + 1):
         low += 1
-    while high <= n and not rejects(high):
+    if high <= n and not rejects(high):
         high += 1
-    while high - 1 > p * n and rejects(high - 1):
+    elif high - 1 > p * n and rejects(high - 1):
         high -= 1
     return RejectionRegion(n, p, alpha, low, high)

@@ -97,3 +97,25 @@ def test_every_entry_point_gradient_goes_through_it(adapter, seed):
     r = adapter.verify(rate=0.3, dtype="float32", seed=seed % 2**30, false_fail_rate=A)
     b = _backward(r)
     assert b["backward_mask"].passed and b["backward_scale"].passed, str(r)
+
+
+def test_gradient_calls_draw_their_own_documented_seeds():
+    """The two calls made with their gradient use seeds (s + 5, 0) and (s + 5, 1), as the
+    check's docstring says, and no other call uses them (each is a fresh draw for the rate test);
+    the numbers the entries report are recomputed from those two calls' outputs."""
+    seen = []
+
+    def recording(x, rate, seed, noise_shape=None):
+        y = stateless(x, rate, seed, noise_shape)
+        seen.append((int(seed[0]), int(seed[1]), tuple(x.shape), y))
+        return y
+
+    r = ds.verify(recording, rate=0.3, seed=4, false_fail_rate=A)
+    assert {s for s, _, _, _ in seen} == {4, 5, 6, 7, 8, 9}
+    grads = [(i, y) for s, i, _, y in seen if s == 9]
+    assert [i for i, _ in grads] == [0, 1]
+    kept = sum(int(np.count_nonzero(y.numpy())) for _, y in grads)
+    b = _backward(r)
+    assert b["backward_mask"].samples == sum(int(np.prod(y.shape)) for _, y in grads)
+    assert b["backward_scale"].samples == kept
+    assert b["backward_scale"].detail == f"{kept:,} kept positions of 2 calls"

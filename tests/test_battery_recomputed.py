@@ -81,6 +81,7 @@ CONFIGS = [  # verify's arguments
     {"seed": 5, "shape": (6, 80, 70)},    # a short axis in the middle, a long one last
     {"seed": 11, "shape": (16, 4, 4, 32), "noise_shape": (16, 1, 1, 32)},
     {"seed": 2, "shape": (1, 8192)},      # one row: no row pairs, no share of the budget for them
+    {"seed": 12, "shape": (8192,)},       # one axis: no axis entries beside blocks and strides
 ]
 
 
@@ -119,13 +120,13 @@ def test_seed_checks_are_the_recorded_masks(recorded):
     stored = main[:len(others) + 1]  # one partner per stored mask but the last
     p = [_fisher(stored[:-1], stored[1:]), _fisher(stored[:-1], others), _fisher(stored[1:], others)]
     c = r.check("seed_independence")
-    assert c.pvalue == pytest.approx(min(1.0, 3 * min(q for q, _ in p)), rel=REL)
+    assert c.pvalue == pytest.approx(min(1.0, 3 * min(q for q, _ in p)), rel=REL, abs=0)
     assert c.samples == sum(n for _, n in p)
     worst = int(np.argmin([q for q, _ in p]))
     a, b = [(stored[:-1], stored[1:]), (stored[:-1], others), (stored[1:], others)][worst]
     agree = sum(int(np.count_nonzero(u == v)) for u, v in zip(a, b)) / p[worst][1]
     label = ["seed[1] + 1", "seed[0] + 1", "(seed[0] + 1, i) against (seed[0], i + 1)"][worst]
-    assert c.values == pytest.approx({"agreement": agree, "expected": 0.7 ** 2 + 0.3 ** 2}, rel=1e-12)
+    assert c.values == pytest.approx({"agreement": agree, "expected": 0.7 ** 2 + 0.3 ** 2}, rel=1e-12, abs=0)
     assert c.observed == f"agreement {agree:.6g} ({label})"
     repeat = rec.by_offset(s, 3)
     d = r.check("seed_determinism")
@@ -137,16 +138,19 @@ def test_threshold_checks_are_the_recorded_masks(recorded):
     rec, r, kw = recorded
     sweep = sorted(rec.by_offset(kw["seed"], 4), key=lambda c: c["rate"])
     assert [c["rate"] for c in sweep] == [0.15, 0.3, 0.3 + 0.7 / 2]
-    ps, violations, total = [], 0, 0
+    ps, violations, total, parts = [], 0, 0, []
     for lo, hi in zip(sweep, sweep[1:]):
         a, b = _units(lo), _units(hi)
         violations += int(np.count_nonzero(b & ~a))
         share = float(Fraction(1.0 - lo["rate"]) - Fraction(1.0 - hi["rate"]))
-        ps.append(stats.binomtest(int(np.count_nonzero(a & ~b)), a.size, share).pvalue)
+        flipped = int(np.count_nonzero(a & ~b))
+        ps.append(stats.binomtest(flipped, a.size, share).pvalue)
         total += a.size
+        parts.append(f"{lo['rate']:.4g}->{hi['rate']:.4g}: {flipped}/{a.size} flipped, expected share {share:.6g}")
     nesting, flips = r.check("threshold_nesting"), r.check("threshold_flips")
     assert nesting.values["violations"] == violations == 0 and nesting.samples == total
-    assert flips.pvalue == pytest.approx(min(1.0, 2 * min(ps)), rel=REL) and flips.samples == total
+    assert flips.pvalue == pytest.approx(min(1.0, 2 * min(ps)), rel=REL, abs=0) and flips.samples == total
+    assert flips.detail == "exact binomial test per rate pair (Bonferroni inside): " + "; ".join(parts)
 
 
 def _pairs(masks, axis, offset):
@@ -170,7 +174,7 @@ def test_pair_checks_are_the_recorded_masks(recorded):
             assert name not in [c.name for c in r.checks]
             continue
         c = r.check(name)
-        assert c.pvalue == pytest.approx(min(1.0, len(tested) * min(p for p, _ in tested)), rel=REL)
+        assert c.pvalue == pytest.approx(min(1.0, len(tested) * min(p for p, _ in tested)), rel=REL, abs=0)
         assert c.samples == sum(n for _, n in tested)
         # the entry's numbers are the worse pairing's table (the smaller p-value)
         first, second = _pairs(main, axis, int(np.argmin([p for p, _ in tested])))
@@ -178,7 +182,7 @@ def test_pair_checks_are_the_recorded_masks(recorded):
         na, nb = (sum(int(np.count_nonzero(u)) for u in half) for half in (first, second))
         n = sum(u.size for u in first)
         assert c.values == pytest.approx({"agreement": (both + (n - na - nb + both)) / n,
-                                          "kept_given_partner_kept": both / na, "kept": nb / n}, rel=1e-12)
+                                          "kept_given_partner_kept": both / na, "kept": nb / n}, rel=1e-12, abs=0)
         assert c.detail.startswith(f"Fisher exact test on {n:,} pairs along axis {axis} ")
         assert f"; keep rate of the first {na / n:.6g}; the worse of {len(tested)} pairings" in c.detail
 
@@ -205,8 +209,13 @@ def test_homogeneity_checks_are_the_recorded_masks(recorded):
         k = np.bincount(g, weights=flat).astype(np.int64)
         n = np.bincount(g) * calls
         c = r.check(name)
-        assert c.pvalue == pytest.approx(_chi2(k, n), rel=REL), name
+        assert c.pvalue == pytest.approx(_chi2(k, n), rel=REL, abs=0), name
         assert c.samples == n.sum() and c.values["df"] == k.size - 1, name
+        stat = stats.chi2_contingency(np.stack([k, n - k]), correction=False).statistic
+        assert c.values["chi2"] == pytest.approx(stat, rel=1e-9, abs=0), name
+        pooled = k.sum() / n.sum()
+        worst = int(np.argmax(np.abs(k / n - pooled)))
+        assert c.detail == f"most extreme group {worst}: {k[worst] / n[worst]:.6g} vs pooled {pooled:.6g}", name
 
 
 def test_value_independence_is_the_recorded_masks(recorded):
@@ -229,13 +238,16 @@ def test_value_independence_is_the_recorded_masks(recorded):
     nb = np.bincount(bins, minlength=8) * len(main)
     p_trend = trend_test(kb[nb > 0], nb[nb > 0]).pvalue  # the trend test itself: tests/test_structure.py
     c = r.check("value_independence")
-    assert c.pvalue == pytest.approx(min(1.0, 2 * min(p_sign, p_trend)), rel=REL) and c.samples == n_all
+    assert c.pvalue == pytest.approx(min(1.0, 2 * min(p_sign, p_trend)), rel=REL, abs=0) and c.samples == n_all
+    z = trend_test(kb[nb > 0], nb[nb > 0]).statistic
+    assert c.observed == (f"keep {k_neg / n_neg:.6g} where x < 0, {k_pos / n_pos:.6g} where x > 0; "
+                          f"trend z = {z:.3g} across {np.count_nonzero(nb)} bins of |x|")
 
 
 def test_noise_shape_units_are_the_probe_units(recorded):
     rec, r, kw = recorded
     if "noise_shape_units" not in [c.name for c in r.checks]:  # no probe: (1, n) and 1-D shapes
-        assert kw["shape"][0] == 1 and not rec.by_offset(kw["seed"], 2)
+        assert (len(kw["shape"]) == 1 or kw["shape"][0] == 1) and not rec.by_offset(kw["seed"], 2)
         return
     c = r.check("noise_shape_units")
     if kw.get("noise_shape") is not None:
@@ -245,7 +257,11 @@ def test_noise_shape_units_are_the_probe_units(recorded):
     units = [_units(p) for p in probe]
     kept, n = sum(int(np.count_nonzero(u)) for u in units), sum(u.size for u in units)
     assert (c.values["kept"], c.values["n"], c.samples) == (kept, n, n)
-    assert c.pvalue == pytest.approx(stats.binomtest(kept, n, 0.7).pvalue, rel=REL)
+    assert c.pvalue == pytest.approx(stats.binomtest(kept, n, 0.7).pvalue, rel=REL, abs=0)
+    shape, noise = list(probe[0]["x"].shape), list(probe[0]["ns"])
+    calls = f"{len(probe)} call{'s' if len(probe) > 1 else ''}"
+    assert c.detail == f"x {shape}, noise_shape {noise}: one draw per unit, {calls}"
+    assert c.observed == f"{kept}/{n} units kept = {kept / n:.6g}"
     consistency = r.check("noise_shape_consistency")
     assert consistency.samples == n and consistency.values["inconsistent"] == 0
 
@@ -264,6 +280,12 @@ def test_keep_fraction_counts_a_prefix_of_the_fresh_draws(recorded):
     c = r.check("keep_fraction")
     assert (c.values["kept"], c.values["n"]) in prefix[1:]
     assert c.samples == c.values["n"]
+    # its interval is Clopper-Pearson at the test's own level; its detail names the fixed-n design
+    ci = stats.binomtest(c.values["kept"], c.values["n"]).proportion_ci(1 - c.level)
+    assert c.interval == pytest.approx((ci.low, ci.high), rel=1e-9, abs=0)
+    fixed = ds.min_num_samples_for_rate_test(0.7, r.config["discrepancy"], false_fail_rate=c.level,
+                                             false_pass_rate=r.config["false_pass_rate"])
+    assert c.detail.endswith(f"with false-pass <= {r.config['false_pass_rate']:g} (fixed-n would need {fixed:,})")
 
 
 def test_holm_levels_are_recomputed_from_the_reported_pvalues(recorded):
@@ -272,14 +294,14 @@ def test_holm_levels_are_recomputed_from_the_reported_pvalues(recorded):
     _, r, _ = recorded
     stat = [c for c in r.checks if c.kind == "statistical" and c.pvalue is not None]
     m = len(stat)
-    assert r.check("keep_fraction").level == pytest.approx(ALPHA / m, rel=1e-12)
+    assert r.check("keep_fraction").level == pytest.approx(ALPHA / m, rel=1e-12, abs=0)
     holm = sorted((c for c in stat if c.name != "keep_fraction"), key=lambda c: c.pvalue)
     rest = ALPHA - ALPHA / m
     want = [rest / (len(holm) - rank) for rank in range(len(holm))]
     for p in {c.pvalue for c in holm}:  # tied p-values share their ranks' levels in any order
         ranks = [i for i, c in enumerate(holm) if c.pvalue == p]
         got = sorted(c.level for c in holm if c.pvalue == p)
-        assert got == pytest.approx(sorted(want[i] for i in ranks), rel=1e-12), p
+        assert got == pytest.approx(sorted(want[i] for i in ranks), rel=1e-12, abs=0), p
     assert all(c.level is None for c in r.checks if c.pvalue is None)
 
 
@@ -364,7 +386,7 @@ def test_mean_bias_is_the_product_of_keep_and_scale():
     factor = Fraction(float(np.float16(1 / (1 - rate))))
     bias = float(Fraction(1.0 - rate) * factor - 1)
     assert 1e-6 <= bias < 2e-6 and len(found) == 1
-    assert found[0].value == pytest.approx(bias, rel=1e-9)
+    assert found[0].value == pytest.approx(bias, rel=1e-9, abs=0)
     assert f"kept values scaled by {float(factor):.8g} instead of 1/(1-rate) = {1 / (1 - rate):.8g}" in found[0].detail
     assert "keep " not in found[0].detail.split("(", 1)[1]  # the keep probability is 1 - rate exactly
     main = [c for c in rec.by_offset(9, 0) if c["rate"] == rate]
@@ -379,3 +401,28 @@ def test_mean_bias_below_a_millionth_is_not_reported():
     rate = 0.1937  # keep * factor - 1 = 9.8e-7
     bias = float(Fraction(1.0 - rate) * Fraction(float(np.float16(1 / (1 - rate)))) - 1)
     assert 0 < bias < 1e-6 and _mean_bias(rate)[2] == []
+
+
+def test_a_design_completed_by_the_last_allowed_call_is_not_cut_short():
+    """One call of exactly the sequential design's n_max draws, max_calls at its minimum: the run
+    ends at max_calls, but the design is complete, so the detail claims no weaker detection."""
+    from dropout_stats.sequential import SequentialRateTest
+
+    probe = _run(Recorder(), shape=(100_000,), seed=1, max_calls=5)
+    level = probe.check("keep_fraction").level  # alpha / m for a 1-D shape's plan
+    n_max = SequentialRateTest(0.7, probe.config["discrepancy"], false_fail_rate=level,
+                               false_pass_rate=probe.config["false_pass_rate"]).n_max
+    r = _run(Recorder(), shape=(n_max,), seed=1, max_calls=5)
+    c = r.check("keep_fraction")
+    assert c.level == level and c.values["n"] == n_max, (c.level, level, c.values)
+    assert "cut short" not in c.detail and not [f for f in r.findings if f.name == "sample_size"]
+
+
+def test_the_interval_of_a_tiny_budget_is_at_one_minus_1e_15():
+    """Below 1e-15 the interval's confidence stays at 1 - 1e-15 (1 - 1e-30 is 1.0 in floats)."""
+    r = _run(Recorder(), seed=2, false_fail_rate=1e-14)
+    c = r.check("keep_fraction")
+    assert c.level < 1e-15
+    ci = stats.binomtest(c.values["kept"], c.values["n"]).proportion_ci(1 - 1e-15)
+    assert c.interval == pytest.approx((ci.low, ci.high), rel=1e-9, abs=0)
+    # and a share above 1e-15 (the recorded configs) is taken as it is: see the keep-fraction test

@@ -81,7 +81,7 @@ def test_result_reads_like_scipy():
 def test_founding_question_is_consistent():
     """Dropout(0.2) on 32 units with 9 zeros: consistent with rate 0.2 (23 of 32 kept)."""
     r = rate_test(23, 32, 0.8)
-    assert r.pvalue == pytest.approx(stats.binomtest(23, 32, 0.8).pvalue)
+    assert r.pvalue == pytest.approx(stats.binomtest(23, 32, 0.8).pvalue, abs=0)
     assert r.pvalue > 0.05
     assert 0.8 in r.proportion_ci()
 
@@ -117,6 +117,25 @@ def test_jeffreys_is_the_beta_half_half_posterior(kn, cl):
     assert ci.high == (1.0 if k == n else pytest.approx(post.isf((1 - cl) / 2), rel=1e-9, abs=1e-15))
 
 
+@pytest.mark.parametrize("method", ["exact", "jeffreys"])
+@pytest.mark.parametrize("tail", [5e-16, 5e-13, 5e-10])
+def test_tiny_tails_are_the_defining_tail_probabilities(method, tail):
+    """At the levels verify() uses (1 - 1e-15 to 1 - 1e-9) each end of the interval is where its
+    defining tail probability equals (1 - cl) / 2: Clopper-Pearson's binomial tails, Jeffreys'
+    posterior tails, from scipy.stats.binom and scipy.stats.beta, to 1e-6 relative.  (Inverting at
+    1 - tail first rounds the tail: at 1 - 1e-15 that moved the high end by 1.2e-5 relative.)"""
+    k, n = 412_969, 589_824
+    cl = 1 - 2 * tail
+    ci = proportion_ci(k, n, confidence_level=cl, method=method)
+    want = (1 - cl) / 2
+    if method == "exact":
+        low_tail, high_tail = stats.binom.sf(k - 1, n, ci.low), stats.binom.cdf(k, n, ci.high)
+    else:
+        post = stats.beta(k + 0.5, n - k + 0.5)
+        low_tail, high_tail = post.cdf(ci.low), post.sf(ci.high)
+    assert low_tail == pytest.approx(want, rel=1e-6, abs=0) and high_tail == pytest.approx(want, rel=1e-6, abs=0)
+
+
 def test_an_interval_contains_its_end_points():
     ci = proportion_ci(3, 10)
     assert ci.low in ci and ci.high in ci and (ci.low - 1e-12) not in ci and (ci.high + 1e-12) not in ci
@@ -127,8 +146,8 @@ def test_one_sided_pvalues_are_the_binomial_tails(kn, p):
     """'less': P(X <= k); 'greater': P(X >= k), from the binomial cdf directly (rate_test calls
     scipy's binomtest for these, so scipy's test is not an independent oracle)."""
     k, n = kn
-    assert rate_test(k, n, p, alternative="less").pvalue == pytest.approx(stats.binom.cdf(k, n, p), rel=1e-9)
-    assert rate_test(k, n, p, alternative="greater").pvalue == pytest.approx(stats.binom.sf(k - 1, n, p), rel=1e-9)
+    assert rate_test(k, n, p, alternative="less").pvalue == pytest.approx(stats.binom.cdf(k, n, p), rel=1e-9, abs=0)
+    assert rate_test(k, n, p, alternative="greater").pvalue == pytest.approx(stats.binom.sf(k - 1, n, p), rel=1e-9, abs=0)
 
 
 def test_results_are_immutable():

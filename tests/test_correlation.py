@@ -212,7 +212,7 @@ def test_kept_count_bound_is_the_exact_eta_quantile_of_the_kept_count():
             k = int(ks[binom.sf(ks, n, p) <= ETA][0])
         else:
             k = int(ks[binom.cdf(ks, n, p) >= ETA][0])
-        assert kept_count_bound(masks, p) == pytest.approx(p * q * (n * p * p + k * (q * q - p * p)), rel=1e-12)
+        assert kept_count_bound(masks, p) == pytest.approx(p * q * (n * p * p + k * (q * q - p * p)), rel=1e-12, abs=0)
 
 
 def _family(unit_shape, units=None):
@@ -281,9 +281,9 @@ def test_the_chosen_displacement_reports_its_exact_sum_pairs_and_pvalue():
     s = sum(float((ci[:37] * ci[3:]).sum()) for ci in c)
     pq = P * (1 - P)
     assert auto.values["pairs"] == 2 * 37 * 64
-    assert auto.values["correlation"] == pytest.approx(s / (2 * 37 * 64 * pq), rel=1e-9)
+    assert auto.values["correlation"] == pytest.approx(s / (2 * 37 * 64 * pq), rel=1e-9, abs=0)
     v = min(kept_count_bound([m, other], P), pq * P * P * 2 * 37 * 64)
-    assert auto.pvalue == pytest.approx(lag_pvalue(s, v, P, auto.values["tested"]), rel=1e-9)
+    assert auto.pvalue == pytest.approx(lag_pvalue(s, v, P, auto.values["tested"]), rel=1e-9, abs=0)
     assert f"over {2 * 37 * 64:,} pairs" in auto.observed and "(z = " in auto.observed
 
 
@@ -363,7 +363,7 @@ def test_a_far_displacement_between_later_calls_uses_the_pair_count_bound():
     assert kept_count_bound(masks[:1], p) < by_pairs < by_count  # the pair bound is the one in force
     tested = cross.values["tested"]
     assert type(tested) is int and tested == 2 * 256 - 1 - 1 and f"({tested:,} tested)" in cross.expected
-    assert cross.pvalue == pytest.approx(lag_pvalue(s, by_pairs, p, tested), rel=1e-9)
+    assert cross.pvalue == pytest.approx(lag_pvalue(s, by_pairs, p, tested), rel=1e-9, abs=0)
     assert 1e-49 < cross.pvalue < 1e-6  # neither clamped at 1 nor at the ETA floor: v shows
     pq = p * q
     assert cross.observed == (f"displacement [128]: correlation {s / (384 * pq):.4g} over 384 pairs "

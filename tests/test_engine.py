@@ -63,11 +63,11 @@ def test_each_check_receives_its_share_and_the_shares_sum_to_the_budget(shape, n
     stat = [c for c in r.checks if c.kind == "statistical" and c.pvalue is not None]
     m = len(stat)
     keep = r.check("keep_fraction")
-    assert keep.level == pytest.approx(alpha / m, rel=1e-12)
+    assert keep.level == pytest.approx(alpha / m, rel=1e-12, abs=0)
     holm = sorted(c.level for c in stat if c.name != "keep_fraction")
     rest = alpha - alpha / m
-    assert holm[0] == pytest.approx(rest / (m - 1), rel=1e-12) and holm[-1] <= rest * (1 + 1e-12)
+    assert holm[0] == pytest.approx(rest / (m - 1), rel=1e-12, abs=0) and holm[-1] <= rest * (1 + 1e-12)
     # the union bound of the two parts is the run's budget
-    assert keep.level + rest == pytest.approx(alpha, rel=1e-12)
+    assert keep.level + rest == pytest.approx(alpha, rel=1e-12, abs=0)
     # no entry without a p-value took a share
     assert not [c.name for c in r.checks if c.kind == "statistical" and c.pvalue is None and c.passed is not None]
