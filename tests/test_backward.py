@@ -119,3 +119,32 @@ def test_gradient_calls_draw_their_own_documented_seeds():
     assert b["backward_mask"].samples == sum(int(np.prod(y.shape)) for _, y in grads)
     assert b["backward_scale"].samples == kept
     assert b["backward_scale"].detail == f"{kept:,} kept positions of 2 calls"
+
+
+def test_a_backward_scale_failure_names_the_closest_formula():
+    """The backward divides by fl(1 - rate), one gradient a ULP off per call: the failure names
+    the divide formula with that count (closest by the number of differing positions), not the
+    first formula tried (multiply, which differs on many)."""
+    rate = 0.3
+
+    def off_by_one_ulp(x, r, seed, noise_shape=None):
+        @tf.custom_gradient
+        def f(t):
+            y = stateless(t, r, seed, noise_shape)
+
+            def grad(dy):
+                g = tf.where(y != 0, dy / tf.constant(1 - r, t.dtype), tf.zeros_like(dy))
+                first = tf.reshape(tf.where(tf.reshape(y, [-1]) != 0)[0], [1, 1])
+                flat = tf.reshape(g, [-1])
+                bumped = tf.tensor_scatter_nd_update(flat, first, [tf.experimental.numpy.nextafter(
+                    tf.gather_nd(flat, first)[0], tf.constant(np.inf, t.dtype))])
+                return tf.reshape(bumped, tf.shape(g))
+            return y, grad
+        return f(x)
+
+    r = ds.verify(off_by_one_ulp, rate=rate, seed=2, false_fail_rate=A)
+    b = _backward(r)
+    assert b["backward_mask"].passed and b["backward_scale"].passed is False, str(r)
+    divisor = float(np.float32(1 - rate))
+    assert b["backward_scale"].observed.startswith(f"2/{b['backward_scale'].samples:,} differ from the closest formula "
+                                                   f"(upstream / {divisor!r})"), b["backward_scale"].observed

@@ -63,3 +63,17 @@ def test_value_groups_follow_the_sign_and_the_magnitude(dtype):
     bins = groups[:64] // 2
     assert bins[0] == 0 and bins[-1] == VALUE_BINS - 1 and np.all(np.diff(bins) >= 0)
     assert np.array_equal(bins, groups[64:] // 2)  # |x| alone sets the bin
+
+
+def test_a_table_of_pairs_is_tested_whenever_it_holds_a_pair():
+    """table_check: no pairs is 'not applicable'; one pair, or a partner never kept, is a
+    tested entry with Fisher's p-value 1 (a margin of 0 or n fixes the table), never n/a:
+    a defect that always drops the second of each pair still reports its samples."""
+    from dropout_stats.battery.checks._common import table_check
+
+    none = table_check("row_independence", None, "pairs", "r")
+    empty = table_check("row_independence", np.zeros(4, np.int64), "pairs", "r")
+    assert none.passed is None and empty.passed is None and empty.detail == "no pairs to compare"
+    for table in ([0, 1, 1, 1], [0, 30, 0, 100], [5, 5, 100, 100]):
+        c = table_check("row_independence", np.array(table), "pairs", "r")
+        assert (c.passed, c.pvalue, c.samples) == (True, 1.0, table[3]), table

@@ -82,6 +82,7 @@ CONFIGS = [  # verify's arguments
     {"seed": 11, "shape": (16, 4, 4, 32), "noise_shape": (16, 1, 1, 32)},
     {"seed": 2, "shape": (1, 8192)},      # one row: no row pairs, no share of the budget for them
     {"seed": 12, "shape": (8192,)},       # one axis: no axis entries beside blocks and strides
+    {"seed": 13, "shape": (2, 4096)},     # two rows: one row pairing only, (1, 2) does not exist
 ]
 
 
