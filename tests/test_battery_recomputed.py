@@ -427,3 +427,30 @@ def test_the_interval_of_a_tiny_budget_is_at_one_minus_1e_15():
     ci = stats.binomtest(c.values["kept"], c.values["n"]).proportion_ci(1 - 1e-15)
     assert c.interval == pytest.approx((ci.low, ci.high), rel=1e-9, abs=0)
     # and a share above 1e-15 (the recorded configs) is taken as it is: see the keep-fraction test
+
+
+def test_call_independence_is_the_recorded_histogram(recorded):
+    """Kept counts per position over the main calls against Binomial(calls, p-hat): binomial cells
+    pooled left to right until each expects >= 1000 positions (a short last one joins the one
+    before), Pearson's chi-square on cells - 2 degrees of freedom, from scipy."""
+    rec, r, kw = recorded
+    main = [_units(c) for c in rec.by_offset(kw["seed"], 0)]
+    counts = sum(m.astype(np.int64) for m in main).ravel()
+    c = r.check("call_independence")
+    if counts.size < 3000:
+        assert c.passed is None and c.pvalue is None and f"{counts.size} positions: too few" in c.detail
+        return
+    calls = len(main)
+    p_hat = counts.sum() / (counts.size * calls)
+    expected = counts.size * stats.binom.pmf(np.arange(calls + 1), calls, p_hat)
+    observed = np.bincount(counts, minlength=calls + 1)
+    cells, acc = [], [0.0, 0.0]
+    for o, e in zip(observed, expected):
+        acc = [acc[0] + o, acc[1] + e]
+        if acc[1] >= 1000:
+            cells.append(acc)
+            acc = [0.0, 0.0]
+    cells[-1] = [cells[-1][0] + acc[0], cells[-1][1] + acc[1]]
+    o, e = np.array(cells).T
+    assert c.pvalue == pytest.approx(stats.chi2.sf(((o - e) ** 2 / e).sum(), len(cells) - 2), rel=1e-9, abs=0)
+    assert (c.samples, c.values["df"], c.values["calls"]) == (counts.size * calls, len(cells) - 2, calls)
