@@ -454,3 +454,32 @@ def test_call_independence_is_the_recorded_histogram(recorded):
     o, e = np.array(cells).T
     assert c.pvalue == pytest.approx(stats.chi2.sf(((o - e) ** 2 / e).sum(), len(cells) - 2), rel=1e-9, abs=0)
     assert (c.samples, c.values["df"], c.values["calls"]) == (counts.size * calls, len(cells) - 2, calls)
+
+
+def test_scale_counts_every_recorded_call(recorded):
+    """Every call's kept values are checked at that call's rate: all of them, from every purpose."""
+    rec, r, kw = recorded
+    c = r.check("scale")
+    kept = sum(int(np.count_nonzero(call["kept"])) for call in rec.calls)
+    rates = ", ".join(f"{rate:g}" for rate in sorted({call["rate"] for call in rec.calls}))
+    factor = float(np.float32(1 / (1 - 0.3)))
+    assert c.passed and c.samples == kept
+    assert c.observed == f"every kept value = x * {factor!r} (fl(1/(1-rate)))"
+    assert c.detail == f"{kept:,} kept values of {len(rec.calls)} calls at rates {rates}; formula 'multiply'"
+
+
+def test_a_scale_failure_counts_the_calls_and_values_it_gathered():
+    """At each failing rate: how many of its calls failed, and the kept values of whole calls in
+    call order until at least 200,000 are gathered for the closest formula's count."""
+    rec = Overscaled()
+    r = _run(rec, seed=8)
+    c = r.check("scale")
+    at = {rate: [call for call in rec.calls if call["rate"] == rate] for rate in {call["rate"] for call in rec.calls}}
+    first = min(at)
+    assert c.detail.startswith(f"at rate {first:g}, {len(at[first])} of {len(at[first])} calls: no formula matches")
+    gathered = 0
+    for call in at[0.3]:
+        if gathered >= 200_000:
+            break
+        gathered += int(np.count_nonzero(call["kept"]))
+    assert f"{gathered:,}/{gathered:,} differ from the closest formula (multiply) at rate 0.3" in c.detail
