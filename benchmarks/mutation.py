@@ -274,6 +274,17 @@ EQUIVALENT: dict[tuple[str, int, str], str] = {  # (module, line, mutation) -> w
         "at s = 0 Bennett's bound is exp(0) = 1, the value returned",
     ("dropout_stats/battery/checks/correlation.py", 172, "1.0 -> 2.0"):
         "lag_pvalue caps at 1, and s <= 0 reaches it only through abs(s) = 0",
+    ("dropout_stats/battery/checks/pairs.py", 85, "Eq -> NotEq"):
+        "(o != 0 only) the whole-row shortcut off: the general path counts the same table (a pairing at offset 1 "
+        "never spans the whole axis)",
+    ("dropout_stats/battery/checks/pairs.py", 85, "0 -> 1"):
+        "the whole-row shortcut off (offset 1 never spans the whole axis): the general path counts the same table",
+    ("dropout_stats/battery/checks/threshold.py", 38, "And -> Or"):
+        "the configured rate is always in the sweep (its keep is the run's, in (0, 1) outside the degenerate path)",
+    ("dropout_stats/battery/checks/threshold.py", 48, "Or -> And"):
+        "a guard that never holds: the configured rate is always in the sweep and a second rate always survives "
+        "(rate / 2 keeps everything only for a rate below the uniform's resolution, 2^-53 with numpy, where "
+        "(1 + rate) / 2 keeps about half)",
     ("dropout_stats/counts.py", 28, "1 -> 2"): "the block size changes the blocks, not the counts",
     ("dropout_stats/counts.py", 28, "16 -> 15"): "the block size changes the blocks, not the counts",
     ("dropout_stats/counts.py", 28, "16 -> 17"): "the block size changes the blocks, not the counts",
@@ -413,6 +424,12 @@ ALIVE: dict[tuple[str, int, str], str] = {
         "the walk down's shortcut to 1 (a first guess of 2 or more that walks down to ok(1)): no design in the tests reaches it",
     ("dropout_stats/design.py", 218, "1 -> 2"):
         "the walk down's shortcut to 1 (a first guess of 2 or more that walks down to ok(1)): no design in the tests reaches it",
+    ("dropout_stats/battery/checks/scale.py", 32, "200000 -> 200001"):
+        "the cap on kept values gathered for a failure's detail is checked after whole calls: 200,001 differs "
+        "only when the values gathered so far total exactly 200,000 at a call's end; no test run does",
+    ("dropout_stats/battery/checks/affine.py", 21, "200000 -> 200001"):
+        "the cap on kept values checked is applied after whole calls: 200,001 differs only when the kept values "
+        "so far total exactly 200,000 at a call's end; no test run does",
     ("dropout_stats/_exact.py", 124, "Gt -> GtE"):
         "the walk up is not reached in any test: the start n - ppf(alpha, n, 1 - p) is never below the answer (P(K > k) = cdf(n - k - 1; n, 1 - p)); a guard against scipy's ppf rounding",
     ("dropout_stats/_exact.py", 125, "1 -> 0"):

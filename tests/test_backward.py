@@ -148,3 +148,16 @@ def test_a_backward_scale_failure_names_the_closest_formula():
     divisor = float(np.float32(1 - rate))
     assert b["backward_scale"].observed.startswith(f"2/{b['backward_scale'].samples:,} differ from the closest formula "
                                                    f"(upstream / {divisor!r})"), b["backward_scale"].observed
+
+
+def test_one_call_without_a_gradient_is_named():
+    """Only the first call made with its gradient stops it (seed (s + 5, 0)): both entries are
+    not applicable, with the reason, rather than checked on the one call left."""
+    def first_stopped(x, rate, seed, noise_shape=None):
+        y = stateless(x, rate, seed, noise_shape)
+        return tf.stop_gradient(y) if (int(seed[0]), int(seed[1])) == (9, 0) else y
+
+    r = ds.verify(first_stopped, rate=0.3, seed=4, false_fail_rate=A)
+    b = _backward(r)
+    assert b["backward_mask"].passed is None and b["backward_scale"].passed is None
+    assert b["backward_mask"].detail.startswith("no gradient flows from y to x")

@@ -214,6 +214,7 @@ def test_homogeneity_checks_are_the_recorded_masks(recorded):
         assert c.samples == n.sum() and c.values["df"] == k.size - 1, name
         stat = stats.chi2_contingency(np.stack([k, n - k]), correction=False).statistic
         assert c.values["chi2"] == pytest.approx(stat, rel=1e-9, abs=0), name
+        assert c.observed == f"chi2 {c.values['chi2']:.4g} on {k.size - 1} df", name
         pooled = k.sum() / n.sum()
         worst = int(np.argmax(np.abs(k / n - pooled)))
         assert c.detail == f"most extreme group {worst}: {k[worst] / n[worst]:.6g} vs pooled {pooled:.6g}", name
