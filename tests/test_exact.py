@@ -95,6 +95,22 @@ def test_upper_quantile_is_the_first_count_whose_sf_is_at_most_alpha(alpha, n, p
     assert binom_upper_quantile(alpha, n, p) == want
 
 
+@pytest.mark.parametrize("tie", [False, True])
+@pytest.mark.parametrize("off", [-3, -1, 1, 3])
+def test_upper_quantile_settles_a_start_scipys_ppf_rounds_off(monkeypatch, off, tie):
+    """The start comes from scipy's ppf, which can round a count off; the walks down and up settle
+    it on the exact sf whichever way it is off (a start moved by `off` counts, both directions),
+    also where alpha is exactly a count's sf (that count is the answer: P(K > k) <= alpha)."""
+    ppf = stats.binom.ppf
+    n, p = 1000, 0.3
+    alpha = float(stats.binom.sf(360, n, p)) if tie else 1e-6
+    ks = np.arange(n + 1)
+    want = int(ks[stats.binom.sf(ks, n, p) <= alpha][0])
+    assert want == 360 or not tie
+    monkeypatch.setattr(stats.binom, "ppf", lambda *a: ppf(*a) + off)  # n - ppf: the start moves by -off
+    assert binom_upper_quantile(alpha, n, p) == want
+
+
 def test_tolerances_are_the_ones_in_scipys_source():
     """Bit-equality with scipy needs its "as likely" tolerances: read from the installed scipy."""
     import inspect
