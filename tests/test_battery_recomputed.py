@@ -130,6 +130,7 @@ def test_seed_checks_are_the_recorded_masks(recorded):
     label = ["seed[1] + 1", "seed[0] + 1", "(seed[0] + 1, i) against (seed[0], i + 1)"][worst]
     assert c.values == pytest.approx({"agreement": agree, "expected": 0.7 ** 2 + 0.3 ** 2}, rel=1e-12, abs=0)
     assert c.observed == f"agreement {agree:.6g} ({label})"
+    assert c.expected == f"{0.7 ** 2 + 0.3 ** 2:.6g} = p^2 + q^2 (independent masks)"
     repeat = rec.by_offset(s, 3)
     d = r.check("seed_determinism")
     assert d.passed and d.samples == 2 * repeat[0]["kept"].size

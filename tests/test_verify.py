@@ -88,6 +88,18 @@ def test_bfloat16_keep_probability_is_reported_as_a_finding():
     assert "0.796875" in r.check("keep_fraction").expected
 
 
+def test_bfloat16_mean_bias_is_the_keep_probability_alone():
+    """bfloat16 at rate 0.2: TensorFlow keeps 102/128 = 0.796875 and scales by fl(1.25) = 1.25
+    exactly, so E[y]/E[x] = 0.796875 * 1.25 = 0.99609375: the finding names the keep
+    probability and not the scale."""
+    r = ds.verify(stateless, rate=0.2, dtype="bfloat16", false_fail_rate=A)
+    bias = next(f for f in r.findings if f.name == "mean_bias")
+    assert bias.value == 0.99609375 - 1
+    assert bias.detail == ("bfloat16 at rate 0.2: with this keep probability and this scale factor E[y]/E[x] = "
+                           "0.99609375 before each value's rounding, biased by -0.00391 relative (keep 0.796875 "
+                           "instead of 0.8)")
+
+
 @pytest.mark.statistical(false_fail_rate=1e-12)
 def test_strict_nominal_fails_bfloat16_tensorflow():
     """102/128 against 0.8 is a 0.4% error: far beyond the 1% of 0.2 = 0.002 detectable."""
