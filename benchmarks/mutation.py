@@ -285,6 +285,18 @@ EQUIVALENT: dict[tuple[str, int, str], str] = {  # (module, line, mutation) -> w
         "a guard that never holds: the configured rate is always in the sweep and a second rate always survives "
         "(rate / 2 keeps everything only for a rate below the uniform's resolution, 2^-53 with numpy, where "
         "(1 + rate) / 2 keeps about half)",
+    ("dropout_stats/battery/checks/call_independence.py", 69, "True -> False"):
+        "the runner's Holm step sets the verdict of every entry with a p-value; this initial one is never read",
+    ("dropout_stats/battery/checks/homogeneity.py", 80, "True -> False"):
+        "the runner's Holm step sets the verdict of every entry with a p-value; this initial one is never read",
+    ("dropout_stats/battery/checks/noise_shape.py", 83, "True -> False"):
+        "the runner's Holm step sets the verdict of every entry with a p-value; this initial one is never read",
+    ("dropout_stats/battery/checks/seeds.py", 86, "True -> False"):
+        "the runner's Holm step sets the verdict of every entry with a p-value; this initial one is never read",
+    ("dropout_stats/battery/checks/threshold.py", 86, "True -> False"):
+        "the runner's Holm step sets the verdict of every entry with a p-value; this initial one is never read",
+    ("dropout_stats/battery/checks/value_independence.py", 64, "True -> False"):
+        "the runner's Holm step sets the verdict of every entry with a p-value; this initial one is never read",
     ("dropout_stats/counts.py", 28, "1 -> 2"): "the block size changes the blocks, not the counts",
     ("dropout_stats/counts.py", 28, "16 -> 15"): "the block size changes the blocks, not the counts",
     ("dropout_stats/counts.py", 28, "16 -> 17"): "the block size changes the blocks, not the counts",

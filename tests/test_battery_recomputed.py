@@ -154,6 +154,8 @@ def test_threshold_checks_are_the_recorded_masks(recorded):
     assert nesting.values["violations"] == violations == 0 and nesting.samples == total
     assert flips.pvalue == pytest.approx(min(1.0, 2 * min(ps)), rel=REL, abs=0) and flips.samples == total
     assert flips.detail == "exact binomial test per rate pair (Bonferroni inside): " + "; ".join(parts)
+    rates = [c["rate"] for c in sweep]
+    assert nesting.reproduce.endswith(f"; rates {rates}, seed {list(sweep[0]['seed'])}")
 
 
 def _pairs(masks, axis, offset):
@@ -244,6 +246,7 @@ def test_value_independence_is_the_recorded_masks(recorded):
     c = r.check("value_independence")
     assert c.pvalue == pytest.approx(min(1.0, 2 * min(p_sign, p_trend)), rel=REL, abs=0) and c.samples == n_all
     z = trend_test(kb[nb > 0], nb[nb > 0]).statistic
+    assert np.count_nonzero(nb) == 8  # the docstring's 8 equal bins of |x|: every one holds values here
     assert c.observed == (f"keep {k_neg / n_neg:.6g} where x < 0, {k_pos / n_pos:.6g} where x > 0; "
                           f"trend z = {z:.3g} across {np.count_nonzero(nb)} bins of |x|")
 
