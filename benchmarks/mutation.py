@@ -13,8 +13,10 @@ Run: python benchmarks/mutation.py [--jobs N] [--sample P] [--survivors-of LOG] 
 By default the statistics layer, one worker per core, each in its own worktree; the time is
 printed at the end.  Not part of CI: it needs the machine to itself.  A module's slow tests run
 in a second pytest call, only for the mutants the fast ones did not kill.  --battery takes the
-battery's check modules, whose tests run verify() (137 s for one unmutated pass on 2 cores):
---sample P runs a seeded random share P of the mutants and prints the score's exact 95% interval.
+battery's check modules, whose tests run verify() (32 to 43 s for one unmutated pass on 2 cores):
+--sample P runs a seeded random share P of the mutants and prints the score's exact 95% interval;
+--sample-seed S draws another such sample (a fresh one measures the score after tests were written
+against an earlier sample's survivors).
 """
 from __future__ import annotations
 
@@ -42,8 +44,9 @@ TESTS = {
     "dropout_stats/battery/checks/correlation.py": ["tests/test_correlation.py"],
 }
 # the battery's check modules: each family's own defect (test_families: caught by that family
-# alone), the hand-made masks, the corpus and the null runs.  One pass of these took 137 s on 2
-# busy cores, so the battery is measured on a random sample of its mutants (--sample).
+# alone), the hand-made masks, the corpus and the null runs.  One unmutated pass of these took 32 s
+# and 43 s in two runs here (2 busy cores), and most mutants take that long, so the battery is
+# measured on a random sample of its mutants (--sample).
 _BATTERY_TESTS = ["tests/test_battery_recomputed.py", "tests/test_battery_checks.py", "tests/test_families.py", "tests/test_engine.py",
                   "tests/test_verify.py"]
 for _m in sorted((ROOT / "dropout_stats/battery/checks").glob("*.py")):
@@ -275,16 +278,15 @@ EQUIVALENT: dict[tuple[str, int, str], str] = {  # (module, line, mutation) -> w
     ("dropout_stats/battery/checks/correlation.py", 172, "1.0 -> 2.0"):
         "lag_pvalue caps at 1, and s <= 0 reaches it only through abs(s) = 0",
     ("dropout_stats/battery/checks/pairs.py", 85, "Eq -> NotEq"):
-        "(o != 0 only) the whole-row shortcut off: the general path counts the same table (a pairing at offset 1 "
-        "never spans the whole axis)",
+        "(o != 0 only; the sibling length != shape is not equivalent and the odd last axis of (9, 1001) kills it) "
+        "the whole-row shortcut off: the general path counts the same table (offset 1 never spans the whole "
+        "axis), given kept = count_nonzero(m) as accumulate_pairs requires",
     ("dropout_stats/battery/checks/pairs.py", 85, "0 -> 1"):
         "the whole-row shortcut off (offset 1 never spans the whole axis): the general path counts the same table",
     ("dropout_stats/battery/checks/threshold.py", 38, "And -> Or"):
-        "the configured rate is always in the sweep (its keep is the run's, in (0, 1) outside the degenerate path)",
+        "the two conditions fail together: a backend's keep never rises with the rate, so with the configured rate out of the sweep (strict_nominal at a rate every uniform level passes: float16 at 1e-8) at most one rate is left, and the configured rate alone would need rate / 2 to keep everything and (1 + rate) / 2 nothing, impossible with 4 or more uniform levels",
     ("dropout_stats/battery/checks/threshold.py", 48, "Or -> And"):
-        "a guard that never holds: the configured rate is always in the sweep and a second rate always survives "
-        "(rate / 2 keeps everything only for a rate below the uniform's resolution, 2^-53 with numpy, where "
-        "(1 + rate) / 2 keeps about half)",
+        "the two conditions fail together: a backend's keep never rises with the rate, so with the configured rate out of the sweep (strict_nominal at a rate every uniform level passes: float16 at 1e-8) at most one rate is left, and the configured rate alone would need rate / 2 to keep everything and (1 + rate) / 2 nothing, impossible with 4 or more uniform levels",
     ("dropout_stats/battery/checks/call_independence.py", 69, "True -> False"):
         "the runner's Holm step sets the verdict of every entry with a p-value; this initial one is never read",
     ("dropout_stats/battery/checks/homogeneity.py", 80, "True -> False"):
@@ -669,6 +671,8 @@ if __name__ == "__main__":
         ap.error(f"--jobs ({a.jobs}) must be at least 1")
     if a.sample is not None and not 0 < a.sample <= 1:
         ap.error(f"--sample ({a.sample}) must be in (0, 1]")
+    if a.sample_seed and a.sample is None:
+        ap.error(f"--sample-seed ({a.sample_seed}) needs --sample")
     for m in a.modules:
         if m not in TESTS:
             ap.error(f"module ({m}) has no tests named in TESTS: one of {', '.join(TESTS)}")

@@ -74,6 +74,6 @@ def test_a_table_of_pairs_is_tested_whenever_it_holds_a_pair():
     none = table_check("row_independence", None, "pairs", "r")
     empty = table_check("row_independence", np.zeros(4, np.int64), "pairs", "r")
     assert none.passed is None and empty.passed is None and empty.detail == "no pairs to compare"
-    for table in ([0, 1, 1, 1], [0, 30, 0, 100], [5, 5, 100, 100]):
+    for table in ([1, 1, 1, 1], [0, 1, 0, 1], [0, 30, 0, 100], [5, 5, 100, 100]):
         c = table_check("row_independence", np.array(table), "pairs", "r")
         assert (c.passed, c.pvalue, c.samples) == (True, 1.0, table[3]), table

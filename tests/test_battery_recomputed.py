@@ -1,14 +1,21 @@
 """Every number the battery reports, recomputed from fn's own calls with scipy.
 
 A recording numpy dropout keeps each call's seed, rate, noise shape and output; the test then
-redoes each statistical check from those outputs alone (scipy's ``fisher_exact``,
-``binomtest``, ``chi2_contingency``; an independent Holm) and compares the p-value, the sample
-count and the Holm level with the report.  The seed plan the runner documents is asserted too:
-every fresh draw has its own seed, so no draw is counted twice as evidence.
+redoes each statistical check from those outputs (scipy's ``fisher_exact``, ``binomtest``,
+``chi2_contingency``, ``chi2``; an independent Holm) and compares the p-value, the sample count,
+the Holm level and the texts with the report.  Four library pieces are reused, each tested on its
+own: ``value_groups`` (the bins of |x|, tests/test_battery_checks.py), ``trend_test``
+(tests/test_structure.py), ``min_num_samples_for_rate_test`` and ``SequentialRateTest``
+(tests/test_design.py, tests/test_sequential.py).  The seed plan the runner documents is asserted
+too: every fresh draw has its own seed, so no draw is counted twice as evidence.
 
 This is the battery's oracle below its verdicts: a check whose table, pairing, Bonferroni factor
 or budget share is off still passes a correct implementation, but its numbers no longer match.
-Nothing here is a statistical assertion (the comparisons hold for any seed): no false-fail rate.
+The configs' seeds are fixed (not the base seed), so every assertion is deterministic.  The
+recomputations hold for any seed; three assertions hold for these seeds and would for almost any
+other: a p-value below 1 for each Bonferroni factor (measured here), a redraw above rate 0.5
+that breaks nesting (no violation among 65,536 positions: probability 0.895^65536 < 1e-3100), a hidden
+state that changes the mask.  No false-fail rate applies.
 """
 from __future__ import annotations
 
@@ -26,7 +33,7 @@ from dropout_stats._floats import FORMATS
 from dropout_stats.structure import trend_test
 
 ALPHA = 1e-9
-REL = 1e-6  # p-values by two exact methods that sum the same terms in another order
+REL = 1e-6  # the same p-value computed two ways (terms summed in another order, another chi2 routine)
 
 
 class Recorder:
@@ -352,7 +359,7 @@ def test_seed_determinism_names_the_seed_it_called_twice():
     d = r.check("seed_determinism")
     twice = rec.by_offset(4, 3)
     assert d.passed is False and d.samples == 2 * twice[0]["kept"].size
-    assert [c["seed"][0] for c in twice] == [7, 7]  # the seed (s + 3, 0), its index moved by the state
+    assert len(twice) == 2 and twice[0]["kept"].shape == twice[1]["kept"].shape  # the repeat: (s + 3, 0) twice
     assert d.detail == "two calls with seed [7, 0] differ"
     assert f"fn(x[:{twice[0]['kept'].shape[0]}], 0.3, seed=[7, 0]) twice" in d.reproduce
 
@@ -489,3 +496,16 @@ def test_a_scale_failure_counts_the_calls_and_values_it_gathered():
             break
         gathered += int(np.count_nonzero(call["kept"]))
     assert f"{gathered:,}/{gathered:,} differ from the closest formula (multiply) at rate 0.3" in c.detail
+
+
+def test_a_float64_scale_failure_compares_every_formula_on_the_same_values():
+    """float64's correctly rounded quotient needs exact fractions, so a float64 failure compares
+    every formula on the first 20,000 kept values gathered (not the exact one on fewer: its
+    counts would be smaller for that reason alone)."""
+    rec = Overscaled()
+    r = _run(rec, seed=8, dtype="float64")
+    c = r.check("scale")
+    assert c.passed is False
+    first, *rest = c.detail.split("; also ")
+    assert "closest " in first and ": 20,000 of 20,000 differ, largest distance " in first
+    assert all(part.startswith("20,000/20,000 differ from the closest formula") for part in rest[0].split("; ")), rest
