@@ -444,12 +444,6 @@ ALIVE: dict[tuple[str, int, str], str] = {
     ("dropout_stats/battery/checks/affine.py", 21, "200000 -> 200001"):
         "the cap on kept values checked is applied after whole calls: 200,001 differs only when the kept values "
         "so far total exactly 200,000 at a call's end; no test run does",
-    ("dropout_stats/battery/checks/scale.py", 122, "20000 -> 20001"):
-        "the float64 subset the correctly rounded quotient is checked on in a failure's detail: shows only where "
-        "that formula is the closest one of a float64 failure; no test has one",
-    ("dropout_stats/battery/checks/scale.py", 122, "20000 -> 19999"):
-        "the float64 subset the correctly rounded quotient is checked on in a failure's detail: shows only where "
-        "that formula is the closest one of a float64 failure; no test has one",
     ("dropout_stats/battery/checks/scale.py", 32, "200000 -> 199999"):
         "the cap on kept values gathered for a failure's detail is checked after whole calls: 199,999 differs "
         "only when the values gathered so far total exactly 199,999 at a call's end; no test run does",
