@@ -324,6 +324,16 @@ def test_a_rate_that_depends_on_x_fails_value_independence_even_without_a_refere
     assert "x < 0" in r.check("value_independence").observed
 
 
+def test_alpha_dropout_float64_values_are_checked_on_the_first_20000():
+    """float64 alpha dropout: a*x + b is compared on the first 20,000 kept values gathered (both
+    roundings in float64 need exact arithmetic only there); the entry says how many."""
+    from dropout_stats.adapters import adapters
+
+    alpha = next(a for a in adapters() if a.name == "keras.layers.AlphaDropout[eager]")
+    c = alpha.verify(rate=0.2, dtype="float64", seed=0).check("scale")
+    assert c.passed and c.samples == 20_000 and c.detail == "20,000 kept values", c
+
+
 def test_value_independence_skips_the_sign_when_x_has_one_sign():
     # AlphaDropout's battery feeds positive x: only the magnitude trend is tested
     from dropout_stats.adapters import adapters
