@@ -148,6 +148,10 @@ def test_a_backward_scale_failure_names_the_closest_formula():
     divisor = float(np.float32(1 - rate))
     assert b["backward_scale"].observed.startswith(f"2/{b['backward_scale'].samples:,} differ from the closest formula "
                                                    f"(upstream / {divisor!r})"), b["backward_scale"].observed
+    # gradient / upstream over the kept positions: 1 / fl(0.7) to within a rounding and the one bumped
+    # ULP (2^-24 + 2^-23 = 1.8e-7 relative at most)
+    lo, hi = (float(v) for v in b["backward_scale"].detail.split("by [", 1)[1].split("]", 1)[0].split(", "))
+    assert 1 / divisor * (1 - 4e-7) < lo <= hi < 1 / divisor * (1 + 4e-7), b["backward_scale"].detail
 
 
 def test_one_call_without_a_gradient_is_named():
@@ -161,3 +165,44 @@ def test_one_call_without_a_gradient_is_named():
     b = _backward(r)
     assert b["backward_mask"].passed is None and b["backward_scale"].passed is None
     assert b["backward_mask"].detail.startswith("no gradient flows from y to x")
+
+
+def test_a_backward_mask_failure_is_recomputed_from_both_masks():
+    """corpus.backward_other_seed: the gradient of the call with seed (s + 5, i) passes where seed
+    (s + 5, i + 1) keeps.  Agreement, the positions that differ each way and the independence
+    p-value, from TensorFlow's own two masks of each call."""
+    from scipy import stats
+
+    from dropout_stats.corpus import backward_other_seed
+
+    r = ds.verify(backward_other_seed, rate=0.3, seed=4, false_fail_rate=A)
+    m = _backward(r)["backward_mask"]
+    ones = tf.ones(r.config["shape"], tf.float32)
+    agree = total = dropped_passing = kept_blocked = 0
+    for i in (0, 1):
+        kept = stateless(ones, 0.3, tf.constant([9, i])).numpy() != 0
+        passing = stateless(ones, 0.3, tf.constant([9, i + 1])).numpy() != 0
+        agree += int(np.count_nonzero(kept == passing))
+        dropped_passing += int(np.count_nonzero(~kept & passing))
+        kept_blocked += int(np.count_nonzero(kept & ~passing))
+        total += kept.size
+    assert m.passed is False
+    assert m.values == {"agreement": agree / total, "positions": total, "dropped_passing": dropped_passing,
+                        "kept_blocked": kept_blocked}
+    assert m.observed == f"agreement {agree / total:.6g} ({total - agree:,} positions differ)"
+    p = stats.binomtest(agree, total, 0.7 ** 2 + 0.3 ** 2).pvalue
+    assert m.detail.endswith(f"p^2 + q^2 = {0.7 ** 2 + 0.3 ** 2:.6g}: p = {p:.3g})"), m.detail
+
+
+def test_a_gradient_of_zeros_everywhere_leaves_no_scale_to_check():
+    """The backward returns zeros: the mask entry fails (kept positions get none) and the scale
+    entry has nothing to compare, said as such."""
+    def zero_backward(x, rate, seed, noise_shape=None):
+        @tf.custom_gradient
+        def f(t):
+            return stateless(t, rate, seed, noise_shape), lambda dy: tf.zeros_like(dy)
+        return f(x)
+
+    b = _backward(ds.verify(zero_backward, rate=0.3, seed=2, false_fail_rate=A))
+    assert b["backward_mask"].passed is False and b["backward_mask"].values["kept_blocked"] > 0
+    assert b["backward_scale"].passed is None and b["backward_scale"].detail == "no kept position passes a gradient"
