@@ -299,6 +299,11 @@ EQUIVALENT: dict[tuple[str, int, str], str] = {  # (module, line, mutation) -> w
         "the runner's Holm step sets the verdict of every entry with a p-value; this initial one is never read",
     ("dropout_stats/battery/checks/value_independence.py", 64, "True -> False"):
         "the runner's Holm step sets the verdict of every entry with a p-value; this initial one is never read",
+    ("dropout_stats/battery/checks/call_independence.py", 45, "1 -> 2"):
+        "hist keeps calls + 1 bins either way: no count exceeds calls, so bincount's extra bin is 0 and sliced "
+        "off, and a slice one longer finds nothing",
+    ("dropout_stats/battery/checks/homogeneity.py", 48, "2 -> 1"):
+        "(g >= 1) only one position makes g = 1, and then the reshape and the first element give its one count",
     ("dropout_stats/counts.py", 28, "1 -> 2"): "the block size changes the blocks, not the counts",
     ("dropout_stats/counts.py", 28, "16 -> 15"): "the block size changes the blocks, not the counts",
     ("dropout_stats/counts.py", 28, "16 -> 17"): "the block size changes the blocks, not the counts",
@@ -450,6 +455,9 @@ ALIVE: dict[tuple[str, int, str], str] = {
     ("dropout_stats/battery/checks/affine.py", 21, "200000 -> 199999"):
         "the cap on kept values checked is applied after whole calls: 199,999 differs only when the kept values "
         "so far total exactly 199,999 at a call's end; no test run does",
+    ("dropout_stats/battery/checks/call_independence.py", 54, "GtE -> Gt"):
+        "a pooled expected count of exactly 1000.0 (a float sum of positions times binomial pmf values) closes "
+        "a cell under >= and not under >; no test has one",
     ("dropout_stats/battery/checks/keep_fraction.py", 35, "0 -> 1"):
         "the draw count starting at 1 ends the main sequence one call early only where the fresh draws total "
         "exactly min_n - 1 after a main call (and the rest of the rule is met); no test's shape does",
