@@ -45,12 +45,8 @@ class NoiseShape(Family):
         if cfg.noise_shape is not None:
             return
         shape, noise = cfg.probe
-        # the probe's x holds as many values as the main one (a reshape costs nothing)
-        if math.prod(shape) == run.x_np.size:
-            x, x_np = run.backend.reshape(run.x, shape), run.x_np.reshape(shape)
-        else:
-            x_np = run.kind.make_input(shape, cfg.dtype, cfg.seed + 1)
-            x = run.backend.native(x_np)
+        # every probe shape config.py makes holds the main input's values: a reshape costs nothing
+        x, x_np = run.backend.reshape(run.x, shape), run.x_np.reshape(shape)
         # the rate is keep_fraction's job (the probe's units feed it); this checks that units
         # are one draw each: 2**16 units suffice for the exact binomial test to see a gross error
         self.calls = min(math.ceil(PROBE_UNITS / math.prod(noise)), cfg.max_calls)
