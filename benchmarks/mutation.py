@@ -458,6 +458,12 @@ ALIVE: dict[tuple[str, int, str], str] = {
     ("dropout_stats/battery/checks/call_independence.py", 54, "GtE -> Gt"):
         "a pooled expected count of exactly 1000.0 (a float sum of positions times binomial pmf values) closes "
         "a cell under >= and not under >; no test has one",
+    ("dropout_stats/battery/checks/scale.py", 84, "Lt -> LtE"):
+        "gathers one more call's kept values only when exactly 200,000 are gathered at a call's end; no test "
+        "run does",
+    ("dropout_stats/battery/checks/scale.py", 158, "Lt -> LtE"):
+        "reports a design bias of exactly 1e-6 (a float from exact fractions); no configuration in the tests "
+        "has one",
     ("dropout_stats/battery/checks/keep_fraction.py", 35, "0 -> 1"):
         "the draw count starting at 1 ends the main sequence one call early only where the fresh draws total "
         "exactly min_n - 1 after a main call (and the rest of the rule is met); no test's shape does",

@@ -518,3 +518,15 @@ def test_an_eight_axis_shape_reports_its_axes_in_order():
     assert names == ["homogeneity_blocks", "homogeneity_strided", *[f"homogeneity_axis{a}" for a in range(8)]]
     following = [c.name for c in r.checks][[c.name for c in r.checks].index("homogeneity_axis7") + 1]
     assert not following.startswith("homogeneity")
+
+
+def test_a_scale_failure_at_one_rate_names_that_rate_alone():
+    """Kept values off at the configured rate only (the sweep's other rates are right): one
+    failing rate, so the entry is that rate's, with nothing appended."""
+    class OverscaledAtTheRate(Recorder):
+        def __call__(self, x, rate, seed, noise_shape=None):
+            y = super().__call__(x, rate, seed, noise_shape)
+            return (y.astype(np.float64) * (1.001 if rate == 0.3 else 1.0)).astype(x.dtype)
+
+    c = _run(OverscaledAtTheRate(), seed=8).check("scale")
+    assert c.passed is False and c.detail.startswith("at rate 0.3, ") and "; also " not in c.detail
