@@ -169,6 +169,25 @@ def test_a_level_equal_to_a_pvalue_rejects_that_count_as_scipy_does():
                 assert at.rejects(j) == (stats.binomtest(j, n, p).pvalue <= tie), (n, p, k, j, at)
 
 
+@pytest.mark.parametrize("shift", [(-1, 0), (1, 0), (0, -1), (0, 1), (-1, 1), (1, -1)])
+def test_a_search_off_by_one_count_either_way_is_settled(monkeypatch, shift):
+    """The settling step puts a boundary the search left one count off back, in either
+    direction and on either tail (the search replaced by its own region moved by `shift`), also
+    where a tail is empty (n = 12 at 1e-6: -1 and n + 1 moved onto counts 0 and n)."""
+    import dropout_stats.design as design
+
+    searched = design._searched_region
+    monkeypatch.setattr(design, "_searched_region", lambda n, p, a: design.RejectionRegion(
+        n, p, a, searched(n, p, a).low + shift[0], searched(n, p, a).high + shift[1]))
+    for n, p, alpha in ((40, 0.8, 1e-3), (200, 0.3, 0.05), (30_000, 0.5, 1e-6), (12, 0.5, 0.05), (12, 0.5, 1e-6)):
+        region = design._region(n, p, alpha)
+        truth = searched(n, p, alpha)
+        assert (region.low, region.high) == (truth.low, truth.high), (n, p, alpha, shift)
+        for k in (truth.low, truth.low + 1, truth.high - 1, truth.high):
+            if 0 <= k <= n:
+                assert region.rejects(k) == (stats.binomtest(k, n, p).pvalue <= alpha), (n, p, alpha, k)
+
+
 def test_windowed_regions_on_a_grid_are_scipys():
     """The windowed search (n > 20,000) at both boundaries, off by one either way, on a grid of
     n, p and levels, from just above the full-support limit to 10^9 draws."""
