@@ -35,9 +35,19 @@ def test_min_num_samples_is_a_crossing_of_exact_power(p0, rel, alpha, beta):
 def test_large_n_rejection_region_matches_scipy_pvalues(n, p0, alpha):
     """The windowed region (n > 20,000) agrees with binomtest at both boundaries."""
     r = rejection_region_for_rate_test(n, p0, false_fail_rate=alpha)
+    assert _search_is_exact(r), r
     for k, rejected in ((r.low, True), (r.low + 1, False), (r.high - 1, False), (r.high, True)):
         if 0 <= k <= n:
             assert (stats.binomtest(k, n, p0).pvalue <= alpha) == rejected, (k, r)
+
+
+def _search_is_exact(region):
+    """The search alone (before the settling step) gives the region at levels no p-value ties:
+    the settling step must not be what keeps the tests green."""
+    from dropout_stats.design import _searched_region
+
+    searched = _searched_region(region.n, region.keep_prob, region.false_fail_rate)
+    return (searched.low, searched.high) == (region.low, region.high)
 
 
 def test_issue_example_exact_binomial_needs_far_fewer_draws_than_dkwm():
@@ -55,6 +65,7 @@ def test_rejects_is_scipys_rejection_set_at_every_count():
     for n, p, alpha in [(40, 0.8, 1e-3), (200, 0.3, 1e-6), (1000, 0.5, 0.05), (25_000, 0.8, 1e-9),
                          (10**6, 0.3, 1e-40)]:  # below 1e-16 scipy's binom.isf is no window start
         region = rejection_region_for_rate_test(n, p, false_fail_rate=alpha)
+        assert _search_is_exact(region), region
         ks = range(n + 1) if n <= 1000 else [*range(region.low - 3, region.low + 4),
                                               *range(region.high - 3, region.high + 4)]
         for k in ks:
@@ -142,6 +153,7 @@ def test_small_regions_at_loose_levels_are_scipys():
         for p in (0.1, 0.25, 0.5, 0.7, 0.9, 0.97):
             for alpha in (0.3, 0.05, 0.01, 1e-3):
                 region = rejection_region_for_rate_test(n, p, false_fail_rate=alpha)
+                assert _search_is_exact(region), region
                 for k in range(n + 1):
                     assert region.rejects(k) == (stats.binomtest(k, n, p).pvalue <= alpha), (n, p, alpha, k)
 
@@ -195,6 +207,7 @@ def test_windowed_regions_on_a_grid_are_scipys():
         for p in (1e-5, 0.002, 0.2, 0.5, 0.8, 0.9995, 1 - 1e-5):  # 1e-5: no room below the mode
             for alpha in (0.2, 1e-3, 1e-9, 1e-20):
                 r = rejection_region_for_rate_test(n, p, false_fail_rate=alpha)
+                assert _search_is_exact(r), r
                 for k, rejected in ((r.low, True), (r.low + 1, False), (r.high - 1, False), (r.high, True)):
                     if 0 <= k <= n:
                         assert (stats.binomtest(k, n, p).pvalue <= alpha) == rejected, (n, p, alpha, k, r)
