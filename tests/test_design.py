@@ -189,8 +189,8 @@ def test_a_search_off_by_one_count_either_way_is_settled(monkeypatch, shift):
     import dropout_stats.design as design
 
     searched = design._searched_region
-    monkeypatch.setattr(design, "_searched_region", lambda n, p, a: design.RejectionRegion(
-        n, p, a, searched(n, p, a).low + shift[0], searched(n, p, a).high + shift[1]))
+    monkeypatch.setattr(design, "_searched_region", lambda n, p, a: design.RejectionRegion(  # kept in [-1, n + 1]
+        n, p, a, max(-1, searched(n, p, a).low + shift[0]), min(n + 1, searched(n, p, a).high + shift[1])))
     for n, p, alpha in ((40, 0.8, 1e-3), (200, 0.3, 0.05), (30_000, 0.5, 1e-6), (12, 0.5, 0.05), (12, 0.5, 1e-6)):
         region = design._region(n, p, alpha)
         truth = searched(n, p, alpha)
