@@ -427,22 +427,8 @@ ALIVE: dict[tuple[str, int, str], str] = {
         "another crossing of the sawtooth (power(n) >= 1 - beta > power(n - 1)), which the contract allows; tests pin the README's design and the small designs, not every start of the search",
     ("dropout_stats/design.py", 210, "Add -> Sub"):
         "another crossing of the sawtooth (power(n) >= 1 - beta > power(n - 1)), which the contract allows; tests pin the README's design and the small designs, not every start of the search",
-    ("dropout_stats/design.py", 211, "10 -> 11"):
-        'the 1e15 guard: reached only when the search grows past 1e14, which no design in the tests does',
-    ("dropout_stats/design.py", 211, "10 -> 9"):
-        'the 1e15 guard: reached only when the search grows past 1e14, which no design in the tests does',
-    ("dropout_stats/design.py", 211, "15 -> 14"):
-        'the 1e15 guard: reached only when the search grows past 1e14, which no design in the tests does',
-    ("dropout_stats/design.py", 211, "15 -> 16"):
-        'the 1e15 guard: reached only when the search grows past 1e14, which no design in the tests does',
     ("dropout_stats/design.py", 211, "Gt -> GtE"):
-        'the 1e15 guard: reached only when the search grows past 1e14, which no design in the tests does',
-    ("dropout_stats/design.py", 217, "1 -> 0"):
-        "the walk down's shortcut to 1 (a first guess of 2 or more that walks down to ok(1)): no design in the tests reaches it",
-    ("dropout_stats/design.py", 218, "1 -> 0"):
-        "the walk down's shortcut to 1 (a first guess of 2 or more that walks down to ok(1)): no design in the tests reaches it",
-    ("dropout_stats/design.py", 218, "1 -> 2"):
-        "the walk down's shortcut to 1 (a first guess of 2 or more that walks down to ok(1)): no design in the tests reaches it",
+        'the 1e15 give-up at a bound of exactly 1e15 (hi >= 1e15): the widening never lands on it in any test (tests/test_design.py::test_the_search_gives_up_past_1e15_draws pins the bound otherwise)',
     ("dropout_stats/battery/checks/scale.py", 32, "200000 -> 200001"):
         "the cap on kept values gathered for a failure's detail is checked after whole calls: 200,001 differs "
         "only when the values gathered so far total exactly 200,000 at a call's end; no test run does",
