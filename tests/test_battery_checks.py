@@ -23,17 +23,16 @@ def test_call_check_sees_a_mask_that_repeats_every_other_call():
     assert c.pvalue < 1e-100
 
 
-def test_call_check_histogram_is_the_binomial_one_on_independent_calls():
-    rng = np.random.default_rng(3)
-    counts = (rng.random((8, 64, 4096)) < 0.8).sum(axis=0).astype(np.uint16)
-    c = _calls(counts, 8)
-    assert c.expected == f"kept counts per position ~ Binomial(8, {counts.mean() / 8:.6g})"  # p-hat, exactly
-    # the p-value recomputed independently: pool the binomial cells left to right until each
-    # holds >= 1000 expected positions, Pearson chi-square on (cells - 2) degrees of freedom
+def pooled_histogram_pvalue(counts, calls):
+    """(p-value, degrees of freedom) of kept counts per position against Binomial(calls, p-hat),
+    recomputed with scipy: binomial cells pooled left to right until each expects >= 1000
+    positions (a short last one joins the one before), Pearson's chi-square on cells - 2 df."""
     from scipy import stats
-    p_hat = counts.mean() / 8
-    expected = counts.size * stats.binom.pmf(np.arange(9), 8, p_hat)
-    observed = np.bincount(counts.ravel(), minlength=9)
+
+    counts = np.asarray(counts).ravel()
+    p_hat = counts.sum() / (counts.size * calls)
+    expected = counts.size * stats.binom.pmf(np.arange(calls + 1), calls, p_hat)
+    observed = np.bincount(counts, minlength=calls + 1)
     cells, acc = [], [0.0, 0.0]
     for o, e in zip(observed, expected):
         acc = [acc[0] + o, acc[1] + e]
@@ -42,7 +41,15 @@ def test_call_check_histogram_is_the_binomial_one_on_independent_calls():
             acc = [0.0, 0.0]
     cells[-1] = [cells[-1][0] + acc[0], cells[-1][1] + acc[1]]
     o, e = np.array(cells).T
-    want = stats.chi2.sf(((o - e) ** 2 / e).sum(), len(cells) - 2)
+    return stats.chi2.sf(((o - e) ** 2 / e).sum(), len(cells) - 2), len(cells) - 2
+
+
+def test_call_check_histogram_is_the_binomial_one_on_independent_calls():
+    rng = np.random.default_rng(3)
+    counts = (rng.random((8, 64, 4096)) < 0.8).sum(axis=0).astype(np.uint16)
+    c = _calls(counts, 8)
+    assert c.expected == f"kept counts per position ~ Binomial(8, {counts.mean() / 8:.6g})"  # p-hat, exactly
+    want, _ = pooled_histogram_pvalue(counts, 8)
     assert c.pvalue == pytest.approx(want, rel=1e-9, abs=0) and " df; largest cell " in c.observed
 
 

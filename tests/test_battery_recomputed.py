@@ -31,6 +31,7 @@ import dropout_stats as ds
 from dropout_stats.battery.checks.value_independence import value_groups
 from dropout_stats._floats import FORMATS
 from dropout_stats.structure import trend_test
+from test_battery_checks import pooled_histogram_pvalue
 
 ALPHA = 1e-9
 REL = 1e-6  # the same p-value computed two ways (terms summed in another order, another chi2 routine)
@@ -464,19 +465,9 @@ def test_call_independence_is_the_recorded_histogram(recorded):
         assert c.passed is None and c.pvalue is None and f"{counts.size} positions: too few" in c.detail
         return
     calls = len(main)
-    p_hat = counts.sum() / (counts.size * calls)
-    expected = counts.size * stats.binom.pmf(np.arange(calls + 1), calls, p_hat)
-    observed = np.bincount(counts, minlength=calls + 1)
-    cells, acc = [], [0.0, 0.0]
-    for o, e in zip(observed, expected):
-        acc = [acc[0] + o, acc[1] + e]
-        if acc[1] >= 1000:
-            cells.append(acc)
-            acc = [0.0, 0.0]
-    cells[-1] = [cells[-1][0] + acc[0], cells[-1][1] + acc[1]]
-    o, e = np.array(cells).T
-    assert c.pvalue == pytest.approx(stats.chi2.sf(((o - e) ** 2 / e).sum(), len(cells) - 2), rel=1e-9, abs=0)
-    assert (c.samples, c.values["df"], c.values["calls"]) == (counts.size * calls, len(cells) - 2, calls)
+    want, df = pooled_histogram_pvalue(counts, calls)
+    assert c.pvalue == pytest.approx(want, rel=1e-9, abs=0)
+    assert (c.samples, c.values["df"], c.values["calls"]) == (counts.size * calls, df, calls)
 
 
 def test_scale_counts_every_recorded_call(recorded):
