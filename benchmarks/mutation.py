@@ -58,6 +58,7 @@ SLOW = {
     "dropout_stats/design.py": ["tests/test_design.py::test_min_num_samples_is_a_crossing_of_exact_power"],
 }
 STATISTICS = [m for m in TESTS if "/battery/" not in m]
+_HOLM_SETS_IT = "the runner's Holm step sets the verdict of every entry with a p-value; this initial one is never read"
 EQUIVALENT: dict[tuple[str, int, str], str] = {  # (module, line, mutation) -> why it cannot be told apart
     ("dropout_stats/binomial.py", 74, "False -> True"): "dataclass(repr=True) keeps a __repr__ the class defines",
     ("dropout_stats/binomial.py", 65, "Gt -> GtE"): "Wilson's low bound at k = 0 is 0 up to rounding",
@@ -288,17 +289,17 @@ EQUIVALENT: dict[tuple[str, int, str], str] = {  # (module, line, mutation) -> w
     ("dropout_stats/battery/checks/threshold.py", 48, "Or -> And"):
         "the two conditions fail together: a backend's keep never rises with the rate, so with the configured rate out of the sweep (strict_nominal at a rate every uniform level passes: float16 at 1e-8) at most one rate is left, and the configured rate alone would need rate / 2 to keep everything and (1 + rate) / 2 nothing, impossible with 4 or more uniform levels",
     ("dropout_stats/battery/checks/call_independence.py", 69, "True -> False"):
-        "the runner's Holm step sets the verdict of every entry with a p-value; this initial one is never read",
+        _HOLM_SETS_IT,
     ("dropout_stats/battery/checks/homogeneity.py", 80, "True -> False"):
-        "the runner's Holm step sets the verdict of every entry with a p-value; this initial one is never read",
+        _HOLM_SETS_IT,
     ("dropout_stats/battery/checks/noise_shape.py", 83, "True -> False"):
-        "the runner's Holm step sets the verdict of every entry with a p-value; this initial one is never read",
+        _HOLM_SETS_IT,
     ("dropout_stats/battery/checks/seeds.py", 86, "True -> False"):
-        "the runner's Holm step sets the verdict of every entry with a p-value; this initial one is never read",
+        _HOLM_SETS_IT,
     ("dropout_stats/battery/checks/threshold.py", 86, "True -> False"):
-        "the runner's Holm step sets the verdict of every entry with a p-value; this initial one is never read",
+        _HOLM_SETS_IT,
     ("dropout_stats/battery/checks/value_independence.py", 64, "True -> False"):
-        "the runner's Holm step sets the verdict of every entry with a p-value; this initial one is never read",
+        _HOLM_SETS_IT,
     ("dropout_stats/battery/checks/call_independence.py", 45, "1 -> 2"):
         "hist keeps calls + 1 bins either way: no count exceeds calls, so bincount's extra bin is 0 and sliced "
         "off, and a slice one longer finds nothing",
