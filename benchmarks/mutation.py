@@ -16,7 +16,9 @@ in a second pytest call, only for the mutants the fast ones did not kill.  --bat
 battery's check modules, whose tests run verify() (32 to 43 s for one unmutated pass on 2 cores):
 --sample P runs a seeded random share P of the mutants and prints the score's exact 95% interval;
 --sample-seed S draws another such sample (a fresh one measures the score after tests were written
-against an earlier sample's survivors).
+against an earlier sample's survivors).  --tests T... is a screen, not a score: every mutant against
+these tests alone (say the battery's recomputed ones, 19 s), its survivors then re-run with the
+module's own tests through --survivors-of.
 """
 from __future__ import annotations
 
@@ -530,6 +532,8 @@ def _stages(module: str, work: pathlib.Path):
     env = dict(os.environ, PYTHONPATH=str(work), TF_CPP_MIN_LOG_LEVEL="3", DROPOUT_STATS_HYPOTHESIS="mutation")
     base = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "-p", "no:xdist",
             "-o", "addopts="]
+    if SCREEN:  # --tests: a fast screen with these tests alone
+        return [[*base, *SCREEN]], env
     slow = SLOW.get(module, [])
     stages = [[*TESTS[module], *(f"--deselect={t}" for t in slow)]] + ([slow] if slow else [])
     return [[*base, *args] for args in stages], env
@@ -577,6 +581,7 @@ def survivors_of(log: str) -> set:
     return {(int(m[1]), m[2]) for m in re.finditer(r"line (\d+): (.+): SURVIVES", pathlib.Path(log).read_text())}
 
 
+SCREEN: list = []   # --tests: run these instead of the module's own tests
 SAMPLE_SEED = 0     # --sample-seed: 0 keeps the samples the README's figures were measured on
 _LIMITS: dict = {}  # test commands -> per-stage time limits, measured on the unmutated code
 
@@ -660,6 +665,9 @@ if __name__ == "__main__":
                     help="run only the mutants whose (line, mutation) this printed run of ONE module lists as SURVIVES "
                          "(the module unchanged since); a key can also match a sibling killed before, so "
                          "count the final score as all mutants minus the last run's survivors")
+    ap.add_argument("--tests", nargs="+", default=[], metavar="TEST",
+                    help="a screen: run only these tests on every mutant (not a score; its survivors are then "
+                         "re-run with the module's own tests through --survivors-of)")
     ap.add_argument("modules", nargs="*", help=f"default: {' '.join(STATISTICS)}")
     a = ap.parse_args()
     if a.jobs < 1:
@@ -676,5 +684,6 @@ if __name__ == "__main__":
     if a.survivors_of is not None and len(a.modules) != 1:
         ap.error(f"--survivors-of needs exactly one module (got {len(a.modules)}): its log names lines, not modules")
     SAMPLE_SEED = a.sample_seed
+    SCREEN = a.tests
     main(a.modules or (BATTERY if a.battery else STATISTICS), a.jobs, a.sample,
          survivors_of(a.survivors_of) if a.survivors_of else None)
