@@ -398,16 +398,21 @@ def test_scale_failures_at_several_rates_are_all_named():
     assert [f"at rate {rate:g}" in rest[0] for rate in rates[1:]] == [True, True], rest
 
 
-def _mean_bias(rate):
+def _mean_bias(rate, shape=None):
     rec = Recorder()
-    r = _run(rec, rate=rate, dtype="float16", seed=9)
+    r = _run(rec, rate=rate, dtype="float16", seed=9, **({"shape": shape} if shape else {}))
     return rec, r, [f for f in r.findings if f.name == "mean_bias"]
 
 
-def test_mean_bias_is_the_product_of_keep_and_scale():
+# the measured ratio takes the main calls' outputs up to 1,000,000 elements, whole calls: the
+# first ceil(1e6 / size).  Sizes where that boundary is met exactly: 500,000 (two calls end at
+# 1e6: a third is not taken) and 333,333 (three end at 999,999: a fourth is); two elements (many
+# small sums: a sum that did not start at 0 shows)
+@pytest.mark.parametrize("shape", [None, (500_000,), (333_333,), (2,)])
+def test_mean_bias_is_the_product_of_keep_and_scale(shape):
     """float16's fl(1/(1-rate)) makes E[y]/E[x] = keep * factor; reported from 1e-6 on."""
     rate = 0.1956  # keep * factor - 1 = 1.17e-6 (searched: between 1e-6 and 2e-6)
-    rec, r, found = _mean_bias(rate)
+    rec, r, found = _mean_bias(rate, shape)
     factor = Fraction(float(np.float16(1 / (1 - rate))))
     bias = float(Fraction(1.0 - rate) * factor - 1)
     assert 1e-6 <= bias < 2e-6 and len(found) == 1
@@ -417,6 +422,7 @@ def test_mean_bias_is_the_product_of_keep_and_scale():
     main = [c for c in rec.by_offset(9, 0) if c["rate"] == rate]
     x = main[0]["x"].astype(np.float64)
     used = main[:math.ceil(1_000_000 / x.size)]
+    assert len(used) < len(main) or x.size == 2, "the boundary is not reached: more main calls needed"
     ys = [np.where(c["kept"], x * float(np.float16(1 / (1 - rate))), 0).astype(np.float16) for c in used]
     measured = sum(float(np.abs(y.astype(np.float64)).sum()) for y in ys) / (len(used) * np.abs(x).sum())
     assert found[0].measured == f"sum|y|/sum|x| = {measured:.6g} over {len(used) * x.size:,} elements of fn's outputs"
@@ -531,3 +537,118 @@ def test_a_scale_failure_at_one_rate_names_that_rate_alone():
 
     c = _run(OverscaledAtTheRate(), seed=8).check("scale")
     assert c.passed is False and c.detail.startswith("at rate 0.3, ") and "; also " not in c.detail
+
+
+def _ordered(v):
+    """float32 values as integers in their order (adjacent floats differ by 1): sign-magnitude bits."""
+    i = v.astype(np.float32).view(np.int32).astype(np.int64)
+    return np.where(i < 0, -(i & 0x7FFFFFFF), i)
+
+
+def test_a_scale_failure_reports_the_closest_formula_its_distance_and_the_ratios():
+    """The failing entry's numbers from the recorded values: at each failing rate, the kept
+    values of its calls in call order until at least 200,000 (whole calls), against x times
+    fl(1/(1-rate)); the largest distance counted in float32 steps; y/x's range in float64."""
+    rec = Overscaled()
+    r = _run(rec, seed=8)
+    c = r.check("scale")
+    rates = sorted({call["rate"] for call in rec.calls})
+    parts = []
+    for rate in rates:
+        xs, ys, gathered = [], [], 0
+        for call in (call for call in rec.calls if call["rate"] == rate):
+            if gathered >= 200_000:
+                break
+            kept = call["kept"]
+            xs.append(call["x"][kept])
+            ys.append(((call["x"][kept] * np.float32(1 / (1 - rate))).astype(np.float64) * 1.001).astype(np.float32))
+            gathered += xs[-1].size
+        x, y = np.concatenate(xs), np.concatenate(ys)
+        want = x * np.float32(1 / (1 - rate))
+        ulp = int(np.abs(_ordered(want) - _ordered(y)).max())
+        differ = int(np.count_nonzero(want != y))
+        ratio = y.astype(np.float64) / x.astype(np.float64)
+        parts.append((rate, differ, x.size, ulp, ratio.min(), ratio.max()))
+    rate, differ, n, ulp, lo, hi = parts[0]
+    calls = sum(call["rate"] == rate for call in rec.calls)
+    assert c.detail.split("; also ")[0] == (
+        f"at rate {rate:g}, {calls} of {calls} calls: no formula matches every kept value; closest 'multiply': "
+        f"{differ:,} of {n:,} differ, largest distance {ulp} ULP; y/x ranges over [{lo:.9g}, {hi:.9g}] where "
+        f"1/(1-rate) = {1 / (1 - rate):.9g}")
+    assert c.observed == f"{differ:,}/{n:,} differ from the closest formula (multiply) at rate {rate:g}"
+    assert c.detail.split("; also ")[1] == "; ".join(
+        f"{d:,}/{m:,} differ from the closest formula (multiply) at rate {q:g}" for q, d, m, *_ in parts[1:])
+    assert c.samples == sum(int(np.count_nonzero(call["kept"])) for call in rec.calls)
+    assert c.expected == "x*fl(1/(1-rate)), x/(1-fl(rate)) or round(x/(1-rate))"
+    assert c.reproduce.endswith(f"rate {rate:g}") and 0.001 * 2 ** 23 < ulp <= 0.001 * 2 ** 24  # 1.001 in float32 steps
+
+
+class KeepsAllBut(Recorder):
+    """Every position kept but the first m, each kept value 1.001 too large: kept counts that
+    are the same on every call of a shape, so the gathering's boundary is met exactly."""
+
+    def __init__(self, m):
+        super().__init__()
+        self.m = m
+
+    def __call__(self, x, rate, seed, noise_shape=None):
+        y = (x.astype(np.float64) / (1 - rate) * 1.001).astype(x.dtype)
+        y.reshape(-1)[: self.m] = 0
+        self.calls.append({"seed": tuple(int(s) for s in seed), "rate": rate, "ns": noise_shape, "x": x.copy(),
+                           "kept": y != 0})
+        return y
+
+
+@pytest.mark.parametrize("m", [0, 1])
+def test_a_scale_failure_gathers_whole_calls_until_200000_values(m):
+    """200,000 kept values per call (m = 0): the first call completes the gathering, the second is
+    not taken; 199,999 (m = 1): one short, so the second call is taken."""
+    rec = KeepsAllBut(m)
+    c = _run(rec, seed=8, shape=(200_000,)).check("scale")
+    at = [int(np.count_nonzero(call["kept"])) for call in rec.calls if call["rate"] == 0.3]
+    assert at[0] == 200_000 - m and len(at) > 1
+    n = at[0] + (at[1] if m else 0)
+    assert f"also {n:,}/{n:,} differ from the closest formula (multiply) at rate 0.3;" in c.detail, c.detail
+
+
+class IgnoresNoiseShape(Recorder):
+    """One draw per element whatever the noise shape (recorded with the noise shape it was asked for)."""
+
+    def __call__(self, x, rate, seed, noise_shape=None):
+        y = super().__call__(x, rate, seed)
+        self.calls[-1]["ns"] = noise_shape
+        return y
+
+
+def _mixed(c):
+    """(units with kept and dropped elements, units) of a call with a noise shape."""
+    axes = tuple(i for i, (d, s) in enumerate(zip(c["ns"], c["kept"].shape)) if d == 1 and s != 1)
+    mixed = c["kept"].any(axis=axes) & ~c["kept"].all(axis=axes)
+    return int(np.count_nonzero(mixed)), mixed.size
+
+
+@pytest.mark.parametrize("kw", [{"seed": 11, "shape": (16, 4, 4, 32), "noise_shape": (16, 1, 1, 32)}, {"seed": 7}],
+                         ids=["explicit", "probe"])
+def test_an_ignored_noise_shape_counts_every_unit_with_mixed_fate(kw):
+    """With an explicit noise shape, every call's units (main, seed, threshold calls: all of them
+    have it); without one, the probe's units.  Each unit whose elements were kept and dropped apart
+    is counted once."""
+    rec = IgnoresNoiseShape()
+    r = _run(rec, **kw)
+    c = r.check("noise_shape_consistency")
+    calls = [call for call in rec.calls if call["ns"] is not None]
+    assert calls and (kw.get("noise_shape") is not None or {call["seed"][0] - 7 for call in calls} == {2})
+    inconsistent, units = (sum(v) for v in zip(*map(_mixed, calls)))
+    noise = list(calls[0]["ns"])
+    assert c.passed is False and c.values == {"inconsistent": inconsistent, "units": units} and c.samples == units
+    assert c.observed == f"{inconsistent} of {units:,} units with mixed fate" and inconsistent > units // 2
+    assert c.detail == (f"noise_shape {noise} ignored or misapplied: {inconsistent} units have kept and dropped "
+                        "elements")
+    assert c.reproduce.endswith(f"noise_shape={noise}")
+    if kw.get("noise_shape") is not None:  # no call had consistent units: the keep fraction has no draws
+        k = r.check("keep_fraction")
+        assert (k.passed, k.pvalue, k.samples) == (None, None, 0) and r.passed is False
+        # no more main calls than the seed check's partners ask for (not max_calls: none would count)
+        assert len(rec.by_offset(11, 0)) == len(rec.by_offset(11, 1)) + 1 < 100
+        assert k.detail == ("no draws: every call's units had kept and dropped elements (noise_shape [16, 1, 1, 32] "
+                            "ignored, see noise_shape_consistency)")

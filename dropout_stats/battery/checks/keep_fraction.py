@@ -49,6 +49,8 @@ class KeepFraction(Family):
 
     def more(self) -> bool:
         test = self._design()
+        if self.drawn == 0 and self.run.main_calls >= MIN_CALLS:  # every unit of mixed fate: more would be too
+            return False
         return test.verdict == "continue" or self.drawn < self.min_n or self.run.main_calls < MIN_CALLS
 
     def on_call(self, call) -> None:
@@ -64,6 +66,10 @@ class KeepFraction(Family):
     def conclude(self):
         cfg, test, run = self.cfg, self.test, self.run
         alpha_seq = run.alpha_seq
+        if test.n == 0:  # every call's units had mixed fate (only with a noise shape): no draw to count
+            return [Check("keep_fraction", None, "statistical",
+                          detail=f"no draws: every call's units had kept and dropped elements "
+                                 f"(noise_shape {list(cfg.noise_shape)} ignored, see noise_shape_consistency)")]
         truncated = run.main_calls >= cfg.max_calls and test.n < test.n_max
         if test.verdict == "continue":
             test.stop()
