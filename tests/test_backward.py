@@ -116,7 +116,11 @@ def test_gradient_calls_draw_their_own_documented_seeds():
     assert [i for i, _ in grads] == [0, 1]
     kept = sum(int(np.count_nonzero(y.numpy())) for _, y in grads)
     b = _backward(r)
-    assert b["backward_mask"].samples == sum(int(np.prod(y.shape)) for _, y in grads)
+    total = sum(int(np.prod(y.shape)) for _, y in grads)
+    assert b["backward_mask"].samples == total
+    assert b["backward_mask"].values == {"agreement": 1.0, "positions": total, "dropped_passing": 0, "kept_blocked": 0}
+    assert b["backward_mask"].observed == "agreement 1 (0 positions differ)" and b["backward_mask"].detail == ""
+    assert b["backward_mask"].reproduce.endswith("seeds [[9, 0], [9, 1]]")
     assert b["backward_scale"].samples == kept
     assert b["backward_scale"].detail == f"{kept:,} kept positions of 2 calls"
 

@@ -652,3 +652,91 @@ def test_an_ignored_noise_shape_counts_every_unit_with_mixed_fate(kw):
         assert len(rec.by_offset(11, 0)) == len(rec.by_offset(11, 1)) + 1 < 100
         assert k.detail == ("no draws: every call's units had kept and dropped elements (noise_shape [16, 1, 1, 32] "
                             "ignored, see noise_shape_consistency)")
+
+
+# -- alpha dropout's affine check (the stateful contract), recomputed ----------------------------
+
+_AP = -1.6732632423543772848170429916717 * 1.0507009873554804934193349852946  # -SELU alpha * scale
+
+
+class AlphaRecorder:
+    """A numpy alpha dropout, fn(x, rate, noise_shape=None): kept a x + b with two roundings
+    (multiply, then add, as Keras), dropped a alpha' + b; ``offset`` added to the kept values
+    (0 when right: corpus.alpha_wrong_offset adds 0.01).  Records each call's x, mask and y."""
+
+    def __init__(self, offset=0.0, seed=0, all_but=None):
+        self.calls, self.offset, self.rng = [], offset, np.random.default_rng(seed)
+        self.all_but = all_but  # keep every position but the first all_but (a count fixed per call)
+
+    @staticmethod
+    def constants(rate, dtype):
+        a = ((1 - rate) * (1 + rate * _AP ** 2)) ** -0.5
+        return dtype.type(a), dtype.type(-a * _AP * rate)
+
+    def __call__(self, x, rate, noise_shape=None):
+        x = np.asarray(x)
+        a, b = self.constants(rate, x.dtype)
+        keep = np.broadcast_to(self.rng.random(noise_shape or x.shape) >= rate, x.shape)
+        if self.all_but is not None:
+            keep = np.arange(x.size).reshape(x.shape) >= self.all_but
+        y = np.where(keep, a * x + b + x.dtype.type(self.offset), a * x.dtype.type(_AP) + b).astype(x.dtype)
+        self.calls.append({"x": x.copy(), "kept": keep.copy(), "rate": rate, "y": y})
+        return y
+
+
+def _gathered(rec, limit=200_000):
+    """The kept x and y of whole calls in call order until at least ``limit`` are gathered."""
+    xs, ys, n = [], [], 0
+    for c in rec.calls:
+        if n >= limit:
+            break
+        xs.append(c["x"][c["kept"]])
+        ys.append(c["y"][c["kept"]])
+        n += xs[-1].size
+    return np.concatenate(xs), np.concatenate(ys)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_alpha_dropout_values_are_checked_on_the_first_200000_kept(dtype):
+    """Every kept value a x + b of the calls gathered (float64: the first 20,000 of them), the
+    formula named with the constants rounded to the dtype."""
+    rec = AlphaRecorder(seed=1)
+    r = ds.verify_alpha_dropout(rec, rate=0.2, dtype=dtype, backend="numpy", false_fail_rate=ALPHA)
+    c = r.check("scale")
+    xs = _gathered(rec)[0][: 20_000 if dtype == "float64" else None]
+    a, b = rec.constants(0.2, np.dtype(dtype))
+    assert c.passed and c.samples == xs.size and c.detail == f"{xs.size:,} kept values"
+    assert c.observed == "every kept value = a*x + b (two roundings)"
+    assert c.expected.startswith(f"kept: a*x + b with a = {float(a)!r}, b = {float(b)!r}; dropped: ")
+    assert [f.detail for f in r.findings if f.name == "affine_formula"] == [
+        f"{dtype}: kept values are a*x + b with two roundings (multiply, then add)"]
+
+
+def test_alpha_dropout_with_a_wrong_offset_reports_the_closest_formula():
+    """Kept values 0.01 too large: the closest of the two roundings and the fused multiply-add
+    by the largest distance in float32 steps, then by the count (the first tried on a tie)."""
+    rec = AlphaRecorder(offset=0.01, seed=2)
+    c = ds.verify_alpha_dropout(rec, rate=0.2, backend="numpy", false_fail_rate=ALPHA).check("scale")
+    a, b = rec.constants(0.2, np.dtype("float32"))
+    xs, y = _gathered(rec)
+    results = []
+    for label, want in (("two roundings", a * xs + b),
+                        ("fused", (xs.astype(np.float64) * float(a) + float(b)).astype(np.float32))):
+        results.append((int(np.abs(_ordered(want) - _ordered(y)).max()), int(np.count_nonzero(want != y)), label))
+    ulp, mismatch, label = min(results, key=lambda t: t[:2])
+    assert c.passed is False and c.samples == xs.size
+    assert c.observed == f"{mismatch:,} of {xs.size:,} kept values differ from a*x + b ({label})"
+    assert c.detail == (f"neither two roundings nor a fused multiply-add matches; closest ({label}) is off by "
+                        f"up to {ulp} ULP")
+    assert c.expected == f"kept: a*x + b with a = {float(a)!r}, b = {float(b)!r}"
+    assert results[0][:2] != results[1][:2], results  # the order between them is seen
+
+
+@pytest.mark.parametrize("m", [0, 1])
+def test_alpha_dropout_gathers_whole_calls_until_200000_values(m):
+    """200,000 kept values per call (m = 0): the first call completes the gathering; 199,999
+    (m = 1): one short, so the second call is taken too."""
+    rec = AlphaRecorder(all_but=m)
+    c = ds.verify_alpha_dropout(rec, rate=0.2, shape=(200_000,), backend="numpy", false_fail_rate=ALPHA).check("scale")
+    assert len(rec.calls) > 1 and c.passed
+    assert c.samples == (200_000 if m == 0 else 2 * 199_999)
