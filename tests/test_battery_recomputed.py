@@ -428,6 +428,23 @@ def test_mean_bias_is_the_product_of_keep_and_scale(shape):
     assert found[0].measured == f"sum|y|/sum|x| = {measured:.6g} over {len(used) * x.size:,} elements of fn's outputs"
 
 
+def test_mean_bias_of_a_divide_is_keep_over_the_rounded_divisor():
+    """x / fl(1 - rate) in float16 at rate 0.3: E[y]/E[x] = (1 - rate) / fl16(0.7), the scale
+    named as 1 / divisor."""
+    class Divides(Recorder):
+        def __call__(self, x, rate, seed, noise_shape=None):
+            y = super().__call__(x, rate, seed, noise_shape)
+            kept = self.calls[-1]["kept"]
+            return np.where(kept, x / x.dtype.type(1 - rate), x.dtype.type(0)).astype(x.dtype)
+
+    r = _run(Divides(), rate=0.3, dtype="float16", seed=9)
+    divisor = Fraction(float(np.float16(1 - 0.3)))
+    found = [f for f in r.findings if f.name == "mean_bias"]
+    assert [f.value for f in r.findings if f.name == "scale_formula"] == ["divide"] and len(found) == 1
+    assert found[0].value == pytest.approx(float(Fraction(1.0 - 0.3) / divisor - 1), rel=1e-9, abs=0)
+    assert f"kept values scaled by {float(1 / divisor):.8g} instead of 1/(1-rate) = {1 / 0.7:.8g}" in found[0].detail
+
+
 def test_mean_bias_below_a_millionth_is_not_reported():
     rate = 0.1937  # keep * factor - 1 = 9.8e-7
     bias = float(Fraction(1.0 - rate) * Fraction(float(np.float16(1 / (1 - rate)))) - 1)
@@ -740,3 +757,47 @@ def test_alpha_dropout_gathers_whole_calls_until_200000_values(m):
     c = ds.verify_alpha_dropout(rec, rate=0.2, shape=(200_000,), backend="numpy", false_fail_rate=ALPHA).check("scale")
     assert len(rec.calls) > 1 and c.passed
     assert c.samples == (200_000 if m == 0 else 2 * 199_999)
+
+
+_QUOTIENTS: dict = {}
+
+
+def _exact_quotients(x, rate):
+    """x / (1 - rate) correctly rounded, every value by exact fractions (cached per input)."""
+    key = (rate, x.tobytes())
+    if key not in _QUOTIENTS:
+        d = 1 - Fraction(rate)
+        _QUOTIENTS[key] = np.array([float(Fraction(float(v)) / d) for v in x.ravel()]).reshape(x.shape)
+    return _QUOTIENTS[key]
+
+
+class ExactButOne(Recorder):
+    """float64 kept values x / (1 - rate) correctly rounded (no numpy formula gives them all), but
+    the kept value number ``wrong`` of each call (counted in C order, among its kept ones) one ULP
+    high."""
+
+    def __init__(self, wrong):
+        super().__init__()
+        self.wrong = wrong
+
+    def __call__(self, x, rate, seed, noise_shape=None):
+        super().__call__(x, rate, seed, noise_shape)
+        kept = np.flatnonzero(self.calls[-1]["kept"])
+        y = np.where(self.calls[-1]["kept"], _exact_quotients(x, rate), 0.0)
+        if self.wrong < kept.size:
+            y.flat[kept[self.wrong]] = np.nextafter(y.flat[kept[self.wrong]], np.inf)
+        return y
+
+
+@pytest.mark.parametrize("wrong,passes", [(20_000, True), (19_999, False), (0, False)])
+def test_float64_kept_values_are_compared_exactly_on_the_first_20000(wrong, passes):
+    """float64's correctly rounded quotient is compared on each call's first 20,000 kept values
+    (exact fractions are slow): a value off at index 20,000 is not seen, at 19,999 or 0 it is."""
+    rec = ExactButOne(wrong)
+    c = _run(rec, seed=8, shape=(40_000,), dtype="float64").check("scale")
+    assert max(int(np.count_nonzero(call["kept"])) for call in rec.calls) > 20_000
+    assert c.passed is passes, c.observed
+    if passes:
+        assert c.observed == "every kept value = x / (1 - rate) correctly rounded"
+    else:
+        assert c.observed.startswith("1/20,000 differ from the closest formula (exact) at rate ")
