@@ -801,3 +801,60 @@ def test_float64_kept_values_are_compared_exactly_on_the_first_20000(wrong, pass
         assert c.observed == "every kept value = x / (1 - rate) correctly rounded"
     else:
         assert c.observed.startswith("1/20,000 differ from the closest formula (exact) at rate ")
+
+
+class MixesSeed(Recorder):
+    """seed[0] + seed[1] as one number: (s + 1, i) draws (s, i + 1)'s mask."""
+
+    def __call__(self, x, rate, seed, noise_shape=None):
+        y = super().__call__(x, rate, (seed[0] + seed[1], 0), noise_shape)
+        self.calls[-1]["seed"] = tuple(int(v) for v in seed)  # the seed asked for
+        return y
+
+
+def test_seeds_mixed_into_one_number_fail_on_the_third_comparison():
+    """corpus.mixes_seed in numpy: (s + 1, i) and (s, i + 1) draw one mask, so the third table
+    holds identical masks (agreement 1), the other two independent ones; the entry reports that
+    comparison, its Fisher p-value times 3, recomputed with scipy."""
+    rec = MixesSeed()
+    r = _run(rec, seed=7)
+    main = [_units(c) for c in rec.by_offset(7, 0)]
+    others = [_units(c) for c in rec.by_offset(7, 1)]
+    stored = main[:len(others) + 1]
+    p = [_fisher(stored[:-1], stored[1:]), _fisher(stored[:-1], others), _fisher(stored[1:], others)]
+    c = r.check("seed_independence")
+    assert c.passed is False and p[2][0] < 1e-300 and min(p[0][0], p[1][0]) > 1e-6
+    assert c.pvalue == pytest.approx(min(1.0, 3 * p[2][0]), rel=REL, abs=0)
+    assert c.values["agreement"] == 1.0 and c.samples == sum(n for _, n in p)
+    assert c.observed == "agreement 1 ((seed[0] + 1, i) against (seed[0], i + 1))"
+    assert c.detail.endswith("smallest p at (seed[0] + 1, i) against (seed[0], i + 1)")
+
+
+class HiddenState(Recorder):
+    """Each call's mask also depends on how many calls came before (the seed asked for is recorded)."""
+
+    def __call__(self, x, rate, seed, noise_shape=None):
+        y = super().__call__(x, rate, (seed[0], seed[1] + 7919 * len(self.calls)), noise_shape)
+        self.calls[-1]["seed"] = tuple(int(v) for v in seed)
+        return y
+
+
+def test_the_first_of_the_two_same_seed_calls_is_the_fresh_draw():
+    """seed_determinism calls fn twice with (s + 3, 0): the first is a fresh draw for the keep
+    fraction, the second is not (a hidden state makes their masks differ, so which one is
+    counted shows)."""
+    rec = HiddenState()
+    r = _run(rec, seed=5)
+    twice = rec.by_offset(5, 3)
+    assert len(twice) == 2 and not np.array_equal(twice[0]["kept"], twice[1]["kept"])
+    seen, prefix = set(), [(0, 0)]
+    for call in rec.calls:
+        if call["rate"] == 0.3 and call["seed"] not in seen:  # the first call of each seed
+            seen.add(call["seed"])
+            prefix.append((prefix[-1][0] + int(np.count_nonzero(call["kept"])), prefix[-1][1] + call["kept"].size))
+    k = r.check("keep_fraction")
+    repeat_at = rec.calls.index(twice[0])
+    used = [n for _, n in prefix].index(k.values["n"])
+    assert (k.values["kept"], k.values["n"]) == prefix[used] and used > sum(
+        1 for call in rec.calls[:repeat_at] if call["rate"] == 0.3)  # the repeat is within what was counted
+    assert r.check("seed_determinism").passed is False
