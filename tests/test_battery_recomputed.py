@@ -417,6 +417,10 @@ def test_mean_bias_is_the_product_of_keep_and_scale(shape):
     bias = float(Fraction(1.0 - rate) * factor - 1)
     assert 1e-6 <= bias < 2e-6 and len(found) == 1
     assert found[0].value == pytest.approx(bias, rel=1e-9, abs=0)
+    design = float(Fraction(1.0 - rate) * factor)
+    assert found[0].detail.startswith(f"float16 at rate {rate}: with this keep probability and this scale factor "
+                                      f"E[y]/E[x] = {design:.8g} before each value's rounding, biased by "
+                                      f"{design - 1:+.3g} relative (")
     assert f"kept values scaled by {float(factor):.8g} instead of 1/(1-rate) = {1 / (1 - rate):.8g}" in found[0].detail
     assert "keep " not in found[0].detail.split("(", 1)[1]  # the keep probability is 1 - rate exactly
     main = [c for c in rec.by_offset(9, 0) if c["rate"] == rate]
