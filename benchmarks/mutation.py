@@ -319,6 +319,15 @@ EQUIVALENT: dict[tuple[str, int, str], str] = {  # (module, line, mutation) -> w
     ("dropout_stats/battery/checks/scale.py", 64, "0 -> 1"):
         "the formula that matched before is moved to the front for speed only: a call's verdict is whether "
         "any formula matches, and the one recorded is set once, by the first call",
+    ("dropout_stats/battery/checks/pairs.py", 62, "0 -> 1"):
+        "unreachable: an entry is planned only for an axis longer than 1, where the (0,1), (2,3) pairing always "
+        "has a table with pairs, so some pairing is always tested",
+    ("dropout_stats/battery/checks/pairs.py", 79, "2 -> 1"):
+        "length is even here (the odd last one cut off just before), so length < 1 and length < 2 agree",
+    ("dropout_stats/battery/checks/pairs.py", 82, "Sub -> Add"):
+        "the last axis's uint16 read is a fast path: off, the general pairing counts the same table",
+    ("dropout_stats/battery/checks/pairs.py", 82, "1 -> 0"):
+        "the last axis's uint16 read is a fast path: off, the general pairing counts the same table",
     ("dropout_stats/counts.py", 28, "1 -> 2"): "the block size changes the blocks, not the counts",
     ("dropout_stats/counts.py", 28, "16 -> 15"): "the block size changes the blocks, not the counts",
     ("dropout_stats/counts.py", 28, "16 -> 17"): "the block size changes the blocks, not the counts",

@@ -93,6 +93,7 @@ CONFIGS = [  # verify's arguments
     {"seed": 13, "shape": (2, 4096)},     # two rows: one row pairing only, (1, 2) does not exist
     {"seed": 14, "shape": (2048, 1)},     # one column: no neighbours
     {"seed": 21, "shape": (2,)},          # two draws a call: cut short by max_calls, two bins of |x|
+    {"seed": 23, "shape": (64, 65)},      # an odd last axis whose even part equals the row count
 ]
 
 
@@ -197,8 +198,9 @@ def test_pair_checks_are_the_recorded_masks(recorded):
         n = sum(u.size for u in first)
         assert c.values == pytest.approx({"agreement": (both + (n - na - nb + both)) / n,
                                           "kept_given_partner_kept": both / na, "kept": nb / n}, rel=1e-12, abs=0)
-        assert c.detail.startswith(f"Fisher exact test on {n:,} pairs along axis {axis} ")
-        assert f"; keep rate of the first {na / n:.6g}; the worse of {len(tested)} pairings" in c.detail
+        pairing = "(0,1), (2,3)" if int(np.argmin([p for p, _ in tested])) == 0 else "(1,2), (3,4)"
+        assert c.detail == (f"Fisher exact test on {n:,} pairs along axis {axis} ({pairing}, ...); keep rate of the "
+                            f"first {na / n:.6g}; the worse of {len(tested)} pairings (Bonferroni)")
 
 
 def _bins(index, length):
