@@ -328,6 +328,21 @@ EQUIVALENT: dict[tuple[str, int, str], str] = {  # (module, line, mutation) -> w
         "the last axis's uint16 read is a fast path: off, the general pairing counts the same table",
     ("dropout_stats/battery/checks/pairs.py", 82, "1 -> 0"):
         "the last axis's uint16 read is a fast path: off, the general pairing counts the same table",
+    ("dropout_stats/battery/checks/homogeneity.py", 48, "GtE -> Gt"):
+        "g = min(16, positions) is 2 only for 2 positions, which divide evenly: the reshape and reduceat "
+        "give the same sums, and g = 1 is handled the same by both",
+    ("dropout_stats/battery/checks/homogeneity.py", 48, "2 -> 3"):
+        "g = min(16, positions) is 2 only for 2 positions, which divide evenly: the reshape and reduceat "
+        "give the same sums, and g = 1 is handled the same by both",
+    ("dropout_stats/battery/checks/homogeneity.py", 51, "GtE -> Gt"):
+        "reached only when positions do not divide into g blocks: then g is 16 (more than 16 positions), "
+        "so any threshold from 1 to 16 picks reduceat",
+    ("dropout_stats/battery/checks/homogeneity.py", 51, "2 -> 1"):
+        "reached only when positions do not divide into g blocks: then g is 16 (more than 16 positions), "
+        "so any threshold from 1 to 16 picks reduceat",
+    ("dropout_stats/battery/checks/homogeneity.py", 51, "2 -> 3"):
+        "reached only when positions do not divide into g blocks: then g is 16 (more than 16 positions), "
+        "so any threshold from 1 to 16 picks reduceat",
     ("dropout_stats/counts.py", 28, "1 -> 2"): "the block size changes the blocks, not the counts",
     ("dropout_stats/counts.py", 28, "16 -> 15"): "the block size changes the blocks, not the counts",
     ("dropout_stats/counts.py", 28, "16 -> 17"): "the block size changes the blocks, not the counts",

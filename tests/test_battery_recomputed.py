@@ -216,10 +216,13 @@ def test_homogeneity_checks_are_the_recorded_masks(recorded):
     flat = per.ravel()
     groups = {"homogeneity_blocks": _bins(np.arange(flat.size), flat.size),
               "homogeneity_strided": np.arange(flat.size) % min(16, flat.size)}
+    what = {"homogeneity_blocks": "contiguous blocks of positions",
+            "homogeneity_strided": f"positions mod {min(16, flat.size)}"}
     for axis, length in enumerate(per.shape):
         if length > 1 and per.ndim > 1:
             index = np.indices(per.shape)[axis].ravel()
             groups[f"homogeneity_axis{axis}"] = index if length <= 64 else _bins(index, length)
+            what[f"homogeneity_axis{axis}"] = f"{'indices' if length <= 64 else 'bins'} along axis {axis}"
     names = [c.name for c in r.checks if c.name.startswith("homogeneity")]
     assert sorted(names) == sorted(groups)
     for name, g in groups.items():
@@ -231,6 +234,7 @@ def test_homogeneity_checks_are_the_recorded_masks(recorded):
         stat = stats.chi2_contingency(np.stack([k, n - k]), correction=False).statistic
         assert c.values["chi2"] == pytest.approx(stat, rel=1e-9, abs=0), name
         assert c.observed == f"chi2 {c.values['chi2']:.4g} on {k.size - 1} df", name
+        assert c.expected == f"keep rate equal across {k.size} {what[name]}", name
         pooled = k.sum() / n.sum()
         worst = int(np.argmax(np.abs(k / n - pooled)))
         assert c.detail == f"most extreme group {worst}: {k[worst] / n[worst]:.6g} vs pooled {pooled:.6g}", name
