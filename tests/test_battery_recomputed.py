@@ -868,3 +868,32 @@ def test_the_first_of_the_two_same_seed_calls_is_the_fresh_draw():
     assert (k.values["kept"], k.values["n"]) == prefix[used] and used > sum(
         1 for call in rec.calls[:repeat_at] if call["rate"] == 0.3)  # the repeat is within what was counted
     assert r.check("seed_determinism").passed is False
+
+
+def test_one_position_leaves_the_structure_checks_nothing_to_compare():
+    """Shape (1,): one group for every homogeneity grouping, one value of x (one sign, one
+    magnitude), one position for the histogram: each entry not applicable, with its reason."""
+    r = _run(Recorder(), seed=1, shape=(1,), max_calls=2000)
+    got = {c.name: (c.passed, c.pvalue, c.detail) for c in r.checks}
+    assert got["homogeneity_blocks"] == (None, None, "fewer than 2 contiguous blocks of positions")
+    assert got["homogeneity_strided"] == (None, None, "fewer than 2 positions mod 1")
+    assert got["value_independence"] == (None, None, "x has one sign and one magnitude: nothing to compare")
+    assert got["call_independence"][:2] == (None, None) and r.check("keep_fraction").passed
+
+
+def test_value_independence_of_positive_inputs_is_the_trend_alone():
+    """Alpha dropout's inputs are positive: no sign comparison, so the trend across bins of |x|
+    is the entry's p-value, without a Bonferroni factor."""
+    rec = AlphaRecorder(seed=3)
+    r = ds.verify_alpha_dropout(rec, rate=0.2, backend="numpy", false_fail_rate=ALPHA)
+    main = [c for c in rec.calls if c["kept"].shape == tuple(r.config["shape"])]
+    x = main[0]["x"]
+    assert (x > 0).all() and all(np.array_equal(c["x"], x) for c in main)
+    per = sum(c["kept"].ravel().astype(np.int64) for c in main)
+    bins = value_groups(x, FORMATS["float32"])[0].ravel() >> 1
+    kb = np.bincount(bins, weights=per, minlength=8).astype(np.int64)
+    nb = np.bincount(bins, minlength=8) * len(main)
+    t = trend_test(kb[nb > 0], nb[nb > 0])
+    c = r.check("value_independence")
+    assert c.pvalue == pytest.approx(t.pvalue, rel=REL, abs=0) and c.samples == per.size * len(main)
+    assert c.observed == f"trend z = {t.statistic:.3g} across {np.count_nonzero(nb)} bins of |x|"
