@@ -23,10 +23,11 @@ def test_call_check_sees_a_mask_that_repeats_every_other_call():
     assert c.pvalue < 1e-100
 
 
-def pooled_histogram_pvalue(counts, calls):
-    """(p-value, degrees of freedom) of kept counts per position against Binomial(calls, p-hat),
-    recomputed with scipy: binomial cells pooled left to right until each expects >= 1000
-    positions (a short last one joins the one before), Pearson's chi-square on cells - 2 df."""
+def pooled_histogram(counts, calls):
+    """(p-value, degrees of freedom, observed cells, expected cells, chi-square) of kept counts per
+    position against Binomial(calls, p-hat), recomputed with scipy: binomial cells pooled left to
+    right until each expects >= 1000 positions (a short last one joins the one before), Pearson's
+    chi-square on cells - 2 df."""
     from scipy import stats
 
     counts = np.asarray(counts).ravel()
@@ -41,7 +42,8 @@ def pooled_histogram_pvalue(counts, calls):
             acc = [0.0, 0.0]
     cells[-1] = [cells[-1][0] + acc[0], cells[-1][1] + acc[1]]
     o, e = np.array(cells).T
-    return stats.chi2.sf(((o - e) ** 2 / e).sum(), len(cells) - 2), len(cells) - 2
+    stat = ((o - e) ** 2 / e).sum()
+    return stats.chi2.sf(stat, len(cells) - 2), len(cells) - 2, o, e, stat
 
 
 def test_call_check_histogram_is_the_binomial_one_on_independent_calls():
@@ -49,7 +51,7 @@ def test_call_check_histogram_is_the_binomial_one_on_independent_calls():
     counts = (rng.random((8, 64, 4096)) < 0.8).sum(axis=0).astype(np.uint16)
     c = _calls(counts, 8)
     assert c.expected == f"kept counts per position ~ Binomial(8, {counts.mean() / 8:.6g})"  # p-hat, exactly
-    want, _ = pooled_histogram_pvalue(counts, 8)
+    want = pooled_histogram(counts, 8)[0]
     assert c.pvalue == pytest.approx(want, rel=1e-9, abs=0) and " df; largest cell " in c.observed
 
 

@@ -31,7 +31,7 @@ import dropout_stats as ds
 from dropout_stats.battery.checks.value_independence import value_groups
 from dropout_stats._floats import FORMATS
 from dropout_stats.structure import trend_test
-from test_battery_checks import pooled_histogram_pvalue
+from test_battery_checks import pooled_histogram
 
 ALPHA = 1e-9
 REL = 1e-6  # the same p-value computed two ways (terms summed in another order, another chi2 routine)
@@ -498,9 +498,14 @@ def test_call_independence_is_the_recorded_histogram(recorded):
         assert c.passed is None and c.pvalue is None and f"{counts.size} positions: too few" in c.detail
         return
     calls = len(main)
-    want, df = pooled_histogram_pvalue(counts, calls)
+    want, df, o, e, stat = pooled_histogram(counts, calls)
     assert c.pvalue == pytest.approx(want, rel=1e-9, abs=0)
     assert (c.samples, c.values["df"], c.values["calls"]) == (counts.size * calls, df, calls)
+    worst = int(np.argmax(np.abs(o - e) / np.sqrt(e)))
+    assert c.observed == (f"chi2 {stat:.4g} on {df} df; largest cell {o[worst]:.0f} positions vs "
+                          f"{e[worst]:.1f} expected")
+    assert c.expected == f"kept counts per position ~ Binomial({calls}, {counts.sum() / (counts.size * calls):.6g})"
+    assert c.detail == f"histogram of {counts.size:,} positions' kept counts over {calls} calls, {len(o)} cells"
 
 
 def test_scale_counts_every_recorded_call(recorded):
