@@ -112,8 +112,25 @@ def test_xla_stream_is_named_plainly():
     r = ds.verify(fn, rate=0.2, false_fail_rate=A)
     mech = r.check("mechanism")
     assert mech.passed is False and "XLA" in mech.detail and "tensorflow-xla" in mech.detail
+    # compared: the main masks of seeds (0, 0) and (0, 1) and the probe's first units (seed (2, 0)),
+    # each against TensorFlow's eager stateless_uniform, recomputed here
+    draw = tf.function(lambda shape, seed: tf.random.stateless_uniform(shape, seed=seed), jit_compile=True)
+    differ = total = 0
+    for shape, seed in ((r.config["shape"], [0, 0]), (r.config["shape"], [0, 1]), ([256, 1, 1, 256], [2, 0])):
+        eager = tf.random.stateless_uniform(shape, seed=seed).numpy() >= np.float32(0.2)
+        xla = draw(tf.constant(shape), tf.constant(seed)).numpy() >= np.float32(0.2)
+        differ += int(np.count_nonzero(eager != xla))
+        total += eager.size
+    assert mech.values == {"mismatches": differ, "compared": total} and mech.samples == total and differ > 0
+    assert mech.observed == f"{differ} mismatches"
+    assert mech.detail.startswith(f"{differ:,} of {total:,} positions differ from stateless_uniform(shape, seed, "
+                                  "float32) >= rate; ")
+    assert mech.expected == "kept == (stateless_uniform >= fl(rate)), bit for bit"
+    assert mech.reproduce.endswith("seed pairs [[0, 0], [0, 1], [2, 0]]")
     r2 = ds.verify(fn, rate=0.2, reference="tensorflow-xla", false_fail_rate=A)
-    assert r2.check("mechanism").passed
+    m2 = r2.check("mechanism")
+    assert m2.passed and m2.values == {"mismatches": 0, "compared": total} and m2.detail == ""
+    assert m2.expected == "kept == (XLA stateless_uniform >= fl(rate)), bit for bit"
 
 
 def test_a_mask_from_both_streams_is_not_said_to_be_xlas():
