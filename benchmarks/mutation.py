@@ -343,6 +343,14 @@ EQUIVALENT: dict[tuple[str, int, str], str] = {  # (module, line, mutation) -> w
     ("dropout_stats/battery/checks/homogeneity.py", 51, "2 -> 3"):
         "reached only when positions do not divide into g blocks: then g is 16 (more than 16 positions), "
         "so any threshold from 1 to 16 picks reduceat",
+    ("dropout_stats/battery/checks/homogeneity.py", 49, "1 -> 2"):
+        "numpy's reshape(g, -2) is reshape(g, -1): any negative is 'the rest'",
+    ("dropout_stats/battery/checks/homogeneity.py", 51, "1 -> 0"):
+        "(flat[:1] -> flat[:0]; the sibling in edges[:-1] is killed) one position only: fewer than 2 groups "
+        "either way, so the entry is 'fewer than 2' with both",
+    ("dropout_stats/battery/checks/homogeneity.py", 51, "1 -> 2"):
+        "(flat[:1] -> flat[:2]; the sibling in edges[:-1] is killed) one position only: flat[:2] is that one "
+        "count too",
     ("dropout_stats/counts.py", 28, "1 -> 2"): "the block size changes the blocks, not the counts",
     ("dropout_stats/counts.py", 28, "16 -> 15"): "the block size changes the blocks, not the counts",
     ("dropout_stats/counts.py", 28, "16 -> 17"): "the block size changes the blocks, not the counts",

@@ -29,7 +29,8 @@ class Homogeneity(Family):
 
     @property
     def names(self):
-        return ("homogeneity_blocks", "homogeneity_strided", *[f"homogeneity_axis{a}" for a in range(8)])
+        return ("homogeneity_blocks", "homogeneity_strided",
+                *[f"homogeneity_axis{a}" for a in range(len(self.run.unit_shape))])
 
     def axes(self) -> list[int]:
         shape = self.run.unit_shape
