@@ -292,7 +292,7 @@ EQUIVALENT: dict[tuple[str, int, str], str] = {  # (module, line, mutation) -> w
         "the two conditions fail together: a backend's keep never rises with the rate, so with the configured rate out of the sweep (strict_nominal at a rate every uniform level passes: float16 at 1e-8) at most one rate is left, and the configured rate alone would need rate / 2 to keep everything and (1 + rate) / 2 nothing, impossible with 4 or more uniform levels",
     ("dropout_stats/battery/checks/call_independence.py", 69, "True -> False"):
         _HOLM_SETS_IT,
-    ("dropout_stats/battery/checks/homogeneity.py", 80, "True -> False"):
+    ("dropout_stats/battery/checks/homogeneity.py", 81, "True -> False"):
         _HOLM_SETS_IT,
     ("dropout_stats/battery/checks/noise_shape.py", 83, "True -> False"):
         _HOLM_SETS_IT,
@@ -305,7 +305,7 @@ EQUIVALENT: dict[tuple[str, int, str], str] = {  # (module, line, mutation) -> w
     ("dropout_stats/battery/checks/call_independence.py", 45, "1 -> 2"):
         "hist keeps calls + 1 bins either way: no count exceeds calls, so bincount's extra bin is 0 and sliced "
         "off, and a slice one longer finds nothing",
-    ("dropout_stats/battery/checks/homogeneity.py", 48, "2 -> 1"):
+    ("dropout_stats/battery/checks/homogeneity.py", 49, "2 -> 1"):
         "(g >= 1) only one position makes g = 1, and then the reshape and the first element give its one count",
     ("dropout_stats/battery/checks/seeds.py", 75, "3 -> 4"):
         "a fourth table stays empty: its p-value is 1 and its n 0, so the minimum, the Bonferroni factor (the "
@@ -328,27 +328,27 @@ EQUIVALENT: dict[tuple[str, int, str], str] = {  # (module, line, mutation) -> w
         "the last axis's uint16 read is a fast path: off, the general pairing counts the same table",
     ("dropout_stats/battery/checks/pairs.py", 82, "1 -> 0"):
         "the last axis's uint16 read is a fast path: off, the general pairing counts the same table",
-    ("dropout_stats/battery/checks/homogeneity.py", 48, "GtE -> Gt"):
+    ("dropout_stats/battery/checks/homogeneity.py", 49, "GtE -> Gt"):
         "g = min(16, positions) is 2 only for 2 positions, which divide evenly: the reshape and reduceat "
         "give the same sums, and g = 1 is handled the same by both",
-    ("dropout_stats/battery/checks/homogeneity.py", 48, "2 -> 3"):
+    ("dropout_stats/battery/checks/homogeneity.py", 49, "2 -> 3"):
         "g = min(16, positions) is 2 only for 2 positions, which divide evenly: the reshape and reduceat "
         "give the same sums, and g = 1 is handled the same by both",
-    ("dropout_stats/battery/checks/homogeneity.py", 51, "GtE -> Gt"):
+    ("dropout_stats/battery/checks/homogeneity.py", 52, "GtE -> Gt"):
         "reached only when positions do not divide into g blocks: then g is 16 (more than 16 positions), "
         "so any threshold from 1 to 16 picks reduceat",
-    ("dropout_stats/battery/checks/homogeneity.py", 51, "2 -> 1"):
+    ("dropout_stats/battery/checks/homogeneity.py", 52, "2 -> 1"):
         "reached only when positions do not divide into g blocks: then g is 16 (more than 16 positions), "
         "so any threshold from 1 to 16 picks reduceat",
-    ("dropout_stats/battery/checks/homogeneity.py", 51, "2 -> 3"):
+    ("dropout_stats/battery/checks/homogeneity.py", 52, "2 -> 3"):
         "reached only when positions do not divide into g blocks: then g is 16 (more than 16 positions), "
         "so any threshold from 1 to 16 picks reduceat",
-    ("dropout_stats/battery/checks/homogeneity.py", 49, "1 -> 2"):
+    ("dropout_stats/battery/checks/homogeneity.py", 50, "1 -> 2"):
         "numpy's reshape(g, -2) is reshape(g, -1): any negative is 'the rest'",
-    ("dropout_stats/battery/checks/homogeneity.py", 51, "1 -> 0"):
+    ("dropout_stats/battery/checks/homogeneity.py", 52, "1 -> 0"):
         "(flat[:1] -> flat[:0]; the sibling in edges[:-1] is killed) one position only: fewer than 2 groups "
         "either way, so the entry is 'fewer than 2' with both",
-    ("dropout_stats/battery/checks/homogeneity.py", 51, "1 -> 2"):
+    ("dropout_stats/battery/checks/homogeneity.py", 52, "1 -> 2"):
         "(flat[:1] -> flat[:2]; the sibling in edges[:-1] is killed) one position only: flat[:2] is that one "
         "count too",
     ("dropout_stats/counts.py", 28, "1 -> 2"): "the block size changes the blocks, not the counts",
