@@ -905,3 +905,18 @@ def test_value_independence_of_positive_inputs_is_the_trend_alone():
     c = r.check("value_independence")
     assert c.pvalue == pytest.approx(t.pvalue, rel=REL, abs=0) and c.samples == per.size * len(main)
     assert c.observed == f"trend z = {t.statistic:.3g} across {np.count_nonzero(nb)} bins of |x|"
+
+
+def test_a_stateful_fn_ignoring_the_noise_shape_is_called_min_calls_times():
+    """Stateful, with an explicit noise shape it ignores: no family but the keep fraction asks for
+    main calls, and it stops asking after MIN_CALLS (5) without one usable draw."""
+    calls = []
+
+    def ignores(x, rate, noise_shape=None):
+        calls.append(noise_shape)
+        u = np.random.default_rng(len(calls)).random(x.shape)
+        return np.where(u >= rate, x * x.dtype.type(1 / (1 - rate)), x.dtype.type(0)).astype(x.dtype)
+
+    r = _run(ignores, stateful=True, shape=(16, 4, 4, 32), noise_shape=(16, 1, 1, 32))
+    assert len(calls) == 5 and set(calls) == {(16, 1, 1, 32)}
+    assert r.check("keep_fraction").passed is None and r.check("noise_shape_consistency").passed is False
