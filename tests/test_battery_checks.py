@@ -74,6 +74,29 @@ def test_value_groups_follow_the_sign_and_the_magnitude(dtype):
     assert np.array_equal(bins, groups[64:] // 2)  # |x| alone sets the bin
 
 
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32", "float64"])
+def test_value_bins_split_the_bit_patterns_of_x_equally(dtype):
+    """Bin of |x|'s pattern m: floor(8 (m - lo) / (hi - lo + 1)), each position's by Python's
+    integer division (float64 patterns need more than 64 bits times 8), on values spread over
+    many binades, and on a span of 8 patterns where each bin holds exactly one."""
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+
+    np_dtype = ml_dtypes.bfloat16 if dtype == "bfloat16" else np.dtype(dtype)
+    fmt = FORMATS[dtype]
+    rng = np.random.default_rng(5)
+    spread = (rng.standard_normal(5000) * np.exp(rng.uniform(-8, 8, 5000))).astype(np_dtype)
+    eight = (np.arange(1000, 1008, dtype=np.uint64) + 1).astype(fmt.uint).view(np_dtype)
+    for x in (spread, eight, -eight):
+        m = [int(v) & fmt.abs_mask for v in x.view(fmt.uint)]
+        lo, span = min(m), max(m) - min(m) + 1
+        want = [2 * (VALUE_BINS * (v - lo) // span) + (int(s) >> (8 * x.itemsize - 1))
+                for v, s in zip(m, x.view(fmt.uint))]
+        groups, sizes = value_groups(x, fmt)
+        assert groups.tolist() == want
+        assert sizes.tolist() == np.bincount(want, minlength=2 * VALUE_BINS).tolist()
+    assert sorted(value_groups(eight, fmt)[0].tolist()) == [0, 2, 4, 6, 8, 10, 12, 14]
+
+
 def test_a_table_of_pairs_is_tested_whenever_it_holds_a_pair():
     """table_check: no pairs is 'not applicable'; one pair, or a partner never kept, is a
     tested entry with Fisher's p-value 1 (a margin of 0 or n fixes the table), never n/a:

@@ -69,19 +69,15 @@ class ValueIndependence(Family):
 
 def value_groups(x: np.ndarray, fmt) -> tuple[np.ndarray, np.ndarray]:
     """Each position's group by x: 2 * (bin of |x|, 0 .. VALUE_BINS - 1) + (x < 0), and the
-    groups' sizes.  Bins split the range of |x|'s bit patterns (monotone in |x|) equally."""
+    groups' sizes.  Bins split the range of |x|'s bit patterns (monotone in |x|) equally: pattern
+    m is in bin floor(VALUE_BINS (m - lo) / (hi - lo + 1)), read from the bins' first patterns,
+    which are found in Python's exact integers."""
     bits = x.view(fmt.uint).ravel()
-    uint = fmt.uint
-    magnitude = bits & uint(fmt.abs_mask)
+    magnitude = bits & fmt.uint(fmt.abs_mask)
     lo, hi = int(magnitude.min()), int(magnitude.max())
-    magnitude -= uint(lo)
-    drop = max(0, (hi - lo).bit_length() - 24)  # float32 holds 24 bits exactly: one cheap pass
-    if drop:
-        magnitude >>= uint(drop)
-    scaled = magnitude.astype(np.float32)
-    scaled *= np.float32(VALUE_BINS / (((hi - lo) >> drop) + 1))
-    groups = scaled.astype(np.intp)
-    np.minimum(groups, VALUE_BINS - 1, out=groups)
-    groups <<= 1
-    np.add(groups, bits >> uint(8 * bits.dtype.itemsize - 1), out=groups, casting="unsafe")  # the sign
+    span = hi - lo + 1
+    # bin b starts at the first m with VALUE_BINS (m - lo) >= b span: lo + ceil(b span / VALUE_BINS)
+    starts = np.array([lo - (-b * span // VALUE_BINS) for b in range(1, VALUE_BINS)], dtype=bits.dtype)
+    groups = np.searchsorted(starts, magnitude, side="right") << 1
+    groups += (bits >> fmt.uint(8 * bits.dtype.itemsize - 1)).astype(groups.dtype)  # the sign
     return groups, np.bincount(groups, minlength=2 * VALUE_BINS).astype(np.int64)
