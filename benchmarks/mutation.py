@@ -351,6 +351,15 @@ EQUIVALENT: dict[tuple[str, int, str], str] = {  # (module, line, mutation) -> w
     ("dropout_stats/battery/checks/homogeneity.py", 52, "1 -> 2"):
         "(flat[:1] -> flat[:2]; the sibling in edges[:-1] is killed) one position only: flat[:2] is that one "
         "count too",
+    ("dropout_stats/battery/checks/value_independence.py", 51, "Lt -> LtE"):
+        "(n_neg <= n_all; the sibling 0 <= n_neg is killed) every x has both signs or only positive values "
+        "(alpha dropout), never only negative ones, so n_neg = n_all does not occur",
+    ("dropout_stats/battery/checks/value_independence.py", 51, "0 -> 1"):
+        "n_neg counts draws, negative positions x main calls, and max_calls >= MIN_CALLS = 5: it is 0 or "
+        "at least 5, never 1",
+    ("dropout_stats/battery/checks/value_independence.py", 57, "0 -> 1"):
+        "nb counts draws, positions x main calls (at least 5 calls): a bin holds 0 or at least 5, so nb > 1 "
+        "and nb > 0 pick the same bins",
     ("dropout_stats/counts.py", 28, "1 -> 2"): "the block size changes the blocks, not the counts",
     ("dropout_stats/counts.py", 28, "16 -> 15"): "the block size changes the blocks, not the counts",
     ("dropout_stats/counts.py", 28, "16 -> 17"): "the block size changes the blocks, not the counts",
