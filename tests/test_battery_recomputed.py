@@ -920,3 +920,19 @@ def test_a_stateful_fn_ignoring_the_noise_shape_is_called_min_calls_times():
     r = _run(ignores, stateful=True, shape=(16, 4, 4, 32), noise_shape=(16, 1, 1, 32))
     assert len(calls) == 5 and set(calls) == {(16, 1, 1, 32)}
     assert r.check("keep_fraction").passed is None and r.check("noise_shape_consistency").passed is False
+
+
+@pytest.mark.parametrize("positions", [2999, 3000])
+def test_call_independence_is_planned_from_3000_positions(positions):
+    """Three cells of 1,000 expected positions need 3,000 positions: below, the entry is not
+    planned (no share of the budget); at 3,000 it is, and the histogram itself then decides (here
+    too few cells: the kept counts over the main calls concentrate in two)."""
+    rec = Recorder()
+    r = _run(rec, seed=4, shape=(positions,))
+    c = r.check("call_independence")
+    assert (c.passed, c.pvalue) == (None, None)
+    if positions < 3000:
+        assert c.detail == f"{positions} positions: too few for a histogram of their kept counts (>= 3000 needed)"
+    else:
+        calls = len(rec.by_offset(4, 0))
+        assert c.detail == f"{positions} positions x {calls} calls: too few for a histogram test"
