@@ -922,17 +922,33 @@ def test_a_stateful_fn_ignoring_the_noise_shape_is_called_min_calls_times():
     assert r.check("keep_fraction").passed is None and r.check("noise_shape_consistency").passed is False
 
 
-@pytest.mark.parametrize("positions", [2999, 3000])
+@pytest.mark.parametrize("positions", [2999, 3000, 4000])
 def test_call_independence_is_planned_from_3000_positions(positions):
     """Three cells of 1,000 expected positions need 3,000 positions: below, the entry is not
-    planned (no share of the budget); at 3,000 it is, and the histogram itself then decides (here
-    too few cells: the kept counts over the main calls concentrate in two)."""
+    planned (no share of the budget); from 3,000 it is, and the histogram itself then decides: at
+    3,000 too few cells (the kept counts over the main calls fill two), at 4,000 three cells, one
+    degree of freedom, the p-value scipy's."""
     rec = Recorder()
     r = _run(rec, seed=4, shape=(positions,))
     c = r.check("call_independence")
-    assert (c.passed, c.pvalue) == (None, None)
+    calls = len(rec.by_offset(4, 0))
     if positions < 3000:
+        assert (c.passed, c.pvalue) == (None, None)
         assert c.detail == f"{positions} positions: too few for a histogram of their kept counts (>= 3000 needed)"
-    else:
-        calls = len(rec.by_offset(4, 0))
+    elif positions == 3000:
+        assert (c.passed, c.pvalue) == (None, None)
         assert c.detail == f"{positions} positions x {calls} calls: too few for a histogram test"
+    else:
+        counts = sum(call["kept"].astype(np.int64) for call in rec.by_offset(4, 0))
+        want, df, *_ = pooled_histogram(counts, calls)
+        assert c.pvalue == pytest.approx(want, rel=1e-9, abs=0) and df == c.values["df"] == 1
+
+
+@pytest.mark.parametrize("keep", [True, False], ids=["keeps_all", "drops_all"])
+def test_call_independence_of_an_fn_that_keeps_or_drops_everything(keep):
+    """p-hat of 1 or 0: no binomial histogram to compare with, said as such."""
+    def constant(x, rate, seed, noise_shape=None):
+        return (x / (1 - rate)).astype(x.dtype) if keep else np.zeros_like(x)
+
+    c = _run(constant, seed=4, shape=(4000,)).check("call_independence")
+    assert (c.passed, c.pvalue, c.detail) == (None, None, "every draw kept, or every draw dropped")
