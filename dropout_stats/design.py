@@ -206,7 +206,7 @@ def _min_num_samples(p: float, delta: float, alpha: float, beta: float) -> int:
     guess = max(1, int(math.ceil(guess)))
     # the normal approximation is within a few percent here; widen geometrically if not
     lo, hi = max(1, int(guess * 0.97)), max(2, int(guess * 1.03) + 2)
-    while not ok(hi):
+    while hi > 10**15 or not ok(hi):  # a guess past 1e15 is not evaluated (numpy's int64 ends at 9.2e18)
         lo, hi = hi, int(hi * 1.25) + 2
         if hi > 10**15:
             raise ValueError("no sample size up to 1e15 reaches the requested power")

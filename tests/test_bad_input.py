@@ -212,6 +212,11 @@ TABLE = [
     api(lambda: ds.verify(stateless, rate=0.2, discrepancy=-1), ValueError, "discrepancy (-1.0) must be a finite"),
     api(lambda: ds.verify(stateless, rate=0.2, discrepancy=float("inf")), ValueError,
         "discrepancy (inf) must be a finite number > 0"),
+    api(lambda: ds.verify(_numpy_only, rate=1e-12, backend="numpy"), ValueError,
+        "rate (1e-12) keeps 0.999999999999 of the draws: detecting a discrepancy of 1e-14 in it would take more "
+        "than 1e15 draws; pass a larger discrepancy="),
+    api(lambda: ds.verify(_numpy_only, rate=1 - 2**-53, backend="numpy"), ValueError,
+        "rate (0.9999999999999999) keeps 1.11022302462516e-16 of the draws"),
     api(lambda: ds.verify(stateless, rate=0.2, seed=-1), ValueError, "seed (-1) must be >= 0"),
     api(lambda: ds.verify(stateless, rate=0.2, seed=2**31), ValueError, "must be < 2**31 - 1"),
     api(lambda: ds.verify(stateless, rate=0.2, max_calls=0), ValueError, "max_calls (0) must be >= 5"),

@@ -233,6 +233,16 @@ def test_small_designs_against_a_scan_of_scipys_power():
         assert n == 1 or brute_force_power(n - 1, p, alts, alpha) < 1 - beta, (p, delta, n)
 
 
+def test_a_first_guess_past_1e15_is_not_evaluated():
+    """keep 1e-16 at a discrepancy of 1e-18: the normal approximation's first guess is ~1e21
+    draws, past numpy's int64; the search gives up with its own error, not scipy's TypeError."""
+    with pytest.raises(ValueError, match="no sample size up to 1e15 reaches the requested power"):
+        min_num_samples_for_rate_test(1e-16, 1e-18)
+    # a first guess of ~7e15 (between 1e15 and 1e16): given up too, not evaluated
+    with pytest.raises(ValueError, match="no sample size up to 1e15 reaches the requested power"):
+        min_num_samples_for_rate_test(1e-10, 1e-12)
+
+
 def test_the_search_gives_up_past_1e15_draws(monkeypatch):
     """A power that never reaches the target (the power function replaced by 0): the search
     widens geometrically (x1.25 + 2) and stops with a clear error once it would ask past 1e15,

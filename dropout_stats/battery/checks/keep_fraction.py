@@ -40,7 +40,12 @@ class KeepFraction(Family):
     def _design(self):
         if self.test is None:
             cfg, a = self.cfg, self.run.alpha_seq
-            self.test = SequentialRateTest(cfg.keep, cfg.delta, false_fail_rate=a, false_pass_rate=cfg.beta)
+            try:
+                self.test = SequentialRateTest(cfg.keep, cfg.delta, false_fail_rate=a, false_pass_rate=cfg.beta)
+            except ValueError:  # past 1e15 draws: a keep probability near 0 or 1 with its default discrepancy
+                raise ValueError(
+                    f"rate ({cfg.rate!r}) keeps {cfg.keep:.15g} of the draws: detecting a discrepancy of "
+                    f"{cfg.delta:.3g} in it would take more than 1e15 draws; pass a larger discrepancy=") from None
             # the structure checks need enough draws to see a 4x larger effect
             self.min_n = min_num_samples_for_rate_test(
                 cfg.keep, min(4 * cfg.delta, 0.5 * max(cfg.keep, 1 - cfg.keep)), false_fail_rate=a,
