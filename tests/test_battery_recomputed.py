@@ -162,6 +162,7 @@ def test_threshold_checks_are_the_recorded_masks(recorded):
         parts.append(f"{lo['rate']:.4g}->{hi['rate']:.4g}: {flipped}/{a.size} flipped, expected share {share:.6g}")
     nesting, flips = r.check("threshold_nesting"), r.check("threshold_flips")
     assert nesting.values["violations"] == violations == 0 and nesting.samples == total
+    assert nesting.passed is True and nesting.detail == ""
     assert flips.pvalue == pytest.approx(min(1.0, 2 * min(ps)), rel=REL, abs=0) and flips.samples == total
     assert flips.detail == "exact binomial test per rate pair (Bonferroni inside): " + "; ".join(parts)
     rates = [c["rate"] for c in sweep]
@@ -389,6 +390,7 @@ def test_threshold_nesting_counts_the_recorded_violations():
     violations = sum(int(np.count_nonzero(hi["kept"] & ~lo["kept"])) for lo, hi in zip(sweep, sweep[1:]))
     c = r.check("threshold_nesting")
     assert c.passed is False and c.values["violations"] == violations > 0
+    assert c.detail == "the mask is not a threshold of one uniform draw per position"
     assert c.observed == f"{violations} positions kept at a higher rate but dropped at a lower one"
 
 
@@ -952,3 +954,20 @@ def test_call_independence_of_an_fn_that_keeps_or_drops_everything(keep):
 
     c = _run(constant, seed=4, shape=(4000,)).check("call_independence")
     assert (c.passed, c.pvalue, c.detail) == (None, None, "every draw kept, or every draw dropped")
+
+
+def test_a_sweep_rate_that_keeps_nothing_leaves_one_rate_pair():
+    """At rate 1 - 2^-53 the sweep's top rate (1 + rate) / 2 rounds to 1.0 and keeps nothing: it
+    is left out, and the two rates left make one pair, still tested (a discrepancy of 0.01 makes
+    the keep fraction's design feasible at keep 1.1e-16)."""
+    rate = 1 - 2 ** -53
+    rec = Recorder()
+    r = _run(rec, seed=4, shape=(4096,), rate=rate, discrepancy=0.01, max_calls=50)
+    sweep = sorted(rec.by_offset(4, 4), key=lambda c: c["rate"])
+    assert [c["rate"] for c in sweep] == [rate / 2, rate]
+    lo, hi = sweep
+    flipped = int(np.count_nonzero(lo["kept"] & ~hi["kept"]))
+    share = float(Fraction(1.0 - lo["rate"]) - Fraction(1.0 - rate))
+    flips = r.check("threshold_flips")
+    assert flips.pvalue == pytest.approx(stats.binomtest(flipped, 4096, share).pvalue, rel=REL, abs=0)
+    assert flips.observed == "1 rate pairs" and r.check("threshold_nesting").passed
