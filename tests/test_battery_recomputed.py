@@ -956,18 +956,27 @@ def test_call_independence_of_an_fn_that_keeps_or_drops_everything(keep):
     assert (c.passed, c.pvalue, c.detail) == (None, None, "every draw kept, or every draw dropped")
 
 
-def test_a_sweep_rate_that_keeps_nothing_leaves_one_rate_pair():
-    """At rate 1 - 2^-53 the sweep's top rate (1 + rate) / 2 rounds to 1.0 and keeps nothing: it
-    is left out, and the two rates left make one pair, still tested (a discrepancy of 0.01 makes
-    the keep fraction's design feasible at keep 1.1e-16)."""
-    rate = 1 - 2 ** -53
+@pytest.mark.parametrize("rate", [1 - 2 ** -53, 2 ** -53])
+def test_a_sweep_rate_that_keeps_all_or_nothing_leaves_one_rate_pair(rate):
+    """At rate 1 - 2^-53 the sweep's top rate (1 + rate) / 2 rounds to 1.0 and keeps nothing; at
+    rate 2^-53 the bottom one, rate / 2, keeps everything (1 - 2^-54 rounds to 1.0).  That rate is
+    left out, and the two left make one pair, planned and tested (a discrepancy of 0.01 makes the
+    keep fraction's design feasible so close to 0 or 1)."""
     rec = Recorder()
     r = _run(rec, seed=4, shape=(4096,), rate=rate, discrepancy=0.01, max_calls=50)
     sweep = sorted(rec.by_offset(4, 4), key=lambda c: c["rate"])
-    assert [c["rate"] for c in sweep] == [rate / 2, rate]
+    assert [c["rate"] for c in sweep] == ([rate / 2, rate] if rate > 0.5 else [rate, (1 + rate) / 2])
     lo, hi = sweep
     flipped = int(np.count_nonzero(lo["kept"] & ~hi["kept"]))
-    share = float(Fraction(1.0 - lo["rate"]) - Fraction(1.0 - rate))
+    share = float(Fraction(1.0 - lo["rate"]) - Fraction(1.0 - hi["rate"]))
     flips = r.check("threshold_flips")
     assert flips.pvalue == pytest.approx(stats.binomtest(flipped, 4096, share).pvalue, rel=REL, abs=0)
-    assert flips.observed == "1 rate pairs" and r.check("threshold_nesting").passed
+    assert flips.observed == "1 rate pairs" and flips.level is not None and r.check("threshold_nesting").passed
+    # the pair is planned: ten entries share the budget (keep_fraction, threshold_flips,
+    # seed_independence, neighbour_independence, two homogeneity, value and call independence,
+    # auto- and cross-correlation), so the keep fraction's share is alpha / 10
+    planned = ["keep_fraction", "threshold_flips", "seed_independence", "neighbour_independence",
+               "homogeneity_blocks", "homogeneity_strided", "value_independence", "call_independence",
+               "autocorrelation", "cross_correlation"]
+    assert [c.name for c in r.checks if c.name in planned] == planned
+    assert r.check("keep_fraction").level == pytest.approx(ALPHA / len(planned), rel=1e-12, abs=0)
