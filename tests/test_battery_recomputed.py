@@ -980,3 +980,54 @@ def test_a_sweep_rate_that_keeps_all_or_nothing_leaves_one_rate_pair(rate):
                "autocorrelation", "cross_correlation"]
     assert [c.name for c in r.checks if c.name in planned] == planned
     assert r.check("keep_fraction").level == pytest.approx(ALPHA / len(planned), rel=1e-12, abs=0)
+
+
+def _main_calls_expected(rec, r, s):
+    """The main calls the documented stopping rule makes: after each main call, another one is
+    made while the keep fraction's sequential test is undecided, or its fresh draws so far are
+    fewer than min_n (the draws that see a 4x larger discrepancy, at the test's level), or fewer
+    than MIN_CALLS (5) main calls were made, or (stateless) fewer than the seed check's stored
+    masks (seed_other's calls + 1)."""
+    k = r.check("keep_fraction")
+    delta, beta = r.config["discrepancy"], r.config["false_pass_rate"]
+    keep = r.check("keep_fraction").values["expected"]
+    min_n = ds.min_num_samples_for_rate_test(keep, min(4 * delta, 0.5 * max(keep, 1 - keep)),
+                                             false_fail_rate=k.level, false_pass_rate=beta)
+    store = len(rec.by_offset(s, 1)) + 1
+    seen, drawn, after = set(), 0, []
+    for c in rec.calls:
+        if c["rate"] == r.config["rate"] and c["seed"] not in seen:
+            seen.add(c["seed"])
+            drawn += _units(c).size
+            if c["seed"][0] == s:  # a main call
+                after.append(drawn)
+    for m in range(1, len(after) + 1):
+        if m >= 5 and m >= store and after[m - 1] >= min_n and after[m - 1] >= k.values["n"]:
+            return m, min_n
+    return len(after), min_n
+
+
+def test_the_main_calls_stop_where_the_documented_rule_says(recorded):
+    rec, r, kw = recorded
+    want, _ = _main_calls_expected(rec, r, kw["seed"])
+    assert len(rec.by_offset(kw["seed"], 0)) == want
+
+
+class KeepsHalf(Recorder):
+    """Keeps half of the draws whatever the rate: the sequential test fails within a few calls."""
+
+    def __call__(self, x, rate, seed, noise_shape=None):
+        y = super().__call__(x, 0.5, seed, noise_shape)
+        self.calls[-1]["rate"] = rate  # the rate asked for
+        return y
+
+
+def test_a_run_decided_early_still_draws_min_n_for_the_structure_checks():
+    """The keep fraction fails after a few thousand draws; the main calls go on until min_n
+    draws (135,000 here, more than the 64 stored masks of 1,024 units give), then stop."""
+    rec = KeepsHalf()
+    r = _run(rec, seed=6, shape=(1024,))
+    want, min_n = _main_calls_expected(rec, r, 6)
+    k = r.check("keep_fraction")
+    assert k.passed is False and k.values["n"] < 64 * 1024 < min_n
+    assert len(rec.by_offset(6, 0)) == want > 64
