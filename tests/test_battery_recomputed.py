@@ -1031,3 +1031,22 @@ def test_a_run_decided_early_still_draws_min_n_for_the_structure_checks():
     k = r.check("keep_fraction")
     assert k.passed is False and k.values["n"] < 64 * 1024 < min_n
     assert len(rec.by_offset(6, 0)) == want > 64
+
+
+def test_min_n_sees_an_effect_of_at_most_half_the_larger_side():
+    """A discrepancy of 0.2 asks min_n to see 4 x 0.2 = 0.8, beyond keep 0.7 itself: the effect is
+    capped at half of max(keep, 1 - keep) = 0.35.  Stateful, two draws a call: no stored masks to
+    wait for, so min_n alone sets the main calls."""
+    calls = []
+
+    def two(x, rate, noise_shape=None):
+        u = np.random.default_rng(len(calls)).random(x.shape)
+        calls.append(u >= rate)
+        return np.where(calls[-1], x * x.dtype.type(1 / (1 - rate)), x.dtype.type(0)).astype(x.dtype)
+
+    r = _run(two, stateful=True, shape=(2,), discrepancy=0.2)
+    k = r.check("keep_fraction")
+    min_n = ds.min_num_samples_for_rate_test(0.7, 0.35, false_fail_rate=k.level,
+                                             false_pass_rate=r.config["false_pass_rate"])
+    want = max(5, math.ceil(min_n / 2), math.ceil(k.values["n"] / 2))
+    assert len(calls) == want and math.ceil(min_n / 2) == want > 5, (len(calls), min_n, k.values)
