@@ -304,6 +304,9 @@ def test_keep_fraction_counts_a_prefix_of_the_fresh_draws(recorded):
     c = r.check("keep_fraction")
     assert (c.values["kept"], c.values["n"]) in prefix[1:]
     assert c.samples == c.values["n"]
+    kept, n = c.values["kept"], c.values["n"]
+    assert c.values["fraction"] == kept / n and c.observed == f"{kept}/{n} = {kept / n:.6g}"
+    assert c.expected == "0.7 (exact for float32)" and c.values["expected"] == 0.7
     # its interval is Clopper-Pearson at the test's own level; its detail names the fixed-n design
     ci = stats.binomtest(c.values["kept"], c.values["n"]).proportion_ci(1 - c.level)
     assert c.interval == pytest.approx((ci.low, ci.high), rel=1e-9, abs=0)

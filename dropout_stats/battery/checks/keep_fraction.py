@@ -89,7 +89,7 @@ class KeepFraction(Family):
         # detects less, and then the detail says how much
         weaker = ""
         if truncated:
-            detectable = min_discrepancy_detectable(cfg.keep, max(res.n, 1), false_fail_rate=alpha_seq,
+            detectable = min_discrepancy_detectable(cfg.keep, res.n, false_fail_rate=alpha_seq,
                                                     false_pass_rate=cfg.beta)
             weaker = f"; cut short by max_calls, the {res.n:,} draws used detect only +-{detectable:.3g}"
         fixed_n = min_num_samples_for_rate_test(cfg.keep, cfg.delta, false_fail_rate=alpha_seq,
