@@ -365,6 +365,26 @@ EQUIVALENT: dict[tuple[str, int, str], str] = {  # (module, line, mutation) -> w
     ("dropout_stats/battery/checks/call_independence.py", 58, "And -> Or"):
         "expected_cells is empty only when all positions together expect under 1,000, i.e. under 1,000 "
         "positions, and the check needs 3,000; otherwise a leftover of o = e = 0 adds nothing",
+    ("dropout_stats/battery/checks/_common.py", 10, "256 -> 255"):
+        "numpy 1's popcount table: numpy >= 2 (this environment's) counts bits natively and never reads it",
+    ("dropout_stats/battery/checks/_common.py", 10, "256 -> 257"):
+        "numpy 1's popcount table: numpy >= 2 (this environment's) counts bits natively and never reads it",
+    ("dropout_stats/battery/checks/_common.py", 30, "Or -> And"):
+        "a table with a margin of 0 or n admits one table, so its exact Fisher p-value is 1 too: the "
+        "shortcut only skips the sum",
+    ("dropout_stats/battery/checks/_common.py", 43, "True -> False"):
+        _HOLM_SETS_IT,
+    ("dropout_stats/battery/checks/_common.py", 59, "4 -> 3"):
+        "half precision (itemsize 2) widens to float32 under < 3, < 4, < 5 and <= 4 alike; float32 "
+        "widened to float32 is itself; float64 (8) never",
+    ("dropout_stats/battery/checks/_common.py", 59, "4 -> 5"):
+        "half precision (itemsize 2) widens to float32 under < 3, < 4, < 5 and <= 4 alike; float32 "
+        "widened to float32 is itself; float64 (8) never",
+    ("dropout_stats/battery/checks/_common.py", 59, "Lt -> LtE"):
+        "half precision (itemsize 2) widens to float32 under < 3, < 4, < 5 and <= 4 alike; float32 "
+        "widened to float32 is itself; float64 (8) never",
+    ("dropout_stats/battery/checks/noise_shape.py", 79, "True -> False"):
+        _HOLM_SETS_IT,
     ("dropout_stats/counts.py", 28, "1 -> 2"): "the block size changes the blocks, not the counts",
     ("dropout_stats/counts.py", 28, "16 -> 15"): "the block size changes the blocks, not the counts",
     ("dropout_stats/counts.py", 28, "16 -> 17"): "the block size changes the blocks, not the counts",

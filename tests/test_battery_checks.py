@@ -109,3 +109,8 @@ def test_a_table_of_pairs_is_tested_whenever_it_holds_a_pair():
     for table in ([1, 1, 1, 1], [0, 1, 0, 1], [0, 30, 0, 100], [5, 5, 100, 100]):
         c = table_check("row_independence", np.array(table), "pairs", "r")
         assert (c.passed, c.pvalue, c.samples) == (True, 1.0, table[3]), table
+    # a margin of 1 is not degenerate: one pair kept together among 100 has p = 1/100 (scipy's)
+    from scipy import stats
+
+    c = table_check("row_independence", np.array([1, 1, 1, 100]), "pairs", "r")
+    assert c.pvalue == pytest.approx(stats.fisher_exact([[1, 0], [0, 99]]).pvalue, rel=1e-12, abs=0) < 1

@@ -199,6 +199,7 @@ def test_pair_checks_are_the_recorded_masks(recorded):
         n = sum(u.size for u in first)
         assert c.values == pytest.approx({"agreement": (both + (n - na - nb + both)) / n,
                                           "kept_given_partner_kept": both / na, "kept": nb / n}, rel=1e-12, abs=0)
+        assert c.expected == f"P(kept) = {nb / n:.6g} (independent)"
         pairing = "(0,1), (2,3)" if int(np.argmin([p for p, _ in tested])) == 0 else "(1,2), (3,4)"
         assert c.detail == (f"Fisher exact test on {n:,} pairs along axis {axis} ({pairing}, ...); keep rate of the "
                             f"first {na / n:.6g}; the worse of {len(tested)} pairings (Bonferroni)")
@@ -286,8 +287,13 @@ def test_noise_shape_units_are_the_probe_units(recorded):
     calls = f"{len(probe)} call{'s' if len(probe) > 1 else ''}"
     assert c.detail == f"x {shape}, noise_shape {noise}: one draw per unit, {calls}"
     assert c.observed == f"{kept}/{n} units kept = {kept / n:.6g}"
+    assert c.values["fraction"] == kept / n and c.values["expected"] == 0.7
+    # the probe draws at least 65,536 units, in whole calls: as few calls as reach that (at most
+    # max_calls: two units a call would need 32,768)
+    assert len(probe) == min(math.ceil(65_536 / math.prod(noise)), r.config["max_calls"])
     consistency = r.check("noise_shape_consistency")
-    assert consistency.samples == n and consistency.values["inconsistent"] == 0
+    assert consistency.samples == n and consistency.values["inconsistent"] == 0 and consistency.passed
+    assert consistency.detail == "" and consistency.observed == f"0 of {n:,} units with mixed fate"
 
 
 def test_keep_fraction_counts_a_prefix_of_the_fresh_draws(recorded):
@@ -1053,3 +1059,12 @@ def test_min_n_sees_an_effect_of_at_most_half_the_larger_side():
                                              false_pass_rate=r.config["false_pass_rate"])
     want = max(5, math.ceil(min_n / 2), math.ceil(k.values["n"] / 2))
     assert len(calls) == want and math.ceil(min_n / 2) == want > 5, (len(calls), min_n, k.values)
+
+
+def test_a_probe_of_two_calls_says_calls():
+    """Shape (128, 2, 2, 256): the probe's noise shape (128, 1, 1, 256) holds 32,768 units, so
+    65,536 take two calls, and the detail says so in the plural."""
+    rec = Recorder()
+    c = _run(rec, seed=5, shape=(128, 2, 2, 256)).check("noise_shape_units")
+    assert len(rec.by_offset(5, 2)) == 2
+    assert c.detail == "x [128, 2, 2, 256], noise_shape [128, 1, 1, 256]: one draw per unit, 2 calls"
