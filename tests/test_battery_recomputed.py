@@ -290,7 +290,7 @@ def test_noise_shape_units_are_the_probe_units(recorded):
     assert c.values["fraction"] == kept / n and c.values["expected"] == 0.7
     # the probe draws at least 65,536 units, in whole calls: as few calls as reach that (at most
     # max_calls: two units a call would need 32,768)
-    assert len(probe) == min(math.ceil(65_536 / math.prod(noise)), r.config["max_calls"])
+    assert len(probe) == min(math.ceil(65_536 / math.prod(noise)), kw.get("max_calls", 20_000))
     consistency = r.check("noise_shape_consistency")
     assert consistency.samples == n and consistency.values["inconsistent"] == 0 and consistency.passed
     assert consistency.detail == "" and consistency.observed == f"0 of {n:,} units with mixed fate"
