@@ -107,18 +107,21 @@ def test_strict_nominal_fails_bfloat16_tensorflow():
     assert r.check("keep_fraction").passed is False
 
 
-def test_xla_stream_is_named_plainly():
+@pytest.mark.parametrize("shape,probe", [(None, [256, 1, 1, 256]), ((64, 1024), [64, 1])])
+def test_xla_stream_is_named_plainly(shape, probe):
+    """An fn under XLA against the eager reference: the first two main masks and the probe's first
+    units compared (with 4 masks stored at (64, 1024), still two), every count recomputed."""
     fn = tf.function(stateless, jit_compile=True)
-    r = ds.verify(fn, rate=0.2, false_fail_rate=A)
+    r = ds.verify(fn, rate=0.2, shape=shape, false_fail_rate=A)
     mech = r.check("mechanism")
     assert mech.passed is False and "XLA" in mech.detail and "tensorflow-xla" in mech.detail
     # compared: the main masks of seeds (0, 0) and (0, 1) and the probe's first units (seed (2, 0)),
     # each against TensorFlow's eager stateless_uniform, recomputed here
     draw = tf.function(lambda shape, seed: tf.random.stateless_uniform(shape, seed=seed), jit_compile=True)
     differ = total = 0
-    for shape, seed in ((r.config["shape"], [0, 0]), (r.config["shape"], [0, 1]), ([256, 1, 1, 256], [2, 0])):
-        eager = tf.random.stateless_uniform(shape, seed=seed).numpy() >= np.float32(0.2)
-        xla = draw(tf.constant(shape), tf.constant(seed)).numpy() >= np.float32(0.2)
+    for where, seed in ((r.config["shape"], [0, 0]), (r.config["shape"], [0, 1]), (probe, [2, 0])):
+        eager = tf.random.stateless_uniform(where, seed=seed).numpy() >= np.float32(0.2)
+        xla = draw(tf.constant(where), tf.constant(seed)).numpy() >= np.float32(0.2)
         differ += int(np.count_nonzero(eager != xla))
         total += eager.size
     assert mech.values == {"mismatches": differ, "compared": total} and mech.samples == total and differ > 0
@@ -127,7 +130,7 @@ def test_xla_stream_is_named_plainly():
                                   "float32) >= rate; ")
     assert mech.expected == "kept == (stateless_uniform >= fl(rate)), bit for bit"
     assert mech.reproduce.endswith("seed pairs [[0, 0], [0, 1], [2, 0]]")
-    r2 = ds.verify(fn, rate=0.2, reference="tensorflow-xla", false_fail_rate=A)
+    r2 = ds.verify(fn, rate=0.2, shape=shape, reference="tensorflow-xla", false_fail_rate=A)
     m2 = r2.check("mechanism")
     assert m2.passed and m2.values == {"mismatches": 0, "compared": total} and m2.detail == ""
     assert m2.expected == "kept == (XLA stateless_uniform >= fl(rate)), bit for bit"
