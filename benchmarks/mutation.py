@@ -510,6 +510,8 @@ ALIVE: dict[tuple[str, int, str], str] = {
         "another crossing of the sawtooth (power(n) >= 1 - beta > power(n - 1)), which the contract allows; tests pin the README's design and the small designs, not every start of the search",
     ("dropout_stats/design.py", 211, "Gt -> GtE"):
         'the 1e15 give-up at a bound of exactly 1e15 (hi >= 1e15): the widening never lands on it in any test (tests/test_design.py::test_the_search_gives_up_past_1e15_draws pins the bound otherwise)',
+    ("dropout_stats/design.py", 209, "Gt -> GtE"):
+        "a first guess of exactly 1e15 draws would be given up instead of evaluated; no design's guess is",
     ("dropout_stats/battery/checks/call_independence.py", 54, "GtE -> Gt"):
         "a pooled expected count of exactly 1000.0 (a float sum of positions times binomial pmf values) closes "
         "a cell under >= and not under >; no test has one",
@@ -517,6 +519,14 @@ ALIVE: dict[tuple[str, int, str], str] = {
         "a leftover tail that expects positions but holds none (o = 0, e > 0) keeps its expected count out "
         "of the last cell; in the recorded runs the leftover holds 125 to 905 positions, or nothing with "
         "nothing expected (measured on the 7 configs with >= 3,000 positions), so it does not occur",
+    ("dropout_stats/battery/checks/scale.py", 129, "1 -> 2"):
+        "the closest formula is ranked by its largest ULP distance, then by its count of differing values: the mutant ranks by one of them alone (or by the sample size, equal for all); they differ only when two formulas tie on the distance and not the count, or the reverse, and no test's defect makes such a tie (seen in the screen with tests/test_battery_recomputed.py alone)",
+    ("dropout_stats/battery/checks/scale.py", 129, "2 -> 1"):
+        "the closest formula is ranked by its largest ULP distance, then by its count of differing values: the mutant ranks by one of them alone (or by the sample size, equal for all); they differ only when two formulas tie on the distance and not the count, or the reverse, and no test's defect makes such a tie (seen in the screen with tests/test_battery_recomputed.py alone)",
+    ("dropout_stats/battery/checks/scale.py", 129, "2 -> 3"):
+        "the closest formula is ranked by its largest ULP distance, then by its count of differing values: the mutant ranks by one of them alone (or by the sample size, equal for all); they differ only when two formulas tie on the distance and not the count, or the reverse, and no test's defect makes such a tie (seen in the screen with tests/test_battery_recomputed.py alone)",
+    ("dropout_stats/battery/checks/affine.py", 61, "1 -> 2"):
+        "the closest formula is ranked by its largest ULP distance, then by its count of differing values: the mutant ranks by one of them alone (or by the sample size, equal for all); they differ only when two formulas tie on the distance and not the count, or the reverse, and no test's defect makes such a tie (seen in the screen with tests/test_battery_recomputed.py alone)",
     ("dropout_stats/battery/checks/scale.py", 158, "Lt -> LtE"):
         "reports a design bias of exactly 1e-6 (a float from exact fractions); no configuration in the tests "
         "has one",

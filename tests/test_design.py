@@ -238,9 +238,11 @@ def test_a_first_guess_past_1e15_is_not_evaluated():
     draws, past numpy's int64; the search gives up with its own error, not scipy's TypeError."""
     with pytest.raises(ValueError, match="no sample size up to 1e15 reaches the requested power"):
         min_num_samples_for_rate_test(1e-16, 1e-18)
-    # a first guess of ~7e15 (between 1e15 and 1e16): given up too, not evaluated
-    with pytest.raises(ValueError, match="no sample size up to 1e15 reaches the requested power"):
-        min_num_samples_for_rate_test(1e-10, 1e-12)
+    # first guesses of ~6.4e15 and ~1.6e15 (between 1e15 and 1e16, and 1e15 and 11**15): given up
+    # too, not evaluated
+    for delta in (1e-12, 2e-12):
+        with pytest.raises(ValueError, match="no sample size up to 1e15 reaches the requested power"):
+            min_num_samples_for_rate_test(1e-10, delta)
 
 
 def test_the_search_gives_up_past_1e15_draws(monkeypatch):
