@@ -209,7 +209,7 @@ def _min_num_samples(p: float, delta: float, alpha: float, beta: float) -> int:
     while hi > 10**15 or not ok(hi):  # a guess past 1e15 is not evaluated (numpy's int64 ends at 9.2e18)
         lo, hi = hi, int(hi * 1.25) + 2
         if hi > 10**15:
-            raise ValueError("no sample size up to 1e15 reaches the requested power")
+            raise SampleSizeTooLarge("no sample size up to 1e15 reaches the requested power")
     if lo == 1 and ok(1):
         return 1
     while ok(lo):
@@ -298,3 +298,7 @@ def _region(n: int, p: float, alpha: float) -> RejectionRegion:
     elif high - 1 > p * n and rejects(high - 1):
         high -= 1
     return RejectionRegion(n, p, alpha, low, high)
+
+
+class SampleSizeTooLarge(ValueError):
+    """The sample-size search gave up past 1e15 draws (defined last: it keeps the lines above)."""

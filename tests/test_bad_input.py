@@ -213,10 +213,12 @@ TABLE = [
     api(lambda: ds.verify(stateless, rate=0.2, discrepancy=float("inf")), ValueError,
         "discrepancy (inf) must be a finite number > 0"),
     api(lambda: ds.verify(_numpy_only, rate=1e-12, backend="numpy"), ValueError,
-        "rate (1e-12) keeps 0.999999999999 of the draws: detecting a discrepancy of 1e-14 in it would take more "
-        "than 1e15 draws; pass a larger discrepancy="),
+        "rate (1e-12): testing the keep probability 0.999999999999 for a discrepancy of 1e-14 (discrepancy=; by "
+        "default 1% of min(keep, 1 - keep)) would take more than 1e15 draws; pass a larger discrepancy"),
     api(lambda: ds.verify(_numpy_only, rate=1 - 2**-53, backend="numpy"), ValueError,
-        "rate (0.9999999999999999) keeps 1.11022302462516e-16 of the draws"),
+        "rate (0.9999999999999999): testing the keep probability 1.11022302462516e-16 for a discrepancy"),
+    api(lambda: ds.verify(_numpy_only, rate=0.5, discrepancy=0.8, backend="numpy"), ValueError,
+        "discrepancy (0.8) must leave keep_prob (0.5) +- discrepancy inside [0, 1] on one side"),
     api(lambda: ds.verify(stateless, rate=0.2, seed=-1), ValueError, "seed (-1) must be >= 0"),
     api(lambda: ds.verify(stateless, rate=0.2, seed=2**31), ValueError, "must be < 2**31 - 1"),
     api(lambda: ds.verify(stateless, rate=0.2, max_calls=0), ValueError, "max_calls (0) must be >= 5"),

@@ -233,10 +233,21 @@ def test_small_designs_against_a_scan_of_scipys_power():
         assert n == 1 or brute_force_power(n - 1, p, alts, alpha) < 1 - beta, (p, delta, n)
 
 
-def test_a_first_guess_past_1e15_is_not_evaluated():
+def test_a_first_guess_past_1e15_is_not_evaluated(monkeypatch):
     """keep 1e-16 at a discrepancy of 1e-18: the normal approximation's first guess is ~1e21
-    draws, past numpy's int64; the search gives up with its own error, not scipy's TypeError."""
-    with pytest.raises(ValueError, match="no sample size up to 1e15 reaches the requested power"):
+    draws, past numpy's int64; the search gives up with its own error, not scipy's TypeError,
+    and never computes a power past 1e15 draws."""
+    import dropout_stats.design as design
+
+    power = design._power
+
+    def bounded(n, *args):
+        assert n <= 10**15, n
+        return power(n, *args)
+
+    monkeypatch.setattr(design, "_power", bounded)
+    design._min_num_samples.cache_clear()
+    with pytest.raises(design.SampleSizeTooLarge, match="no sample size up to 1e15 reaches the requested power"):
         min_num_samples_for_rate_test(1e-16, 1e-18)
     # first guesses of ~6.4e15 and ~1.6e15 (between 1e15 and 1e16, and 1e15 and 11**15): given up
     # too, not evaluated

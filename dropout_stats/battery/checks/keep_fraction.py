@@ -18,7 +18,7 @@ Tested in tests/test_verify.py (corpus) and tests/test_sequential.py (error rate
 from __future__ import annotations
 
 from ...binomial import proportion_ci
-from ...design import min_discrepancy_detectable, min_num_samples_for_rate_test
+from ...design import SampleSizeTooLarge, min_discrepancy_detectable, min_num_samples_for_rate_test
 from ...report import Check, Finding
 from ...sequential import SequentialRateTest
 from ..config import MIN_CALLS
@@ -42,10 +42,11 @@ class KeepFraction(Family):
             cfg, a = self.cfg, self.run.alpha_seq
             try:
                 self.test = SequentialRateTest(cfg.keep, cfg.delta, false_fail_rate=a, false_pass_rate=cfg.beta)
-            except ValueError:  # past 1e15 draws: a keep probability near 0 or 1 with its default discrepancy
+            except SampleSizeTooLarge:  # a keep probability near 0 or 1 with its default discrepancy
                 raise ValueError(
-                    f"rate ({cfg.rate!r}) keeps {cfg.keep:.15g} of the draws: detecting a discrepancy of "
-                    f"{cfg.delta:.3g} in it would take more than 1e15 draws; pass a larger discrepancy=") from None
+                    f"rate ({cfg.rate!r}): testing the keep probability {cfg.keep:.15g} for a discrepancy of "
+                    f"{cfg.delta:.3g} (discrepancy=; by default 1% of min(keep, 1 - keep)) would take more than "
+                    "1e15 draws; pass a larger discrepancy") from None
             # the structure checks need enough draws to see a 4x larger effect
             self.min_n = min_num_samples_for_rate_test(
                 cfg.keep, min(4 * cfg.delta, 0.5 * max(cfg.keep, 1 - cfg.keep)), false_fail_rate=a,
@@ -73,7 +74,7 @@ class KeepFraction(Family):
         alpha_seq = run.alpha_seq
         if test.n == 0:  # every call's units had mixed fate (only with a noise shape): no draw to count
             return [Check("keep_fraction", None, "statistical",
-                          detail=f"no draws: every call's units had kept and dropped elements "
+                          detail=f"no draws: every call had units with kept and dropped elements "
                                  f"(noise_shape {list(cfg.noise_shape)} ignored, see noise_shape_consistency)")]
         truncated = run.main_calls >= cfg.max_calls and test.n < test.n_max
         if test.verdict == "continue":

@@ -84,7 +84,8 @@ class Threshold(Family):
             reproduce=cfg.reproduce(f"rates {rates}, seed {list(self.run.seed_pair(0, offset=4))}"))
         flips = Check(
             "threshold_flips", True, "statistical", min(1.0, min(flips_p) * len(flips_p)), None, total,
-            observed=f"{len(details)} rate pairs", expected="flip share = keep(lower) - keep(higher)",
+            observed=f"{len(details)} rate pair{'s' if len(details) > 1 else ''}",
+            expected="flip share = keep(lower) - keep(higher)",
             detail="exact binomial test per rate pair (Bonferroni inside): " + "; ".join(details),
             reproduce=cfg.reproduce())
         return [nesting, flips]
