@@ -68,7 +68,7 @@ class ValueIndependence(Family):
 
 
 def value_groups(x: np.ndarray, fmt) -> tuple[np.ndarray, np.ndarray]:
-    """Each position's group by x: 2 * (bin of |x|, 0 .. VALUE_BINS - 1) + (x < 0), and the
+    """Each position's group by x: 2 * (bin of |x|, 0 .. VALUE_BINS - 1) + (x's sign bit), and the
     groups' sizes.  Bins split the range of |x|'s bit patterns (monotone in |x|) equally: pattern
     m is in bin floor(VALUE_BINS (m - lo) / (hi - lo + 1)), read from the bins' first patterns,
     which are found in Python's exact integers."""
