@@ -61,6 +61,17 @@ SLOW = {
 }
 STATISTICS = [m for m in TESTS if "/battery/" not in m]
 _HOLM_SETS_IT = "the runner's Holm step sets the verdict of every entry with a p-value; this initial one is never read"
+_SEED_SLICE_NEVER_CUTS = ('the slice never cuts: seed_other makes min(store_limit, max_calls) - 1 calls and the main calls '
+    'stored are at least one more (more() asks for store_limit of them unless max_calls ends the run)')
+_FAST_PATH_PAIRS = ("the last axis's uint16 read is a fast path: off, the general pairing counts the same table")
+_G_TWO_DIVIDES = ('g = min(16, positions) is 2 only for 2 positions, which divide evenly: the reshape and reduceat '
+    'give the same sums, and g = 1 is handled the same by both')
+_REDUCEAT_ANY_THRESHOLD = ('reached when positions do not divide into g blocks (then g is 16: more than 16 positions, so any'
+    ' threshold from 1 to 16 picks reduceat) or for one position (g = 1: reduceat at [0] is flat[:1])')
+_NUMPY1_POPCOUNT = ("numpy 1's popcount table: numpy >= 2 (this environment's) counts bits natively and never reads "
+    'it')
+_HALF_WIDENS = ('half precision (itemsize 2) widens to float32 under < 3, < 4, < 5 and <= 4 alike; float32 '
+    'widened to float32 is itself; float64 (8) never')
 EQUIVALENT: dict[tuple[str, int, str], str] = {  # (module, line, mutation) -> why it cannot be told apart
     ("dropout_stats/binomial.py", 74, "False -> True"): "dataclass(repr=True) keeps a __repr__ the class defines",
     ("dropout_stats/binomial.py", 65, "Gt -> GtE"): "Wilson's low bound at k = 0 is 0 up to rounding",
@@ -309,11 +320,9 @@ EQUIVALENT: dict[tuple[str, int, str], str] = {  # (module, line, mutation) -> w
         "a fourth table stays empty: its p-value is 1 and its n 0, so the minimum, the Bonferroni factor (the "
         "literal 3), the sample count and argmin's first-of-equals are unchanged",
     ("dropout_stats/battery/checks/seeds.py", 78, "1 -> 0"):
-        "the slice never cuts: seed_other makes min(store_limit, max_calls) - 1 calls and the main calls "
-        "stored are at least one more (more() asks for store_limit of them unless max_calls ends the run)",
+        _SEED_SLICE_NEVER_CUTS,
     ("dropout_stats/battery/checks/seeds.py", 78, "Sub -> Add"):
-        "the slice never cuts: seed_other makes min(store_limit, max_calls) - 1 calls and the main calls "
-        "stored are at least one more (more() asks for store_limit of them unless max_calls ends the run)",
+        _SEED_SLICE_NEVER_CUTS,
     ("dropout_stats/battery/checks/scale.py", 64, "0 -> 1"):
         "the formula that matched before is moved to the front for speed only: a call's verdict is whether "
         "any formula matches, and the one recorded is set once, by the first call",
@@ -323,24 +332,19 @@ EQUIVALENT: dict[tuple[str, int, str], str] = {  # (module, line, mutation) -> w
     ("dropout_stats/battery/checks/pairs.py", 79, "2 -> 1"):
         "length is even here (the odd last one cut off just before), so length < 1 and length < 2 agree",
     ("dropout_stats/battery/checks/pairs.py", 82, "Sub -> Add"):
-        "the last axis's uint16 read is a fast path: off, the general pairing counts the same table",
+        _FAST_PATH_PAIRS,
     ("dropout_stats/battery/checks/pairs.py", 82, "1 -> 0"):
-        "the last axis's uint16 read is a fast path: off, the general pairing counts the same table",
+        _FAST_PATH_PAIRS,
     ("dropout_stats/battery/checks/homogeneity.py", 49, "GtE -> Gt"):
-        "g = min(16, positions) is 2 only for 2 positions, which divide evenly: the reshape and reduceat "
-        "give the same sums, and g = 1 is handled the same by both",
+        _G_TWO_DIVIDES,
     ("dropout_stats/battery/checks/homogeneity.py", 49, "2 -> 3"):
-        "g = min(16, positions) is 2 only for 2 positions, which divide evenly: the reshape and reduceat "
-        "give the same sums, and g = 1 is handled the same by both",
+        _G_TWO_DIVIDES,
     ("dropout_stats/battery/checks/homogeneity.py", 52, "GtE -> Gt"):
-        "reached when positions do not divide into g blocks (then g is 16: more than 16 positions, so any "
-        "threshold from 1 to 16 picks reduceat) or for one position (g = 1: reduceat at [0] is flat[:1])",
+        _REDUCEAT_ANY_THRESHOLD,
     ("dropout_stats/battery/checks/homogeneity.py", 52, "2 -> 1"):
-        "reached when positions do not divide into g blocks (then g is 16: more than 16 positions, so any "
-        "threshold from 1 to 16 picks reduceat) or for one position (g = 1: reduceat at [0] is flat[:1])",
+        _REDUCEAT_ANY_THRESHOLD,
     ("dropout_stats/battery/checks/homogeneity.py", 52, "2 -> 3"):
-        "reached when positions do not divide into g blocks (then g is 16: more than 16 positions, so any "
-        "threshold from 1 to 16 picks reduceat) or for one position (g = 1: reduceat at [0] is flat[:1])",
+        _REDUCEAT_ANY_THRESHOLD,
     ("dropout_stats/battery/checks/homogeneity.py", 50, "1 -> 2"):
         "numpy's reshape(g, -2) is reshape(g, -1): any negative is 'the rest'",
     ("dropout_stats/battery/checks/homogeneity.py", 52, "1 -> 0"):
@@ -361,23 +365,20 @@ EQUIVALENT: dict[tuple[str, int, str], str] = {  # (module, line, mutation) -> w
         "expected_cells is empty only when all positions together expect under 1,000, i.e. under 1,000 "
         "positions, and the check needs 3,000; otherwise a leftover of o = e = 0 adds nothing",
     ("dropout_stats/battery/checks/_common.py", 10, "256 -> 255"):
-        "numpy 1's popcount table: numpy >= 2 (this environment's) counts bits natively and never reads it",
+        _NUMPY1_POPCOUNT,
     ("dropout_stats/battery/checks/_common.py", 10, "256 -> 257"):
-        "numpy 1's popcount table: numpy >= 2 (this environment's) counts bits natively and never reads it",
+        _NUMPY1_POPCOUNT,
     ("dropout_stats/battery/checks/_common.py", 30, "Or -> And"):
         "a table with a margin of 0 or n admits one table, so its exact Fisher p-value is 1 too: the "
         "shortcut only skips the sum",
     ("dropout_stats/battery/checks/_common.py", 43, "True -> False"):
         _HOLM_SETS_IT,
     ("dropout_stats/battery/checks/_common.py", 59, "4 -> 3"):
-        "half precision (itemsize 2) widens to float32 under < 3, < 4, < 5 and <= 4 alike; float32 "
-        "widened to float32 is itself; float64 (8) never",
+        _HALF_WIDENS,
     ("dropout_stats/battery/checks/_common.py", 59, "4 -> 5"):
-        "half precision (itemsize 2) widens to float32 under < 3, < 4, < 5 and <= 4 alike; float32 "
-        "widened to float32 is itself; float64 (8) never",
+        _HALF_WIDENS,
     ("dropout_stats/battery/checks/_common.py", 59, "Lt -> LtE"):
-        "half precision (itemsize 2) widens to float32 under < 3, < 4, < 5 and <= 4 alike; float32 "
-        "widened to float32 is itself; float64 (8) never",
+        _HALF_WIDENS,
     ("dropout_stats/battery/checks/noise_shape.py", 79, "True -> False"):
         _HOLM_SETS_IT,
     ("dropout_stats/counts.py", 28, "1 -> 2"): "the block size changes the blocks, not the counts",
