@@ -19,11 +19,10 @@ import functools
 import math
 from dataclasses import dataclass
 
-import numpy as np
 from scipy import optimize, special, stats
 
 from ._checks import check_count, check_open_unit, check_positive
-from ._exact import binom_two_sided_pvalue, binom_upper_quantile
+from ._exact import binom_two_sided_pvalue
 
 __all__ = [
     "RejectionRegion",
@@ -33,8 +32,9 @@ __all__ = [
     "min_discrepancy_detectable",
 ]
 
-_RERR = 1 + 1e-7          # scipy.stats.binomtest's relative tolerance for "as likely"
-_FULL_SUPPORT_MAX_N = 20_000
+
+class SampleSizeTooLarge(ValueError):
+    """The sample-size search gave up: no n up to 1e15 draws reaches the requested power."""
 
 
 @dataclass(frozen=True)
@@ -70,86 +70,41 @@ def rejection_region_for_rate_test(n, keep_prob, *, false_fail_rate=1e-6) -> Rej
     return _region(n, p, alpha)
 
 
-def _searched_region(n: int, p: float, alpha: float) -> RejectionRegion:
-    if n <= _FULL_SUPPORT_MAX_N:
-        return _region_contiguous(n, p, alpha, 0, n)
-    # Two small windows around the tail quantiles at alpha / 2; the exact minlike boundaries
-    # lie near them.  Widen until both boundaries are pinned inside their windows.
-    a0 = int(stats.binom.ppf(alpha / 2, n, p))
-    b0 = binom_upper_quantile(alpha / 2, n, p)  # not binom.isf: it says n below alpha ~ 1e-16
-    mode_lo, mode_hi = math.floor(p * n), math.ceil(p * n)
-    half = 64
-    while True:
-        lw = (max(0, a0 - half), min(a0 + half, mode_lo - 1))
-        uw = (max(b0 - half, mode_hi + 1), min(n, b0 + half))
-        if lw[1] - lw[0] < 2 or uw[1] - uw[0] < 2 or half > n:
-            return _region_contiguous(n, p, alpha, max(0, a0 - half), min(n, b0 + half))
-        found = _region_windows(n, p, alpha, lw, uw)
-        if found is not None:
-            return found
-        half *= 4
+def _region(n: int, p: float, alpha: float) -> RejectionRegion:
+    """rate_test's region, read from rate_test's own p-value (so a level equal to a p-value
+    rejects that count exactly as rate_test does).  The pmf rises up to the mean and falls after
+    it, so a count's p-value (the mass of every count no more likely) never grows walking
+    outward: the rejected counts are [0, low] and [high, n], and each boundary is where a
+    monotone verdict turns, bracketed from the tail quantile at alpha / 2 (near the boundary)."""
+    def rejects(k: int) -> bool:
+        return binom_two_sided_pvalue(k, n, p) <= alpha
 
-
-def _tail_masses(n, p, lo_w, hi_w) -> float:
-    below = stats.binom.cdf(lo_w - 1, n, p) if lo_w > 0 else 0.0
-    above = stats.binom.sf(hi_w, n, p) if hi_w < n else 0.0
-    return float(below + above)
-
-
-def _pvalues(pmf: np.ndarray, outside: float) -> np.ndarray:
-    order = np.sort(pmf)
-    cum = outside + np.cumsum(order)
-    idx = np.searchsorted(order, pmf * _RERR, side="right") - 1
-    return np.where(idx >= 0, cum[np.maximum(idx, 0)], outside)
-
-
-def _region_contiguous(n: int, p: float, alpha: float, lo_w: int, hi_w: int) -> RejectionRegion:
-    # Outcomes outside [lo_w, hi_w] are less likely than any inside (unimodal pmf), so they
-    # enter every p-value as one known mass.
-    k = np.arange(lo_w, hi_w + 1)
-    pmf = stats.binom.pmf(k, n, p)
-    reject = (_pvalues(pmf, _tail_masses(n, p, lo_w, hi_w)) <= alpha) & (k != p * n)
-    below = k < p * n
-    lower, upper = k[reject & below], k[reject & ~below]
-    low = int(lower.max()) if lower.size else lo_w - 1
-    high = int(upper.min()) if upper.size else hi_w + 1
+    below, above = math.ceil(p * n) - 1, math.floor(p * n) + 1  # the counts under and over the mean
+    low = _last_true(rejects, below, int(stats.binom.ppf(alpha / 2, n, p)))
+    # the upper tail read outward as j = n - k, rejected on a prefix of [0, n - above]
+    high = n - _last_true(lambda j: rejects(n - j), n - above, int(stats.binom.ppf(alpha / 2, n, 1 - p)))
     return RejectionRegion(n, p, alpha, low, high)
 
 
-def _region_windows(n, p, alpha, lw, uw):
-    kl = np.arange(lw[0], lw[1] + 1)
-    ku = np.arange(uw[0], uw[1] + 1)
-    pl = stats.binom.pmf(kl, n, p)
-    pu = stats.binom.pmf(ku, n, p)
-    pmf = np.concatenate([pl, pu])
-    pval = _pvalues(pmf, _tail_masses(n, p, lw[0], uw[1]))
-    # Between the windows every outcome is more likely than the windows' inner ends; a p-value
-    # is exact when its threshold admits all of the outer tails and none of the middle.
-    thr = pmf * _RERR
-    outer_max = max(pl[0] if lw[0] > 0 else 0.0, pu[-1] if uw[1] < n else 0.0)
-    valid = (thr >= outer_max) & (thr < min(pl[-1], pu[0]))
-    reject = pval <= alpha
-    low = _boundary(kl, valid[: kl.size], reject[: kl.size], lw[0] == 0, lower=True)
-    high = _boundary(ku, valid[kl.size:], reject[kl.size:], uw[1] == n, lower=False)
-    if low is None or high is None:
-        return None
-    return RejectionRegion(n, p, alpha, low, high)
-
-
-def _boundary(k, valid, reject, at_edge, *, lower):
-    """The last rejected count before the first accepted one, read from inside the window."""
-    if not lower:  # mirror the upper tail so both read outward -> inward
-        k, valid, reject = k[::-1], valid[::-1], reject[::-1]
-    accepted = np.flatnonzero(valid & ~reject)
-    if accepted.size == 0:
-        return None
-    first = accepted[0]
-    if first == 0:
-        # nothing rejected inside the window: fine only when the window reaches the support's edge
-        return (int(k[0]) - 1 if lower else int(k[0]) + 1) if at_edge else None
-    if not (valid[first - 1] and reject[first - 1]):
-        return None
-    return int(k[first - 1])
+def _last_true(pred, top: int, guess: int) -> int:
+    """The largest j in [0, top] with pred(j), -1 if none, for a pred true on a prefix of
+    [0, top] and false after it.  Steps doubling from the guess bracket the turn, a bisection
+    finds it: O(log distance) calls, and the answer does not depend on the guess."""
+    lo, hi = -1, top + 1  # pred(lo) holds or lo = -1; pred(hi) fails or hi = top + 1
+    j, step = min(max(guess, 0), top), 1
+    while lo < j < hi:
+        if pred(j):
+            lo, j = j, j + step
+        else:
+            hi, j = j, j - step
+        step *= 2
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if pred(mid):
+            lo = mid
+        else:
+            hi = mid
+    return lo
 
 
 def _alternatives(p: float, delta: float) -> list[float]:
@@ -277,28 +232,3 @@ def _bracket(gap, guess: float, room: float) -> tuple[float, float]:
             return lo, hi
     return 0.0, room
 
-
-def _region(n: int, p: float, alpha: float) -> RejectionRegion:
-    """The searched region, its boundaries settled by rate_test's own p-value: where alpha
-    equals a p-value exactly, the search's sum (another order of the same terms) can round the
-    tie the other way (n = 10, keep 0.5, alpha = binomtest(2, 10, 0.5).pvalue gave (1, 9))."""
-    region = _searched_region(n, p, alpha)
-
-    def rejects(k: int) -> bool:
-        return 0 <= k <= n and k != p * n and binom_two_sided_pvalue(k, n, p) <= alpha
-
-    # a tie moves a boundary by one count at most: a search further off stays off (and shows)
-    low, high = region.low, region.high
-    if low >= 0 and not rejects(low):
-        low -= 1
-    elif low + 1 < p * n and rejects(low + 1):
-        low += 1
-    if high <= n and not rejects(high):
-        high += 1
-    elif high - 1 > p * n and rejects(high - 1):
-        high -= 1
-    return RejectionRegion(n, p, alpha, low, high)
-
-
-class SampleSizeTooLarge(ValueError):
-    """The sample-size search gave up past 1e15 draws (defined last: it keeps the lines above)."""
