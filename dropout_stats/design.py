@@ -33,6 +33,9 @@ __all__ = [
 ]
 
 
+_MAX_DRAWS = 10**15  # the largest design searched (numpy's int64 counts end at 9.2e18)
+
+
 class SampleSizeTooLarge(ValueError):
     """The sample-size search gave up: no n up to 1e15 draws reaches the requested power."""
 
@@ -56,6 +59,16 @@ class RejectionRegion:
         lower = stats.binom.cdf(self.low, self.n, p) if self.low >= 0 else 0.0
         upper = stats.binom.sf(self.high - 1, self.n, p) if self.high <= self.n else 0.0
         return float(lower + upper)
+
+    def miss(self, true_keep_prob: float) -> float:
+        """P(accept), 1 - power, summed from the tails that hold the least mass, so that a
+        false-pass rate far below 1e-16 is resolved (1 - power rounds it away)."""
+        q, n = float(true_keep_prob), self.n
+        above_low = stats.binom.sf(self.low, n, q)        # P(K > low); 1 for low = -1
+        below_high = stats.binom.cdf(self.high - 1, n, q)  # P(K < high); 1 for high = n + 1
+        if above_low <= below_high:  # K mostly at or below low: both upper tails are small
+            return float(above_low - stats.binom.sf(self.high - 1, n, q))
+        return float(below_high - stats.binom.cdf(self.low, n, q))
 
 
 def _check_keep_prob(keep_prob) -> float:
@@ -129,15 +142,21 @@ def _power(n: int, p: float, alts: list[float], alpha: float) -> float:
     return min(region.power(q) for q in alts)
 
 
+def _miss(n: int, p: float, alts: list[float], alpha: float) -> float:
+    region = _region(n, p, alpha)
+    return max(region.miss(q) for q in alts)
+
+
 def min_num_samples_for_rate_test(keep_prob, discrepancy, *, false_fail_rate=1e-6,
                                   false_pass_rate=1e-3) -> int:
     """Draws the exact two-sided rate test needs to catch a keep-probability error.
 
-    Returns n with power(n) >= 1 - false_pass_rate > power(n - 1), the power taken at both
-    keep_prob - discrepancy and keep_prob + discrepancy (the sides inside [0, 1]) for the test
-    at level false_fail_rate.  Exact power is a sawtooth in n (the rejection region moves by
-    whole counts): n is the crossing found by bisection from the normal approximation, and a
-    test should draw exactly n, no more, to keep the stated false-pass rate.
+    Returns n with miss(n) <= false_pass_rate < miss(n - 1), miss(n) the larger probability that
+    the test at level false_fail_rate accepts n draws at keep_prob - discrepancy or keep_prob +
+    discrepancy (the sides inside [0, 1]), 1 - power.  Exact power is a sawtooth in n (the
+    rejection region moves by whole counts): n is the crossing found by bisection from the
+    normal approximation, and a test should draw exactly n, no more, to keep the stated
+    false-pass rate.  SampleSizeTooLarge (a ValueError) past 1e15 draws.
     """
     p = _check_keep_prob(keep_prob)
     delta = check_positive(discrepancy, "discrepancy")
@@ -151,26 +170,22 @@ def min_num_samples_for_rate_test(keep_prob, discrepancy, *, false_fail_rate=1e-
 def _min_num_samples(p: float, delta: float, alpha: float, beta: float) -> int:
     # pure and called with the same arguments many times by a battery or an audit: cached
     alts = _alternatives(p, delta)
-    target = 1.0 - beta
 
-    def ok(n: int) -> bool:
-        return _power(n, p, alts, alpha) >= target
+    def ok(n: int) -> bool:  # n draws miss every alternative with probability <= beta
+        return n > 0 and _miss(n, p, alts, alpha) <= beta
 
-    za, zb = -special.ndtri(alpha / 2), -special.ndtri(beta)  # stable for tiny alpha (1 - 1e-31 == 1)
+    za, zb = -special.ndtri(alpha / 2), -special.ndtri(beta)  # stable for tiny rates (1 - 1e-31 == 1)
     guess = max(((za * math.sqrt(p * (1 - p)) + zb * math.sqrt(q * (1 - q))) / delta) ** 2 for q in alts)
-    guess = max(1, int(math.ceil(guess)))
-    # the normal approximation is within a few percent here; widen geometrically if not
-    lo, hi = max(1, int(guess * 0.97)), max(2, int(guess * 1.03) + 2)
-    while hi > 10**15 or not ok(hi):  # a guess past 1e15 is not evaluated (numpy's int64 ends at 9.2e18)
-        lo, hi = hi, int(hi * 1.25) + 2
-        if hi > 10**15:
+    guess = min(_MAX_DRAWS, math.ceil(guess))
+    # the normal approximation is within a few percent here; widen geometrically if not, up to
+    # _MAX_DRAWS, which is tried itself
+    lo, hi = int(guess * 0.97), min(_MAX_DRAWS, int(guess * 1.03) + 2)
+    while not ok(hi):
+        if hi == _MAX_DRAWS:
             raise SampleSizeTooLarge("no sample size up to 1e15 reaches the requested power")
-    if lo == 1 and ok(1):
-        return 1
-    while ok(lo):
-        hi, lo = lo, max(1, int(lo * 0.8))
-        if lo == 1 and ok(1):
-            return 1
+        lo, hi = hi, min(_MAX_DRAWS, int(hi * 1.25) + 2)
+    while ok(lo):  # the guess overshot: walk down (0 draws never suffice)
+        hi, lo = lo, int(lo * 0.8)
     while hi - lo > 1:  # invariant: not ok(lo), ok(hi)
         mid = (lo + hi) // 2
         if ok(mid):
@@ -198,29 +213,30 @@ def min_discrepancy_detectable(keep_prob, n, *, false_fail_rate=1e-6, false_pass
 @functools.lru_cache(maxsize=1024)
 def _min_discrepancy(p: float, n: int, alpha: float, beta: float) -> float:
     # pure; an audit asks it for the same (keep, n) once per entry point: cached
-    target = 1.0 - beta
     region = _region(n, p, alpha)
     result = 0.0
     for sign, room in ((-1, p), (+1, 1 - p)):
-        def gap(d: float) -> float:
-            return region.power(p + sign * d) - target
-        if gap(room) < 0:
+        def gap(d: float) -> float:  # >= 0: detected
+            return beta - region.miss(p + sign * d)
+        if gap(room) < 0:  # at the edge K is 0 or n for sure: miss is 0 or 1 there
             return math.inf
-        if gap(0.0) >= 0:  # cannot happen for alpha < 1 - beta, kept for safety
+        if gap(0.0) >= 0:  # the test rejects at keep_prob itself with probability >= 1 - beta
             continue
-        lo, hi = _bracket(gap, _one_tail_guess(region, target, sign), room)
+        lo, hi = _bracket(gap, _one_tail_guess(region, beta, sign), room)
         # 1e-10 relative: far below any discrepancy worth reporting, and half the power evaluations
         result = max(result, optimize.brentq(gap, lo, hi, xtol=1e-15, rtol=1e-10))
     return float(result)
 
 
-def _one_tail_guess(region: RejectionRegion, target: float, sign: int) -> float:
-    """The discrepancy at which the near tail alone reaches the target power (the far tail
-    adds less than alpha): a starting point within a hair of the root."""
+def _one_tail_guess(region: RejectionRegion, beta: float, sign: int) -> float:
+    """The discrepancy at which the near tail alone misses with probability beta (the far tail
+    adds less than alpha to the power): a starting point within a hair of the root.  P(K > k)
+    at keep q is the regularized incomplete beta I_q(k + 1, n - k), inverted here."""
     n, p = region.n, region.keep_prob
-    if sign < 0:
-        return p - float(special.bdtri(region.low, n, target)) if region.low >= 0 else math.nan
-    return (1 - float(special.bdtri(n - region.high, n, target))) - p if region.high <= n else math.nan
+    if sign < 0:  # P(K > low) = beta
+        return p - float(special.betaincinv(region.low + 1, n - region.low, beta)) if region.low >= 0 else math.nan
+    # P(K < high) = beta, read on n - K
+    return (1 - float(special.betaincinv(n - region.high + 1, region.high, beta))) - p if region.high <= n else math.nan
 
 
 def _bracket(gap, guess: float, room: float) -> tuple[float, float]:

@@ -128,11 +128,12 @@ def test_regions_are_frozen():
 
 
 def test_small_regions_at_loose_levels_are_scipys():
-    """Every count of n <= 30 at levels up to 0.3: the region's least likely counts (whose p-value
-    is their own mass plus the unseen tails) and ties between the two tails decide here."""
+    """Every count of n <= 30 at levels up to 0.99: the region's least likely counts (whose p-value
+    is their own mass plus the unseen tails) and ties between the two tails decide here, and at
+    0.9 and 0.99 every count but the most likely few is rejected (the tails meet the mean)."""
     for n in range(1, 31):
-        for p in (0.1, 0.25, 0.5, 0.7, 0.9, 0.97):
-            for alpha in (0.3, 0.05, 0.01, 1e-3):
+        for p in (0.1, 0.25, 0.4, 0.5, 0.7, 0.9, 0.97):
+            for alpha in (0.99, 0.9, 0.5, 0.3, 0.05, 0.01, 1e-3):
                 region = rejection_region_for_rate_test(n, p, false_fail_rate=alpha)
                 for k in range(n + 1):
                     assert region.rejects(k) == (stats.binomtest(k, n, p).pvalue <= alpha), (n, p, alpha, k)
@@ -191,42 +192,41 @@ def test_small_designs_against_a_scan_of_scipys_power():
         alts = [q for q in (p - delta, p + delta) if 0 <= q <= 1]
         assert brute_force_power(n, p, alts, alpha) >= 1 - beta, (p, delta, n)
         assert n == 1 or brute_force_power(n - 1, p, alts, alpha) < 1 - beta, (p, delta, n)
+    assert min_num_samples_for_rate_test(0.2, 0.25, false_fail_rate=0.2, false_pass_rate=0.6) == 3
 
 
 def test_a_first_guess_past_1e15_is_not_evaluated(monkeypatch):
     """keep 1e-16 at a discrepancy of 1e-18: the normal approximation's first guess is ~1e21
-    draws, past numpy's int64; the search gives up with its own error, not scipy's TypeError,
-    and never computes a power past 1e15 draws."""
+    draws, past numpy's int64; the search tries 1e15 draws instead, nothing beyond, and gives up
+    with its own error, not scipy's TypeError.  So do first guesses of ~6.4e15 and ~1.6e15."""
     import dropout_stats.design as design
 
-    power = design._power
+    miss, asked = design._miss, []
 
     def bounded(n, *args):
-        assert n <= 10**15, n
-        return power(n, *args)
+        asked.append(n)
+        return miss(n, *args)
 
-    monkeypatch.setattr(design, "_power", bounded)
+    monkeypatch.setattr(design, "_miss", bounded)
     design._min_num_samples.cache_clear()
-    with pytest.raises(design.SampleSizeTooLarge, match="no sample size up to 1e15 reaches the requested power"):
-        min_num_samples_for_rate_test(1e-16, 1e-18)
-    # first guesses of ~6.4e15 and ~1.6e15 (between 1e15 and 1e16, and 1e15 and 11**15): given up
-    # too, not evaluated
-    for delta in (1e-12, 2e-12):
-        with pytest.raises(ValueError, match="no sample size up to 1e15 reaches the requested power"):
-            min_num_samples_for_rate_test(1e-10, delta)
+    for keep, delta in ((1e-16, 1e-18), (1e-10, 1e-12), (1e-10, 2e-12)):
+        asked.clear()
+        with pytest.raises(design.SampleSizeTooLarge, match="no sample size up to 1e15 reaches the requested power"):
+            min_num_samples_for_rate_test(keep, delta)
+        assert asked == [10**15], (keep, delta, asked)
 
 
-def test_the_search_gives_up_past_1e15_draws(monkeypatch):
-    """A power that never reaches the target (the power function replaced by 0): the search
-    widens geometrically (x1.25 + 2) and stops with a clear error once it would ask past 1e15,
-    having asked at most 1e15 and one step short of it."""
+def test_the_search_widens_to_1e15_draws_and_gives_up(monkeypatch):
+    """A test that never rejects (miss replaced by 1): from the first guess's bracket the search
+    widens by x1.25 + 2 and tries 1e15 draws itself last, then stops with a clear error."""
     import dropout_stats.design as design
 
     asked = []
-    monkeypatch.setattr(design, "_power", lambda n, *a: asked.append(n) or 0.0)
+    monkeypatch.setattr(design, "_miss", lambda n, *a: asked.append(n) or 1.0)
     with pytest.raises(ValueError, match="no sample size up to 1e15 reaches the requested power"):
         design._min_num_samples.__wrapped__(0.5, 0.01, 1e-6, 1e-3)
-    assert max(asked) <= 10**15 < int(max(asked) * 1.25) + 2
+    assert asked[-1] == 10**15 and asked[-2] < 10**15 < int(asked[-2] * 1.25) + 2
+    assert all(b == int(a * 1.25) + 2 for a, b in zip(asked[:-2], asked[1:-1])), asked
 
 
 def test_a_level_above_the_target_power_detects_any_discrepancy():
@@ -247,6 +247,20 @@ def test_the_root_bracket_is_tight_only_when_it_holds_the_root():
     assert (lo, hi) == (0.1 * (1 - 1e-6), 0.1 * (1 + 1e-6)) and gap(lo) < 0 <= gap(hi)
     for guess in (math.nan, -0.1, 0.5, 0.2, 0.05):
         assert _bracket(gap, guess, 0.3) == (0.0, 0.3), guess
+    # the bracket's ends exactly on the root: a low end there does not bracket (gap(lo) < 0 fails),
+    # a high end there does (0 <= gap(hi))
+    at_low, at_high = 0.10000010000010001, 0.09999990000010002  # floats with guess * (1 -+ 1e-6) == 0.1
+    assert at_low * (1 - 1e-6) == 0.1 == at_high * (1 + 1e-6)
+    assert _bracket(gap, at_low, 0.3) == (0.0, 0.3)
+    assert _bracket(gap, at_high, 0.3) == (at_high * (1 - 1e-6), 0.1)
+
+    def gap_near_room(d):
+        return d - 0.2999999
+    # a guess at the room or past it is no guess, though its bracket would hold the root; one just
+    # inside the room is, its high end clipped to the room
+    for guess in (0.3, 0.3000001):
+        assert _bracket(gap_near_room, guess, 0.3) == (0.0, 0.3), guess
+    assert _bracket(gap_near_room, 0.29999995, 0.3) == (0.29999995 * (1 - 1e-6), 0.3)
 
 
 def test_one_draw_is_a_design_and_none_is_refused():
@@ -298,3 +312,80 @@ def test_the_boundary_search_is_a_scan_from_any_guess():
         asked = []
         assert _last_true(lambda j: asked.append(j) or j <= turn, 10**6, guess) == turn
         assert len(asked) <= 2 * math.log2(abs(guess - turn) + 2) + 3, (turn, guess, len(asked))
+
+
+def test_the_near_tail_guess_brackets_the_root_at_strict_levels(monkeypatch):
+    """At levels of 1e-3 and below the far tail adds too little power to move the root by 1e-6
+    relative, so the near tail's own root (one bdtri call) gives the tight bracket on every side
+    searched, over keeps 0.02 to 0.97 and n from 50 to 10^7 (at level 0.05 it misses by more,
+    e.g. keep 0.1, n = 10^5, beta 0.2: 0.0026436 against 0.0026732, and [0, room] is searched)."""
+    import itertools
+
+    import dropout_stats.design as design
+
+    brackets = []
+    bracket = design._bracket
+    monkeypatch.setattr(design, "_bracket", lambda gap, guess, room: brackets.append(
+        (room, bracket(gap, guess, room))) or brackets[-1][1])
+    for p, n, alpha, beta in itertools.product((0.02, 0.1, 0.5, 0.8, 0.97), (50, 1000, 10**5, 10**7),
+                                               (1e-3, 1e-6, 1e-12), (0.2, 1e-3)):
+        design._min_discrepancy.__wrapped__(p, n, alpha, beta)
+    assert len(brackets) > 100, len(brackets)
+    for room, searched in brackets:
+        assert searched != (0.0, room), (room, searched)
+
+
+def test_a_false_pass_rate_equal_to_a_designs_miss_is_met_by_it():
+    """beta set to the miss probability of 1,932 draws exactly (keep 0.3, discrepancy 0.06, level
+    1e-3): the tie counts as met (miss <= beta), and the search returns 1,932 itself; under a
+    strict < that n fails and the search lands elsewhere."""
+    region = rejection_region_for_rate_test(1932, 0.3, false_fail_rate=1e-3)
+    beta = max(region.miss(q) for q in (0.3 - 0.06, 0.3 + 0.06))
+    n = min_num_samples_for_rate_test(0.3, 0.06, false_fail_rate=1e-3, false_pass_rate=beta)
+    assert n == 1932, (beta, n)
+
+
+def _miss_by_pmf_sum(n, p, alpha, q):
+    """P(accept) at keep q: scipy's pmf summed over the counts rate_test accepts (its region's
+    boundary verdicts checked against binomtest first)."""
+    r = rejection_region_for_rate_test(n, p, false_fail_rate=alpha)
+    for k, rejected in ((r.low, True), (r.low + 1, False), (r.high - 1, False), (r.high, True)):
+        if 0 <= k <= n:
+            assert (stats.binomtest(k, n, p).pvalue <= alpha) == rejected, (n, p, alpha, k)
+    return float(np.sum(stats.binom.pmf(np.arange(r.low + 1, r.high), n, q)))
+
+
+# the pmf sum adds at most 10^4 positive terms: relative error below 10^4 * 2^-53 = 1.2e-12
+_SUM_RTOL = 1e4 * 2.0**-53
+
+
+def test_false_pass_rates_far_below_1e16_are_resolved():
+    """1 - 1e-17 rounds to 1, so a power alone cannot tell a design at false-pass rate 1e-17 (the
+    old search, comparing power with 1 - beta, returned 4,277 draws at keep 0.5 and discrepancy
+    0.1, which miss 0.4 and 0.6 with probability 5.4e-17).  Sized on the miss probability itself, n
+    misses with probability <= beta and n - 1 does not, by a sum of scipy's pmf, at 1e-17, 1e-20
+    and 1e-40; and the detectable discrepancy at that n is within the one asked for."""
+    for beta in (1e-17, 1e-20, 1e-40):
+        n = min_num_samples_for_rate_test(0.5, 0.1, false_pass_rate=beta)
+        miss_n = max(_miss_by_pmf_sum(n, 0.5, 1e-6, q) for q in (0.4, 0.6))
+        miss_before = max(_miss_by_pmf_sum(n - 1, 0.5, 1e-6, q) for q in (0.4, 0.6))
+        assert miss_n <= beta * (1 + _SUM_RTOL) and miss_before > beta * (1 - _SUM_RTOL), (beta, n)
+        assert min_discrepancy_detectable(0.5, n, false_pass_rate=beta) <= 0.1
+
+
+def test_miss_is_the_accepted_mass_down_to_1e200():
+    """RejectionRegion.miss against the pmf sum over the accepted counts, at alternatives 0 to 40
+    standard deviations from the null on both sides (miss from ~1 down to 5e-223, and 0), and
+    with empty tails (5 draws at 1e-3: miss 1); and against 1 - power where that is resolved
+    (1 - power carries an absolute rounding of ~1e-16: relative 1e-12 once miss > 1e-3)."""
+    smallest = 1.0
+    for n, p, alpha in ((2000, 0.5, 1e-6), (3000, 0.1, 1e-9), (10**4, 0.8, 1e-3), (5, 0.5, 1e-3)):
+        region = rejection_region_for_rate_test(n, p, false_fail_rate=alpha)
+        sd = (p * (1 - p) / n) ** 0.5
+        for q in {min(max(p + z * sd, 1e-9), 1 - 1e-9) for z in (-40, -20, -10, -6, -3, -1, 0, 1, 3, 6, 10, 20, 40)}:
+            expected, got = _miss_by_pmf_sum(n, p, alpha, q), region.miss(q)
+            assert got == pytest.approx(expected, rel=_SUM_RTOL, abs=0) or got == expected == 0.0, (n, p, q, got, expected)
+            if expected > 1e-3:
+                assert got == pytest.approx(1 - region.power(q), rel=1e-12, abs=0), (n, p, q)
+            smallest = min(smallest, expected) if expected > 0 else smallest
+    assert smallest < 1e-200, smallest
