@@ -174,9 +174,13 @@ def _min_num_samples(p: float, delta: float, alpha: float, beta: float) -> int:
     def ok(n: int) -> bool:  # n draws miss every alternative with probability <= beta
         return n > 0 and _miss(n, p, alts, alpha) <= beta
 
-    za, zb = -special.ndtri(alpha / 2), -special.ndtri(beta)  # stable for tiny rates (1 - 1e-31 == 1)
-    guess = max(((za * math.sqrt(p * (1 - p)) + zb * math.sqrt(q * (1 - q))) / delta) ** 2 for q in alts)
-    guess = min(_MAX_DRAWS, math.ceil(guess))
+    za, zb = float(-special.ndtri(alpha / 2)), float(-special.ndtri(beta))  # stable for tiny rates
+
+    def normal_n(q: float) -> float:  # z * z, not z ** 2: inf past the float range, not OverflowError
+        z = (za * math.sqrt(p * (1 - p)) + zb * math.sqrt(q * (1 - q))) / delta
+        return z * z
+
+    guess = math.ceil(min(max(normal_n(q) for q in alts), _MAX_DRAWS))
     # the normal approximation is within a few percent here; widen geometrically if not, up to
     # _MAX_DRAWS, which is tried itself
     lo, hi = int(guess * 0.97), min(_MAX_DRAWS, int(guess * 1.03) + 2)

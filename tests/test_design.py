@@ -198,7 +198,8 @@ def test_small_designs_against_a_scan_of_scipys_power():
 def test_a_first_guess_past_1e15_is_not_evaluated(monkeypatch):
     """keep 1e-16 at a discrepancy of 1e-18: the normal approximation's first guess is ~1e21
     draws, past numpy's int64; the search tries 1e15 draws instead, nothing beyond, and gives up
-    with its own error, not scipy's TypeError.  So do first guesses of ~6.4e15 and ~1.6e15."""
+    with its own error, not scipy's TypeError.  So do first guesses of ~6.4e15 and ~1.6e15, and
+    one past the float range (discrepancy 1e-200: its square overflowed to OverflowError before)."""
     import dropout_stats.design as design
 
     miss, asked = design._miss, []
@@ -209,7 +210,7 @@ def test_a_first_guess_past_1e15_is_not_evaluated(monkeypatch):
 
     monkeypatch.setattr(design, "_miss", bounded)
     design._min_num_samples.cache_clear()
-    for keep, delta in ((1e-16, 1e-18), (1e-10, 1e-12), (1e-10, 2e-12)):
+    for keep, delta in ((1e-16, 1e-18), (1e-10, 1e-12), (1e-10, 2e-12), (0.5, 1e-200)):
         asked.clear()
         with pytest.raises(design.SampleSizeTooLarge, match="no sample size up to 1e15 reaches the requested power"):
             min_num_samples_for_rate_test(keep, delta)
@@ -389,3 +390,19 @@ def test_miss_is_the_accepted_mass_down_to_1e200():
                 assert got == pytest.approx(1 - region.power(q), rel=1e-12, abs=0), (n, p, q)
             smallest = min(smallest, expected) if expected > 0 else smallest
     assert smallest < 1e-200, smallest
+
+
+def test_which_crossing_the_search_returns_is_pinned():
+    """Exact power is a sawtooth with many crossings; the search's start (the normal
+    approximation, its x0.97 and x1.03 + 2 bracket, the x1.25 + 2 widening) picks one.  These five
+    designs pin which, each checked to be a crossing by scipy's pmf over rate_test's accepted
+    counts.  Every single change of those lines lands elsewhere on at least one of them (found by
+    running the 26 changes of the start, the widening and the walk down on 231 random designs with
+    n <= 1,500: 23 moved 6 to 231 of them, 2 failed on one, 1 ran past 90 s)."""
+    for (p, delta, alpha, beta), pinned in [((0.344, 0.1211, 0.01, 0.2), 193), ((0.432, 0.2203, 0.01, 0.2), 56),
+                                            ((0.451, 0.2598, 0.01, 0.2), 43), ((0.502, 0.2779, 0.01, 0.001), 93),
+                                            ((0.343, 0.1245, 0.01, 0.2), 185)]:
+        n = min_num_samples_for_rate_test(p, delta, false_fail_rate=alpha, false_pass_rate=beta)
+        assert n == pinned, (p, delta, alpha, beta, n)
+        assert max(_miss_by_pmf_sum(n, p, alpha, q) for q in (p - delta, p + delta)) <= beta * (1 + _SUM_RTOL)
+        assert max(_miss_by_pmf_sum(n - 1, p, alpha, q) for q in (p - delta, p + delta)) > beta * (1 - _SUM_RTOL)
