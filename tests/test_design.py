@@ -283,6 +283,18 @@ def test_an_empty_tail_is_stored_as_documented():
     assert (r.low, r.high) == (-1, 6) and r.power(0.1) == 0.0
 
 
+def test_tails_of_one_count_have_their_mass():
+    """Ten draws at keep 0.5 and level 0.01 reject only 0 and 10 (scipy: p-values 0.002 and 0.021
+    at 0 and 1): low 0, high n, and the power is P(K = 0) + P(K = 10), each count in it."""
+    assert stats.binomtest(0, 10, 0.5).pvalue <= 0.01 < stats.binomtest(1, 10, 0.5).pvalue
+    r = rejection_region_for_rate_test(10, 0.5, false_fail_rate=0.01)
+    assert (r.low, r.high) == (0, 10)
+    for q in (0.1, 0.5, 0.9):  # (scipy's cdf, sf and pmf agree to rounding, 1e-15 relative)
+        mass = float(stats.binom.pmf(0, 10, q) + stats.binom.pmf(10, 10, q))
+        assert r.power(q) == pytest.approx(mass, rel=1e-15, abs=0), q
+        assert r.miss(q) == pytest.approx(1 - mass, rel=1e-15, abs=0), q
+
+
 def test_no_upward_error_is_detectable_when_no_count_above_the_mean_is_rejected():
     """Keep 0.999 and 1,000 draws: even all 1,000 kept has scipy p-value 0.63, so a keep of 1 is
     never caught and the detectable discrepancy is infinite (the downward side is finite)."""
@@ -309,7 +321,8 @@ def test_the_boundary_search_is_a_scan_from_any_guess():
                     return j <= turn
                 assert _last_true(pred, top, guess) == turn
                 assert len(asked) == len(set(asked)), (top, turn, guess, asked)
-    for turn, guess in ((500_000, 400_000), (10, 900_000), (999_990, 3), (-1, 123_456), (10**6, 0)):
+    for turn, guess in ((500_000, 400_000), (10, 900_000), (999_990, 3), (-1, 123_456), (10**6, 0),
+                        (500_000, 500_000), (500_000, 500_001)):  # a guess on the turn: 5 calls at most
         asked = []
         assert _last_true(lambda j: asked.append(j) or j <= turn, 10**6, guess) == turn
         assert len(asked) <= 2 * math.log2(abs(guess - turn) + 2) + 3, (turn, guess, len(asked))
@@ -331,6 +344,12 @@ def test_the_near_tail_guess_brackets_the_root_at_strict_levels(monkeypatch):
     for p, n, alpha, beta in itertools.product((0.02, 0.1, 0.5, 0.8, 0.97), (50, 1000, 10**5, 10**7),
                                                (1e-3, 1e-6, 1e-12), (0.2, 1e-3)):
         design._min_discrepancy.__wrapped__(p, n, alpha, beta)
+    # tails of one count each: 12 draws at keep 0.5 and level 1e-3 reject only 0 and 12
+    assert (rejection_region_for_rate_test(12, 0.5, false_fail_rate=1e-3).low, 12) == (0, 12)
+    before = len(brackets)
+    for beta in (0.2, 1e-3):
+        design._min_discrepancy.__wrapped__(0.5, 12, 1e-3, beta)
+    assert len(brackets) == before + 4  # both sides at both rates, checked with the rest below
     assert len(brackets) > 100, len(brackets)
     for room, searched in brackets:
         assert searched != (0.0, room), (room, searched)
