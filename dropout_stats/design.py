@@ -218,15 +218,21 @@ def min_discrepancy_detectable(keep_prob, n, *, false_fail_rate=1e-6, false_pass
 def _min_discrepancy(p: float, n: int, alpha: float, beta: float) -> float:
     # pure; an audit asks it for the same (keep, n) once per entry point: cached
     region = _region(n, p, alpha)
+    least = _least_power_keep(region)
     result = 0.0
     for sign, room in ((-1, p), (+1, 1 - p)):
         def gap(d: float) -> float:  # >= 0: detected
             return beta - region.miss(p + sign * d)
         if gap(room) < 0:  # at the edge K is 0 or n for sure: miss is 0 or 1 there
             return math.inf
-        if gap(0.0) >= 0:  # the test rejects at keep_prob itself with probability >= 1 - beta
-            continue
-        lo, hi = _bracket(gap, _one_tail_guess(region, beta, sign), room)
+        start = 0.0
+        if gap(0.0) >= 0:  # detected at keep_prob itself: missed only in a dip of the power on this side
+            dip = sign * (least - p)  # nan when the power has no dip
+            if not (0 < dip < room and gap(dip) < 0):
+                continue
+            start = dip
+        # the power falls then rises, so from any gap(lo) < 0 <= gap(hi) the root is the last crossing
+        lo, hi = _bracket(gap, _one_tail_guess(region, beta, sign), start, room)
         # 1e-10 relative: far below any discrepancy worth reporting, and half the power evaluations
         result = max(result, optimize.brentq(gap, lo, hi, xtol=1e-15, rtol=1e-10))
     return float(result)
@@ -243,12 +249,27 @@ def _one_tail_guess(region: RejectionRegion, beta: float, sign: int) -> float:
     return (1 - float(special.betaincinv(n - region.high + 1, region.high, beta))) - p if region.high <= n else math.nan
 
 
-def _bracket(gap, guess: float, room: float) -> tuple[float, float]:
+def _least_power_keep(region: RejectionRegion) -> float:
+    """The keep at which the power is least; nan when it has no dip inside (0, 1).
+
+    power'(q) = n (b(high - 1) - b(low)), b the pmf of Binomial(n - 1, q), and b(high - 1) / b(low)
+    grows with q: the power falls, then rises, least where (q / (1 - q))^(high - 1 - low) =
+    C(n - 1, low) / C(n - 1, high - 1).  With a tail empty the power is monotone; with every count
+    rejected, constant."""
+    n, low, high = region.n, region.low, region.high
+    if low < 0 or high > n or high - 1 == low:
+        return math.nan
+    log_ratio = (special.gammaln(high) + special.gammaln(n - high + 1)
+                 - special.gammaln(low + 1) - special.gammaln(n - low))  # log C(n-1, low) / C(n-1, high-1)
+    return float(special.expit(log_ratio / (high - 1 - low)))
+
+
+def _bracket(gap, guess: float, start: float, room: float) -> tuple[float, float]:
     """[lo, hi] with gap(lo) < 0 <= gap(hi): tight around the guess when it checks out,
-    else the whole [0, room] (gap(0) < 0 <= gap(room) holds there)."""
+    else [start, room] (gap(start) < 0 <= gap(room) holds there)."""
     if math.isfinite(guess) and 0 < guess < room:
         lo, hi = guess * (1 - 1e-6), min(room, guess * (1 + 1e-6))
         if gap(lo) < 0 <= gap(hi):
             return lo, hi
-    return 0.0, room
+    return start, room
 

@@ -244,24 +244,26 @@ def test_the_root_bracket_is_tight_only_when_it_holds_the_root():
 
     def gap(d):
         return d - 0.1
-    lo, hi = _bracket(gap, 0.1, 0.3)
+    lo, hi = _bracket(gap, 0.1, 0.0, 0.3)
     assert (lo, hi) == (0.1 * (1 - 1e-6), 0.1 * (1 + 1e-6)) and gap(lo) < 0 <= gap(hi)
     for guess in (math.nan, -0.1, 0.5, 0.2, 0.05):
-        assert _bracket(gap, guess, 0.3) == (0.0, 0.3), guess
+        assert _bracket(gap, guess, 0.0, 0.3) == (0.0, 0.3), guess
     # the bracket's ends exactly on the root: a low end there does not bracket (gap(lo) < 0 fails),
     # a high end there does (0 <= gap(hi))
     at_low, at_high = 0.10000010000010001, 0.09999990000010002  # floats with guess * (1 -+ 1e-6) == 0.1
     assert at_low * (1 - 1e-6) == 0.1 == at_high * (1 + 1e-6)
-    assert _bracket(gap, at_low, 0.3) == (0.0, 0.3)
-    assert _bracket(gap, at_high, 0.3) == (at_high * (1 - 1e-6), 0.1)
+    assert _bracket(gap, at_low, 0.0, 0.3) == (0.0, 0.3)
+    assert _bracket(gap, at_high, 0.0, 0.3) == (at_high * (1 - 1e-6), 0.1)
 
     def gap_near_room(d):
         return d - 0.2999999
     # a guess at the room or past it is no guess, though its bracket would hold the root; one just
     # inside the room is, its high end clipped to the room
     for guess in (0.3, 0.3000001):
-        assert _bracket(gap_near_room, guess, 0.3) == (0.0, 0.3), guess
-    assert _bracket(gap_near_room, 0.29999995, 0.3) == (0.29999995 * (1 - 1e-6), 0.3)
+        assert _bracket(gap_near_room, guess, 0.0, 0.3) == (0.0, 0.3), guess
+    assert _bracket(gap_near_room, 0.29999995, 0.0, 0.3) == (0.29999995 * (1 - 1e-6), 0.3)
+    # with no usable guess the whole range from the start (the bottom of a dip, below) is searched
+    assert _bracket(gap, math.nan, 0.05, 0.3) == (0.05, 0.3)
 
 
 def test_one_draw_is_a_design_and_none_is_refused():
@@ -339,8 +341,8 @@ def test_the_near_tail_guess_brackets_the_root_at_strict_levels(monkeypatch):
 
     brackets = []
     bracket = design._bracket
-    monkeypatch.setattr(design, "_bracket", lambda gap, guess, room: brackets.append(
-        (room, bracket(gap, guess, room))) or brackets[-1][1])
+    monkeypatch.setattr(design, "_bracket", lambda gap, guess, start, room: brackets.append(
+        (start, room, bracket(gap, guess, start, room))) or brackets[-1][2])
     for p, n, alpha, beta in itertools.product((0.02, 0.1, 0.5, 0.8, 0.97), (50, 1000, 10**5, 10**7),
                                                (1e-3, 1e-6, 1e-12), (0.2, 1e-3)):
         design._min_discrepancy.__wrapped__(p, n, alpha, beta)
@@ -351,8 +353,8 @@ def test_the_near_tail_guess_brackets_the_root_at_strict_levels(monkeypatch):
         design._min_discrepancy.__wrapped__(0.5, 12, 1e-3, beta)
     assert len(brackets) == before + 4  # both sides at both rates, checked with the rest below
     assert len(brackets) > 100, len(brackets)
-    for room, searched in brackets:
-        assert searched != (0.0, room), (room, searched)
+    for start, room, searched in brackets:
+        assert start == 0.0 and searched != (start, room), (start, room, searched)
 
 
 def test_a_false_pass_rate_equal_to_a_designs_miss_is_met_by_it():
@@ -425,3 +427,50 @@ def test_which_crossing_the_search_returns_is_pinned():
         assert n == pinned, (p, delta, alpha, beta, n)
         assert max(_miss_by_pmf_sum(n, p, alpha, q) for q in (p - delta, p + delta)) <= beta * (1 + _SUM_RTOL)
         assert max(_miss_by_pmf_sum(n - 1, p, alpha, q) for q in (p - delta, p + delta)) > beta * (1 - _SUM_RTOL)
+
+
+# loose designs whose power dips below the power at keep_prob itself (the test is biased), each with a
+# target between the two: a keep inside the dip is missed more often than false_pass_rate allows
+_DIPS = [(5, 0.3, 0.7), (5, 0.45, 0.2), (5, 0.45, 0.5), (20, 0.3, 0.5), (100, 0.1, 0.3), (1000, 0.7, 0.9)]
+
+
+def _power_on(region, keeps):
+    """The region's power at many keeps at once, by scipy's cdf and sf (vectorised)."""
+    lower = stats.binom.cdf(region.low, region.n, keeps) if region.low >= 0 else 0.0
+    upper = stats.binom.sf(region.high - 1, region.n, keeps) if region.high <= region.n else 0.0
+    return lower + upper
+
+
+def test_the_least_power_keep_is_where_a_scan_finds_it():
+    """_least_power_keep's closed form against the argmin of the power on a grid of 200,001 keeps
+    (it must lie within one grid step, 5e-6), for regions with both tails; nan with a tail empty."""
+    from dropout_stats.design import _least_power_keep
+
+    grid = np.linspace(0.0, 1.0, 200_001)
+    for n, p, alpha in _DIPS:
+        region = rejection_region_for_rate_test(n, p, false_fail_rate=alpha)
+        assert region.low >= 0 and region.high <= n, region
+        scanned = grid[np.argmin(_power_on(region, grid))]
+        assert abs(_least_power_keep(region) - scanned) <= 5e-6, (n, p, alpha, _least_power_keep(region), scanned)
+    assert math.isnan(_least_power_keep(rejection_region_for_rate_test(5, 0.5, false_fail_rate=1e-3)))
+    assert math.isnan(_least_power_keep(rejection_region_for_rate_test(1000, 0.999)))  # no upper tail
+
+
+def test_a_dip_in_the_power_is_not_reported_as_detected():
+    """Where the power at keep_prob itself reaches the target but dips below it nearby (n = 5, keep
+    0.3, level 0.7: power 0.640 at 0.3, down to 0.590 at 0.2; target 0.615), the detectable
+    discrepancy is the far end of the dip (0.158), not 0, which was returned before though keeps
+    0.142 to 0.268 are caught with less than the target power.  Checked on a grid of keeps: every
+    one at least the returned distance out on either side is caught with the target power, and
+    one just inside is not."""
+    grid = np.linspace(0.0, 1.0, 20_001)
+    for n, p, alpha in _DIPS:
+        region = rejection_region_for_rate_test(n, p, false_fail_rate=alpha)
+        power = _power_on(region, grid)
+        at_null = region.power(p)
+        target = (at_null + power.min()) / 2
+        d = min_discrepancy_detectable(p, n, false_fail_rate=alpha, false_pass_rate=1 - target)
+        assert 0 < d < math.inf, (n, p, alpha, d)
+        outside = np.abs(grid - p) >= d
+        assert (power[outside] >= target).all(), (n, p, alpha, d)
+        assert min(region.power(p - d * (1 - 1e-6)), region.power(p + d * (1 - 1e-6))) < target, (n, p, alpha, d)
