@@ -454,6 +454,11 @@ def test_the_least_power_keep_is_where_a_scan_finds_it():
         assert abs(_least_power_keep(region) - scanned) <= 5e-6, (n, p, alpha, _least_power_keep(region), scanned)
     assert math.isnan(_least_power_keep(rejection_region_for_rate_test(5, 0.5, false_fail_rate=1e-3)))
     assert math.isnan(_least_power_keep(rejection_region_for_rate_test(1000, 0.999)))  # no upper tail
+    # every count rejected (low = 2, high = 3 of 5): the power is 1 at every keep, no dip; one
+    # count accepted (high = 4): the power is 1 - P(K = 3), least where q^3 (1 - q)^2 peaks, at 3/5
+    from dropout_stats.design import RejectionRegion
+    assert math.isnan(_least_power_keep(RejectionRegion(5, 0.5, 0.9, 2, 3)))
+    assert _least_power_keep(RejectionRegion(5, 0.5, 0.9, 2, 4)) == pytest.approx(0.6, rel=1e-15, abs=0)
 
 
 def test_a_dip_in_the_power_is_not_reported_as_detected():
