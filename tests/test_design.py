@@ -447,7 +447,8 @@ def test_the_least_power_keep_is_where_a_scan_finds_it():
     from dropout_stats.design import _least_power_keep
 
     grid = np.linspace(0.0, 1.0, 200_001)
-    for n, p, alpha in _DIPS:
+    # and tails of one count each (low 0, high n): 10 draws at level 0.01, 12 at 1e-3, keep 0.5 and 0.45
+    for n, p, alpha in [*_DIPS, (10, 0.5, 0.01), (12, 0.5, 1e-3), (12, 0.45, 1e-3)]:
         region = rejection_region_for_rate_test(n, p, false_fail_rate=alpha)
         assert region.low >= 0 and region.high <= n, region
         scanned = grid[np.argmin(_power_on(region, grid))]
@@ -468,14 +469,23 @@ def test_a_dip_in_the_power_is_not_reported_as_detected():
     0.142 to 0.268 are caught with less than the target power.  Checked on a grid of keeps: every
     one at least the returned distance out on either side is caught with the target power, and
     one just inside is not."""
+    from dropout_stats.design import _least_power_keep
+
     grid = np.linspace(0.0, 1.0, 20_001)
     for n, p, alpha in _DIPS:
         region = rejection_region_for_rate_test(n, p, false_fail_rate=alpha)
         power = _power_on(region, grid)
-        at_null = region.power(p)
-        target = (at_null + power.min()) / 2
+        target = (region.power(p) + power.min()) / 2
         d = min_discrepancy_detectable(p, n, false_fail_rate=alpha, false_pass_rate=1 - target)
         assert 0 < d < math.inf, (n, p, alpha, d)
         outside = np.abs(grid - p) >= d
         assert (power[outside] >= target).all(), (n, p, alpha, d)
         assert min(region.power(p - d * (1 - 1e-6)), region.power(p + d * (1 - 1e-6))) < target, (n, p, alpha, d)
+        # a target equal to the power at keep_prob exactly (a tie at d = 0): the dip still counts
+        least = _least_power_keep(region)
+        tie = min_discrepancy_detectable(p, n, false_fail_rate=alpha, false_pass_rate=region.miss(p))
+        assert abs(least - p) < tie < math.inf, (n, p, alpha, tie)
+        # a target the dip's bottom meets, exactly or with room: every discrepancy is detected
+        sign = 1 if least > p else -1
+        for beta in (region.miss(p + sign * (sign * (least - p))), 1 - 0.99 * power.min()):
+            assert min_discrepancy_detectable(p, n, false_fail_rate=alpha, false_pass_rate=beta) == 0.0, (n, p, beta)
