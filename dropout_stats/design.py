@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import functools
 import math
+import struct
 from dataclasses import dataclass
 
-from scipy import optimize, special, stats
+from scipy import special, stats
 
 from ._checks import check_count, check_open_unit, check_positive
 from ._exact import binom_two_sided_pvalue
@@ -203,9 +204,10 @@ def min_discrepancy_detectable(keep_prob, n, *, false_fail_rate=1e-6, false_pass
     """The smallest discrepancy that n draws detect with the stated error rates.
 
     A true keep probability at keep_prob +- the returned value (or further out) makes the exact
-    test at level false_fail_rate reject with probability >= 1 - false_pass_rate.  A side that
-    lies outside [0, 1] at that distance needs no detection.  math.inf when n cannot detect
-    any error on some side.
+    test at level false_fail_rate reject with probability >= 1 - false_pass_rate, and at the
+    float just below it some side is missed more often: the answer is exact to the last bit, not
+    a root-finder's tolerance.  A side that lies outside [0, 1] at that distance needs no
+    detection.  math.inf when n cannot detect any error on some side.
     """
     p = _check_keep_prob(keep_prob)
     n = check_count(n, "n", minimum=1)
@@ -231,11 +233,29 @@ def _min_discrepancy(p: float, n: int, alpha: float, beta: float) -> float:
             if not (0 < dip < room and gap(dip) < 0):
                 continue
             start = dip
-        # the power falls then rises, so from any gap(lo) < 0 <= gap(hi) the root is the last crossing
-        lo, hi = _bracket(gap, _one_tail_guess(region, beta, sign), start, room)
-        # 1e-10 relative: far below any discrepancy worth reporting, and half the power evaluations
-        result = max(result, optimize.brentq(gap, lo, hi, xtol=1e-15, rtol=1e-10))
+        # the power falls then rises, so from gap(start) < 0 <= gap(room) the root is the last
+        # crossing: the first float detected, searched from the near tail's root
+        result = max(result, _first_float_detected(gap, start, room, _one_tail_guess(region, beta, sign)))
     return float(result)
+
+
+def _first_float_detected(gap, start: float, room: float, guess: float) -> float:
+    """The float d in (start, room] with gap(d) >= 0 > gap(the float below d), for gap(start) < 0
+    <= gap(room) and gap < 0 on a prefix.  Floats >= 0 are ordered as their bit patterns (IEEE
+    754), so the search runs over those integers, from the guess (ignored outside (start, room)):
+    about 2 log2 of its distance in floats, 64 at most."""
+    base = _bits(start)
+    offset = _bits(guess) - base if start < guess < room else 0  # False for a nan guess
+    last = _last_true(lambda j: gap(_float(base + j)) < 0, _bits(room) - base - 1, offset)
+    return _float(base + last + 1)
+
+
+def _bits(x: float) -> int:
+    return struct.unpack("<q", struct.pack("<d", x))[0]
+
+
+def _float(bits: int) -> float:
+    return struct.unpack("<d", struct.pack("<q", bits))[0]
 
 
 def _one_tail_guess(region: RejectionRegion, beta: float, sign: int) -> float:
@@ -262,14 +282,3 @@ def _least_power_keep(region: RejectionRegion) -> float:
     log_ratio = (special.gammaln(high) + special.gammaln(n - high + 1)
                  - special.gammaln(low + 1) - special.gammaln(n - low))  # log C(n-1, low) / C(n-1, high-1)
     return float(special.expit(log_ratio / (high - 1 - low)))
-
-
-def _bracket(gap, guess: float, start: float, room: float) -> tuple[float, float]:
-    """[lo, hi] with gap(lo) < 0 <= gap(hi): tight around the guess when it checks out,
-    else [start, room] (gap(start) < 0 <= gap(room) holds there)."""
-    if math.isfinite(guess) and 0 < guess < room:
-        lo, hi = guess * (1 - 1e-6), min(room, guess * (1 + 1e-6))
-        if gap(lo) < 0 <= gap(hi):
-            return lo, hi
-    return start, room
-

@@ -82,14 +82,15 @@ def test_large_design_is_still_a_crossing():
 @given(p0=st.floats(0.05, 0.95), n=st.integers(50, 10**7),
        alpha=st.sampled_from([1e-3, 1e-6]), beta=st.sampled_from([1e-2, 1e-3]))
 def test_min_discrepancy_inverts_min_num_samples(p0, n, alpha, beta):
+    """The returned discrepancy is exact to the bit: detected on both sides, and at the float just
+    below it some side is missed with probability above beta (miss checked against a pmf sum in
+    test_miss_is_the_accepted_mass_down_to_1e200)."""
     d = min_discrepancy_detectable(p0, n, false_fail_rate=alpha, false_pass_rate=beta)
     assume(math.isfinite(d) and d < min(p0, 1 - p0))
     region = rejection_region_for_rate_test(n, p0, false_fail_rate=alpha)
-    # at the returned discrepancy the power reaches the target on both sides ...
-    assert min(region.power(p0 - d), region.power(p0 + d)) >= 1 - beta - 1e-9
-    # ... and a slightly smaller one misses it on at least one side
-    d_less = d * (1 - 1e-6)
-    assert min(region.power(p0 - d_less), region.power(p0 + d_less)) < 1 - beta
+    assert max(region.miss(p0 - d), region.miss(p0 + d)) <= beta
+    below = math.nextafter(d, 0)
+    assert max(region.miss(p0 - below), region.miss(p0 + below)) > beta
 
 
 def test_too_few_draws_detect_nothing():
@@ -237,33 +238,31 @@ def test_a_level_above_the_target_power_detects_any_discrepancy():
     assert min_discrepancy_detectable(0.5, 100, false_fail_rate=0.5, false_pass_rate=0.6) == 0.0
 
 
-def test_the_root_bracket_is_tight_only_when_it_holds_the_root():
-    """_bracket on gap(d) = d - 0.1 over [0, 0.3]: a guess at the root gives the 1e-6 relative
-    bracket around it; no guess (NaN), one outside (0, room) or one that misses gives [0, room]."""
-    from dropout_stats.design import _bracket
+def test_the_first_detected_float_is_found_from_any_guess():
+    """_first_float_detected on gap(d) = d - root, whose sign is exact (float subtraction with
+    gradual underflow is 0 only for equal floats): the first float with gap >= 0 is the root, where
+    gap is exactly 0.  Found from every guess (a nan, one outside (start, room), one on the root or
+    beside it), for a root at the room, one float past the start or subnormal, in O(log distance)
+    calls from the guess."""
+    from dropout_stats.design import _first_float_detected
 
-    def gap(d):
-        return d - 0.1
-    lo, hi = _bracket(gap, 0.1, 0.0, 0.3)
-    assert (lo, hi) == (0.1 * (1 - 1e-6), 0.1 * (1 + 1e-6)) and gap(lo) < 0 <= gap(hi)
-    for guess in (math.nan, -0.1, 0.5, 0.2, 0.05):
-        assert _bracket(gap, guess, 0.0, 0.3) == (0.0, 0.3), guess
-    # the bracket's ends exactly on the root: a low end there does not bracket (gap(lo) < 0 fails),
-    # a high end there does (0 <= gap(hi))
-    at_low, at_high = 0.10000010000010001, 0.09999990000010002  # floats with guess * (1 -+ 1e-6) == 0.1
-    assert at_low * (1 - 1e-6) == 0.1 == at_high * (1 + 1e-6)
-    assert _bracket(gap, at_low, 0.0, 0.3) == (0.0, 0.3)
-    assert _bracket(gap, at_high, 0.0, 0.3) == (at_high * (1 - 1e-6), 0.1)
+    for start, room, root in ((0.0, 0.3, 0.1), (0.05, 0.3, 0.1), (0.0, 0.3, 0.3), (0.0, 1.0, 1e-300),
+                              (0.2, 0.7, math.nextafter(0.2, 1)), (0.0, 0.5, math.nextafter(0.0, 1))):
+        below = math.nextafter(root, 0)
+        for guess in (math.nan, -0.1, start, room, 2.0, root, below, math.nextafter(root, 1),
+                      (start + room) / 2, start + (root - start) / 3):
+            asked = []
 
-    def gap_near_room(d):
-        return d - 0.2999999
-    # a guess at the room or past it is no guess, though its bracket would hold the root; one just
-    # inside the room is, its high end clipped to the room
-    for guess in (0.3, 0.3000001):
-        assert _bracket(gap_near_room, guess, 0.0, 0.3) == (0.0, 0.3), guess
-    assert _bracket(gap_near_room, 0.29999995, 0.0, 0.3) == (0.29999995 * (1 - 1e-6), 0.3)
-    # with no usable guess the whole range from the start (the bottom of a dip, below) is searched
-    assert _bracket(gap, math.nan, 0.05, 0.3) == (0.05, 0.3)
+            def gap(d):
+                asked.append(d)
+                assert start <= d <= room, d  # never outside the range
+                return d - root
+            assert _first_float_detected(gap, start, room, guess) == root, (start, room, root, guess)
+            assert len(asked) <= 130, (root, guess, len(asked))  # 2 x 63 doublings and halvings + 3
+        if root < room:  # a guess on the room is no guess
+            asked = []
+            _first_float_detected(lambda d: asked.append(d) or d - root, start, room, root)
+            assert len(asked) <= 5, (root, asked)  # a guess on the root: 5 calls at most
 
 
 def test_one_draw_is_a_design_and_none_is_refused():
@@ -330,31 +329,38 @@ def test_the_boundary_search_is_a_scan_from_any_guess():
         assert len(asked) <= 2 * math.log2(abs(guess - turn) + 2) + 3, (turn, guess, len(asked))
 
 
-def test_the_near_tail_guess_brackets_the_root_at_strict_levels(monkeypatch):
-    """At levels of 1e-3 and below the far tail adds too little power to move the root by 1e-6
-    relative, so the near tail's own root (one bdtri call) gives the tight bracket on every side
-    searched, over keeps 0.02 to 0.97 and n from 50 to 10^7 (at level 0.05 it misses by more,
-    e.g. keep 0.1, n = 10^5, beta 0.2: 0.0026436 against 0.0026732, and [0, room] is searched)."""
+def test_the_near_tail_guess_is_within_a_hair_of_the_answer_at_strict_levels(monkeypatch):
+    """At levels of 1e-3 and below the far tail adds too little power to move the root far, so the
+    near tail's own root (one betaincinv call) starts the search within 2^21 floats of the answer
+    (measured: 1.1e6 at most, 1.6e-10 relative) on every side searched, over keeps 0.02 to 0.97
+    and n from 12 to 10^7, which the search then finds in 2 x 21 + 3 calls at most."""
     import itertools
 
     import dropout_stats.design as design
 
-    brackets = []
-    bracket = design._bracket
-    monkeypatch.setattr(design, "_bracket", lambda gap, guess, start, room: brackets.append(
-        (start, room, bracket(gap, guess, start, room))) or brackets[-1][2])
+    searches = []
+    search = design._first_float_detected
+
+    def spy(gap, start, room, guess):
+        asked = []
+        found = search(lambda d: asked.append(d) or gap(d), start, room, guess)
+        searches.append((start, room, guess, found, len(asked)))
+        return found
+    monkeypatch.setattr(design, "_first_float_detected", spy)
     for p, n, alpha, beta in itertools.product((0.02, 0.1, 0.5, 0.8, 0.97), (50, 1000, 10**5, 10**7),
                                                (1e-3, 1e-6, 1e-12), (0.2, 1e-3)):
         design._min_discrepancy.__wrapped__(p, n, alpha, beta)
     # tails of one count each: 12 draws at keep 0.5 and level 1e-3 reject only 0 and 12
     assert (rejection_region_for_rate_test(12, 0.5, false_fail_rate=1e-3).low, 12) == (0, 12)
-    before = len(brackets)
+    before = len(searches)
     for beta in (0.2, 1e-3):
         design._min_discrepancy.__wrapped__(0.5, 12, 1e-3, beta)
-    assert len(brackets) == before + 4  # both sides at both rates, checked with the rest below
-    assert len(brackets) > 100, len(brackets)
-    for start, room, searched in brackets:
-        assert start == 0.0 and searched != (start, room), (start, room, searched)
+    assert len(searches) == before + 4  # both sides at both rates, checked with the rest below
+    assert len(searches) > 100, len(searches)
+    for start, room, guess, found, calls in searches:
+        assert start == 0.0 < guess < room, (start, room, guess)
+        assert abs(design._bits(guess) - design._bits(found)) < 2**21, (guess, found)
+        assert calls <= 2 * 21 + 3, (guess, found, calls)
 
 
 def test_a_false_pass_rate_equal_to_a_designs_miss_is_met_by_it():
@@ -480,7 +486,8 @@ def test_a_dip_in_the_power_is_not_reported_as_detected():
         assert 0 < d < math.inf, (n, p, alpha, d)
         outside = np.abs(grid - p) >= d
         assert (power[outside] >= target).all(), (n, p, alpha, d)
-        assert min(region.power(p - d * (1 - 1e-6)), region.power(p + d * (1 - 1e-6))) < target, (n, p, alpha, d)
+        below = math.nextafter(d, 0)  # exact to the bit: the float below is inside the dip
+        assert max(region.miss(p - below), region.miss(p + below)) > 1 - target, (n, p, alpha, d)
         # a target equal to the power at keep_prob exactly (a tie at d = 0): the dip still counts
         least = _least_power_keep(region)
         tie = min_discrepancy_detectable(p, n, false_fail_rate=alpha, false_pass_rate=region.miss(p))
