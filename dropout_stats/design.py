@@ -205,9 +205,11 @@ def min_discrepancy_detectable(keep_prob, n, *, false_fail_rate=1e-6, false_pass
 
     A true keep probability at keep_prob +- the returned value (or further out) makes the exact
     test at level false_fail_rate reject with probability >= 1 - false_pass_rate, and at the
-    float just below it some side is missed more often: the answer is exact to the last bit, not
-    a root-finder's tolerance.  A side that lies outside [0, 1] at that distance needs no
-    detection.  math.inf when n cannot detect any error on some side.
+    float below a positive answer some side is missed more often: a crossing to the bit, no
+    root-finder's tolerance (where the power is flat near it, miss's own rounding makes a band of
+    such crossings, seen 3e-12 relative wide, and one is returned).  0 when every discrepancy is
+    detected, math.inf when n cannot detect any error on some side; a side that lies outside
+    [0, 1] at that distance needs no detection.
     """
     p = _check_keep_prob(keep_prob)
     n = check_count(n, "n", minimum=1)
@@ -243,7 +245,7 @@ def _first_float_detected(gap, start: float, room: float, guess: float) -> float
     """The float d in (start, room] with gap(d) >= 0 > gap(the float below d), for gap(start) < 0
     <= gap(room) and gap < 0 on a prefix.  Floats >= 0 are ordered as their bit patterns (IEEE
     754), so the search runs over those integers, from the guess (ignored outside (start, room)):
-    about 2 log2 of its distance in floats, 64 at most."""
+    about 2 log2 of its distance in floats, 2 x 63 + 3 at most."""
     base = _bits(start)
     offset = _bits(guess) - base if start < guess < room else 0  # False for a nan guess
     last = _last_true(lambda j: gap(_float(base + j)) < 0, _bits(room) - base - 1, offset)
