@@ -206,8 +206,8 @@ def min_discrepancy_detectable(keep_prob, n, *, false_fail_rate=1e-6, false_pass
     A true keep probability at keep_prob +- the returned value (or further out) makes the exact
     test at level false_fail_rate reject with probability >= 1 - false_pass_rate, and at the
     float below a positive answer some side is missed more often: a crossing to the bit, no
-    root-finder's tolerance (where the power is flat near it, miss's own rounding makes a band of
-    such crossings, seen 3e-12 relative wide, and one is returned).  0 when every discrepancy is
+    root-finder's tolerance (miss's own rounding makes a band of such crossings, seen up to 3e-12
+    relative wide where the power is flat, and one is returned).  0 when every discrepancy is
     detected, math.inf when n cannot detect any error on some side; a side that lies outside
     [0, 1] at that distance needs no detection.
     """
@@ -223,12 +223,13 @@ def _min_discrepancy(p: float, n: int, alpha: float, beta: float) -> float:
     # pure; an audit asks it for the same (keep, n) once per entry point: cached
     region = _region(n, p, alpha)
     least = _least_power_keep(region)
+    sides = []  # (gap, room) of each side
     result = 0.0
     for sign, room in ((-1, p), (+1, 1 - p)):
-        def gap(d: float) -> float:  # >= 0: detected
-            return beta - region.miss(p + sign * d)
+        gap = functools.partial(_gap, region, beta, sign)
         if gap(room) < 0:  # at the edge K is 0 or n for sure: miss is 0 or 1 there
             return math.inf
+        sides.append((gap, room))
         start = 0.0
         if gap(0.0) >= 0:  # detected at keep_prob itself: missed only in a dip of the power on this side
             dip = sign * (least - p)  # nan when the power has no dip
@@ -238,7 +239,17 @@ def _min_discrepancy(p: float, n: int, alpha: float, beta: float) -> float:
         # the power falls then rises, so from gap(start) < 0 <= gap(room) the root is the last
         # crossing: the first float detected, searched from the near tail's root
         result = max(result, _first_float_detected(gap, start, room, _one_tail_guess(region, beta, sign)))
+    # miss's rounding makes each side's crossing a band: the other side can still be missed just
+    # past its own crossing (keep 0.5, n = 54,940, level 1e-3, false pass 0.01): search on from there
+    while missed := [(gap, room) for gap, room in sides if result < room and gap(result) < 0]:
+        gap, room = missed[0]
+        result = _first_float_detected(gap, result, room, math.nan)
     return float(result)
+
+
+def _gap(region: RejectionRegion, beta: float, sign: int, d: float) -> float:
+    """beta - miss at keep_prob + sign * d: >= 0 where that keep is detected."""
+    return beta - region.miss(region.keep_prob + sign * d)
 
 
 def _first_float_detected(gap, start: float, room: float, guess: float) -> float:
