@@ -92,8 +92,8 @@ EQUIVALENT: dict[tuple[str, int, str], str] = {  # (module, line, mutation) -> w
     ("dropout_stats/design.py", 170, "1024 -> 1025"): _CACHE_SIZE,
     ("dropout_stats/design.py", 221, "1024 -> 1023"): _CACHE_SIZE,
     ("dropout_stats/design.py", 221, "1024 -> 1025"): _CACHE_SIZE,
-    ("dropout_stats/design.py", 268, "0 -> 1"): _SIGN_IS_PM1,
-    ("dropout_stats/design.py", 268, "Lt -> LtE"): _SIGN_IS_PM1,
+    ("dropout_stats/design.py", 279, "0 -> 1"): _SIGN_IS_PM1,
+    ("dropout_stats/design.py", 279, "Lt -> LtE"): _SIGN_IS_PM1,
     ("dropout_stats/design.py", 70, "LtE -> Lt"):
         "which of two sums of the same probability at a tie P(K > low) == P(K < high) = t: both are 2t - 1 from "
         "terms of the same size, equally accurate (with both tails empty both are 1 - 0); they differ in rounding only",
@@ -103,13 +103,16 @@ EQUIVALENT: dict[tuple[str, int, str], str] = {  # (module, line, mutation) -> w
     ("dropout_stats/design.py", 230, "Lt -> LtE"):
         "the edge keeps are exactly 0 and 1 (p - p; p + (1 - p) rounds to 1 for every p), where K is certain and "
         "miss is exactly 0 or 1: gap(room) is beta or beta - 1, never 0 for beta in (0, 1)",
-    ("dropout_stats/design.py", 235, "Lt -> LtE"):
+    ("dropout_stats/design.py", 236, "Lt -> LtE"):
         "(the two of the three on 0 < dip < room; the one on gap(dip) < 0 is killed) dip = 0 or dip = room "
         "reaches gap(dip) < 0 only where gap(0) < 0 or gap(room) < 0, both excluded before: the branch runs "
         "only when gap(0) >= 0, and gap(room) < 0 has returned inf",
-    ("dropout_stats/design.py", 250, "0 -> 1"): _FLOAT_START,
-    ("dropout_stats/design.py", 250, "Lt -> LtE"): _FLOAT_START,
-    ("dropout_stats/design.py", 251, "1 -> 0"):
+    ("dropout_stats/design.py", 244, "Lt -> LtE"):
+        "a side is searched on only where its gap is negative: at result == room, gap(room) >= 0 (checked "
+        "before, else inf was returned), so result <= room adds nothing",
+    ("dropout_stats/design.py", 261, "0 -> 1"): _FLOAT_START,
+    ("dropout_stats/design.py", 261, "Lt -> LtE"): _FLOAT_START,
+    ("dropout_stats/design.py", 262, "1 -> 0"):
         "the float search's top one float higher lets it ask gap(room) itself, >= 0 by its precondition, so "
         "the answer is the same (the test's gap asserts it is never asked past the room)",
     ("dropout_stats/binomial.py", 74, "False -> True"): "dataclass(repr=True) keeps a __repr__ the class defines",
