@@ -6,6 +6,7 @@ collection fails if the rates of the collected tests add up to more than SUITE_F
 (the plugin's base seed + crc32 of the node id), so any failure replays exactly; the plugin prints
 the seed with the failure.
 """
+
 from __future__ import annotations
 
 import os
@@ -21,7 +22,11 @@ SUITE_FALSE_FAIL_BUDGET = 1e-6
 
 # Deterministic examples: a property test runs the same cases on every run and worker.
 settings.register_profile(
-    "dropout_stats", derandomize=True, deadline=None, database=None, print_blob=True,
+    "dropout_stats",
+    derandomize=True,
+    deadline=None,
+    database=None,
+    print_blob=True,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 settings.register_profile("mutation", parent=settings.get_profile("dropout_stats"), max_examples=25)
@@ -44,17 +49,22 @@ def pytest_collection_modifyitems(session, config, items):
     if total > SUITE_FALSE_FAIL_BUDGET:
         raise pytest.UsageError(
             f"statistical tests add up to a false-fail rate of {total:.3g} per run, over the "
-            f"suite's budget of {SUITE_FALSE_FAIL_BUDGET:g}")
+            f"suite's budget of {SUITE_FALSE_FAIL_BUDGET:g}"
+        )
 
 
 def pytest_report_header(config):
-    return (f"dropout_stats: statistical tests share a false-fail budget of {SUITE_FALSE_FAIL_BUDGET:g} per run "
-            "(summed at collection; exceeding it is a usage error)")
+    return (
+        f"dropout_stats: statistical tests share a false-fail budget of {SUITE_FALSE_FAIL_BUDGET:g} per run "
+        "(summed at collection; exceeding it is a usage error)"
+    )
 
 
 def _suite_rate_line(total, count) -> str:
-    return (f"dropout_stats: {count} statistical tests, designed false-fail rate "
-            f"{total:.3g} per run (budget {SUITE_FALSE_FAIL_BUDGET:g})")
+    return (
+        f"dropout_stats: {count} statistical tests, designed false-fail rate "
+        f"{total:.3g} per run (budget {SUITE_FALSE_FAIL_BUDGET:g})"
+    )
 
 
 def pytest_report_collectionfinish(config, start_path, items):
@@ -65,7 +75,8 @@ def pytest_sessionfinish(session):
     # under xdist the workers collect: each hands its sum to the controller
     if hasattr(session.config, "workeroutput"):
         session.config.workeroutput["dropout_stats_suite_rate"] = getattr(
-            session.config, "_dropout_stats_suite_rate", (0.0, 0))
+            session.config, "_dropout_stats_suite_rate", (0.0, 0)
+        )
 
 
 @pytest.hookimpl(optionalhook=True)

@@ -1,6 +1,7 @@
 """Ratios in one run: median of repeated timings, ours over a baseline."""
-import platform
+
 import os
+import platform
 import statistics
 import time
 

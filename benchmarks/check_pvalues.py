@@ -6,6 +6,7 @@ against uniform (small means too many small p-values: the check would fail corre
 often than its level says).  Conservative checks (Bonferroni over many displacements) sit near 1.
 Run: python benchmarks/check_pvalues.py [RUNS]   (four dtype/rate configurations, RUNS each)
 """
+
 import collections
 import os
 import sys
@@ -38,4 +39,6 @@ print(f"{'check':26s} {'n':>5s}  <=0.01  <=0.05  <=0.10  KS p (one-sided)")
 for name, ps in sorted(pvalues.items()):
     a = np.asarray(ps)
     ks = stats.kstest(a, "uniform", alternative="greater").pvalue
-    print(f"{name:26s} {a.size:5d}  {np.mean(a <= 0.01):.4f}  {np.mean(a <= 0.05):.4f}  {np.mean(a <= 0.1):.4f}  {ks:.3g}")
+    print(
+        f"{name:26s} {a.size:5d}  {np.mean(a <= 0.01):.4f}  {np.mean(a <= 0.05):.4f}  {np.mean(a <= 0.1):.4f}  {ks:.3g}"
+    )

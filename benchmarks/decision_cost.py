@@ -10,6 +10,7 @@ Each kind is timed in its own blocks (verify x4, then plain x4, seven rounds; th
 a block dropped: the run right after the other kind is not in its steady state).  The script
 also prints where verify's calls go (purpose, calls, elements).
 """
+
 import collections
 import os
 import statistics
@@ -17,8 +18,8 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import tensorflow as tf  # noqa: E402
-
 from _timing import machine  # noqa: E402
+
 import dropout_stats as ds  # noqa: E402
 
 ROUNDS, BLOCK = 7, 4
@@ -63,17 +64,24 @@ for dtype, rel in (("float32", 0.01), ("bfloat16", 0.01), ("float32", 0.002)):
     plain(n_star, dtype)
     tvs, tps, first_plain, samples = [], [], [], []
     for rnd in range(ROUNDS):
-        runs = [timed(lambda s=s: ds.verify(fn, rate=0.2, dtype=dtype, seed=s, discrepancy=delta,
-                                            backend="tensorflow"))
-                for s in range(rnd * BLOCK, (rnd + 1) * BLOCK)]
-        draws = [timed(lambda: plain(n_star, dtype))[0] for _ in runs]
+        runs = [
+            timed(
+                lambda s=s, dtype=dtype, delta=delta: ds.verify(
+                    fn, rate=0.2, dtype=dtype, seed=s, discrepancy=delta, backend="tensorflow"
+                )
+            )
+            for s in range(rnd * BLOCK, (rnd + 1) * BLOCK)
+        ]
+        draws = [timed(lambda n_star=n_star, dtype=dtype: plain(n_star, dtype))[0] for _ in runs]
         first_plain.append(draws[0])
         tvs += [tv for tv, _ in runs[1:]]
         tps += draws[1:]
         samples += [r.samples for _, r in runs]
     tv, tp = statistics.median(tvs), statistics.median(tps)
-    print(f"{dtype}, discrepancy {rel:.1%} of the rate: n* = {n_star:,}; verify {tv * 1e3:.1f} ms "
-          f"(median {statistics.median(samples):,.0f} elements drawn), plain n* draws {tp * 1e3:.1f} ms "
-          f"(right after a verify: {statistics.median(first_plain) * 1e3:.1f} ms); ratio {tv / tp:.2f}")
+    print(
+        f"{dtype}, discrepancy {rel:.1%} of the rate: n* = {n_star:,}; verify {tv * 1e3:.1f} ms "
+        f"(median {statistics.median(samples):,.0f} elements drawn), plain n* draws {tp * 1e3:.1f} ms "
+        f"(right after a verify: {statistics.median(first_plain) * 1e3:.1f} ms); ratio {tv / tp:.2f}"
+    )
     for (shape, rate, ns), k in sorted(calls_of(dtype, delta).items(), key=lambda kv: -kv[1]):
         print(f"    {k:3d} calls  x {list(shape)} at rate {rate:g}" + (f", noise_shape {list(ns)}" if ns else ""))

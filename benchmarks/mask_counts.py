@@ -3,9 +3,10 @@
 Floor: np.count_nonzero(x) + np.count_nonzero(y).  Target: ratio <= 1.25.
 Run: python benchmarks/mask_counts.py
 """
-import numpy as np
 
+import numpy as np
 from _timing import machine, median_time
+
 from dropout_stats import mask_counts
 
 n = 10**8

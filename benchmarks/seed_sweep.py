@@ -5,6 +5,7 @@ Run: python benchmarks/seed_sweep.py [FIRST [LAST]]   (base seeds 1..20 by defau
 Each base seed runs `pytest -n auto -m statistical --dropout-stats-seed=SEED`; a failure prints
 the replay command.  Prints the time of each run and of the sweep.
 """
+
 import pathlib
 import re
 import subprocess
@@ -12,13 +13,29 @@ import sys
 import time
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-first, last = (int(v) for v in (sys.argv[1:3] + ["1", "20"][len(sys.argv[1:3]):]))
+first, last = (int(v) for v in (sys.argv[1:3] + ["1", "20"][len(sys.argv[1:3]) :]))
 t0 = time.perf_counter()
 failed = []
 for seed in range(first, last + 1):
     t = time.perf_counter()
-    r = subprocess.run([sys.executable, "-m", "pytest", "-n", "auto", "-q", "-m", "statistical", "-p", "no:cacheprovider",
-                        f"--dropout-stats-seed={seed}"], cwd=ROOT, capture_output=True, text=True)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-n",
+            "auto",
+            "-q",
+            "-m",
+            "statistical",
+            "-p",
+            "no:cacheprovider",
+            f"--dropout-stats-seed={seed}",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     summary = (re.findall(r"^=*\s*(\d+ (?:passed|failed).*?) in [\d.]+s", r.stdout, re.M) or [r.stdout[-300:]])[-1]
     print(f"base seed {seed:3d}: {summary} ({time.perf_counter() - t:.0f} s)", flush=True)
     if r.returncode != 0:

@@ -10,6 +10,7 @@ this one, stays cheap.
 * the verification battery: ``battery`` (``verify``), ``report``;
 * the user's surface: ``cli``, ``pytest_plugin``, ``testing``, ``strategies``.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -19,15 +20,42 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "counts": ["MaskCounts", "mask_counts"],
     "binomial": ["ProportionInterval", "RateTestResult", "proportion_ci", "rate_test"],
-    "design": ["RejectionRegion", "rejection_region_for_rate_test", "power_of_rate_test",
-               "min_num_samples_for_rate_test", "min_discrepancy_detectable"],
-    "precision": ["ScaleFormula", "expected_keep_fraction", "expected_keep_probability", "expected_scale",
-                  "exact_scale", "apply_scale", "ulp_distance"],
+    "design": [
+        "RejectionRegion",
+        "rejection_region_for_rate_test",
+        "power_of_rate_test",
+        "min_num_samples_for_rate_test",
+        "min_discrepancy_detectable",
+    ],
+    "precision": [
+        "ScaleFormula",
+        "expected_keep_fraction",
+        "expected_keep_probability",
+        "expected_scale",
+        "exact_scale",
+        "apply_scale",
+        "ulp_distance",
+    ],
     "sequential": ["SequentialRateTest", "SequentialResult", "sequential_rate_test"],
-    "structure": ["StructureTestResult", "homogeneity_test", "independence_test", "agreement_test",
-                  "pair_independence_test", "trend_test", "HolmResult", "holm_bonferroni"],
-    "battery": ["verify", "verify_alpha_dropout", "verify_gaussian_dropout", "verify_layer", "use_logical_cpus",
-                "verify_recurrent", "verify_attention"],
+    "structure": [
+        "StructureTestResult",
+        "homogeneity_test",
+        "independence_test",
+        "agreement_test",
+        "pair_independence_test",
+        "trend_test",
+        "HolmResult",
+        "holm_bonferroni",
+    ],
+    "battery": [
+        "verify",
+        "verify_alpha_dropout",
+        "verify_gaussian_dropout",
+        "verify_layer",
+        "use_logical_cpus",
+        "verify_recurrent",
+        "verify_attention",
+    ],
     "report": ["Report", "Check", "Finding"],
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}

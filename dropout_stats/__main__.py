@@ -1,4 +1,5 @@
 """python -m dropout_stats: the dropout-stats command line (audit, verify, explain)."""
+
 import sys
 
 from .cli import main

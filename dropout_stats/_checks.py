@@ -3,6 +3,7 @@
 Every public function validates here before touching numpy, so a bad argument never
 surfaces as a traceback from deep inside numpy, scipy or TensorFlow.
 """
+
 from __future__ import annotations
 
 import math

@@ -7,6 +7,7 @@ call over a window around the reflected count finds the same boundary; when the 
 not pin it, scipy answers.  The p-value is then the same cdf and sf, at the same counts, as
 scipy's: tests/test_exact.py checks equality against scipy over random and edge cases.
 """
+
 from __future__ import annotations
 
 import math
@@ -14,8 +15,8 @@ import math
 import numpy as np
 from scipy import stats
 
-_BINOM_RERR = 1 + 1e-7     # scipy.stats.binomtest's tolerance for "as likely"
-_FISHER_EPSILON = 1e-14    # scipy.stats.fisher_exact's (its table is "as likely as the mode")
+_BINOM_RERR = 1 + 1e-7  # scipy.stats.binomtest's tolerance for "as likely"
+_FISHER_EPSILON = 1e-14  # scipy.stats.fisher_exact's (its table is "as likely as the mode")
 _FISHER_GAMMA = 1 + _FISHER_EPSILON
 
 
@@ -57,6 +58,7 @@ def binom_two_sided_pvalue(k: int, n: int, p: float) -> float:
 
     def pmf(j):
         return binom.pmf(j, n, p)
+
     mu, sd = n * p, math.sqrt(n * p * (1 - p))
     t = float(pmf(k)) * _BINOM_RERR
     guess = int(round(2 * mu - k))
@@ -87,6 +89,7 @@ def fisher_two_sided_pvalue(table) -> float:
 
     def pmf(j):
         return hg.pmf(j, total, n1, n)
+
     mode = int(np.int64(n + 1) * np.int64(n1 + 1) / np.int64(n1 + n2 + 2))  # scipy's arithmetic, exactly
     pexact, pmode = (float(v) for v in pmf([x, mode]))
     if abs(pexact - pmode) / max(pexact, pmode) <= _FISHER_EPSILON:

@@ -3,6 +3,7 @@
 bfloat16 values are handled as their uint16 bit patterns (or as float32 values, which hold
 every bfloat16 exactly), so this layer needs neither TensorFlow nor ml_dtypes.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -15,10 +16,10 @@ FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64")
 @dataclass(frozen=True)
 class FloatFormat:
     name: str
-    bits: int             # storage width
-    mantissa_bits: int    # explicit fraction bits
-    exponent_mask: int    # bits of the exponent field
-    uniform_levels: int   # TF's uniform in this dtype takes values k / uniform_levels
+    bits: int  # storage width
+    mantissa_bits: int  # explicit fraction bits
+    exponent_mask: int  # bits of the exponent field
+    uniform_levels: int  # TF's uniform in this dtype takes values k / uniform_levels
     xla_uniform_levels: int  # the same under XLA (bfloat16: a float32 uniform, truncated)
 
     @property
@@ -66,9 +67,7 @@ def array_dtype_name(a: np.ndarray, name: str) -> str:
     """The float format of an array, or a TypeError naming the argument."""
     s = a.dtype.name
     if s not in FORMATS:
-        raise TypeError(
-            f"{name} (dtype {s}) must be a floating-point array ({', '.join(FLOAT_DTYPES)})"
-        )
+        raise TypeError(f"{name} (dtype {s}) must be a floating-point array ({', '.join(FLOAT_DTYPES)})")
     return s
 
 

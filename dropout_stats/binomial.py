@@ -1,9 +1,11 @@
 """Exact inference for a keep probability from k kept draws out of n.
 
 ``rate_test`` is the exact binomial test (scipy.stats.binomtest's p-values, whose two-sided
-form sums every outcome no more likely than the one observed; _exact finds that set faster).  ``proportion_ci`` gives Clopper–Pearson
-("exact", guaranteed coverage), Wilson and Jeffreys intervals.
+form sums every outcome no more likely than the one observed; _exact finds that set faster).
+``proportion_ci`` gives Clopper–Pearson ("exact", guaranteed coverage), Wilson and Jeffreys
+intervals.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -11,8 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import special, stats
 
-from ._exact import binom_two_sided_pvalue
 from ._checks import check_choice, check_counts, check_open_unit, check_probability
+from ._exact import binom_two_sided_pvalue
 
 __all__ = ["ProportionInterval", "RateTestResult", "proportion_ci", "rate_test"]
 
@@ -36,12 +38,15 @@ class ProportionInterval:
         return self.low <= p <= self.high
 
     def __repr__(self) -> str:
-        return (f"ProportionInterval(low={self.low!r}, high={self.high!r}, "
-                f"confidence_level={self.confidence_level!r}, method={self.method!r})")
+        return (
+            f"ProportionInterval(low={self.low!r}, high={self.high!r}, "
+            f"confidence_level={self.confidence_level!r}, method={self.method!r})"
+        )
 
 
-def proportion_ci(k, n, *, confidence_level: float = 0.95, method: str = "exact",
-                  alternative: str = "two-sided") -> ProportionInterval:
+def proportion_ci(
+    k, n, *, confidence_level: float = 0.95, method: str = "exact", alternative: str = "two-sided"
+) -> ProportionInterval:
     """Confidence interval for a binomial proportion.
 
     method: "exact" (Clopper–Pearson, coverage >= confidence_level for every p and n),
@@ -85,12 +90,15 @@ class RateTestResult:
     pvalue: float
 
     def proportion_ci(self, confidence_level: float = 0.95, method: str = "exact") -> ProportionInterval:
-        return proportion_ci(self.k, self.n, confidence_level=confidence_level, method=method,
-                             alternative=self.alternative)
+        return proportion_ci(
+            self.k, self.n, confidence_level=confidence_level, method=method, alternative=self.alternative
+        )
 
     def __repr__(self) -> str:
-        return (f"RateTestResult(k={self.k}, n={self.n}, keep_prob={self.keep_prob!r}, "
-                f"alternative={self.alternative!r}, statistic={self.statistic!r}, pvalue={self.pvalue!r})")
+        return (
+            f"RateTestResult(k={self.k}, n={self.n}, keep_prob={self.keep_prob!r}, "
+            f"alternative={self.alternative!r}, statistic={self.statistic!r}, pvalue={self.pvalue!r})"
+        )
 
 
 def rate_test(kept, n, keep_prob, *, alternative: str = "two-sided") -> RateTestResult:

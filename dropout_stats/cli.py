@@ -680,7 +680,7 @@ def cmd_calibrate(args) -> int:
     if args.power_runs < 0:
         raise UsageError(f"--power-runs ({args.power_runs}) must be >= 0")
     _quiet_tensorflow()
-    from .calibrate import calibrate_null, calibrate_power
+    from .calibration.calibrate import calibrate_null, calibrate_power
 
     def progress(done, total):
         if done == total or done % max(1, total // 10) == 0:

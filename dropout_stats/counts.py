@@ -15,6 +15,7 @@ y == 0 (+0 or -0) means dropped.  With a ``noise_shape`` one broadcast unit is o
 unit counts as kept (or dropped) when all its informative elements agree, and as
 ``inconsistent`` when some are kept and some dropped.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -69,8 +70,10 @@ class MaskCounts:
         return rate_test(self.kept, self.n, keep_prob, alternative=alternative)
 
     def __str__(self) -> str:
-        s = (f"kept {self.kept} of {self.n} informative draws ({self.keep_fraction:.6g}); "
-             f"dropped {self.dropped}; excluded {self.excluded} of {self.units} units")
+        s = (
+            f"kept {self.kept} of {self.n} informative draws ({self.keep_fraction:.6g}); "
+            f"dropped {self.dropped}; excluded {self.excluded} of {self.units} units"
+        )
         if self.inconsistent:
             s += f"; {self.inconsistent} inconsistent units"
         return s
@@ -83,10 +86,9 @@ def _normalise_noise_shape(noise_shape, shape: tuple[int, ...]) -> tuple[int, ..
     except Exception:
         raise TypeError(f"noise_shape ({noise_shape!r}) must be a sequence of ints") from None
     if len(dims) != len(shape):
-        raise ValueError(
-            f"noise_shape ({list(dims)}) must have the rank of x's shape {list(shape)}")
+        raise ValueError(f"noise_shape ({list(dims)}) must have the rank of x's shape {list(shape)}")
     out = []
-    for d, s in zip(dims, shape):
+    for d, s in zip(dims, shape, strict=True):
         if d is None:
             d = s
         try:
@@ -96,7 +98,8 @@ def _normalise_noise_shape(noise_shape, shape: tuple[int, ...]) -> tuple[int, ..
         if di != d or di not in (1, s):
             raise ValueError(
                 f"noise_shape ({list(dims)}) must broadcast to x's shape {list(shape)}: "
-                "each entry equal to that dimension or 1")
+                "each entry equal to that dimension or 1"
+            )
         out.append(di)
     return tuple(out)
 
@@ -149,8 +152,8 @@ def mask_counts(x, y, *, noise_shape=None) -> MaskCounts:
     kept = 0
     inf_buf = np.empty(min(_CHUNK, total), dtype=bool)
     for start in range(0, total, _CHUNK):
-        xc = xb[start:start + _CHUNK]
-        yc = yb[start:start + _CHUNK]
+        xc = xb[start : start + _CHUNK]
+        yc = yb[start : start + _CHUNK]
         informative, nonzero_y = _informative_and_kept(xc, yc, fmt)
         informative_n += int(np.count_nonzero(informative))
         kept += int(np.count_nonzero(np.logical_and(informative, nonzero_y, out=inf_buf[: xc.size])))
@@ -173,7 +176,7 @@ def _excluded_breakdown(xb: np.ndarray, yb: np.ndarray, fmt) -> dict:
 
 def _unit_counts(xb: np.ndarray, yb: np.ndarray, ns: tuple[int, ...], fmt) -> MaskCounts:
     informative, nonzero_y = _informative_and_kept(xb, yb, fmt)
-    axes = tuple(i for i, (d, s) in enumerate(zip(ns, xb.shape)) if d == 1 and s != 1)
+    axes = tuple(i for i, (d, s) in enumerate(zip(ns, xb.shape, strict=True)) if d == 1 and s != 1)
     any_kept = np.any(informative & nonzero_y, axis=axes, keepdims=True)
     any_dropped = np.any(informative & ~nonzero_y, axis=axes, keepdims=True)
     units = int(np.prod(ns, dtype=np.int64))
@@ -182,5 +185,4 @@ def _unit_counts(xb: np.ndarray, yb: np.ndarray, ns: tuple[int, ...], fmt) -> Ma
     dropped = int(np.count_nonzero(any_dropped & ~any_kept))
     excluded = units - kept - dropped - both
     extra = _excluded_breakdown(xb.reshape(-1), yb.reshape(-1), fmt) if excluded else {}
-    return MaskCounts(kept=kept, dropped=dropped, excluded=excluded, units=units,
-                      inconsistent=both, **extra)
+    return MaskCounts(kept=kept, dropped=dropped, excluded=excluded, units=units, inconsistent=both, **extra)

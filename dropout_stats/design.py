@@ -13,6 +13,7 @@ computed from the exact binomial distribution and the exact rejection region of
 ``rate_test`` (scipy's two-sided rule): normal approximations mis-size tests at false-fail
 rates like 1e-6, and DKWM bounds ask for about 3x the draws.
 """
+
 from __future__ import annotations
 
 import functools
@@ -48,8 +49,8 @@ class RejectionRegion:
     n: int
     keep_prob: float
     false_fail_rate: float
-    low: int    # -1 when the lower tail is empty
-    high: int   # n + 1 when the upper tail is empty
+    low: int  # -1 when the lower tail is empty
+    high: int  # n + 1 when the upper tail is empty
 
     def rejects(self, kept: int) -> bool:
         return kept <= self.low or kept >= self.high
@@ -65,7 +66,7 @@ class RejectionRegion:
         """P(accept), 1 - power, summed from the tails that hold the least mass, so that a
         false-pass rate far below 1e-16 is resolved (1 - power rounds it away)."""
         q, n = float(true_keep_prob), self.n
-        above_low = stats.binom.sf(self.low, n, q)        # P(K > low); 1 for low = -1
+        above_low = stats.binom.sf(self.low, n, q)  # P(K > low); 1 for low = -1
         below_high = stats.binom.cdf(self.high - 1, n, q)  # P(K < high); 1 for high = n + 1
         if above_low <= below_high:  # K mostly at or below low: both upper tails are small
             return float(above_low - stats.binom.sf(self.high - 1, n, q))
@@ -90,6 +91,7 @@ def _region(n: int, p: float, alpha: float) -> RejectionRegion:
     it, so a count's p-value (the mass of every count no more likely) never grows walking
     outward: the rejected counts are [0, low] and [high, n], and each boundary is where a
     monotone verdict turns, bracketed from the tail quantile at alpha / 2 (near the boundary)."""
+
     def rejects(k: int) -> bool:
         return binom_two_sided_pvalue(k, n, p) <= alpha
 
@@ -125,7 +127,8 @@ def _alternatives(p: float, delta: float) -> list[float]:
     alts = [q for q in (p - delta, p + delta) if 0.0 <= q <= 1.0]
     if not alts:
         raise ValueError(
-            f"discrepancy ({delta!r}) must leave keep_prob ({p!r}) +- discrepancy inside [0, 1] on one side")
+            f"discrepancy ({delta!r}) must leave keep_prob ({p!r}) +- discrepancy inside [0, 1] on one side"
+        )
     return alts
 
 
@@ -148,8 +151,7 @@ def _miss(n: int, p: float, alts: list[float], alpha: float) -> float:
     return max(region.miss(q) for q in alts)
 
 
-def min_num_samples_for_rate_test(keep_prob, discrepancy, *, false_fail_rate=1e-6,
-                                  false_pass_rate=1e-3) -> int:
+def min_num_samples_for_rate_test(keep_prob, discrepancy, *, false_fail_rate=1e-6, false_pass_rate=1e-3) -> int:
     """Draws the exact two-sided rate test needs to catch a keep-probability error.
 
     Returns n with miss(n) <= false_pass_rate < miss(n - 1), miss(n) the larger probability that
@@ -292,6 +294,7 @@ def _least_power_keep(region: RejectionRegion) -> float:
     n, low, high = region.n, region.low, region.high
     if low < 0 or high > n or high - 1 == low:
         return math.nan
-    log_ratio = (special.gammaln(high) + special.gammaln(n - high + 1)
-                 - special.gammaln(low + 1) - special.gammaln(n - low))  # log C(n-1, low) / C(n-1, high-1)
+    log_ratio = (
+        special.gammaln(high) + special.gammaln(n - high + 1) - special.gammaln(low + 1) - special.gammaln(n - low)
+    )  # log C(n-1, low) / C(n-1, high-1)
     return float(special.expit(log_ratio / (high - 1 - low)))

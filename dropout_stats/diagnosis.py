@@ -4,6 +4,7 @@ Rules are tried in order; the first whose pattern the failures match names the d
 shared across the batch fails nine checks, the row check first among them, and the rate check
 is not the cause).  Each rule reads only the report: check names, statuses and their values.
 """
+
 from __future__ import annotations
 
 import re
@@ -22,8 +23,10 @@ def _agreement(check) -> float:
 def _contract(c, cfg) -> str:
     text = c.detail
     if "multiple values for argument 'noise_shape'" in text or re.search(r"takes from \d to 3 positional", text):
-        return ("a stateful function called with the stateless contract (fn(x, rate, seed, noise_shape)): pass "
-                "stateful=True (CLI --stateful)")
+        return (
+            "a stateful function called with the stateless contract (fn(x, rate, seed, noise_shape)): pass "
+            "stateful=True (CLI --stateful)"
+        )
     if re.search(r"missing 1 required positional argument", text) and cfg.get("stateful"):
         return "a stateless function called with the stateful contract: drop stateful=True (CLI --stateful)"
     return f"fn broke the calling contract: {text}"
@@ -33,52 +36,83 @@ def _rules(f: dict, cfg: dict):
     """(name of the check that shows the defect, the defect in words) for each matching rule."""
     if "contract" in f:
         yield "contract", _contract(f["contract"], cfg)
-    for name, words, who in (("row_independence", "one mask row shared across the batch", "rows"),
-                             ("neighbour_independence", "neighbouring elements share one draw", "neighbours"),
-                             ("seed_independence", "masks from different seeds are the same: a seed component is "
-                                                   "ignored or the two are mixed into one number", "the masks")):
+    for name, words, who in (
+        ("row_independence", "one mask row shared across the batch", "rows"),
+        ("neighbour_independence", "neighbouring elements share one draw", "neighbours"),
+        (
+            "seed_independence",
+            "masks from different seeds are the same: a seed component is ignored or the two are mixed into one number",
+            "the masks",
+        ),
+    ):
         if name in f and _agreement(f[name]) > 0.999:
             yield name, f"{words}: {who} agree with probability {_agreement(f[name]):.4g}"
     cross = f.get("cross_correlation")
     if cross is not None and not any(cross.values.get("displacement", [1])):
         yield "cross_correlation", "the same mask on every call: consecutive calls agree at displacement 0"
     if "noise_shape_consistency" in f:
-        yield "noise_shape_consistency", ("noise_shape ignored or misapplied: elements of one broadcast unit are "
-                                          "kept and dropped apart")
-    for name, words in (("inference_identity", "the layer drops or changes x at inference"),
-                        ("mode_transitions", "after an inference call the layer no longer drops at its rate"),
-                        ("fit", "inside model.fit (torch: a training step) the layer does not drop at its rate"),
-                        ("replicas", "replicas of a distributed step draw the same masks"),
-                        ("instances", "separately made layers draw the same masks"),
-                        ("config_round_trip", "the layer's rate, noise shape or seed does not survive "
-                                              "get_config/from_config or saving and loading")):
+        yield (
+            "noise_shape_consistency",
+            ("noise_shape ignored or misapplied: elements of one broadcast unit are kept and dropped apart"),
+        )
+    for name, words in (
+        ("inference_identity", "the layer drops or changes x at inference"),
+        ("mode_transitions", "after an inference call the layer no longer drops at its rate"),
+        ("fit", "inside model.fit (torch: a training step) the layer does not drop at its rate"),
+        ("replicas", "replicas of a distributed step draw the same masks"),
+        ("instances", "separately made layers draw the same masks"),
+        (
+            "config_round_trip",
+            "the layer's rate, noise shape or seed does not survive get_config/from_config or saving and loading",
+        ),
+    ):
         if name in f:
             c = f[name]
             yield name, f"{words}: {c.observed}" + (f" ({c.detail})" if c.kind == "exact" and c.detail else "")
     if "backward_mask" in f:
-        yield "backward_mask", ("the backward pass uses another mask than the forward pass"
-                                + (" (recomputed under " + str(cfg["recompute"]) + ")" if cfg.get("recompute") else ""))
+        yield (
+            "backward_mask",
+            (
+                "the backward pass uses another mask than the forward pass"
+                + (" (recomputed under " + str(cfg["recompute"]) + ")" if cfg.get("recompute") else "")
+            ),
+        )
     if "backward_scale" in f:
         yield "backward_scale", "the backward pass scales the gradient differently from the forward pass"
     if "mechanism" in f and not {"threshold_nesting", "threshold_flips", "keep_fraction"} & set(f):
         if "reference='tensorflow-xla'" in f["mechanism"].detail or "reference='tensorflow'" in f["mechanism"].detail:
-            yield "mechanism", ("the masks are TensorFlow's other stream (XLA against eager): "
-                                + f["mechanism"].detail.rsplit("; ", 1)[-1])
+            yield (
+                "mechanism",
+                (
+                    "the masks are TensorFlow's other stream (XLA against eager): "
+                    + f["mechanism"].detail.rsplit("; ", 1)[-1]
+                ),
+            )
         else:
-            yield "mechanism", ("an RNG of its own: the masks are a threshold of one uniform (the black-box checks "
-                                "pass) but not the reference stream; if that is by design, verify with "
-                                "reference=None (CLI --no-reference)")
-    for name, words in (("threshold_nesting", "the mask is not one uniform compared with the rate: a unit kept "
-                                              "at a higher rate is dropped at a lower one"),
-                        ("autocorrelation", "the mask repeats within a call"),
-                        ("cross_correlation", "consecutive calls share draws"),
-                        ("call_independence", "masks repeat across calls, or positions are stuck"),
-                        ("seed_independence", "masks from neighbouring seeds are correlated"),
-                        ("row_independence", "neighbouring rows of the batch are correlated"),
-                        ("neighbour_independence", "neighbouring elements are correlated"),
-                        ("value_independence", "the keep rate depends on the value of x"),
-                        ("scale", "kept values are scaled wrongly"),
-                        ("keep_fraction", "the keep rate is wrong")):
+            yield (
+                "mechanism",
+                (
+                    "an RNG of its own: the masks are a threshold of one uniform (the black-box checks "
+                    "pass) but not the reference stream; if that is by design, verify with "
+                    "reference=None (CLI --no-reference)"
+                ),
+            )
+    for name, words in (
+        (
+            "threshold_nesting",
+            "the mask is not one uniform compared with the rate: a unit kept "
+            "at a higher rate is dropped at a lower one",
+        ),
+        ("autocorrelation", "the mask repeats within a call"),
+        ("cross_correlation", "consecutive calls share draws"),
+        ("call_independence", "masks repeat across calls, or positions are stuck"),
+        ("seed_independence", "masks from neighbouring seeds are correlated"),
+        ("row_independence", "neighbouring rows of the batch are correlated"),
+        ("neighbour_independence", "neighbouring elements are correlated"),
+        ("value_independence", "the keep rate depends on the value of x"),
+        ("scale", "kept values are scaled wrongly"),
+        ("keep_fraction", "the keep rate is wrong"),
+    ):
         if name in f:
             c = f[name]
             where = f" ({c.observed})" if c.observed else ""

@@ -12,6 +12,7 @@ Kept values are scaled by one of two formulas (bit-exact on TF 2.15 and 2.21):
 * ``"divide"``: a tensor rate; y = fl(x / fl(1 - fl(rate))).
 * ``"exact"``: the correctly rounded x / (1 - rate) (the ideal; neither TF path gives it always).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -20,8 +21,7 @@ from fractions import Fraction
 import numpy as np
 
 from ._checks import check_rate
-from ._floats import (FORMATS, bfloat16_bits_to_float32, dtype_name,
-                      float32_to_bfloat16_bits, round_to)
+from ._floats import FORMATS, bfloat16_bits_to_float32, dtype_name, float32_to_bfloat16_bits, round_to
 
 __all__ = [
     "uniform_keep_fraction",
@@ -83,10 +83,10 @@ def expected_keep_probability(rate, dtype="float32", *, xla: bool = False) -> fl
 class ScaleFormula:
     """How kept values are scaled: ``y = fl(x * factor)`` or ``y = fl(x / factor)``."""
 
-    formula: str      # "multiply", "divide" or "exact"
+    formula: str  # "multiply", "divide" or "exact"
     dtype: str
     rate: float
-    factor: float     # the multiplier (multiply), divisor (divide), or 1 - rate (exact)
+    factor: float  # the multiplier (multiply), divisor (divide), or 1 - rate (exact)
 
     def apply(self, x) -> np.ndarray:
         """Expected kept values for x (as float64 holding values of ``dtype``)."""
@@ -136,6 +136,7 @@ def apply_scale(x, scale: ScaleFormula) -> np.ndarray:
     # see only approximately, so compute with Fractions where the format is float64.
     if name == "float64":
         from fractions import Fraction as F
+
         d = F(1) - F(scale.rate)
         flat = [float(F(float(v)) / d) if np.isfinite(v) else v / (1 - scale.rate) for v in xv.ravel()]
         return np.asarray(flat, dtype=np.float64).reshape(xv.shape)

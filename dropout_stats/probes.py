@@ -4,6 +4,7 @@ Each probe returns plain values (JSON-ready) for the behaviour matrix across TF 
 (``dropout-stats matrix``): NaN/inf at dropped positions, low-precision keep probabilities,
 XLA against eager masks, extreme rates, rate validation, Keras seeding, the rate 0 / 1 paths.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -32,8 +33,13 @@ def nonfinite_at_dropped_positions() -> dict:
         y = _sd(x, 0.5).numpy()
         dropped = tf.random.stateless_uniform([4096], seed=[7, 1]).numpy() < np.float32(0.5)
         held = y[dropped]
-        kind = ("0 (select)" if np.all(held == 0) else "NaN (multiply)" if np.all(np.isnan(held))
-                else f"mixed: {np.unique(held.astype(str)).tolist()}")
+        kind = (
+            "0 (select)"
+            if np.all(held == 0)
+            else "NaN (multiply)"
+            if np.all(np.isnan(held))
+            else f"mixed: {np.unique(held.astype(str)).tolist()}"
+        )
         kept = y[~dropped]
         out[label] = {"dropped_hold": kind, "kept_hold": str(kept[0]) if kept.size else None}
     y = tf.nn.dropout(tf.fill([4096], np.float32(np.nan)), 0.5).numpy()
@@ -51,7 +57,8 @@ def keep_probabilities(rates=(0.1, 0.2, 0.3)) -> dict:
             kept = int(tf.math.count_nonzero(_sd(x, r)))
             pred = expected_keep_probability(r, dtype)
             out[f"{dtype} {r}"] = {
-                "observed": kept / _N, "predicted": pred,
+                "observed": kept / _N,
+                "predicted": pred,
                 "p_vs_predicted": rate_test(kept, _N, pred).pvalue,
                 "p_vs_nominal": rate_test(kept, _N, 1 - r).pvalue,
             }
@@ -80,8 +87,13 @@ def xla_against_eager() -> dict:
 def extremes() -> dict:
     """Tiny and near-one rates in low precision: dropped share against the nominal rate."""
     out = {}
-    for dtype, r in (("float16", 1e-4), ("float16", 1e-3), ("bfloat16", 1e-3), ("float16", 0.9995),
-                     ("bfloat16", 0.995)):
+    for dtype, r in (
+        ("float16", 1e-4),
+        ("float16", 1e-3),
+        ("bfloat16", 1e-3),
+        ("float16", 0.9995),
+        ("bfloat16", 0.995),
+    ):
         x = tf.ones([_N], dtype=getattr(tf, dtype))
         dropped = _N - int(tf.math.count_nonzero(_sd(x, r)))
         out[f"{dtype} {r}"] = {"dropped_share": dropped / _N, "times_nominal": round(dropped / _N / r, 3)}
@@ -106,8 +118,8 @@ def rate_validation() -> dict:
     x = tf.ones([4096])
     out = {}
     for r in (-0.1, 1.0, 1.5, float("nan")):
-        out[f"python {r}"] = _outcome(lambda: tf.nn.dropout(x, r))
-        out[f"tensor {r}"] = _outcome(lambda: tf.nn.dropout(x, tf.constant(r, tf.float32)))
+        out[f"python {r}"] = _outcome(lambda r=r: tf.nn.dropout(x, r))
+        out[f"tensor {r}"] = _outcome(lambda r=r: tf.nn.dropout(x, tf.constant(r, tf.float32)))
     out["python 0.0"] = _outcome(lambda: tf.nn.dropout(x, 0.0))
     return out
 
@@ -144,10 +156,15 @@ def recompute_agreement(shape=(256, 1024), rate=0.2) -> dict:
 
 def all_probes() -> dict:
     facts = {"tensorflow": tf.__version__}
-    for name, probe in (("nonfinite", nonfinite_at_dropped_positions), ("keep_probability", keep_probabilities),
-                        ("xla_vs_eager", xla_against_eager), ("extremes", extremes),
-                        ("rate_validation", rate_validation), ("keras_seeding", keras_seeding),
-                        ("recompute", recompute_agreement)):
+    for name, probe in (
+        ("nonfinite", nonfinite_at_dropped_positions),
+        ("keep_probability", keep_probabilities),
+        ("xla_vs_eager", xla_against_eager),
+        ("extremes", extremes),
+        ("rate_validation", rate_validation),
+        ("keras_seeding", keras_seeding),
+        ("recompute", recompute_agreement),
+    ):
         try:
             facts[name] = probe()
         except Exception as exc:  # a probe that cannot run on this version is itself a fact

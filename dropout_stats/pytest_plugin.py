@@ -11,6 +11,7 @@ and pytest, since pytest loads it in every project that installs dropout-stats.
 * fixtures: ``dropout_seed`` (int), ``dropout_verifier`` (verify() with this test's share).
 * a terminal summary lists every dropout assertion made through ``dropout_stats.testing``.
 """
+
 from __future__ import annotations
 
 import zlib
@@ -23,10 +24,20 @@ _CACHE_KEY = "dropout_stats/seed"
 
 def pytest_addoption(parser):
     group = parser.getgroup("dropout_stats", "dropout-stats: seeds and error budget of dropout assertions")
-    group.addoption("--dropout-stats-seed", action="store", default="0", metavar="N|last",
-                    help="base seed for dropout assertions (default 0; 'last' reuses the previous run's)")
-    group.addoption("--dropout-stats-false-fail-rate", action="store", default="1e-6", metavar="A",
-                    help="total false-fail rate of this run's dropout assertions (default 1e-6)")
+    group.addoption(
+        "--dropout-stats-seed",
+        action="store",
+        default="0",
+        metavar="N|last",
+        help="base seed for dropout assertions (default 0; 'last' reuses the previous run's)",
+    )
+    group.addoption(
+        "--dropout-stats-false-fail-rate",
+        action="store",
+        default="1e-6",
+        metavar="A",
+        help="total false-fail rate of this run's dropout assertions (default 1e-6)",
+    )
 
 
 def _parse_seed(config) -> int:
@@ -64,8 +75,8 @@ class _State:
     def __init__(self, seed: int, budget: float):
         self.seed = seed
         self.budget = budget
-        self.users = 0          # tests that draw on the budget
-        self.records = []       # (nodeid, record) gathered for the summary
+        self.users = 0  # tests that draw on the budget
+        self.records = []  # (nodeid, record) gathered for the summary
 
 
 def pytest_configure(config):
@@ -87,8 +98,10 @@ def pytest_configure_node(node):
 
 def pytest_report_header(config):
     s = config.stash[_STATE]
-    return (f"dropout-stats: base seed {s.seed} (rerun with --dropout-stats-seed={s.seed}), "
-            f"false-fail budget {s.budget:g} per run")
+    return (
+        f"dropout-stats: base seed {s.seed} (rerun with --dropout-stats-seed={s.seed}), "
+        f"false-fail budget {s.budget:g} per run"
+    )
 
 
 def pytest_collection_modifyitems(session, config, items):
@@ -145,8 +158,9 @@ def pytest_runtest_makereport(item, call):
         seeds = [v for k, v in item.user_properties if k == _KEY + "_seed"]
         if seeds:
             base = item.config.stash[_STATE].seed
-            report.sections.append((_KEY, f"seed {seeds[0]} (base {base}); replay with "
-                                          f"--dropout-stats-seed={base} {item.nodeid}"))
+            report.sections.append(
+                (_KEY, f"seed {seeds[0]} (base {base}); replay with --dropout-stats-seed={base} {item.nodeid}")
+            )
 
 
 def pytest_runtest_logreport(report):
@@ -178,10 +192,14 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     tr.line(f"base seed {state.seed}; false-fail budget {state.budget:g} per run")
     expected = sum(1 for _, r in state.records if r.get("expected_failure"))
     if expected:
-        tr.line(f"FAIL (expected) marks {expected} assertion(s) that failed inside a test that expected it to "
-                "(pytest.raises): the test passed")
+        tr.line(
+            f"FAIL (expected) marks {expected} assertion(s) that failed inside a test that expected it to "
+            "(pytest.raises): the test passed"
+        )
     for nodeid, r in sorted(state.records, key=lambda x: x[0]):
         status = "PASS" if r.get("passed") else "FAIL (expected)" if r.get("expected_failure") else "FAIL"
-        tr.line(f"{status} {nodeid} {r.get('what', '')}: "
-                f"n={r.get('n')} observed={r.get('observed')} interval={r.get('interval')} "
-                f"p={r.get('pvalue')} level={r.get('level')}")
+        tr.line(
+            f"{status} {nodeid} {r.get('what', '')}: "
+            f"n={r.get('n')} observed={r.get('observed')} interval={r.get('interval')} "
+            f"p={r.get('pvalue')} level={r.get('level')}"
+        )

@@ -5,6 +5,7 @@ Measured on TF 2.15 and 2.21 (0 mismatches in 1e6 elements, four float dtypes): 
 >= fl(rate)``.  Under XLA (jit_compile=True) the same holds with XLA's own uniform stream,
 which differs from eager's for float32, bfloat16 and float64 unless rng_alg="philox".
 """
+
 from __future__ import annotations
 
 import os

@@ -1,4 +1,5 @@
 """The verdict of verify(): named checks with their evidence, findings, and a readable table."""
+
 from __future__ import annotations
 
 import json
@@ -6,8 +7,7 @@ import math
 import textwrap
 from dataclasses import asdict, dataclass, field
 
-
-SCHEMA = "dropout-stats/report/1"   # docs/json.md
+SCHEMA = "dropout-stats/report/1"  # docs/json.md
 
 
 @dataclass
@@ -30,7 +30,7 @@ class Check:
     interval: tuple[float, float] | None = None
     detail: str = ""
     reproduce: str = ""
-    values: dict = field(default_factory=dict)   # the observed quantities as numbers (JSON)
+    values: dict = field(default_factory=dict)  # the observed quantities as numbers (JSON)
 
     @property
     def status(self) -> str:
@@ -79,16 +79,20 @@ class Report:
                 return [clean(x) for x in v]
             return v
 
-        return clean({
-            "schema": SCHEMA,
-            "passed": self.passed,
-            "seed": self.seed,
-            "samples": self.samples,
-            "config": self.config,
-            "checks": [asdict(c) for c in self.checks],
-            "findings": [{"name": f.name, "detail": f.detail, "value": _jsonable(f.value), "measured": f.measured}
-                         for f in self.findings],
-        })
+        return clean(
+            {
+                "schema": SCHEMA,
+                "passed": self.passed,
+                "seed": self.seed,
+                "samples": self.samples,
+                "config": self.config,
+                "checks": [asdict(c) for c in self.checks],
+                "findings": [
+                    {"name": f.name, "detail": f.detail, "value": _jsonable(f.value), "measured": f.measured}
+                    for f in self.findings
+                ],
+            }
+        )
 
     def to_json(self, **kwargs) -> str:
         return json.dumps(self.to_dict(), sort_keys=True, **kwargs)
@@ -99,9 +103,11 @@ class Report:
     def text(self, width: int = 100) -> str:
         """The report for a terminal: at most ``width`` columns (JSON has every field in full)."""
         cfg = {k: v for k, v in self.config.items() if k not in ("fn", "api") and v not in (None, False)}
-        head = (f"{self.config.get('api', 'verify')}({self.config.get('fn', 'fn')}, "
-                f"{', '.join(f'{k}={_short(v)}' for k, v in cfg.items())}): "
-                f"{'PASSED' if self.passed else 'FAILED'}")
+        head = (
+            f"{self.config.get('api', 'verify')}({self.config.get('fn', 'fn')}, "
+            f"{', '.join(f'{k}={_short(v)}' for k, v in cfg.items())}): "
+            f"{'PASSED' if self.passed else 'FAILED'}"
+        )
         lines = _wrap(head, width, subsequent_indent="    ")
         diagnosis = None
         if not self.passed:
@@ -112,19 +118,24 @@ class Report:
             words, others = diagnosis
             lines += _wrap(f"diagnosis: {words}", width, subsequent_indent="  ")
             if others:
-                lines += _wrap("failures that follow from it: " + ", ".join(others), width,
-                                       subsequent_indent="  ")
+                lines += _wrap("failures that follow from it: " + ", ".join(others), width, subsequent_indent="  ")
         lines.append("")
         rows = [("check", "status", "p", "level", "n")]
         for c in self.checks:
-            rows.append((c.name, c.status,
-                         f"{c.pvalue:.3g}" if c.pvalue is not None else "exact" if c.passed is not None else "",
-                         f"{c.level:.2g}" if c.level is not None else "", f"{c.samples:,}" if c.samples else ""))
+            rows.append(
+                (
+                    c.name,
+                    c.status,
+                    f"{c.pvalue:.3g}" if c.pvalue is not None else "exact" if c.passed is not None else "",
+                    f"{c.level:.2g}" if c.level is not None else "",
+                    f"{c.samples:,}" if c.samples else "",
+                )
+            )
         widths = [max(len(r[i]) for r in rows) for i in range(5)]
         left = sum(widths) + 2 * 5
-        for i, (r, c) in enumerate(zip(rows, [None] + self.checks)):
+        for r, c in zip(rows, [None] + self.checks, strict=True):
             observed = "observed" if c is None else c.observed
-            fixed = "  ".join(v.ljust(w) for v, w in zip(r, widths))
+            fixed = "  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True))
             wrapped = _wrap(observed, max(20, width - left)) or [""]
             lines.append(f"{fixed}  {wrapped[0]}".rstrip())
             lines += [" " * left + more for more in wrapped[1:]]
@@ -132,18 +143,23 @@ class Report:
             if c.passed is False:
                 lines += _wrap(f"FAIL {c.name}: {c.detail or c.observed}", width, subsequent_indent="     ")
                 if c.expected:
-                    lines += _wrap(f"expected: {c.expected}", width, initial_indent="     ",
-                                           subsequent_indent="       ")
+                    lines += _wrap(
+                        f"expected: {c.expected}", width, initial_indent="     ", subsequent_indent="       "
+                    )
                 if c.reproduce:
-                    lines += _wrap(f"reproduce: {c.reproduce}", width, initial_indent="     ",
-                                           subsequent_indent="       ")
+                    lines += _wrap(
+                        f"reproduce: {c.reproduce}", width, initial_indent="     ", subsequent_indent="       "
+                    )
         if self.findings:
             lines += ["", "findings:"]
             for f in self.findings:
                 text = f"- {f.name}: {f.detail}" + (f"; measured: {f.measured}" if f.measured else "")
                 lines += _wrap(text, width, initial_indent="  ", subsequent_indent="    ")
-        lines += _wrap(f"{self.samples:,} elements drawn; seed {self.seed}; a correct implementation fails "
-                               f"with probability <= {self.config.get('false_fail_rate', '?')}", width)
+        lines += _wrap(
+            f"{self.samples:,} elements drawn; seed {self.seed}; a correct implementation fails "
+            f"with probability <= {self.config.get('false_fail_rate', '?')}",
+            width,
+        )
         return "\n".join(lines)
 
 

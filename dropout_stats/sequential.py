@@ -15,6 +15,7 @@ alpha_seq + alpha_term = false_fail_rate; the false-pass rate is at most beta.  
 the test stops after about a quarter of the fixed-n test's draws, under the alternative after
 about half (benchmarks/sequential.py measures it).
 """
+
 from __future__ import annotations
 
 import math
@@ -61,7 +62,8 @@ class SequentialRateTest:
         self._log_fail = math.log(len(self._alts) / alpha_seq)
         self._log_clear = math.log(self.false_pass_rate / 2)
         self.n_max = min_num_samples_for_rate_test(
-            p, self.discrepancy, false_fail_rate=alpha_term, false_pass_rate=self.false_pass_rate / 2)
+            p, self.discrepancy, false_fail_rate=alpha_term, false_pass_rate=self.false_pass_rate / 2
+        )
         # per-draw log likelihood-ratio increments for a kept and a dropped draw, per side
         self._steps = [(_log_ratio(q, p), _log_ratio(1 - q, 1 - p)) for q in self._alts]
         self._cleared = [False] * len(self._alts)
@@ -92,8 +94,10 @@ class SequentialRateTest:
             if llr >= self._log_fail:
                 q = self._alts[i]
                 self.verdict = "fail"
-                self.reason = (f"likelihood ratio for keep {q:.6g} against {self.keep_prob:.6g} "
-                               f"reached e^{llr:.1f} >= e^{self._log_fail:.1f} after {self.n} draws")
+                self.reason = (
+                    f"likelihood ratio for keep {q:.6g} against {self.keep_prob:.6g} "
+                    f"reached e^{llr:.1f} >= e^{self._log_fail:.1f} after {self.n} draws"
+                )
                 return self.verdict
             if llr <= self._log_clear:
                 self._cleared[i] = True
@@ -103,8 +107,10 @@ class SequentialRateTest:
         elif self.n >= self.n_max:
             region = _region(self.n, self.keep_prob, self._alpha_term)
             self.verdict = "fail" if region.rejects(self.kept) else "pass"
-            self.reason = (f"truncated at {self.n} draws: exact test at level {self._alpha_term:.3g} "
-                           f"{'rejects' if self.verdict == 'fail' else 'accepts'}")
+            self.reason = (
+                f"truncated at {self.n} draws: exact test at level {self._alpha_term:.3g} "
+                f"{'rejects' if self.verdict == 'fail' else 'accepts'}"
+            )
         return self.verdict
 
     def stop(self) -> str:
@@ -117,8 +123,10 @@ class SequentialRateTest:
             raise RuntimeError("no draws yet: nothing to decide on")
         region = _region(self.n, self.keep_prob, self._alpha_term)
         self.verdict = "fail" if region.rejects(self.kept) else "pass"
-        self.reason = (f"stopped early at {self.n} of up to {self.n_max} draws: exact test at level "
-                       f"{self._alpha_term:.3g} {'rejects' if self.verdict == 'fail' else 'accepts'}")
+        self.reason = (
+            f"stopped early at {self.n} of up to {self.n_max} draws: exact test at level "
+            f"{self._alpha_term:.3g} {'rejects' if self.verdict == 'fail' else 'accepts'}"
+        )
         return self.verdict
 
     def result(self) -> SequentialResult:
@@ -126,8 +134,9 @@ class SequentialRateTest:
             raise RuntimeError("the test has not ended: call update() until verdict != 'continue'")
         # an ended test holds draws: update() cannot end on none, stop() refuses to
         pvalue = rate_test(self.kept, self.n, self.keep_prob).pvalue
-        return SequentialResult(self.verdict == "pass", self.kept, self.n, self.n_max,
-                                self.keep_prob, self.discrepancy, self.reason, pvalue)
+        return SequentialResult(
+            self.verdict == "pass", self.kept, self.n, self.n_max, self.keep_prob, self.discrepancy, self.reason, pvalue
+        )
 
 
 def _log_ratio(a: float, b: float) -> float:
@@ -143,16 +152,16 @@ def _llr(kept: int, dropped: int, steps) -> float:
     return total
 
 
-def sequential_rate_test(draw, keep_prob, discrepancy, *, false_fail_rate=1e-6,
-                         false_pass_rate=1e-3, batch=None) -> SequentialResult:
+def sequential_rate_test(
+    draw, keep_prob, discrepancy, *, false_fail_rate=1e-6, false_pass_rate=1e-3, batch=None
+) -> SequentialResult:
     """Run the sequential test with ``draw(m) -> (kept, n)`` supplying about m new draws.
 
     ``batch`` defaults to n_max / 64: small enough that stopping wastes little, large enough
     that the per-call overhead of the sampler stays small.
     """
     check_callable(draw, "draw")
-    test = SequentialRateTest(keep_prob, discrepancy, false_fail_rate=false_fail_rate,
-                              false_pass_rate=false_pass_rate)
+    test = SequentialRateTest(keep_prob, discrepancy, false_fail_rate=false_fail_rate, false_pass_rate=false_pass_rate)
     size = check_count(batch, "batch", minimum=1) if batch is not None else max(1, test.n_max // 64)
     while test.verdict == "continue":
         got = draw(min(size, test.remaining()))

@@ -3,6 +3,7 @@
 Each takes keyword-only options; every option accepts a value or a strategy.  Importing this
 module imports hypothesis, never TensorFlow.
 """
+
 from __future__ import annotations
 
 from hypothesis import strategies as st
@@ -61,8 +62,9 @@ def _prod(dims) -> int:
     return out
 
 
-def shapes_and_noise_shapes(*, min_rank: int = 1, max_rank: int = 4, max_side: int = 64,
-                            with_noise=st.booleans(), min_units: int = 1) -> st.SearchStrategy[tuple]:
+def shapes_and_noise_shapes(
+    *, min_rank: int = 1, max_rank: int = 4, max_side: int = 64, with_noise=st.booleans(), min_units: int = 1
+) -> st.SearchStrategy[tuple]:
     """(shape, noise_shape or None) with noise_shape broadcastable to shape, and at least
     ``min_units`` draws per call where the sides allow it."""
     if not (1 <= min_rank <= max_rank):
@@ -91,15 +93,18 @@ def dropout_configs(*, rate=None, dtype=None, shape=None) -> st.SearchStrategy[d
 
 def _fixed_shape(shape) -> tuple:
     def dims(v):
-        if not isinstance(v, (list, tuple)) or not v or not all(
-                isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in v):
+        if (
+            not isinstance(v, (list, tuple))
+            or not v
+            or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in v)
+        ):
             raise ValueError(f"shape ({shape!r}) must be a sequence of positive ints or a (shape, noise_shape) pair")
         return tuple(v)
 
     if isinstance(shape, (list, tuple)) and len(shape) == 2 and isinstance(shape[0], (list, tuple)):
         s = dims(shape[0])
         ns = dims(shape[1]) if shape[1] is not None else None
-        if ns is not None and (len(ns) != len(s) or any(n not in (1, d) for n, d in zip(ns, s))):
+        if ns is not None and (len(ns) != len(s) or any(n not in (1, d) for n, d in zip(ns, s, strict=True))):
             raise ValueError(f"noise_shape ({list(ns)}) must broadcast to shape {list(s)}")
         return s, ns
     return dims(shape), None

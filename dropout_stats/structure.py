@@ -4,6 +4,7 @@ and Holm's split of one false-fail budget across many checks.
 Each test returns a ``StructureTestResult`` with a p-value; the caller compares it with its
 share of the false-fail budget.
 """
+
 from __future__ import annotations
 
 import math
@@ -36,8 +37,9 @@ class StructureTestResult:
     detail: str = ""
 
     def __repr__(self) -> str:
-        return (f"StructureTestResult(name={self.name!r}, statistic={self.statistic!r}, "
-                f"pvalue={self.pvalue!r}, n={self.n})")
+        return (
+            f"StructureTestResult(name={self.name!r}, statistic={self.statistic!r}, pvalue={self.pvalue!r}, n={self.n})"
+        )
 
 
 def _counts_arrays(kept, n):
@@ -70,8 +72,7 @@ def homogeneity_test(kept, n) -> StructureTestResult:
     expected = m * pbar
     stat = float(np.sum((k - expected) ** 2 / (expected * (1 - pbar))))
     p = float(stats.chi2.sf(stat, k.size - 1))
-    return StructureTestResult("homogeneity", stat, p, int(total_n),
-                               f"{k.size} groups, pooled keep {pbar:.6g}")
+    return StructureTestResult("homogeneity", stat, p, int(total_n), f"{k.size} groups, pooled keep {pbar:.6g}")
 
 
 def _as_bool(a, name: str) -> np.ndarray:
@@ -91,8 +92,9 @@ def _table_test(a: np.ndarray, b: np.ndarray, name: str) -> StructureTestResult:
         return StructureTestResult(name, 1.0, 1.0, n, "a margin is constant: nothing to test")
     odds = n11 * table[1][1] / (table[0][1] * table[1][0]) if table[0][1] and table[1][0] else math.inf
     p = fisher_two_sided_pvalue(table)
-    return StructureTestResult(name, float(odds), float(p), n,
-                               f"both kept {n11}, only first {na - n11}, only second {nb - n11}")
+    return StructureTestResult(
+        name, float(odds), float(p), n, f"both kept {n11}, only first {na - n11}, only second {nb - n11}"
+    )
 
 
 def independence_test(mask_a, mask_b) -> StructureTestResult:
@@ -122,8 +124,13 @@ def agreement_test(mask_a, mask_b, keep_prob) -> StructureTestResult:
         raise ValueError("mask_a (size 0) must not be empty")
     agree = int(np.count_nonzero(a == b))
     expected = p * p + (1 - p) * (1 - p)
-    return StructureTestResult("agreement", agree / a.size, binom_two_sided_pvalue(agree, a.size, expected), a.size,
-                               f"agree {agree}/{a.size}, expected rate {expected:.6g}")
+    return StructureTestResult(
+        "agreement",
+        agree / a.size,
+        binom_two_sided_pvalue(agree, a.size, expected),
+        a.size,
+        f"agree {agree}/{a.size}, expected rate {expected:.6g}",
+    )
 
 
 def pair_independence_test(mask, axis: int = -1) -> StructureTestResult:

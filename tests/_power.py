@@ -15,6 +15,7 @@ Kinds of argument:
 * noncentral: the chi-square and Fisher statistics' power by their normal / noncentral
   chi-square approximation, used only where the margin is tens of standard deviations.
 """
+
 from __future__ import annotations
 
 import math
@@ -22,8 +23,7 @@ import math
 import numpy as np
 from scipy import stats
 
-from dropout_stats.battery.checks.correlation import bennett_tail, kept_count_bound, lag_pvalue, \
-    linear_displacements
+from dropout_stats.battery.checks.correlation import bennett_tail, kept_count_bound, lag_pvalue, linear_displacements
 
 P, N, CALLS, SMALL = 0.8, 1 << 18, 5, 1 << 16
 
@@ -65,7 +65,7 @@ def histogram_miss(alt_pmf, calls: int, positions: int, level: float, p: float =
     null = stats.binom.pmf(np.arange(calls + 1), calls, p) * positions
     alt = np.asarray(alt_pmf) * positions
     cells_null, cells_alt, acc = [], [], [0.0, 0.0]
-    for e, a in zip(null, alt):
+    for e, a in zip(null, alt, strict=True):
         acc = [acc[0] + e, acc[1] + a]
         if acc[0] >= 1000:
             cells_null.append(acc[0])
@@ -106,10 +106,12 @@ def corpus_miss(level: float, false_pass_rate: float) -> dict:
         "half the last axis tiled": ("floor", floor_miss(2 * 64 * 2048, 2 * 64 * 2048, 2, within, level)),
         "a buffer's draws reused by the next call": ("floor", floor_miss(N // 8, N // 2, 1, between, level)),
         # 16 bins along the last axis at keep 0.815 and 0.785: noncentrality sum n_b (p_b - p)^2 / pq
-        "position-dependent rate": ("noncentral", float(stats.ncx2.cdf(stats.chi2.isf(level, 15), 15,
-                                                                       N * CALLS * 0.015 ** 2 / (P * q)))),
+        "position-dependent rate": (
+            "noncentral",
+            float(stats.ncx2.cdf(stats.chi2.isf(level, 15), 15, N * CALLS * 0.015**2 / (P * q))),
+        ),
         "rate depends on the sign of x": ("noncentral", normal_miss(0.04 / math.sqrt(P * q * 2 / n_value), level / 2)),
-        "noise_shape ignored": ("certain", (P ** 4 + q ** 4) ** SMALL),
+        "noise_shape ignored": ("certain", (P**4 + q**4) ** SMALL),
         "scale one ULP off": ("certain", 0.0),
         "dropped values not zero": ("certain", 0.0),
         "kept values not scaled": ("certain", 0.0),

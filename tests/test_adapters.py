@@ -3,6 +3,7 @@ verified against the installed TensorFlow.
 
 Budget: each verify() at false_fail_rate=1e-9.
 """
+
 import keras
 import pytest
 from hypothesis import given, settings
@@ -16,9 +17,13 @@ KERAS_3 = int(keras.__version__.split(".")[0]) >= 3
 
 # Real deviations, asserted as such in their own tests below.  Keras 3 (TF 2.21: Keras 3.15) has
 # the Gaussian one; Keras 2.15 (TF 2.15) does not.
-KNOWN_DEVIATIONS = {
-    ("keras.layers.GaussianDropout[jit]", "float16"): {"gaussian_variance"},
-} if KERAS_3 else {}
+KNOWN_DEVIATIONS = (
+    {
+        ("keras.layers.GaussianDropout[jit]", "float16"): {"gaussian_variance"},
+    }
+    if KERAS_3
+    else {}
+)
 
 
 @pytest.mark.statistical(false_fail_rate=A)
@@ -54,11 +59,17 @@ def test_gaussian_dropout_under_xla_in_float16_variance_per_keras_version():
 
 def test_adapters_cover_every_entry_point():
     names = {a.entry_point for a in ADAPTERS}
-    for required in ("tf.nn.experimental.stateless_dropout", "tf.nn.dropout",
-                     "tf.compat.v1.nn.dropout(keep_prob=...)", "keras.layers.Dropout",
-                     "keras.layers.SpatialDropout1D", "keras.layers.SpatialDropout2D",
-                     "keras.layers.SpatialDropout3D", "keras.layers.AlphaDropout",
-                     "keras.layers.GaussianDropout"):
+    for required in (
+        "tf.nn.experimental.stateless_dropout",
+        "tf.nn.dropout",
+        "tf.compat.v1.nn.dropout(keep_prob=...)",
+        "keras.layers.Dropout",
+        "keras.layers.SpatialDropout1D",
+        "keras.layers.SpatialDropout2D",
+        "keras.layers.SpatialDropout3D",
+        "keras.layers.AlphaDropout",
+        "keras.layers.GaussianDropout",
+    ):
         assert required in names
     assert {a.mode for a in ADAPTERS} == {"eager", "function", "jit"}
 
@@ -66,11 +77,14 @@ def test_adapters_cover_every_entry_point():
 STATELESS = [a for a in ADAPTERS if not a.stateful and a.mode == "eager"]
 
 
-
 @pytest.mark.statistical(false_fail_rate=10 * A)
 @settings(max_examples=10)
-@given(config=strategies.dropout_configs(rate=strategies.rates(min_value=0.01, max_value=0.95, edges=False),
-                                         shape=strategies.shapes_and_noise_shapes(min_rank=2, max_side=32, min_units=4096)))
+@given(
+    config=strategies.dropout_configs(
+        rate=strategies.rates(min_value=0.01, max_value=0.95, edges=False),
+        shape=strategies.shapes_and_noise_shapes(min_rank=2, max_side=32, min_units=4096),
+    )
+)
 def test_stateless_entry_points_on_generated_configurations(config):
     """Shapes, noise shapes, rates and dtypes vary here; sensitivity is the corpus tests' job, so
     the rate check is sized for 5% of min(keep, 1 - keep) to keep the run short."""

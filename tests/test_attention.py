@@ -8,10 +8,12 @@ Budget: each verify_attention at false_fail_rate=1e-9.  A corpus defect fails an
 statistical one where its effect is total (two heads, two queries, two calls with identical
 masks: agreement 1 over thousands of pairs).
 """
+
 import keras
 import pytest
 
-from dropout_stats import corpus, verify_attention
+from dropout_stats import verify_attention
+from dropout_stats.calibration import corpus
 
 A = 1e-9
 KERAS_3 = int(keras.__version__.split(".")[0]) >= 3
@@ -59,8 +61,14 @@ def test_kept_probabilities_are_read_bit_for_bit():
 
 def test_a_layer_without_the_multi_head_layout_is_named():
     def two_dense(num_heads, key_dim, dropout, seed=None, dtype=None):  # Keras 2's takes no seed
-        return keras.layers.MultiHeadAttention(num_heads=num_heads, key_dim=key_dim, value_dim=key_dim // 2,
-                                               dropout=dropout, dtype=dtype, **({"seed": seed} if KERAS_3 else {}))
+        return keras.layers.MultiHeadAttention(
+            num_heads=num_heads,
+            key_dim=key_dim,
+            value_dim=key_dim // 2,
+            dropout=dropout,
+            dtype=dtype,
+            **({"seed": seed} if KERAS_3 else {}),
+        )
 
     with pytest.raises(ValueError, match="not MultiHeadAttention's layout for num_heads=2, key_dim=16"):
         verify_attention(two_dense, rate=0.2)

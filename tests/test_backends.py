@@ -5,6 +5,7 @@ Runs without TensorFlow (tox env ``notf``); the tests that compare with TensorFl
 Budget: each verify() here runs at false_fail_rate=1e-9; a defect must be caught with
 false_pass_rate=1e-9 where it sits at the designed discrepancy, far less where it is gross.
 """
+
 from __future__ import annotations
 
 import subprocess
@@ -46,8 +47,9 @@ def test_numpy_dropout_passes_on_the_numpy_backend(dtype, seed):
 
 @pytest.mark.statistical(false_fail_rate=1e-9)  # the defect sits at the designed discrepancy
 def test_numpy_rate_bias_fails_keep_fraction(seed):
-    r = ds.verify(numpy_rate_bias, rate=0.2, backend="numpy", seed=seed % 2**30, false_fail_rate=A,
-                  false_pass_rate=1e-9)
+    r = ds.verify(
+        numpy_rate_bias, rate=0.2, backend="numpy", seed=seed % 2**30, false_fail_rate=A, false_pass_rate=1e-9
+    )
     assert r.check("keep_fraction").passed is False, str(r)
 
 
@@ -96,8 +98,9 @@ def test_uniform_keep_fraction_against_enumeration(levels):
         t_ge = Fraction(float(round_to(rate, dtype)))
         t_lt = Fraction(float(round_to(1 - rate, dtype)))
         assert uniform_keep_fraction(rate, dtype, levels) == Fraction(sum(u >= t_ge for u in grid), levels)
-        assert uniform_keep_fraction(rate, dtype, levels, "U < fl(1 - rate)") == \
-            Fraction(sum(u < t_lt for u in grid), levels)
+        assert uniform_keep_fraction(rate, dtype, levels, "U < fl(1 - rate)") == Fraction(
+            sum(u < t_lt for u in grid), levels
+        )
 
 
 def test_uniform_keep_fraction_matches_jax_measurements():

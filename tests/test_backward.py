@@ -1,5 +1,6 @@
 """The backward checks: the gradient of a call uses that call's mask and scale, on real
 TensorFlow, under GradientTape, tf.function, XLA and activation checkpointing."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -36,8 +37,14 @@ def _backward(r):
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32", "float64"])
 def test_stateless_dropout_gradient_is_the_forward_mask_and_scale(mode, dtype, seed):
     fn = stateless if mode == "eager" else tf.function(stateless, jit_compile=mode == "jit")
-    r = ds.verify(fn, rate=0.3, dtype=dtype, seed=seed % 2**30, false_fail_rate=A,
-                  reference="tensorflow-xla" if mode == "jit" else "tensorflow")
+    r = ds.verify(
+        fn,
+        rate=0.3,
+        dtype=dtype,
+        seed=seed % 2**30,
+        false_fail_rate=A,
+        reference="tensorflow-xla" if mode == "jit" else "tensorflow",
+    )
     b = _backward(r)
     assert b["backward_mask"].passed and b["backward_scale"].passed, str(r)
     assert b["backward_scale"].observed.startswith("every kept gradient = upstream * ")
@@ -65,10 +72,20 @@ def test_stateful_dropout_redraws_its_mask_under_recompute(wrapper, seed):
     assert p_independent > A, mask.detail
 
 
-@pytest.mark.parametrize("fn,why", [
-    (lambda x, rate, seed, noise_shape=None: tf.stop_gradient(stateless(x, rate, seed, noise_shape)), "no gradient"),
-    (lambda x, rate, seed, noise_shape=None: tf.constant(stateless(x, rate, seed, noise_shape).numpy()), "no gradient"),
-], ids=["stop_gradient", "numpy in the middle"])
+@pytest.mark.parametrize(
+    "fn,why",
+    [
+        (
+            lambda x, rate, seed, noise_shape=None: tf.stop_gradient(stateless(x, rate, seed, noise_shape)),
+            "no gradient",
+        ),
+        (
+            lambda x, rate, seed, noise_shape=None: tf.constant(stateless(x, rate, seed, noise_shape).numpy()),
+            "no gradient",
+        ),
+    ],
+    ids=["stop_gradient", "numpy in the middle"],
+)
 def test_no_gradient_is_stated_not_a_crash(fn, why):
     r = ds.verify(fn, rate=0.2, false_fail_rate=A)
     b = _backward(r)
@@ -140,18 +157,24 @@ def test_a_backward_scale_failure_names_the_closest_formula():
                 g = tf.where(y != 0, dy / tf.constant(1 - r, t.dtype), tf.zeros_like(dy))
                 first = tf.reshape(tf.where(tf.reshape(y, [-1]) != 0)[0], [1, 1])
                 flat = tf.reshape(g, [-1])
-                bumped = tf.tensor_scatter_nd_update(flat, first, [tf.experimental.numpy.nextafter(
-                    tf.gather_nd(flat, first)[0], tf.constant(np.inf, t.dtype))])
+                bumped = tf.tensor_scatter_nd_update(
+                    flat,
+                    first,
+                    [tf.experimental.numpy.nextafter(tf.gather_nd(flat, first)[0], tf.constant(np.inf, t.dtype))],
+                )
                 return tf.reshape(bumped, tf.shape(g))
+
             return y, grad
+
         return f(x)
 
     r = ds.verify(off_by_one_ulp, rate=rate, seed=2, false_fail_rate=A)
     b = _backward(r)
     assert b["backward_mask"].passed and b["backward_scale"].passed is False, str(r)
     divisor = float(np.float32(1 - rate))
-    assert b["backward_scale"].observed.startswith(f"2/{b['backward_scale'].samples:,} differ from the closest formula "
-                                                   f"(upstream / {divisor!r})"), b["backward_scale"].observed
+    assert b["backward_scale"].observed.startswith(
+        f"2/{b['backward_scale'].samples:,} differ from the closest formula (upstream / {divisor!r})"
+    ), b["backward_scale"].observed
     # gradient / upstream over the kept positions: 1 / fl(0.7) to within a rounding and the one bumped
     # ULP (2^-24 + 2^-23 = 1.8e-7 relative at most)
     lo, hi = (float(v) for v in b["backward_scale"].detail.split("by [", 1)[1].split("]", 1)[0].split(", "))
@@ -161,6 +184,7 @@ def test_a_backward_scale_failure_names_the_closest_formula():
 def test_one_call_without_a_gradient_is_named():
     """Only the first call made with its gradient stops it (seed (s + 5, 0)): both entries are
     not applicable, with the reason, rather than checked on the one call left."""
+
     def first_stopped(x, rate, seed, noise_shape=None):
         y = stateless(x, rate, seed, noise_shape)
         return tf.stop_gradient(y) if (int(seed[0]), int(seed[1])) == (9, 0) else y
@@ -177,7 +201,7 @@ def test_a_backward_mask_failure_is_recomputed_from_both_masks():
     p-value, from TensorFlow's own two masks of each call."""
     from scipy import stats
 
-    from dropout_stats.corpus import backward_other_seed
+    from dropout_stats.calibration.corpus import backward_other_seed
 
     r = ds.verify(backward_other_seed, rate=0.3, seed=4, false_fail_rate=A)
     m = _backward(r)["backward_mask"]
@@ -191,20 +215,26 @@ def test_a_backward_mask_failure_is_recomputed_from_both_masks():
         kept_blocked += int(np.count_nonzero(kept & ~passing))
         total += kept.size
     assert m.passed is False
-    assert m.values == {"agreement": agree / total, "positions": total, "dropped_passing": dropped_passing,
-                        "kept_blocked": kept_blocked}
+    assert m.values == {
+        "agreement": agree / total,
+        "positions": total,
+        "dropped_passing": dropped_passing,
+        "kept_blocked": kept_blocked,
+    }
     assert m.observed == f"agreement {agree / total:.6g} ({total - agree:,} positions differ)"
-    p = stats.binomtest(agree, total, 0.7 ** 2 + 0.3 ** 2).pvalue
-    assert m.detail.endswith(f"p^2 + q^2 = {0.7 ** 2 + 0.3 ** 2:.6g}: p = {p:.3g})"), m.detail
+    p = stats.binomtest(agree, total, 0.7**2 + 0.3**2).pvalue
+    assert m.detail.endswith(f"p^2 + q^2 = {0.7**2 + 0.3**2:.6g}: p = {p:.3g})"), m.detail
 
 
 def test_a_gradient_of_zeros_everywhere_leaves_no_scale_to_check():
     """The backward returns zeros: the mask entry fails (kept positions get none) and the scale
     entry has nothing to compare, said as such."""
+
     def zero_backward(x, rate, seed, noise_shape=None):
         @tf.custom_gradient
         def f(t):
             return stateless(t, rate, seed, noise_shape), lambda dy: tf.zeros_like(dy)
+
         return f(x)
 
     b = _backward(ds.verify(zero_backward, rate=0.3, seed=2, false_fail_rate=A))

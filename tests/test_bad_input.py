@@ -12,6 +12,7 @@ Row kinds and what each asserts:
           option is caught before the user's module (and so TensorFlow) is imported;
   plugin  pytest with the option is a usage error naming the option and value.
 """
+
 from __future__ import annotations
 
 import os
@@ -87,8 +88,8 @@ def _testing():
 
 @dataclass(frozen=True)
 class Row:
-    kind: str        # api | report | cli | plugin
-    target: Any      # a callable (api, report), CLI arguments (cli), a pytest option (plugin)
+    kind: str  # api | report | cli | plugin
+    target: Any  # a callable (api, report), CLI arguments (cli), a pytest option (plugin)
     fragment: str
     exc: type | None = None
     imports_fn: bool = False  # cli: the error is about the function, so its module is imported
@@ -141,26 +142,47 @@ TABLE = [
     api(lambda: ds.rate_test(11, 10, 0.5), ValueError, "kept (11) must be <= n (10)"),
     api(lambda: ds.rate_test(1, 10, 0.5, alternative="both"), ValueError, "alternative ('both') must be one of"),
     api(lambda: ds.mask_counts(F32, np.ones(5, np.float32)), ValueError, "x and y must have the same shape"),
-    api(lambda: ds.mask_counts(np.ones(4, np.int32), np.ones(4, np.int32)), TypeError,
-        "x (dtype int32) must be a floating-point array"),
+    api(
+        lambda: ds.mask_counts(np.ones(4, np.int32), np.ones(4, np.int32)),
+        TypeError,
+        "x (dtype int32) must be a floating-point array",
+    ),
     api(lambda: ds.mask_counts(F32, np.ones(4, np.float64)), TypeError, "x and y must have the same dtype"),
-    api(lambda: ds.mask_counts(np.ones(0, np.float32), np.ones(0, np.float32)), ValueError,
-        "x (shape [0]) must not be empty"),
-    api(lambda: ds.mask_counts(np.ones((2, 4), np.float32), np.ones((2, 4), np.float32), noise_shape=[2, 2]),
-        ValueError, "noise_shape ([2, 2]) must broadcast"),
-    api(lambda: ds.mask_counts(np.ones((2, 4), np.float32), np.ones((2, 4), np.float32), noise_shape=[2]),
-        ValueError, "noise_shape ([2]) must have the rank"),
+    api(
+        lambda: ds.mask_counts(np.ones(0, np.float32), np.ones(0, np.float32)),
+        ValueError,
+        "x (shape [0]) must not be empty",
+    ),
+    api(
+        lambda: ds.mask_counts(np.ones((2, 4), np.float32), np.ones((2, 4), np.float32), noise_shape=[2, 2]),
+        ValueError,
+        "noise_shape ([2, 2]) must broadcast",
+    ),
+    api(
+        lambda: ds.mask_counts(np.ones((2, 4), np.float32), np.ones((2, 4), np.float32), noise_shape=[2]),
+        ValueError,
+        "noise_shape ([2]) must have the rank",
+    ),
     # -- design ----------------------------------------------------------------------------
     api(lambda: ds.min_num_samples_for_rate_test(0.8, 0), ValueError, "discrepancy (0.0) must be a finite number > 0"),
     api(lambda: ds.min_num_samples_for_rate_test(0.8, 0.9), ValueError, "discrepancy (0.9) must leave"),
     api(lambda: ds.min_num_samples_for_rate_test(1.0, 0.01), ValueError, "keep_prob (1.0) must be in (0, 1)"),
-    api(lambda: ds.min_num_samples_for_rate_test(0.8, 0.01, false_fail_rate=0), ValueError,
-        "false_fail_rate (0.0) must be in (0, 1)"),
-    api(lambda: ds.min_num_samples_for_rate_test(0.8, 0.01, false_pass_rate=2), ValueError,
-        "false_pass_rate (2.0) must be in (0, 1)"),
+    api(
+        lambda: ds.min_num_samples_for_rate_test(0.8, 0.01, false_fail_rate=0),
+        ValueError,
+        "false_fail_rate (0.0) must be in (0, 1)",
+    ),
+    api(
+        lambda: ds.min_num_samples_for_rate_test(0.8, 0.01, false_pass_rate=2),
+        ValueError,
+        "false_pass_rate (2.0) must be in (0, 1)",
+    ),
     api(lambda: ds.min_discrepancy_detectable(0.8, -5), ValueError, "n (-5) must be >= 1"),
-    api(lambda: ds.min_discrepancy_detectable(0.8, 100, false_pass_rate=0), ValueError,
-        "false_pass_rate (0.0) must be in (0, 1)"),
+    api(
+        lambda: ds.min_discrepancy_detectable(0.8, 100, false_pass_rate=0),
+        ValueError,
+        "false_pass_rate (0.0) must be in (0, 1)",
+    ),
     api(lambda: ds.power_of_rate_test(0, 0.8, 0.01), ValueError, "n (0) must be >= 1"),
     api(lambda: ds.rejection_region_for_rate_test(100, 1.2), ValueError, "keep_prob (1.2) must be in (0, 1)"),
     # -- sequential ------------------------------------------------------------------------
@@ -173,10 +195,19 @@ TABLE = [
     api(lambda: ds.homogeneity_test([5, 11], [10, 10]), ValueError, "kept (11) must be in [0, n (10)]"),
     api(lambda: ds.homogeneity_test([5], [10]), ValueError, "must hold at least 2 groups"),
     api(lambda: ds.trend_test([1, 2], [0, 3]), ValueError, "kept (1) must be in [0, n (0)]"),
-    api(lambda: ds.independence_test(np.ones(3, bool), np.ones(4, bool)), ValueError,
-        "mask_a and mask_b must have the same shape"),
-    api(lambda: ds.independence_test(np.ones(3), np.ones(3)), TypeError, "mask_a (dtype float64) must be a boolean mask"),
-    api(lambda: ds.agreement_test(np.ones(3, bool), np.ones(3, bool), 2.0), ValueError, "keep_prob (2.0) must be in [0, 1]"),
+    api(
+        lambda: ds.independence_test(np.ones(3, bool), np.ones(4, bool)),
+        ValueError,
+        "mask_a and mask_b must have the same shape",
+    ),
+    api(
+        lambda: ds.independence_test(np.ones(3), np.ones(3)), TypeError, "mask_a (dtype float64) must be a boolean mask"
+    ),
+    api(
+        lambda: ds.agreement_test(np.ones(3, bool), np.ones(3, bool), 2.0),
+        ValueError,
+        "keep_prob (2.0) must be in [0, 1]",
+    ),
     api(lambda: ds.pair_independence_test(np.ones((2, 3), bool), axis=5), ValueError, "axis (5) must be in"),
     api(lambda: ds.pair_independence_test(np.ones((2, 2))), TypeError, "mask (dtype float64) must be a boolean mask"),
     api(lambda: ds.holm_bonferroni([0.5, 1.5], 0.05), ValueError, "pvalues ([0.5, 1.5]) must lie in [0, 1]"),
@@ -189,71 +220,135 @@ TABLE = [
     api(lambda: ds.verify(stateless, rate=0.2, shape=[0, 4]), ValueError, "shape ([0, 4]) must have"),
     api(lambda: ds.verify(stateless, rate=0.2, shape=[]), ValueError, "shape ([]) must have"),
     api(lambda: ds.verify(stateless, rate=0.2, shape="abc"), TypeError, "shape ('abc') must be a sequence of ints"),
-    api(lambda: ds.verify(stateless, rate=0.2, shape=[8, 4], noise_shape=[8, 2]), ValueError,
-        "noise_shape ([8, 2]) must broadcast"),
+    api(
+        lambda: ds.verify(stateless, rate=0.2, shape=[8, 4], noise_shape=[8, 2]),
+        ValueError,
+        "noise_shape ([8, 2]) must broadcast",
+    ),
     api(lambda: ds.verify(stateless, rate=0.2, noise_shape=[8, 1]), ValueError, "needs an explicit shape"),
-    api(lambda: ds.verify(stateless, rate=0.2, reference="pytorch"), ValueError,
-        "reference ('pytorch') must be one of"),
-    api(lambda: ds.verify(stateless, rate=0.2, reference="torch"), ValueError,
-        "reference ('torch') is not a stream of backend 'tensorflow'"),
+    api(
+        lambda: ds.verify(stateless, rate=0.2, reference="pytorch"), ValueError, "reference ('pytorch') must be one of"
+    ),
+    api(
+        lambda: ds.verify(stateless, rate=0.2, reference="torch"),
+        ValueError,
+        "reference ('torch') is not a stream of backend 'tensorflow'",
+    ),
     api(lambda: ds.verify(stateless, rate=0.2, backend="jax2"), ValueError, "backend ('jax2') must be one of"),
     api(lambda: ds.verify(stateless, rate=0.2, backward="yes"), TypeError, "backward ('yes') must be True or False"),
-    api(lambda: ds.verify(stateless, rate=0.2, backward=False, recompute=True), ValueError,
-        "recompute (True) needs the backward checks"),
+    api(
+        lambda: ds.verify(stateless, rate=0.2, backward=False, recompute=True),
+        ValueError,
+        "recompute (True) needs the backward checks",
+    ),
     api(lambda: ds.verify(stateless, rate=0.2, recompute=3), TypeError, "recompute (3) must be True, False"),
-    api(lambda: ds.verify(stateless, rate=0.2, recompute="torch.checkpoint"), ValueError,
-        "recompute ('torch.checkpoint') is not a wrapper of backend 'tensorflow'"),
-    api(lambda: ds.verify(_numpy_only, rate=0.2, backend="numpy", reference="tensorflow"), ValueError,
-        "reference ('tensorflow') is not a stream of backend 'numpy'"),
-    api(lambda: ds.verify_gaussian_dropout(stateless, rate=0.2, backend="tf"), ValueError,
-        "backend ('tf') must be one of"),
-    api(lambda: ds.verify(stateless, rate=0.2, false_fail_rate=0), ValueError, "false_fail_rate (0.0) must be in (0, 1)"),
-    api(lambda: ds.verify(stateless, rate=0.2, false_pass_rate=1), ValueError, "false_pass_rate (1.0) must be in (0, 1)"),
+    api(
+        lambda: ds.verify(stateless, rate=0.2, recompute="torch.checkpoint"),
+        ValueError,
+        "recompute ('torch.checkpoint') is not a wrapper of backend 'tensorflow'",
+    ),
+    api(
+        lambda: ds.verify(_numpy_only, rate=0.2, backend="numpy", reference="tensorflow"),
+        ValueError,
+        "reference ('tensorflow') is not a stream of backend 'numpy'",
+    ),
+    api(
+        lambda: ds.verify_gaussian_dropout(stateless, rate=0.2, backend="tf"),
+        ValueError,
+        "backend ('tf') must be one of",
+    ),
+    api(
+        lambda: ds.verify(stateless, rate=0.2, false_fail_rate=0), ValueError, "false_fail_rate (0.0) must be in (0, 1)"
+    ),
+    api(
+        lambda: ds.verify(stateless, rate=0.2, false_pass_rate=1), ValueError, "false_pass_rate (1.0) must be in (0, 1)"
+    ),
     api(lambda: ds.verify(stateless, rate=0.2, discrepancy=-1), ValueError, "discrepancy (-1.0) must be a finite"),
-    api(lambda: ds.verify(stateless, rate=0.2, discrepancy=float("inf")), ValueError,
-        "discrepancy (inf) must be a finite number > 0"),
-    api(lambda: ds.verify(_numpy_only, rate=1e-12, backend="numpy"), ValueError,
+    api(
+        lambda: ds.verify(stateless, rate=0.2, discrepancy=float("inf")),
+        ValueError,
+        "discrepancy (inf) must be a finite number > 0",
+    ),
+    api(
+        lambda: ds.verify(_numpy_only, rate=1e-12, backend="numpy"),
+        ValueError,
         "rate (1e-12): testing the keep probability 0.999999999999 for a discrepancy of 1e-14 (discrepancy=; by "
-        "default 1% of min(keep, 1 - keep)) would take more than 1e15 draws; pass a larger discrepancy"),
-    api(lambda: ds.verify(_numpy_only, rate=1 - 2**-53, backend="numpy"), ValueError,
-        "rate (0.9999999999999999): testing the keep probability 1.11022302462516e-16 for a discrepancy"),
-    api(lambda: ds.verify(_numpy_only, rate=0.5, discrepancy=0.8, backend="numpy"), ValueError,
-        "discrepancy (0.8) must leave keep_prob (0.5) +- discrepancy inside [0, 1] on one side"),
+        "default 1% of min(keep, 1 - keep)) would take more than 1e15 draws; pass a larger discrepancy",
+    ),
+    api(
+        lambda: ds.verify(_numpy_only, rate=1 - 2**-53, backend="numpy"),
+        ValueError,
+        "rate (0.9999999999999999): testing the keep probability 1.11022302462516e-16 for a discrepancy",
+    ),
+    api(
+        lambda: ds.verify(_numpy_only, rate=0.5, discrepancy=0.8, backend="numpy"),
+        ValueError,
+        "discrepancy (0.8) must leave keep_prob (0.5) +- discrepancy inside [0, 1] on one side",
+    ),
     api(lambda: ds.verify(stateless, rate=0.2, seed=-1), ValueError, "seed (-1) must be >= 0"),
     api(lambda: ds.verify(stateless, rate=0.2, seed=2**31), ValueError, "must be < 2**31 - 1"),
     api(lambda: ds.verify(stateless, rate=0.2, max_calls=0), ValueError, "max_calls (0) must be >= 5"),
     api(lambda: ds.verify(stateless, rate=0.2, stateful="yes"), TypeError, "stateful ('yes') must be True or False"),
-    api(lambda: ds.verify(stateless, rate=0.2, strict_nominal=None), TypeError,
-        "strict_nominal (None) must be True or False"),
+    api(
+        lambda: ds.verify(stateless, rate=0.2, strict_nominal=None),
+        TypeError,
+        "strict_nominal (None) must be True or False",
+    ),
     api(lambda: ds.verify_alpha_dropout(stateless, rate=1.5), ValueError, "rate (1.5) must be in [0, 1)"),
     api(lambda: ds.verify_gaussian_dropout(3, rate=0.2), TypeError, "fn (3) must be callable"),
     api(lambda: ds.verify_layer(3, rate=0.2), TypeError, "make_layer (3) must be callable"),
     api(lambda: ds.verify_layer(_keras_dropout, rate=1.5), ValueError, "rate (1.5) must be in [0, 1)"),
     api(lambda: ds.verify_layer(_keras_dropout, rate=0.2, replicas=1), ValueError, "replicas (1) must be >= 2"),
-    api(lambda: ds.verify_layer(_keras_dropout, rate=0.2, kind="bernoulli"), ValueError,
-        "kind ('bernoulli') must be 'dropout', 'alpha' or 'gaussian'"),
+    api(
+        lambda: ds.verify_layer(_keras_dropout, rate=0.2, kind="bernoulli"),
+        ValueError,
+        "kind ('bernoulli') must be 'dropout', 'alpha' or 'gaussian'",
+    ),
     api(lambda: ds.verify_layer(lambda rate, seed: 3, rate=0.2), TypeError, "returned int, not a layer"),
     api(lambda: ds.use_logical_cpus(1), ValueError, "n (1) must be >= 2"),
-    api(lambda: ds.verify_recurrent(3, dropout=0.2, recurrent_dropout=0.2), TypeError, "layer_cls (3) must be callable"),
+    api(
+        lambda: ds.verify_recurrent(3, dropout=0.2, recurrent_dropout=0.2), TypeError, "layer_cls (3) must be callable"
+    ),
     api(lambda: ds.verify_attention(3, rate=0.2), TypeError, "layer_cls (3) must be callable"),
     api(lambda: ds.verify_attention(_keras_mha, rate=0.0), ValueError, "rate (0.0) must be > 0"),
     api(lambda: ds.verify_attention(_keras_mha, rate=1.5), ValueError, "rate (1.5) must be in [0, 1)"),
     api(lambda: ds.verify_attention(_keras_mha, rate=0.2, keys=12), ValueError, "keys (12) must be a power of two"),
     api(lambda: ds.verify_attention(_keras_mha, rate=0.2, num_heads=1), ValueError, "num_heads (1) must be >= 2"),
-    api(lambda: ds.verify_recurrent(_keras_lstm, dropout=1.5, recurrent_dropout=0.2), ValueError,
-        "dropout (1.5) must be in [0, 1)"),
-    api(lambda: ds.verify_recurrent(_keras_lstm, dropout=0.2, recurrent_dropout=-0.1), ValueError,
-        "recurrent_dropout (-0.1) must be in [0, 1)"),
-    api(lambda: ds.verify_recurrent(_keras_lstm, dropout=0.2, recurrent_dropout=0.2, mode="graph"), ValueError,
-        "mode ('graph') must be 'eager' or 'function'"),
-    api(lambda: ds.verify_recurrent(_keras_lstm, dropout=0.2, recurrent_dropout=0.2, steps=2), ValueError,
-        "steps (2) must be >= 3"),
-    api(lambda: ds.verify_recurrent(_keras_lstm, dropout=0.2, recurrent_dropout=0.2, per_step="no"), TypeError,
-        "per_step ('no') must be True or False"),
-    api(lambda: ds.verify_recurrent(lambda **kw: 3, dropout=0.2, recurrent_dropout=0.2), TypeError,
-        "returned int, not a Keras layer"),
-    api(lambda: ds.verify(_numpy_only, rate=0.2, backend="numpy", reference="tensorflow"), ValueError,
-        "reference ('tensorflow') is not a stream of backend 'numpy'"),
+    api(
+        lambda: ds.verify_recurrent(_keras_lstm, dropout=1.5, recurrent_dropout=0.2),
+        ValueError,
+        "dropout (1.5) must be in [0, 1)",
+    ),
+    api(
+        lambda: ds.verify_recurrent(_keras_lstm, dropout=0.2, recurrent_dropout=-0.1),
+        ValueError,
+        "recurrent_dropout (-0.1) must be in [0, 1)",
+    ),
+    api(
+        lambda: ds.verify_recurrent(_keras_lstm, dropout=0.2, recurrent_dropout=0.2, mode="graph"),
+        ValueError,
+        "mode ('graph') must be 'eager' or 'function'",
+    ),
+    api(
+        lambda: ds.verify_recurrent(_keras_lstm, dropout=0.2, recurrent_dropout=0.2, steps=2),
+        ValueError,
+        "steps (2) must be >= 3",
+    ),
+    api(
+        lambda: ds.verify_recurrent(_keras_lstm, dropout=0.2, recurrent_dropout=0.2, per_step="no"),
+        TypeError,
+        "per_step ('no') must be True or False",
+    ),
+    api(
+        lambda: ds.verify_recurrent(lambda **kw: 3, dropout=0.2, recurrent_dropout=0.2),
+        TypeError,
+        "returned int, not a Keras layer",
+    ),
+    api(
+        lambda: ds.verify(_numpy_only, rate=0.2, backend="numpy", reference="tensorflow"),
+        ValueError,
+        "reference ('tensorflow') is not a stream of backend 'numpy'",
+    ),
     api(lambda: ds.verify(stateless, rate=0.2, backend="mxnet"), ValueError, "backend ('mxnet') must be one of"),
     api(lambda: ds.verify_gaussian_dropout(stateless, rate=0.0), ValueError, "rate (0.0) must be > 0"),
     # -- verify(): a fn that misbehaves fails the run with the reason --------------------------
@@ -264,13 +359,22 @@ TABLE = [
     report(_not_an_array, "returned shape [], expected [64, 4096]", backend="tensorflow"),
     report(_numpy_only, "raised TypeError: numpy arrays only", backend="tensorflow"),
     # -- dropout_stats.testing ------------------------------------------------------------------
-    api(lambda: _testing().assert_scaled_by_inverse_keep(F32, np.ones(3, np.float32), 0.2), ValueError,
-        "x and y must have the same shape"),
+    api(
+        lambda: _testing().assert_scaled_by_inverse_keep(F32, np.ones(3, np.float32), 0.2),
+        ValueError,
+        "x and y must have the same shape",
+    ),
     api(lambda: _testing().assert_keep_fraction(F32, F32, 1.5), ValueError, "rate (1.5) must be in [0, 1)"),
-    api(lambda: _testing().assert_mask_is_uniform_threshold(F32, F32, 0.2, [1, 2, 3]), ValueError,
-        "seed ([1, 2, 3]) must be two integers"),
-    api(lambda: _testing().assert_mask_is_uniform_threshold(np.ones(4, np.int32), F32, 0.2, [1, 2]), TypeError,
-        "x (dtype int32) must be a floating-point array"),
+    api(
+        lambda: _testing().assert_mask_is_uniform_threshold(F32, F32, 0.2, [1, 2, 3]),
+        ValueError,
+        "seed ([1, 2, 3]) must be two integers",
+    ),
+    api(
+        lambda: _testing().assert_mask_is_uniform_threshold(np.ones(4, np.int32), F32, 0.2, [1, 2]),
+        TypeError,
+        "x (dtype int32) must be a floating-point array",
+    ),
     # -- hypothesis strategies (checked when the strategy is built, not when drawn) ------------------
     api(lambda: strategies.rates(min_value=2.0), ValueError, "min_value (2.0) and max_value (0.99) must satisfy"),
     api(lambda: strategies.dtypes(include=["int8"]), ValueError, "include (['int8']) must be a non-empty subset"),
@@ -281,29 +385,64 @@ TABLE = [
     # -- the command line -------------------------------------------------------------------------
     cli("explain", "--units", "32", "--rate", "1.5", fragment="rate (1.5) must be in [0, 1)"),
     cli("explain", "--units", "0", "--rate", "0.2", fragment="units (0) must be >= 1"),
-    cli("explain", "--units", "32", "--rate", "0.2", "--observed", "40", fragment="observed (40) must be <= units (32)"),
+    cli(
+        "explain", "--units", "32", "--rate", "0.2", "--observed", "40", fragment="observed (40) must be <= units (32)"
+    ),
     cli("explain", "--units", "32", "--rate", "0.2", "--observed", "-1", fragment="observed (-1) must be >= 0"),
     cli("explain", "--units", "32", "--rate", "abc", fragment="rate (abc) must be a number"),
     cli("explain", "--units", "32", "--rate", "0.2", "--dtype", "int8", fragment="dtype ('int8') must be one of"),
-    cli("explain", "--units", "32", "--rate", "0.2", "--plot", "/no/such/folder/p.png",
-        fragment="is in a folder that does not exist"),
+    cli(
+        "explain",
+        "--units",
+        "32",
+        "--rate",
+        "0.2",
+        "--plot",
+        "/no/such/folder/p.png",
+        fragment="is in a folder that does not exist",
+    ),
     cli("verify", "nosuch_module_xyz:fn", fragment="could not import 'nosuch_module_xyz'"),
     cli("verify", "no_colon", fragment="must be MODULE:FUNCTION"),
-    cli("verify", "userdrop:NOT_CALLABLE", "--json", "out.json", fragment="userdrop:NOT_CALLABLE (int) is not callable",
-        imports_fn=True),
+    cli(
+        "verify",
+        "userdrop:NOT_CALLABLE",
+        "--json",
+        "out.json",
+        fragment="userdrop:NOT_CALLABLE (int) is not callable",
+        imports_fn=True,
+    ),
     cli("verify", "userdrop:missing", fragment="'userdrop' has no attribute 'missing'", imports_fn=True),
-    cli("verify", "userdrop:wrong_signature", "--json", "out.json",
-        fragment="wrong_signature(x) does not follow the contract fn(x, rate, seed, noise_shape=None)", imports_fn=True),
+    cli(
+        "verify",
+        "userdrop:wrong_signature",
+        "--json",
+        "out.json",
+        fragment="wrong_signature(x) does not follow the contract fn(x, rate, seed, noise_shape=None)",
+        imports_fn=True,
+    ),
     cli("verify", "userdrop:good", "--seed", "-1", "--json", "out.json", fragment="seed (-1) must be >= 0"),
     cli("verify", "userdrop:good", "--rate", "nan", "--json", "out.json", fragment="rate (nan) must be in [0, 1)"),
     cli("verify", "userdrop:good", "--shape", "a,b", fragment="shape (a,b) must be comma-separated ints"),
     cli("verify", "userdrop:good", "--shape", "0,4", "--json", "out.json", fragment="shape ([0, 4]) must have"),
-    cli("verify", "userdrop:good", "--shape", "8,4", "--noise-shape", "8,2", fragment="noise_shape ([8, 2]) must broadcast"),
+    cli(
+        "verify",
+        "userdrop:good",
+        "--shape",
+        "8,4",
+        "--noise-shape",
+        "8,2",
+        fragment="noise_shape ([8, 2]) must broadcast",
+    ),
     cli("verify", "userdrop:good", "--dtype", "int8", fragment="dtype ('int8') must be one of"),
     cli("verify", "userdrop:good", "--backend", "mxnet", fragment="argument --backend: invalid choice: 'mxnet'"),
     cli("audit", "--framework", "mxnet", fragment="argument --framework: invalid choice: 'mxnet'"),
-    cli("audit", "--framework", "tensorflow", "keras-jax",
-        fragment="--framework tensorflow and keras-jax cannot run in one process"),
+    cli(
+        "audit",
+        "--framework",
+        "tensorflow",
+        "keras-jax",
+        fragment="--framework tensorflow and keras-jax cannot run in one process",
+    ),
     cli("audit", "--rate", "2", fragment="rate (2.0) must be in [0, 1)"),
     cli("audit", "--rate", "1", "--json", "out.json", "--plot", "out.png", fragment="rate (1.0) must be in [0, 1)"),
     cli("audit", "--false-fail-rate", "0", "--json", "out.json", fragment="false_fail_rate (0.0) must be in (0, 1)"),
@@ -368,14 +507,21 @@ def test_bad_input(row: Row, tmp_path, request):
         before = _files(folder)
         imported = tmp_path.parent / f"{tmp_path.name}-userdrop-imported"
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", USERDROP_IMPORTED=str(imported))
-        r = subprocess.run([sys.executable, "-m", "dropout_stats", *row.target], capture_output=True, text=True,
-                           cwd=folder, env=env, timeout=120)
+        r = subprocess.run(
+            [sys.executable, "-m", "dropout_stats", *row.target],
+            capture_output=True,
+            text=True,
+            cwd=folder,
+            env=env,
+            timeout=120,
+        )
         assert r.returncode == 2, (r.stdout, r.stderr)
         assert row.fragment in r.stderr
         assert "Traceback" not in r.stderr
         assert _files(folder) == before, "wrote files on bad input"
-        assert imported.exists() == row.imports_fn, "imported the user's module" if imported.exists() else \
-            "never imported the user's module"
+        assert imported.exists() == row.imports_fn, (
+            "imported the user's module" if imported.exists() else "never imported the user's module"
+        )
     elif row.kind == "plugin":
         pytester = request.getfixturevalue("pytester")
         pytester.makepyfile(test_one="def test_a():\n    pass\n")
@@ -390,8 +536,19 @@ def test_every_public_name_has_a_row():
     """Each public function and class of dropout_stats appears in the table (or is a result type)."""
     import inspect
 
-    results = {"MaskCounts", "ProportionInterval", "RateTestResult", "RejectionRegion", "ScaleFormula",
-               "SequentialResult", "StructureTestResult", "HolmResult", "Report", "Check", "Finding"}
+    results = {
+        "MaskCounts",
+        "ProportionInterval",
+        "RateTestResult",
+        "RejectionRegion",
+        "ScaleFormula",
+        "SequentialResult",
+        "StructureTestResult",
+        "HolmResult",
+        "Report",
+        "Check",
+        "Finding",
+    }
     sources = "\n".join(inspect.getsource(r.target) for r in TABLE if r.kind == "api")
     missing = [n for n in ds.__all__ if n not in results and f"ds.{n}(" not in sources]
     assert not missing, missing

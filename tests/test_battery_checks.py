@@ -4,6 +4,7 @@ packed-bit and histogram arithmetic against plain numpy, and the defects each ex
 Statistical verdicts here are on masks with a gross defect (miss chance far below 1e-12) or
 compare p-values to their exact recomputation; the null cases assert only what holds exactly.
 """
+
 import numpy as np
 import pytest
 
@@ -35,7 +36,7 @@ def pooled_histogram(counts, calls):
     expected = counts.size * stats.binom.pmf(np.arange(calls + 1), calls, p_hat)
     observed = np.bincount(counts, minlength=calls + 1)
     cells, acc = [], [0.0, 0.0]
-    for o, e in zip(observed, expected):
+    for o, e in zip(observed, expected, strict=True):
         acc = [acc[0] + o, acc[1] + e]
         if acc[1] >= 1000:
             cells.append(acc)
@@ -89,8 +90,10 @@ def test_value_bins_split_the_bit_patterns_of_x_equally(dtype):
     for x in (spread, eight, -eight):
         m = [int(v) & fmt.abs_mask for v in x.view(fmt.uint)]
         lo, span = min(m), max(m) - min(m) + 1
-        want = [2 * (VALUE_BINS * (v - lo) // span) + (int(s) >> (8 * x.itemsize - 1))
-                for v, s in zip(m, x.view(fmt.uint))]
+        want = [
+            2 * (VALUE_BINS * (v - lo) // span) + (int(s) >> (8 * x.itemsize - 1))
+            for v, s in zip(m, x.view(fmt.uint), strict=True)
+        ]
         groups, sizes = value_groups(x, fmt)
         assert groups.tolist() == want
         assert sizes.tolist() == np.bincount(want, minlength=2 * VALUE_BINS).tolist()

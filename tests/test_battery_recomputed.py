@@ -17,6 +17,7 @@ other: a p-value below 1 for each Bonferroni factor (measured here), a redraw ab
 that breaks nesting (no violation among 65,536 positions: probability 0.895^65536 < 1e-3100), a hidden
 state that changes the mask.  No false-fail rate applies.
 """
+
 from __future__ import annotations
 
 import functools
@@ -26,12 +27,12 @@ from fractions import Fraction
 import numpy as np
 import pytest
 from scipy import stats
+from test_battery_checks import pooled_histogram
 
 import dropout_stats as ds
-from dropout_stats.battery.checks.value_independence import value_groups
 from dropout_stats._floats import FORMATS
+from dropout_stats.battery.checks.value_independence import value_groups
 from dropout_stats.structure import trend_test
-from test_battery_checks import pooled_histogram
 
 ALPHA = 1e-9
 REL = 1e-6  # the same p-value computed two ways (terms summed in another order, another chi2 routine)
@@ -47,8 +48,9 @@ class Recorder:
         u = np.random.default_rng(list(seed)).random(noise_shape or x.shape)
         keep = np.broadcast_to(u >= rate, x.shape)
         y = np.where(keep, x * x.dtype.type(1 / (1 - rate)), x.dtype.type(0)).astype(x.dtype)
-        self.calls.append({"seed": tuple(int(s) for s in seed), "rate": rate, "ns": noise_shape,
-                           "x": x.copy(), "kept": y != 0})
+        self.calls.append(
+            {"seed": tuple(int(s) for s in seed), "rate": rate, "ns": noise_shape, "x": x.copy(), "kept": y != 0}
+        )
         return y
 
     def by_offset(self, base, offset, rate=None):
@@ -57,7 +59,7 @@ class Recorder:
 
 def _fisher(a, b):
     """Scipy's two-sided Fisher p-value of the pooled 2 x 2 table of two lists of masks."""
-    both = sum(int(np.count_nonzero(u & v)) for u, v in zip(a, b))
+    both = sum(int(np.count_nonzero(u & v)) for u, v in zip(a, b, strict=True))
     na = sum(int(np.count_nonzero(u)) for u in a)
     nb = sum(int(np.count_nonzero(v)) for v in b)
     n = sum(u.size for u in a)
@@ -69,7 +71,7 @@ def _units(c):
     kept = c["kept"]
     if c["ns"] is None:
         return kept
-    axes = tuple(i for i, (d, s) in enumerate(zip(c["ns"], kept.shape)) if d == 1 and s != 1)
+    axes = tuple(i for i, (d, s) in enumerate(zip(c["ns"], kept.shape, strict=True)) if d == 1 and s != 1)
     return kept.any(axis=axes, keepdims=True)
 
 
@@ -85,15 +87,15 @@ def _run(rec, **kw):
 
 CONFIGS = [  # verify's arguments
     {"seed": 7},
-    {"seed": 3, "shape": (9, 1001)},      # odd lengths: the pairings drop an end
-    {"seed": 5, "shape": (6, 80, 70)},    # a short axis in the middle, a long one last
+    {"seed": 3, "shape": (9, 1001)},  # odd lengths: the pairings drop an end
+    {"seed": 5, "shape": (6, 80, 70)},  # a short axis in the middle, a long one last
     {"seed": 11, "shape": (16, 4, 4, 32), "noise_shape": (16, 1, 1, 32)},
-    {"seed": 2, "shape": (1, 8192)},      # one row: no row pairs, no share of the budget for them
-    {"seed": 12, "shape": (8192,)},       # one axis: no axis entries beside blocks and strides
-    {"seed": 13, "shape": (2, 4096)},     # two rows: one row pairing only, (1, 2) does not exist
-    {"seed": 14, "shape": (2048, 1)},     # one column: no neighbours
-    {"seed": 21, "shape": (2,)},          # two draws a call: cut short by max_calls, two bins of |x|
-    {"seed": 23, "shape": (64, 65)},      # an odd last axis whose even part equals the row count
+    {"seed": 2, "shape": (1, 8192)},  # one row: no row pairs, no share of the budget for them
+    {"seed": 12, "shape": (8192,)},  # one axis: no axis entries beside blocks and strides
+    {"seed": 13, "shape": (2, 4096)},  # two rows: one row pairing only, (1, 2) does not exist
+    {"seed": 14, "shape": (2048, 1)},  # one column: no neighbours
+    {"seed": 21, "shape": (2,)},  # two draws a call: cut short by max_calls, two bins of |x|
+    {"seed": 23, "shape": (64, 65)},  # an odd last axis whose even part equals the row count
 ]
 
 
@@ -129,18 +131,18 @@ def test_seed_checks_are_the_recorded_masks(recorded):
     s = kw["seed"]
     main = [_units(c) for c in rec.by_offset(s, 0)]
     others = [_units(c) for c in rec.by_offset(s, 1)]
-    stored = main[:len(others) + 1]  # one partner per stored mask but the last
+    stored = main[: len(others) + 1]  # one partner per stored mask but the last
     p = [_fisher(stored[:-1], stored[1:]), _fisher(stored[:-1], others), _fisher(stored[1:], others)]
     c = r.check("seed_independence")
     assert c.pvalue == pytest.approx(min(1.0, 3 * min(q for q, _ in p)), rel=REL, abs=0)
     assert c.samples == sum(n for _, n in p)
     worst = int(np.argmin([q for q, _ in p]))
     a, b = [(stored[:-1], stored[1:]), (stored[:-1], others), (stored[1:], others)][worst]
-    agree = sum(int(np.count_nonzero(u == v)) for u, v in zip(a, b)) / p[worst][1]
+    agree = sum(int(np.count_nonzero(u == v)) for u, v in zip(a, b, strict=True)) / p[worst][1]
     label = ["seed[1] + 1", "seed[0] + 1", "(seed[0] + 1, i) against (seed[0], i + 1)"][worst]
-    assert c.values == pytest.approx({"agreement": agree, "expected": 0.7 ** 2 + 0.3 ** 2}, rel=1e-12, abs=0)
+    assert c.values == pytest.approx({"agreement": agree, "expected": 0.7**2 + 0.3**2}, rel=1e-12, abs=0)
     assert c.observed == f"agreement {agree:.6g} ({label})"
-    assert c.expected == f"{0.7 ** 2 + 0.3 ** 2:.6g} = p^2 + q^2 (independent masks)"
+    assert c.expected == f"{0.7**2 + 0.3**2:.6g} = p^2 + q^2 (independent masks)"
     repeat = rec.by_offset(s, 3)
     d = r.check("seed_determinism")
     assert d.passed and d.samples == 2 * repeat[0]["kept"].size
@@ -152,7 +154,7 @@ def test_threshold_checks_are_the_recorded_masks(recorded):
     sweep = sorted(rec.by_offset(kw["seed"], 4), key=lambda c: c["rate"])
     assert [c["rate"] for c in sweep] == [0.15, 0.3, 0.3 + 0.7 / 2]
     ps, violations, total, parts = [], 0, 0, []
-    for lo, hi in zip(sweep, sweep[1:]):
+    for lo, hi in zip(sweep, sweep[1:], strict=False):
         a, b = _units(lo), _units(hi)
         violations += int(np.count_nonzero(b & ~a))
         share = float(Fraction(1.0 - lo["rate"]) - Fraction(1.0 - hi["rate"]))
@@ -195,15 +197,20 @@ def test_pair_checks_are_the_recorded_masks(recorded):
         assert c.samples == sum(n for _, n in tested)
         # the entry's numbers are the worse pairing's table (the smaller p-value)
         first, second = _pairs(main, axis, int(np.argmin([p for p, _ in tested])))
-        both = sum(int(np.count_nonzero(u & v)) for u, v in zip(first, second))
+        both = sum(int(np.count_nonzero(u & v)) for u, v in zip(first, second, strict=True))
         na, nb = (sum(int(np.count_nonzero(u)) for u in half) for half in (first, second))
         n = sum(u.size for u in first)
-        assert c.values == pytest.approx({"agreement": (both + (n - na - nb + both)) / n,
-                                          "kept_given_partner_kept": both / na, "kept": nb / n}, rel=1e-12, abs=0)
+        assert c.values == pytest.approx(
+            {"agreement": (both + (n - na - nb + both)) / n, "kept_given_partner_kept": both / na, "kept": nb / n},
+            rel=1e-12,
+            abs=0,
+        )
         assert c.expected == f"P(kept) = {nb / n:.6g} (independent)"
         pairing = "(0,1), (2,3)" if int(np.argmin([p for p, _ in tested])) == 0 else "(1,2), (3,4)"
-        assert c.detail == (f"Fisher exact test on {n:,} pairs along axis {axis} ({pairing}, ...); keep rate of the "
-                            f"first {na / n:.6g}; the worse of {len(tested)} pairings (Bonferroni)")
+        assert c.detail == (
+            f"Fisher exact test on {n:,} pairs along axis {axis} ({pairing}, ...); keep rate of the "
+            f"first {na / n:.6g}; the worse of {len(tested)} pairings (Bonferroni)"
+        )
 
 
 def _bins(index, length):
@@ -217,10 +224,14 @@ def test_homogeneity_checks_are_the_recorded_masks(recorded):
     main = [_units(c) for c in rec.by_offset(kw["seed"], 0)]
     calls, per = len(main), sum(m.astype(np.int64) for m in main)
     flat = per.ravel()
-    groups = {"homogeneity_blocks": _bins(np.arange(flat.size), flat.size),
-              "homogeneity_strided": np.arange(flat.size) % min(16, flat.size)}
-    what = {"homogeneity_blocks": "contiguous blocks of positions",
-            "homogeneity_strided": f"positions mod {min(16, flat.size)}"}
+    groups = {
+        "homogeneity_blocks": _bins(np.arange(flat.size), flat.size),
+        "homogeneity_strided": np.arange(flat.size) % min(16, flat.size),
+    }
+    what = {
+        "homogeneity_blocks": "contiguous blocks of positions",
+        "homogeneity_strided": f"positions mod {min(16, flat.size)}",
+    }
     for axis, length in enumerate(per.shape):
         if length > 1 and per.ndim > 1:
             index = np.indices(per.shape)[axis].ravel()
@@ -266,8 +277,10 @@ def test_value_independence_is_the_recorded_masks(recorded):
     assert c.pvalue == pytest.approx(min(1.0, 2 * min(p_sign, p_trend)), rel=REL, abs=0) and c.samples == n_all
     z = trend_test(kb[nb > 0], nb[nb > 0]).statistic
     assert np.count_nonzero(nb) == min(8, x.size)  # the docstring's 8 equal bins of |x|; 2 values: 2 bins
-    assert c.observed == (f"keep {k_neg / n_neg:.6g} where x < 0, {k_pos / n_pos:.6g} where x > 0; "
-                          f"trend z = {z:.3g} across {np.count_nonzero(nb)} bins of |x|")
+    assert c.observed == (
+        f"keep {k_neg / n_neg:.6g} where x < 0, {k_pos / n_pos:.6g} where x > 0; "
+        f"trend z = {z:.3g} across {np.count_nonzero(nb)} bins of |x|"
+    )
 
 
 def test_noise_shape_units_are_the_probe_units(recorded):
@@ -317,16 +330,19 @@ def test_keep_fraction_counts_a_prefix_of_the_fresh_draws(recorded):
     # its interval is Clopper-Pearson at the test's own level; its detail names the fixed-n design
     ci = stats.binomtest(c.values["kept"], c.values["n"]).proportion_ci(1 - c.level)
     assert c.interval == pytest.approx((ci.low, ci.high), rel=1e-9, abs=0)
-    fixed = ds.min_num_samples_for_rate_test(0.7, r.config["discrepancy"], false_fail_rate=c.level,
-                                             false_pass_rate=r.config["false_pass_rate"])
+    fixed = ds.min_num_samples_for_rate_test(
+        0.7, r.config["discrepancy"], false_fail_rate=c.level, false_pass_rate=r.config["false_pass_rate"]
+    )
     short = [f for f in r.findings if f.name == "sample_size"]
     weaker = ""
     if short:  # cut short by max_calls: the detail says what the draws used can detect
-        d = ds.min_discrepancy_detectable(0.7, c.values["n"], false_fail_rate=c.level,
-                                          false_pass_rate=r.config["false_pass_rate"])
+        d = ds.min_discrepancy_detectable(
+            0.7, c.values["n"], false_fail_rate=c.level, false_pass_rate=r.config["false_pass_rate"]
+        )
         weaker = f"; cut short by max_calls, the {c.values['n']:,} draws used detect only +-{d:.3g}"
-    assert c.detail.endswith(f"with false-pass <= {r.config['false_pass_rate']:g} (fixed-n would need {fixed:,})"
-                             + weaker)
+    assert c.detail.endswith(
+        f"with false-pass <= {r.config['false_pass_rate']:g} (fixed-n would need {fixed:,})" + weaker
+    )
     assert bool(short) == (kw.get("shape") == (2,))  # the one config too small for the design
 
 
@@ -350,14 +366,26 @@ def test_holm_levels_are_recomputed_from_the_reported_pvalues(recorded):
 def test_the_configs_show_every_bonferroni_factor():
     """A factor shows only where the smallest p-value times it stays below 1 (a p-value clipped
     at 1 hides it): for each check that multiplies, some config's reported p-value is below 1."""
-    factors = ["seed_independence", "row_independence", "neighbour_independence", "threshold_flips",
-               "value_independence"]
-    reported = {name: [r.check(name).pvalue for _, r, _ in map(_recorded, range(len(CONFIGS)))
-                       if any(c.name == name for c in r.checks)] for name in factors}
+    factors = [
+        "seed_independence",
+        "row_independence",
+        "neighbour_independence",
+        "threshold_flips",
+        "value_independence",
+    ]
+    reported = {
+        name: [
+            r.check(name).pvalue
+            for _, r, _ in map(_recorded, range(len(CONFIGS)))
+            if any(c.name == name for c in r.checks)
+        ]
+        for name in factors
+    }
     assert {name: min(p) < 1 for name, p in reported.items()} == dict.fromkeys(factors, True), reported
 
 
 # -- the reports of broken implementations, recomputed ----------------------------------------
+
 
 class Stateful(Recorder):
     """Hidden state: the n-th call adds n to its seed, so the same seed twice gives two masks."""
@@ -395,9 +423,8 @@ def test_seed_determinism_names_the_seed_it_called_twice():
 def test_threshold_nesting_counts_the_recorded_violations():
     rec = Redraws()
     r = _run(rec, seed=6)
-    sweep = sorted((c for c in rec.calls if c["seed"][1] == 0 and c["seed"][0] in (10, 1010)),
-                   key=lambda c: c["rate"])
-    violations = sum(int(np.count_nonzero(hi["kept"] & ~lo["kept"])) for lo, hi in zip(sweep, sweep[1:]))
+    sweep = sorted((c for c in rec.calls if c["seed"][1] == 0 and c["seed"][0] in (10, 1010)), key=lambda c: c["rate"])
+    violations = sum(int(np.count_nonzero(hi["kept"] & ~lo["kept"])) for lo, hi in zip(sweep, sweep[1:], strict=False))
     c = r.check("threshold_nesting")
     assert c.passed is False and c.values["violations"] == violations > 0
     assert c.detail == "the mask is not a threshold of one uniform draw per position"
@@ -436,14 +463,16 @@ def test_mean_bias_is_the_product_of_keep_and_scale(shape):
     assert 1e-6 <= bias < 2e-6 and len(found) == 1
     assert found[0].value == pytest.approx(bias, rel=1e-9, abs=0)
     design = float(Fraction(1.0 - rate) * factor)
-    assert found[0].detail.startswith(f"float16 at rate {rate}: with this keep probability and this scale factor "
-                                      f"E[y]/E[x] = {design:.8g} before each value's rounding, biased by "
-                                      f"{design - 1:+.3g} relative (")
+    assert found[0].detail.startswith(
+        f"float16 at rate {rate}: with this keep probability and this scale factor "
+        f"E[y]/E[x] = {design:.8g} before each value's rounding, biased by "
+        f"{design - 1:+.3g} relative ("
+    )
     assert f"kept values scaled by {float(factor):.8g} instead of 1/(1-rate) = {1 / (1 - rate):.8g}" in found[0].detail
     assert "keep " not in found[0].detail.split("(", 1)[1]  # the keep probability is 1 - rate exactly
     main = [c for c in rec.by_offset(9, 0) if c["rate"] == rate]
     x = main[0]["x"].astype(np.float64)
-    used = main[:math.ceil(1_000_000 / x.size)]
+    used = main[: math.ceil(1_000_000 / x.size)]
     assert len(used) < len(main) or x.size == 2, "the boundary is not reached: more main calls needed"
     ys = [np.where(c["kept"], x * float(np.float16(1 / (1 - rate))), 0).astype(np.float16) for c in used]
     measured = sum(float(np.abs(y.astype(np.float64)).sum()) for y in ys) / (len(used) * np.abs(x).sum())
@@ -453,9 +482,10 @@ def test_mean_bias_is_the_product_of_keep_and_scale(shape):
 def test_mean_bias_of_a_divide_is_keep_over_the_rounded_divisor():
     """x / fl(1 - rate) in float16 at rate 0.3: E[y]/E[x] = (1 - rate) / fl16(0.7), the scale
     named as 1 / divisor."""
+
     class Divides(Recorder):
         def __call__(self, x, rate, seed, noise_shape=None):
-            y = super().__call__(x, rate, seed, noise_shape)
+            super().__call__(x, rate, seed, noise_shape)  # records the mask
             kept = self.calls[-1]["kept"]
             return np.where(kept, x / x.dtype.type(1 - rate), x.dtype.type(0)).astype(x.dtype)
 
@@ -480,8 +510,9 @@ def test_a_design_completed_by_the_last_allowed_call_is_not_cut_short():
 
     probe = _run(Recorder(), shape=(100_000,), seed=1, max_calls=5)
     level = probe.check("keep_fraction").level  # alpha / m for a 1-D shape's plan
-    n_max = SequentialRateTest(0.7, probe.config["discrepancy"], false_fail_rate=level,
-                               false_pass_rate=probe.config["false_pass_rate"]).n_max
+    n_max = SequentialRateTest(
+        0.7, probe.config["discrepancy"], false_fail_rate=level, false_pass_rate=probe.config["false_pass_rate"]
+    ).n_max
     r = _run(Recorder(), shape=(n_max,), seed=1, max_calls=5)
     c = r.check("keep_fraction")
     assert c.level == level and c.values["n"] == n_max, (c.level, level, c.values)
@@ -514,8 +545,9 @@ def test_call_independence_is_the_recorded_histogram(recorded):
     assert c.pvalue == pytest.approx(want, rel=1e-9, abs=0)
     assert (c.samples, c.values["df"], c.values["calls"]) == (counts.size * calls, df, calls)
     worst = int(np.argmax(np.abs(o - e) / np.sqrt(e)))
-    assert c.observed == (f"chi2 {stat:.4g} on {df} df; largest cell {o[worst]:.0f} positions vs "
-                          f"{e[worst]:.1f} expected")
+    assert c.observed == (
+        f"chi2 {stat:.4g} on {df} df; largest cell {o[worst]:.0f} positions vs {e[worst]:.1f} expected"
+    )
     assert c.expected == f"kept counts per position ~ Binomial({calls}, {counts.sum() / (counts.size * calls):.6g})"
     assert c.detail == f"histogram of {counts.size:,} positions' kept counts over {calls} calls, {len(o)} cells"
 
@@ -569,14 +601,18 @@ def test_a_many_axis_shape_reports_its_axes_in_order(axes):
     r = _run(Recorder(), seed=3, shape=(2,) * (axes - 1) + (512,))
     names = [c.name for c in r.checks]
     first = names.index("homogeneity_blocks")
-    assert names[first:first + axes + 2] == ["homogeneity_blocks", "homogeneity_strided",
-                                             *[f"homogeneity_axis{a}" for a in range(axes)]]
+    assert names[first : first + axes + 2] == [
+        "homogeneity_blocks",
+        "homogeneity_strided",
+        *[f"homogeneity_axis{a}" for a in range(axes)],
+    ]
     assert not names[first + axes + 2].startswith("homogeneity")
 
 
 def test_a_scale_failure_at_one_rate_names_that_rate_alone():
     """Kept values off at the configured rate only (the sweep's other rates are right): one
     failing rate, so the entry is that rate's, with nothing appended."""
+
     class OverscaledAtTheRate(Recorder):
         def __call__(self, x, rate, seed, noise_shape=None):
             y = super().__call__(x, rate, seed, noise_shape)
@@ -621,13 +657,15 @@ def test_a_scale_failure_reports_the_closest_formula_its_distance_and_the_ratios
     assert c.detail.split("; also ")[0] == (
         f"at rate {rate:g}, {calls} of {calls} calls: no formula matches every kept value; closest 'multiply': "
         f"{differ:,} of {n:,} differ, largest distance {ulp} ULP; y/x ranges over [{lo:.9g}, {hi:.9g}] where "
-        f"1/(1-rate) = {1 / (1 - rate):.9g}")
+        f"1/(1-rate) = {1 / (1 - rate):.9g}"
+    )
     assert c.observed == f"{differ:,}/{n:,} differ from the closest formula (multiply) at rate {rate:g}"
     assert c.detail.split("; also ")[1] == "; ".join(
-        f"{d:,}/{m:,} differ from the closest formula (multiply) at rate {q:g}" for q, d, m, *_ in parts[1:])
+        f"{d:,}/{m:,} differ from the closest formula (multiply) at rate {q:g}" for q, d, m, *_ in parts[1:]
+    )
     assert c.samples == sum(int(np.count_nonzero(call["kept"])) for call in rec.calls)
     assert c.expected == "x*fl(1/(1-rate)), x/(1-fl(rate)) or round(x/(1-rate))"
-    assert c.reproduce.endswith(f"rate {rate:g}") and 0.001 * 2 ** 23 < ulp <= 0.001 * 2 ** 24  # 1.001 in float32 steps
+    assert c.reproduce.endswith(f"rate {rate:g}") and 0.001 * 2**23 < ulp <= 0.001 * 2**24  # 1.001 in float32 steps
 
 
 class KeepsAllBut(Recorder):
@@ -641,8 +679,9 @@ class KeepsAllBut(Recorder):
     def __call__(self, x, rate, seed, noise_shape=None):
         y = (x.astype(np.float64) / (1 - rate) * 1.001).astype(x.dtype)
         y.reshape(-1)[: self.m] = 0
-        self.calls.append({"seed": tuple(int(s) for s in seed), "rate": rate, "ns": noise_shape, "x": x.copy(),
-                           "kept": y != 0})
+        self.calls.append(
+            {"seed": tuple(int(s) for s in seed), "rate": rate, "ns": noise_shape, "x": x.copy(), "kept": y != 0}
+        )
         return y
 
 
@@ -669,13 +708,14 @@ class IgnoresNoiseShape(Recorder):
 
 def _mixed(c):
     """(units with kept and dropped elements, units) of a call with a noise shape."""
-    axes = tuple(i for i, (d, s) in enumerate(zip(c["ns"], c["kept"].shape)) if d == 1 and s != 1)
+    axes = tuple(i for i, (d, s) in enumerate(zip(c["ns"], c["kept"].shape, strict=True)) if d == 1 and s != 1)
     mixed = c["kept"].any(axis=axes) & ~c["kept"].all(axis=axes)
     return int(np.count_nonzero(mixed)), mixed.size
 
 
-@pytest.mark.parametrize("kw", [{"seed": 11, "shape": (16, 4, 4, 32), "noise_shape": (16, 1, 1, 32)}, {"seed": 7}],
-                         ids=["explicit", "probe"])
+@pytest.mark.parametrize(
+    "kw", [{"seed": 11, "shape": (16, 4, 4, 32), "noise_shape": (16, 1, 1, 32)}, {"seed": 7}], ids=["explicit", "probe"]
+)
 def test_an_ignored_noise_shape_counts_every_unit_with_mixed_fate(kw):
     """With an explicit noise shape, every call's units (main, seed, threshold calls: all of them
     have it); without one, the probe's units.  Each unit whose elements were kept and dropped apart
@@ -685,20 +725,23 @@ def test_an_ignored_noise_shape_counts_every_unit_with_mixed_fate(kw):
     c = r.check("noise_shape_consistency")
     calls = [call for call in rec.calls if call["ns"] is not None]
     assert calls and (kw.get("noise_shape") is not None or {call["seed"][0] - 7 for call in calls} == {2})
-    inconsistent, units = (sum(v) for v in zip(*map(_mixed, calls)))
+    inconsistent, units = (sum(v) for v in zip(*map(_mixed, calls), strict=True))
     noise = list(calls[0]["ns"])
     assert c.passed is False and c.values == {"inconsistent": inconsistent, "units": units} and c.samples == units
     assert c.observed == f"{inconsistent} of {units:,} units with mixed fate" and inconsistent > units // 2
-    assert c.detail == (f"noise_shape {noise} ignored or misapplied: {inconsistent} units have kept and dropped "
-                        "elements")
+    assert c.detail == (
+        f"noise_shape {noise} ignored or misapplied: {inconsistent} units have kept and dropped elements"
+    )
     assert c.reproduce.endswith(f"noise_shape={noise}")
     if kw.get("noise_shape") is not None:  # no call had consistent units: the keep fraction has no draws
         k = r.check("keep_fraction")
         assert (k.passed, k.pvalue, k.samples) == (None, None, 0) and r.passed is False
         # no more main calls than the seed check's partners ask for (not max_calls: none would count)
         assert len(rec.by_offset(11, 0)) == len(rec.by_offset(11, 1)) + 1 < 100
-        assert k.detail == ("no draws: every call had units with kept and dropped elements (noise_shape [16, 1, 1, "
-                            "32] ignored, see noise_shape_consistency)")
+        assert k.detail == (
+            "no draws: every call had units with kept and dropped elements (noise_shape [16, 1, 1, "
+            "32] ignored, see noise_shape_consistency)"
+        )
 
 
 # -- alpha dropout's affine check (the stateful contract), recomputed ----------------------------
@@ -717,7 +760,7 @@ class AlphaRecorder:
 
     @staticmethod
     def constants(rate, dtype):
-        a = ((1 - rate) * (1 + rate * _AP ** 2)) ** -0.5
+        a = ((1 - rate) * (1 + rate * _AP**2)) ** -0.5
         return dtype.type(a), dtype.type(-a * _AP * rate)
 
     def __call__(self, x, rate, noise_shape=None):
@@ -756,7 +799,8 @@ def test_alpha_dropout_values_are_checked_on_the_first_200000_kept(dtype):
     assert c.observed == "every kept value = a*x + b (two roundings)"
     assert c.expected.startswith(f"kept: a*x + b with a = {float(a)!r}, b = {float(b)!r}; dropped: ")
     assert [f.detail for f in r.findings if f.name == "affine_formula"] == [
-        f"{dtype}: kept values are a*x + b with two roundings (multiply, then add)"]
+        f"{dtype}: kept values are a*x + b with two roundings (multiply, then add)"
+    ]
 
 
 def test_alpha_dropout_with_a_wrong_offset_reports_the_closest_formula():
@@ -767,14 +811,17 @@ def test_alpha_dropout_with_a_wrong_offset_reports_the_closest_formula():
     a, b = rec.constants(0.2, np.dtype("float32"))
     xs, y = _gathered(rec)
     results = []
-    for label, want in (("two roundings", a * xs + b),
-                        ("fused", (xs.astype(np.float64) * float(a) + float(b)).astype(np.float32))):
+    for label, want in (
+        ("two roundings", a * xs + b),
+        ("fused", (xs.astype(np.float64) * float(a) + float(b)).astype(np.float32)),
+    ):
         results.append((int(np.abs(_ordered(want) - _ordered(y)).max()), int(np.count_nonzero(want != y)), label))
     ulp, mismatch, label = min(results, key=lambda t: t[:2])
     assert c.passed is False and c.samples == xs.size
     assert c.observed == f"{mismatch:,} of {xs.size:,} kept values differ from a*x + b ({label})"
-    assert c.detail == (f"neither two roundings nor a fused multiply-add matches; closest ({label}) is off by "
-                        f"up to {ulp} ULP")
+    assert c.detail == (
+        f"neither two roundings nor a fused multiply-add matches; closest ({label}) is off by up to {ulp} ULP"
+    )
     assert c.expected == f"kept: a*x + b with a = {float(a)!r}, b = {float(b)!r}"
     assert results[0][:2] != results[1][:2], results  # the order between them is seen
 
@@ -850,7 +897,7 @@ def test_seeds_mixed_into_one_number_fail_on_the_third_comparison():
     r = _run(rec, seed=7)
     main = [_units(c) for c in rec.by_offset(7, 0)]
     others = [_units(c) for c in rec.by_offset(7, 1)]
-    stored = main[:len(others) + 1]
+    stored = main[: len(others) + 1]
     p = [_fisher(stored[:-1], stored[1:]), _fisher(stored[:-1], others), _fisher(stored[1:], others)]
     c = r.check("seed_independence")
     assert c.passed is False and p[2][0] < 1e-300 and min(p[0][0], p[1][0]) > 1e-6
@@ -886,7 +933,8 @@ def test_the_first_of_the_two_same_seed_calls_is_the_fresh_draw():
     repeat_at = rec.calls.index(twice[0])
     used = [n for _, n in prefix].index(k.values["n"])
     assert (k.values["kept"], k.values["n"]) == prefix[used] and used > sum(
-        1 for call in rec.calls[:repeat_at] if call["rate"] == 0.3)  # the repeat is within what was counted
+        1 for call in rec.calls[:repeat_at] if call["rate"] == 0.3
+    )  # the repeat is within what was counted
     assert r.check("seed_determinism").passed is False
 
 
@@ -962,6 +1010,7 @@ def test_call_independence_is_planned_from_3000_positions(positions):
 @pytest.mark.parametrize("keep", [True, False], ids=["keeps_all", "drops_all"])
 def test_call_independence_of_an_fn_that_keeps_or_drops_everything(keep):
     """p-hat of 1 or 0: no binomial histogram to compare with, said as such."""
+
     def constant(x, rate, seed, noise_shape=None):
         return (x / (1 - rate)).astype(x.dtype) if keep else np.zeros_like(x)
 
@@ -969,7 +1018,7 @@ def test_call_independence_of_an_fn_that_keeps_or_drops_everything(keep):
     assert (c.passed, c.pvalue, c.detail) == (None, None, "every draw kept, or every draw dropped")
 
 
-@pytest.mark.parametrize("rate", [1 - 2 ** -53, 2 ** -53])
+@pytest.mark.parametrize("rate", [1 - 2**-53, 2**-53])
 def test_a_sweep_rate_that_keeps_all_or_nothing_leaves_one_rate_pair(rate):
     """At rate 1 - 2^-53 the sweep's top rate (1 + rate) / 2 rounds to 1.0 and keeps nothing; at
     rate 2^-53 the bottom one, rate / 2, keeps everything (1 - 2^-54 rounds to 1.0).  That rate is
@@ -988,9 +1037,18 @@ def test_a_sweep_rate_that_keeps_all_or_nothing_leaves_one_rate_pair(rate):
     # the pair is planned: ten entries share the budget (keep_fraction, threshold_flips,
     # seed_independence, neighbour_independence, two homogeneity, value and call independence,
     # auto- and cross-correlation), so the keep fraction's share is alpha / 10
-    planned = ["keep_fraction", "threshold_flips", "seed_independence", "neighbour_independence",
-               "homogeneity_blocks", "homogeneity_strided", "value_independence", "call_independence",
-               "autocorrelation", "cross_correlation"]
+    planned = [
+        "keep_fraction",
+        "threshold_flips",
+        "seed_independence",
+        "neighbour_independence",
+        "homogeneity_blocks",
+        "homogeneity_strided",
+        "value_independence",
+        "call_independence",
+        "autocorrelation",
+        "cross_correlation",
+    ]
     assert [c.name for c in r.checks if c.name in planned] == planned
     assert r.check("keep_fraction").level == pytest.approx(ALPHA / len(planned), rel=1e-12, abs=0)
 
@@ -1004,8 +1062,9 @@ def _main_calls_expected(rec, r, s):
     k = r.check("keep_fraction")
     delta, beta = r.config["discrepancy"], r.config["false_pass_rate"]
     keep = r.check("keep_fraction").values["expected"]
-    min_n = ds.min_num_samples_for_rate_test(keep, min(4 * delta, 0.5 * max(keep, 1 - keep)),
-                                             false_fail_rate=k.level, false_pass_rate=beta)
+    min_n = ds.min_num_samples_for_rate_test(
+        keep, min(4 * delta, 0.5 * max(keep, 1 - keep)), false_fail_rate=k.level, false_pass_rate=beta
+    )
     store = len(rec.by_offset(s, 1)) + 1
     seen, drawn, after = set(), 0, []
     for c in rec.calls:
@@ -1060,8 +1119,9 @@ def test_min_n_sees_an_effect_of_at_most_half_the_larger_side():
 
     r = _run(two, stateful=True, shape=(2,), discrepancy=0.2)
     k = r.check("keep_fraction")
-    min_n = ds.min_num_samples_for_rate_test(0.7, 0.35, false_fail_rate=k.level,
-                                             false_pass_rate=r.config["false_pass_rate"])
+    min_n = ds.min_num_samples_for_rate_test(
+        0.7, 0.35, false_fail_rate=k.level, false_pass_rate=r.config["false_pass_rate"]
+    )
     want = max(5, math.ceil(min_n / 2), math.ceil(k.values["n"] / 2))
     assert len(calls) == want and math.ceil(min_n / 2) == want > 5, (len(calls), min_n, k.values)
 

@@ -1,9 +1,11 @@
 """proportion_ci and rate_test: exact, checked against scipy and by exact coverage sums."""
+
 import math
 
 import numpy as np
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 from scipy import stats
 
 from dropout_stats import proportion_ci, rate_test
@@ -31,8 +33,12 @@ def test_intervals_nest_as_confidence_grows(kn, cl1, cl2, method):
     assert outer.low <= inner.low + 1e-15 and inner.high <= outer.high + 1e-15
 
 
-@given(counts, st.floats(0.5, 0.9999), st.sampled_from(["two-sided", "less", "greater"]),
-       st.sampled_from(["exact", "wilson"]))
+@given(
+    counts,
+    st.floats(0.5, 0.9999),
+    st.sampled_from(["two-sided", "less", "greater"]),
+    st.sampled_from(["exact", "wilson"]),
+)
 def test_intervals_match_scipy(kn, cl, alternative, method):
     k, n = kn
     ours = proportion_ci(k, n, confidence_level=cl, method=method, alternative=alternative)
@@ -147,7 +153,9 @@ def test_one_sided_pvalues_are_the_binomial_tails(kn, p):
     scipy's binomtest for these, so scipy's test is not an independent oracle)."""
     k, n = kn
     assert rate_test(k, n, p, alternative="less").pvalue == pytest.approx(stats.binom.cdf(k, n, p), rel=1e-9, abs=0)
-    assert rate_test(k, n, p, alternative="greater").pvalue == pytest.approx(stats.binom.sf(k - 1, n, p), rel=1e-9, abs=0)
+    assert rate_test(k, n, p, alternative="greater").pvalue == pytest.approx(
+        stats.binom.sf(k - 1, n, p), rel=1e-9, abs=0
+    )
 
 
 def test_results_are_immutable():

@@ -1,13 +1,13 @@
 """Calibration of verify(): the false-alarm rate at a loose budget, measured."""
+
 import pytest
 from scipy import stats
 
-from dropout_stats.calibrate import calibrate_null, calibrate_power
-from dropout_stats.corpus import STATEFUL, STATELESS
-
+from dropout_stats.calibration.calibrate import calibrate_null, calibrate_power
+from dropout_stats.calibration.corpus import STATEFUL, STATELESS
 
 RUNS = 100
-BOUND = stats.binom.isf(1e-9, RUNS, 0.05)   # exceeded with probability <= 1e-9 at rate 0.05
+BOUND = stats.binom.isf(1e-9, RUNS, 0.05)  # exceeded with probability <= 1e-9 at rate 0.05
 
 
 def _detected_rate(power=0.99):

@@ -1,22 +1,49 @@
 """Argument validation (dropout_stats._checks), at its edges: what must pass and what must not."""
+
 import math
 
 import numpy as np
 import pytest
 
-from dropout_stats._checks import (check_callable, check_choice, check_count, check_counts, check_flag,
-                                   check_open_unit, check_positive, check_probability, check_rate)
+from dropout_stats._checks import (
+    check_callable,
+    check_choice,
+    check_count,
+    check_counts,
+    check_flag,
+    check_open_unit,
+    check_positive,
+    check_probability,
+    check_rate,
+)
 
 
-@pytest.mark.parametrize("value,want", [(0.0, 0.0), (0.5, 0.5), (np.float32(0.25), 0.25), (np.array(0.75), 0.75),
-                                        (np.nextafter(1.0, 0.0), np.nextafter(1.0, 0.0))])
+@pytest.mark.parametrize(
+    "value,want",
+    [
+        (0.0, 0.0),
+        (0.5, 0.5),
+        (np.float32(0.25), 0.25),
+        (np.array(0.75), 0.75),
+        (np.nextafter(1.0, 0.0), np.nextafter(1.0, 0.0)),
+    ],
+)
 def test_rate_accepts_0_and_below_1(value, want):
     assert check_rate(value) == want
 
 
-@pytest.mark.parametrize("value,exc", [(1.0, ValueError), (-1e-300, ValueError), (math.nan, ValueError),
-                                       (math.inf, ValueError), (True, TypeError), ("0.2", TypeError),
-                                       (np.array([0.2]), TypeError)])
+@pytest.mark.parametrize(
+    "value,exc",
+    [
+        (1.0, ValueError),
+        (-1e-300, ValueError),
+        (math.nan, ValueError),
+        (math.inf, ValueError),
+        (True, TypeError),
+        ("0.2", TypeError),
+        (np.array([0.2]), TypeError),
+    ],
+)
 def test_rate_rejects(value, exc):
     with pytest.raises(exc, match=r"^rate \("):
         check_rate(value)
@@ -42,8 +69,9 @@ def test_open_unit_excludes_both_ends(value, ok):
             check_open_unit(value, "a")
 
 
-@pytest.mark.parametrize("value,ok", [(1e-300, True), (1e300, True), (0.0, False), (-1.0, False), (math.inf, False),
-                                      (math.nan, False)])
+@pytest.mark.parametrize(
+    "value,ok", [(1e-300, True), (1e300, True), (0.0, False), (-1.0, False), (math.inf, False), (math.nan, False)]
+)
 def test_positive_is_finite_and_above_0(value, ok):
     if ok:
         assert check_positive(value, "d") == value
@@ -52,14 +80,25 @@ def test_positive_is_finite_and_above_0(value, ok):
             check_positive(value, "d")
 
 
-@pytest.mark.parametrize("value,want", [(0, 0), (7, 7), (np.int64(5), 5), (np.array(3), 3), (10.0, 10),
-                                        (np.array(4.0), 4)])
+@pytest.mark.parametrize(
+    "value,want", [(0, 0), (7, 7), (np.int64(5), 5), (np.array(3), 3), (10.0, 10), (np.array(4.0), 4)]
+)
 def test_count_accepts_integers_and_integral_floats(value, want):
     assert check_count(value, "n") == want and isinstance(check_count(value, "n"), int)
 
 
-@pytest.mark.parametrize("value,exc", [(True, TypeError), (False, TypeError), ("3", TypeError), (2.5, ValueError),
-                                       (math.inf, ValueError), (math.nan, ValueError), (-1, ValueError)])
+@pytest.mark.parametrize(
+    "value,exc",
+    [
+        (True, TypeError),
+        (False, TypeError),
+        ("3", TypeError),
+        (2.5, ValueError),
+        (math.inf, ValueError),
+        (math.nan, ValueError),
+        (-1, ValueError),
+    ],
+)
 def test_count_rejects(value, exc):
     with pytest.raises(exc, match=r"^n \("):
         check_count(value, "n")

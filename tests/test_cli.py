@@ -1,4 +1,5 @@
 """The dropout-stats command line, run as a user would: subprocesses, exit codes, files."""
+
 import importlib.util
 import json
 import os
@@ -18,8 +19,14 @@ def _umask() -> int:
 
 
 def run(*args, cwd=None, env=None):
-    return subprocess.run([sys.executable, "-m", "dropout_stats", *args], capture_output=True, text=True,
-                          cwd=cwd, env=env or ENV, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "dropout_stats", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env or ENV,
+        timeout=600,
+    )
 
 
 def test_explain_the_founding_question():
@@ -58,7 +65,8 @@ def test_explain_bfloat16_names_the_grid():
 
 @pytest.fixture
 def user_module(tmp_path):
-    (tmp_path / "userdrop.py").write_text(textwrap.dedent("""
+    (tmp_path / "userdrop.py").write_text(
+        textwrap.dedent("""
         import tensorflow as tf
 
         def good(x, rate, seed, noise_shape=None):
@@ -73,7 +81,8 @@ def user_module(tmp_path):
 
         def wrong_signature(x):
             return x
-    """))
+    """)
+    )
     return tmp_path
 
 
@@ -114,8 +123,21 @@ def test_quick_audit_writes_json_and_png(tmp_path):
     layers in a model.  Exit code 1 exactly when a layer fails, and then only its replicas check
     (Keras 3 draws the same masks on every replica: see the README's findings)."""
     out, png = tmp_path / "audit.json", tmp_path / "audit.png"
-    r = run("audit", "--framework", "tensorflow", "--quick", "--dtypes", "float32", "bfloat16",
-            "--false-fail-rate", "1e-9", "--json", str(out), "--plot", str(png))
+    r = run(
+        "audit",
+        "--framework",
+        "tensorflow",
+        "--quick",
+        "--dtypes",
+        "float32",
+        "bfloat16",
+        "--false-fail-rate",
+        "1e-9",
+        "--json",
+        str(out),
+        "--plot",
+        str(png),
+    )
     assert "tf.nn.experimental.stateless_dropout" in r.stdout and "configurations passed" in r.stdout
     assert "[1/" in r.stderr  # plain progress lines when not a terminal
     data = json.loads(out.read_text())
@@ -126,20 +148,27 @@ def test_quick_audit_writes_json_and_png(tmp_path):
     import keras
 
     if keras.backend.backend() == "tensorflow":  # Keras 2 or 3: SimpleRNN, GRU, LSTM pass eagerly
-        assert [x["layer"] for x in data["recurrent"]] == [f"keras.layers.{c} [eager]"  # --quick: no tf.function
-                                                           for c in ("SimpleRNN", "GRU", "LSTM")]
+        assert [x["layer"] for x in data["recurrent"]] == [
+            f"keras.layers.{c} [eager]"  # --quick: no tf.function
+            for c in ("SimpleRNN", "GRU", "LSTM")
+        ]
         assert all(x["report"]["passed"] for x in data["recurrent"]) and "recurrent layers" in r.stdout
-        assert [x["layer"] for x in data["attention"]] == [f"keras.layers.{c}" for c in
-                                                           ("MultiHeadAttention", "Attention", "AdditiveAttention")]
+        assert [x["layer"] for x in data["attention"]] == [
+            f"keras.layers.{c}" for c in ("MultiHeadAttention", "Attention", "AdditiveAttention")
+        ]
         assert all(x["report"]["passed"] for x in data["attention"]) and "attention layers" in r.stdout
     assert r.returncode == (1 if failing else 0), r.stdout[-3000:] + r.stderr[-3000:]
-    assert any("102/128" in f["detail"] or "51/64" in f["detail"]
-               for x in data["results"] for f in x["report"]["findings"])
+    assert any(
+        "102/128" in f["detail"] or "51/64" in f["detail"] for x in data["results"] for f in x["report"]["findings"]
+    )
     assert data["schema"] == "dropout-stats/audit/1" and set(data["seconds_by_mode"]) == {"eager"}
     first = data["results"][0]
     keep = next(c for c in first["report"]["checks"] if c["name"] == "keep_fraction")
     assert isinstance(first["seconds"], float) and first["report"]["schema"] == "dropout-stats/report/1"
-    assert isinstance(keep["values"]["kept"], int) and keep["values"]["fraction"] == keep["values"]["kept"] / keep["values"]["n"]
+    assert (
+        isinstance(keep["values"]["kept"], int)
+        and keep["values"]["fraction"] == keep["values"]["kept"] / keep["values"]["n"]
+    )
     assert "absl::InitializeLog" not in r.stderr and "oneDNN" not in r.stderr  # TensorFlow's start-up lines
     assert "backward pass under activation checkpointing" in r.stdout
     assert max(len(v) for v in r.stdout.splitlines()) <= 100
@@ -162,25 +191,35 @@ def test_quick_audit_of_jax_and_torch(tmp_path):
     if not have:
         pytest.skip("neither jax nor torch is installed")
     out = tmp_path / "audit.json"
-    r = run("audit", "--framework", *have, "--quick", "--dtypes", "float32", "--false-fail-rate", "1e-9",
-            "--json", str(out))
+    r = run(
+        "audit", "--framework", *have, "--quick", "--dtypes", "float32", "--false-fail-rate", "1e-9", "--json", str(out)
+    )
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     data = json.loads(out.read_text())
     assert set(data["frameworks"]) == set(have) and data["tensorflow"] is None
     layers = [x["layer"] for x in data["layers"]]
     flax = importlib.util.find_spec("flax") is not None
     assert layers == (["flax.nnx.Dropout"] if "jax" in have and flax else []) + (
-        [f"torch.nn.{c}" for c in ("Dropout", "Dropout1d", "Dropout2d", "Dropout3d", "AlphaDropout",
-                                   "FeatureAlphaDropout")] if "torch" in have else [])
+        [
+            f"torch.nn.{c}"
+            for c in ("Dropout", "Dropout1d", "Dropout2d", "Dropout3d", "AlphaDropout", "FeatureAlphaDropout")
+        ]
+        if "torch" in have
+        else []
+    )
     assert all(x["report"]["passed"] for x in data["layers"] + data["attention"])
-    assert [x["layer"] for x in data["attention"]] == (["torch.nn.MultiheadAttention",
-                                                        "torch.nn.functional.scaled_dot_product_attention"]
-                                                       if "torch" in have else [])
+    assert [x["layer"] for x in data["attention"]] == (
+        ["torch.nn.MultiheadAttention", "torch.nn.functional.scaled_dot_product_attention"] if "torch" in have else []
+    )
     assert {x["framework"] for x in data["results"]} == set(have)
-    assert r.stdout.startswith("dropout-stats audit: " + ", ".join(
-        {"jax": "JAX", "torch": "PyTorch"}[fw] + " " + data["frameworks"][fw] for fw in have))
+    assert r.stdout.startswith(
+        "dropout-stats audit: "
+        + ", ".join({"jax": "JAX", "torch": "PyTorch"}[fw] + " " + data["frameworks"][fw] for fw in have)
+    )
     if "torch" in have:
-        lost = data["recompute"]["torch"]["torch.nn.functional.dropout / torch.utils.checkpoint(preserve_rng_state=False)"]
+        lost = data["recompute"]["torch"][
+            "torch.nn.functional.dropout / torch.utils.checkpoint(preserve_rng_state=False)"
+        ]
         kept = data["recompute"]["torch"]["torch.nn.functional.dropout / torch.utils.checkpoint"]
         assert lost["p_vs_same_mask"] == 0.0 and kept["agreement"] == 1.0
     assert max(len(v) for v in r.stdout.splitlines()) <= 100

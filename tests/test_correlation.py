@@ -8,6 +8,7 @@ misses only if the remaining independent pairs pull the sum below the rejection 
 chance bounded by the same Freedman bound the check uses (miss_bound).  The power tests use
 defects with tens of thousands of identical pairs (z >= 100 where the threshold is near 8).
 """
+
 from __future__ import annotations
 
 import itertools
@@ -19,16 +20,28 @@ import pytest
 from scipy import stats
 from scipy.stats import binom
 
-from dropout_stats.battery.checks.correlation import (ETA, Correlation, bennett_tail, kept_count_bound,
-                                                      lag_pvalue, linear_displacements, linear_sum, pieces)
+from dropout_stats.battery.checks.correlation import (
+    ETA,
+    Correlation,
+    bennett_tail,
+    kept_count_bound,
+    lag_pvalue,
+    linear_displacements,
+    linear_sum,
+    pieces,
+)
 
 P = 0.8
-LEVEL = 1e-12           # the p-value the power tests require (far below any Holm level of a run)
+LEVEL = 1e-12  # the p-value the power tests require (far below any Holm level of a run)
 
 
 def check(masks, p=P, stateful=False, unit_shape=None):
-    run = types.SimpleNamespace(unit_shape=unit_shape or masks[0].shape, stored_masks=masks, units=masks[0].size,
-                                cfg=types.SimpleNamespace(keep=p, stateful=stateful, reproduce=lambda *a: ""))
+    run = types.SimpleNamespace(
+        unit_shape=unit_shape or masks[0].shape,
+        stored_masks=masks,
+        units=masks[0].size,
+        cfg=types.SimpleNamespace(keep=p, stateful=stateful, reproduce=lambda *a: ""),
+    )
     fam = Correlation.__new__(Correlation)
     fam.run, fam.cfg = run, run.cfg
     auto, cross = fam.conclude()
@@ -54,10 +67,18 @@ def test_linear_sum_against_a_loop():
     a, b = (rng.random((5, 7)) < 0.6 for _ in range(2))
     c = [m - 0.6 for m in (a, b)]
     for d in [(0, 1), (2, -3), (-4, 6), (1, 0), (0, 0)]:
-        want_within = sum(c[0][i, j] * c[0][i + d[0], j + d[1]] for i in range(5) for j in range(7)
-                          if 0 <= i + d[0] < 5 and 0 <= j + d[1] < 7)
-        want_cross = sum(c[0][i, j] * c[1][i + d[0], j + d[1]] for i in range(5) for j in range(7)
-                         if 0 <= i + d[0] < 5 and 0 <= j + d[1] < 7)
+        want_within = sum(
+            c[0][i, j] * c[0][i + d[0], j + d[1]]
+            for i in range(5)
+            for j in range(7)
+            if 0 <= i + d[0] < 5 and 0 <= j + d[1] < 7
+        )
+        want_cross = sum(
+            c[0][i, j] * c[1][i + d[0], j + d[1]]
+            for i in range(5)
+            for j in range(7)
+            if 0 <= i + d[0] < 5 and 0 <= j + d[1] < 7
+        )
         got_within, _ = linear_sum([a], list(d), 0.6, True)
         got_cross, n = linear_sum([a, b], list(d), 0.6, False)
         assert got_within == pytest.approx(want_within, abs=1e-9)
@@ -126,8 +147,9 @@ def test_a_mask_repeating_with_any_period_fails_autocorrelation(period, seed):
         # the piece reported holds (64 - d0) * (4096 - d1) identical pairs per mask: its miss
         # chance, computed, is far below the 1e-12 the suite's budget would need to count it
         identical = 2 * (64 - d0) * (4096 - d1)
-        assert miss_bound(identical, 2 * (1 << 18) - identical, masks,
-                          linear_displacements((64, 4096), True) - 2) < 1e-12
+        assert (
+            miss_bound(identical, 2 * (1 << 18) - identical, masks, linear_displacements((64, 4096), True) - 2) < 1e-12
+        )
 
 
 def test_rows_some_distance_apart_fail_and_the_pair_checks_lags_are_left_to_them(seed):
@@ -150,8 +172,10 @@ def test_the_next_call_shifted_fails_cross_correlation(shift, seed):
     rng = np.random.default_rng(seed)
     stream = rng.random((1 << 18) + 160000) < P
     start = 80000
-    masks = [stream[start:start + (1 << 18)].reshape(64, 4096),
-             stream[start + shift:start + shift + (1 << 18)].reshape(64, 4096)]
+    masks = [
+        stream[start : start + (1 << 18)].reshape(64, 4096),
+        stream[start + shift : start + shift + (1 << 18)].reshape(64, 4096),
+    ]
     _, cross = check(masks)
     assert cross.pvalue <= LEVEL, cross
 
@@ -177,17 +201,28 @@ def test_broadcast_axes_are_dropped_and_a_1d_mask_works(seed):
 
 # -- the family's arithmetic against independent computations (exact; no verdict is random) ---
 
+
 def _chernoff(s, v, m):
     """Bennett's bound computed as what it is, the optimised Chernoff bound
     inf_l exp(-l s + (v / m^2)(e^(l m) - 1 - l m)), by scipy's scalar minimiser."""
     from scipy import optimize
+
     f = lambda lam: -lam * s + (v / (m * m)) * math.expm1(lam * m) - (v / (m * m)) * lam * m  # noqa: E731
     r = optimize.minimize_scalar(f, bounds=(0, 50 / m), method="bounded", options={"xatol": 1e-12})
     return math.exp(min(0.0, r.fun))
 
 
-@pytest.mark.parametrize("s,v,p,tested", [(40.0, 500.0, 0.8, 1), (40.0, 500.0, 0.8, 7), (-40.0, 500.0, 0.8, 7),
-                                          (25.0, 900.0, 0.3, 100), (3.0, 500.0, 0.8, 5), (400.0, 500.0, 0.6, 3)])
+@pytest.mark.parametrize(
+    "s,v,p,tested",
+    [
+        (40.0, 500.0, 0.8, 1),
+        (40.0, 500.0, 0.8, 7),
+        (-40.0, 500.0, 0.8, 7),
+        (25.0, 900.0, 0.3, 100),
+        (3.0, 500.0, 0.8, 5),
+        (400.0, 500.0, 0.6, 3),
+    ],
+)
 def test_lag_pvalue_is_bonferroni_over_both_bennett_tails_plus_eta(s, v, p, tested):
     """Two-sided: increments lie in [-pq, max(p, q)^2], so the upper tail has range max(p, q)^2
     and the lower pq; Bonferroni multiplies by the lags tested; ETA is added; capped at 1."""
@@ -225,16 +260,19 @@ def test_applies_from_four_units():
     assert not _family((3,)).applies() and _family((4,)).applies()
 
 
-@pytest.mark.parametrize("unit_shape,want", [
-    ((8,), {(1,)}),                       # neighbours only
-    ((4, 8), {(0, 1), (1, 0)}),           # neighbours and rows
-    ((4, 1), {(1,)}),                     # a column: its first axis is both
-    ((1, 8), {(1,)}),                     # a row: neighbours; no second row
-    ((4, 1, 8), {(0, 1), (1, 0)}),        # broadcast axes dropped from the displacement
-    ((1, 8, 1), set()),                   # neither the first nor the last axis is longer than 1
-    ((2, 3, 5), {(0, 0, 1), (1, 0, 0)}),
-    ((4, 2), {(0, 1), (1, 0)}),           # a last axis of length 2 has neighbours too
-])
+@pytest.mark.parametrize(
+    "unit_shape,want",
+    [
+        ((8,), {(1,)}),  # neighbours only
+        ((4, 8), {(0, 1), (1, 0)}),  # neighbours and rows
+        ((4, 1), {(1,)}),  # a column: its first axis is both
+        ((1, 8), {(1,)}),  # a row: neighbours; no second row
+        ((4, 1, 8), {(0, 1), (1, 0)}),  # broadcast axes dropped from the displacement
+        ((1, 8, 1), set()),  # neither the first nor the last axis is longer than 1
+        ((2, 3, 5), {(0, 0, 1), (1, 0, 0)}),
+        ((4, 2), {(0, 1), (1, 0)}),  # a last axis of length 2 has neighbours too
+    ],
+)
 def test_excluded_are_the_pair_checks_displacements_with_their_negatives(unit_shape, want):
     """One step along the last axis (neighbours) and along the first (rows), when those axes are
     longer than 1, in the coordinates of the axes longer than 1, each with its negative."""
@@ -293,17 +331,18 @@ def _torus_maxima(masks, within, skip, p):
     within a call d and -d are one cell, so mirrors are added."""
     shape = masks[0].shape
     c = [m - p for m in masks]
-    partners = [(a, a) for a in c] if within else list(zip(c, c[1:]))
-    skipped = {tuple(v % s for v, s in zip(k, shape)) for k in skip}
+    partners = [(a, a) for a in c] if within else list(zip(c, c[1:], strict=False))
+    skipped = {tuple(v % s for v, s in zip(k, shape, strict=True)) for k in skip}
     values = {}
     for d in itertools.product(*[range(s) for s in shape]):
         if (within and not any(d)) or d in skipped:
             continue
-        values[d] = abs(sum(float((a * np.roll(b, [-x for x in d], axis=tuple(range(len(shape))))).sum())
-                            for a, b in partners))
+        values[d] = abs(
+            sum(float((a * np.roll(b, [-x for x in d], axis=tuple(range(len(shape))))).sum()) for a, b in partners)
+        )
     top = max(values.values())
     cells = {d for d, v in values.items() if v > top - 1e-6}
-    return cells | {tuple(-v % s for v, s in zip(d, shape)) for d in cells} if within else cells
+    return cells | {tuple(-v % s for v, s in zip(d, shape, strict=True)) for d in cells} if within else cells
 
 
 @pytest.mark.parametrize("stateful", [False, True])
@@ -314,7 +353,7 @@ def test_the_tested_displacement_is_the_torus_maximum_by_a_loop(stateful):
     shape, p = (6, 8), 0.71  # keep 0.71: fewer ties on the sums' lattice than at 0.8
     masks = [rng.random(shape) < p for _ in range(3)]
     auto, cross = check(masks, p=p, stateful=stateful)
-    wrap = lambda d: tuple(v % s for v, s in zip(d, shape))  # noqa: E731
+    wrap = lambda d: tuple(v % s for v, s in zip(d, shape, strict=True))  # noqa: E731
     within = _torus_maxima(masks, True, _family(shape).excluded(), p)
     between = _torus_maxima(masks, False, set() if stateful else {(0, 0)}, p)
     assert wrap(auto.values["displacement"]) in within, (auto.values, within)
@@ -340,6 +379,7 @@ def test_lag_zero_is_set_aside_when_no_pair_check_excludes_anything():
 def test_eta_is_the_rate_the_module_declares():
     """The docstring's promise (sum c^2 exceeds its bound with probability <= 1e-50) is ETA."""
     import dropout_stats.battery.checks.correlation as module
+
     assert "probability <= 1e-50" in module.__doc__ and ETA == 1e-50
 
 
@@ -357,8 +397,8 @@ def test_a_far_displacement_between_later_calls_uses_the_pair_count_bound():
     _, cross = check(masks, p=p)
     assert cross.values["displacement"] == [128] and cross.values["pairs"] == 3 * 128, cross
     c = [m - p for m in masks]
-    s = sum(float((a[:128] * b[128:]).sum()) for a, b in zip(c, c[1:]))
-    largest = max((1 - p) ** 2, p ** 2)  # c is 1 - p when kept, -p when dropped
+    s = sum(float((a[:128] * b[128:]).sum()) for a, b in zip(c, c[1:], strict=False))
+    largest = max((1 - p) ** 2, p**2)  # c is 1 - p when kept, -p when dropped
     by_pairs, by_count = p * q * largest * 3 * 128, kept_count_bound(masks[:3], p)
     assert kept_count_bound(masks[:1], p) < by_pairs < by_count  # the pair bound is the one in force
     tested = cross.values["tested"]
@@ -366,8 +406,9 @@ def test_a_far_displacement_between_later_calls_uses_the_pair_count_bound():
     assert cross.pvalue == pytest.approx(lag_pvalue(s, by_pairs, p, tested), rel=1e-9, abs=0)
     assert 1e-49 < cross.pvalue < 1e-6  # neither clamped at 1 nor at the ETA floor: v shows
     pq = p * q
-    assert cross.observed == (f"displacement [128]: correlation {s / (384 * pq):.4g} over 384 pairs "
-                              f"(z = {s / math.sqrt(384) / pq:.3g})")
+    assert cross.observed == (
+        f"displacement [128]: correlation {s / (384 * pq):.4g} over 384 pairs (z = {s / math.sqrt(384) / pq:.3g})"
+    )
 
 
 def test_every_lag_below_z_one_still_tests_a_lag_the_pair_checks_leave():

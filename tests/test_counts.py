@@ -1,4 +1,5 @@
 """mask_counts: informative positions only, units under noise_shape, real TF tensors."""
+
 import dataclasses
 
 import numpy as np
@@ -80,8 +81,8 @@ def test_noise_shape_counts_units():
 def test_noise_shape_reports_disagreeing_units_as_inconsistent():
     x = np.ones((4, 6), np.float32)
     y = np.ones((4, 6), np.float32)
-    y[0, 0] = 0          # unit 0 (of noise shape [4, 1]): kept here, dropped there
-    y[1, :] = 0          # unit 1: dropped everywhere
+    y[0, 0] = 0  # unit 0 (of noise shape [4, 1]): kept here, dropped there
+    y[1, :] = 0  # unit 1: dropped everywhere
     c = mask_counts(x, y, noise_shape=(4, 1))
     assert (c.inconsistent, c.dropped, c.kept, c.units, c.excluded) == (1, 1, 2, 4, 0)
 
@@ -113,9 +114,17 @@ def test_nothing_excluded_leaves_every_breakdown_at_zero(seed):
     x = rng.uniform(0.5, 2, 1000).astype(np.float32)
     keep = rng.random(x.shape) >= 0.3
     c = mask_counts(x, _np_dropout(x, keep, 1 / 0.7))
-    assert c == MaskCounts(kept=int(keep.sum()), dropped=int((~keep).sum()), excluded=0, units=1000,
-                           inconsistent=0, excluded_zero=0, excluded_subnormal=0,
-                           excluded_nonfinite=0, nonzero_from_zero=0)
+    assert c == MaskCounts(
+        kept=int(keep.sum()),
+        dropped=int((~keep).sum()),
+        excluded=0,
+        units=1000,
+        inconsistent=0,
+        excluded_zero=0,
+        excluded_subnormal=0,
+        excluded_nonfinite=0,
+        nonzero_from_zero=0,
+    )
     assert c.drop_fraction == (~keep).mean() and c.keep_fraction + c.drop_fraction == 1
 
 
@@ -163,8 +172,11 @@ def test_counts_across_block_boundaries():
     x[7::11] = 0  # excluded in every block
     c = mask_counts(x, np.where(keep, x, 0).astype(np.float32))
     informative = x != 0
-    assert (c.kept, c.dropped, c.excluded_zero) == ((keep & informative).sum(), (~keep & informative).sum(),
-                                                    (~informative).sum())
+    assert (c.kept, c.dropped, c.excluded_zero) == (
+        (keep & informative).sum(),
+        (~keep & informative).sum(),
+        (~informative).sum(),
+    )
 
 
 @pytest.mark.parametrize("noise_shape", [[4, 2.5], [4, 3], [4, 6, 1], ["a", 1]])
@@ -184,10 +196,10 @@ def test_noise_shape_units_with_excluded_and_size_one_axes():
     """Units whose every element is uninformative are excluded, with the per-element breakdown;
     an axis of size 1 kept in noise_shape is no broadcast."""
     x = np.ones((3, 1, 2), np.float32)
-    x[0] = 0                        # unit 0: all zeros -> excluded
-    x[1, 0, 1] = np.nan             # unit 1: one NaN, one kept
+    x[0] = 0  # unit 0: all zeros -> excluded
+    x[1, 0, 1] = np.nan  # unit 1: one NaN, one kept
     y = x.copy()
-    y[2] = 0                        # unit 2: dropped
+    y[2] = 0  # unit 2: dropped
     c = mask_counts(x, y, noise_shape=[3, 1, 1])
     assert (c.units, c.kept, c.dropped, c.excluded, c.inconsistent) == (3, 1, 1, 1, 0)
     assert (c.excluded_zero, c.excluded_nonfinite, c.excluded_subnormal) == (2, 1, 0)

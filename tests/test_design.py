@@ -1,13 +1,19 @@
 """Experiment design, checked against brute force: scipy's own p-values at every count."""
+
 import math
 
 import numpy as np
 import pytest
-from hypothesis import assume, given, settings, strategies as st
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 from scipy import stats
 
-from dropout_stats import (min_discrepancy_detectable, min_num_samples_for_rate_test,
-                           power_of_rate_test, rejection_region_for_rate_test)
+from dropout_stats import (
+    min_discrepancy_detectable,
+    min_num_samples_for_rate_test,
+    power_of_rate_test,
+    rejection_region_for_rate_test,
+)
 
 
 def brute_force_power(n, p0, alts, alpha):
@@ -18,8 +24,12 @@ def brute_force_power(n, p0, alts, alpha):
 
 
 @settings(max_examples=25)
-@given(p0=st.floats(0.05, 0.95), rel=st.floats(0.08, 0.6),
-       alpha=st.sampled_from([1e-2, 1e-4, 1e-6]), beta=st.sampled_from([0.2, 1e-2, 1e-3]))
+@given(
+    p0=st.floats(0.05, 0.95),
+    rel=st.floats(0.08, 0.6),
+    alpha=st.sampled_from([1e-2, 1e-4, 1e-6]),
+    beta=st.sampled_from([0.2, 1e-2, 1e-3]),
+)
 def test_min_num_samples_is_a_crossing_of_exact_power(p0, rel, alpha, beta):
     delta = rel * min(p0, 1 - p0)
     n = min_num_samples_for_rate_test(p0, delta, false_fail_rate=alpha, false_pass_rate=beta)
@@ -30,8 +40,7 @@ def test_min_num_samples_is_a_crossing_of_exact_power(p0, rel, alpha, beta):
 
 
 @settings(max_examples=30)
-@given(n=st.integers(20_001, 10**9), p0=st.floats(0.01, 0.99),
-       alpha=st.sampled_from([1e-3, 1e-6, 1e-9]))
+@given(n=st.integers(20_001, 10**9), p0=st.floats(0.01, 0.99), alpha=st.sampled_from([1e-3, 1e-6, 1e-9]))
 def test_large_n_rejection_region_matches_scipy_pvalues(n, p0, alpha):
     """At large n both boundaries, and the counts just inside them, are binomtest's verdicts."""
     r = rejection_region_for_rate_test(n, p0, false_fail_rate=alpha)
@@ -52,11 +61,19 @@ def test_issue_example_exact_binomial_needs_far_fewer_draws_than_dkwm():
 def test_rejects_is_scipys_rejection_set_at_every_count():
     """rejects(k) against scipy.stats.binomtest(k, n, p).pvalue <= alpha for every k: both ends of
     both tails, off-by-one included."""
-    for n, p, alpha in [(40, 0.8, 1e-3), (200, 0.3, 1e-6), (1000, 0.5, 0.05), (25_000, 0.8, 1e-9),
-                         (10**6, 0.3, 1e-40)]:  # 1e-40: a level far below 1e-16, where scipy's binom.isf says n
+    for n, p, alpha in [
+        (40, 0.8, 1e-3),
+        (200, 0.3, 1e-6),
+        (1000, 0.5, 0.05),
+        (25_000, 0.8, 1e-9),
+        (10**6, 0.3, 1e-40),
+    ]:  # 1e-40: a level far below 1e-16, where scipy's binom.isf says n
         region = rejection_region_for_rate_test(n, p, false_fail_rate=alpha)
-        ks = range(n + 1) if n <= 1000 else [*range(region.low - 3, region.low + 4),
-                                              *range(region.high - 3, region.high + 4)]
+        ks = (
+            range(n + 1)
+            if n <= 1000
+            else [*range(region.low - 3, region.low + 4), *range(region.high - 3, region.high + 4)]
+        )
         for k in ks:
             assert region.rejects(k) == (stats.binomtest(k, n, p).pvalue <= alpha), (n, p, alpha, k)
 
@@ -79,8 +96,12 @@ def test_large_design_is_still_a_crossing():
 
 
 @settings(max_examples=20)
-@given(p0=st.floats(0.05, 0.95), n=st.integers(50, 10**7),
-       alpha=st.sampled_from([1e-3, 1e-6]), beta=st.sampled_from([1e-2, 1e-3]))
+@given(
+    p0=st.floats(0.05, 0.95),
+    n=st.integers(50, 10**7),
+    alpha=st.sampled_from([1e-3, 1e-6]),
+    beta=st.sampled_from([1e-2, 1e-3]),
+)
 def test_min_discrepancy_inverts_min_num_samples(p0, n, alpha, beta):
     """The returned discrepancy is exact to the bit: detected on both sides, and at the float just
     below it some side is missed with probability above beta (miss checked against a pmf sum in
@@ -110,9 +131,11 @@ def test_defaults_are_the_documented_error_rates():
     assert r == rejection_region_for_rate_test(5000, 0.8, false_fail_rate=1e-6) and r.false_fail_rate == 1e-6
     assert power_of_rate_test(5000, 0.8, 0.03) == power_of_rate_test(5000, 0.8, 0.03, false_fail_rate=1e-6)
     assert min_num_samples_for_rate_test(0.8, 0.03) == min_num_samples_for_rate_test(
-        0.8, 0.03, false_fail_rate=1e-6, false_pass_rate=1e-3)
+        0.8, 0.03, false_fail_rate=1e-6, false_pass_rate=1e-3
+    )
     assert min_discrepancy_detectable(0.8, 5000) == min_discrepancy_detectable(
-        0.8, 5000, false_fail_rate=1e-6, false_pass_rate=1e-3)
+        0.8, 5000, false_fail_rate=1e-6, false_pass_rate=1e-3
+    )
     # at these arguments a doubled rate changes every answer (region 3863/4133 against 3859/4137,
     # power 0.674 against 0.624, n 11,272 at false pass 2e-3 against 11,854): a changed default shows
     assert power_of_rate_test(5000, 0.8, 0.03) != power_of_rate_test(5000, 0.8, 0.03, false_fail_rate=2e-6)
@@ -185,10 +208,22 @@ def test_small_designs_against_a_scan_of_scipys_power():
     meets the contract).  At (0.08, 0.15, 0.5, 0.9) and (0.96, 0.15, 0.2, 0.9) the guess is 6 and 3,
     and the walk down reaches one draw, which suffices (found by a random search of 20,000 designs:
     84 take that path)."""
-    for p, delta, alpha, beta in [(0.08, 0.15, 0.5, 0.9), (0.96, 0.15, 0.2, 0.9),
-                                  (0.55, 0.5, 0.3, 0.1), (0.6, 0.5, 0.2, 0.3), (0.5, 0.4, 0.5, 0.5),
-                                  (0.2, 0.25, 0.2, 0.6), (0.05, 0.1, 0.05, 0.9), (0.2, 0.3, 0.2, 0.5), (0.9, 0.85, 0.2, 0.1), (0.95, 0.9, 0.1, 0.05), (0.5, 0.45, 0.3, 0.3),
-                                  (0.8, 0.7, 0.1, 0.1), (0.7, 0.5, 0.2, 0.2), (0.5, 0.4, 0.05, 0.05)]:
+    for p, delta, alpha, beta in [
+        (0.08, 0.15, 0.5, 0.9),
+        (0.96, 0.15, 0.2, 0.9),
+        (0.55, 0.5, 0.3, 0.1),
+        (0.6, 0.5, 0.2, 0.3),
+        (0.5, 0.4, 0.5, 0.5),
+        (0.2, 0.25, 0.2, 0.6),
+        (0.05, 0.1, 0.05, 0.9),
+        (0.2, 0.3, 0.2, 0.5),
+        (0.9, 0.85, 0.2, 0.1),
+        (0.95, 0.9, 0.1, 0.05),
+        (0.5, 0.45, 0.3, 0.3),
+        (0.8, 0.7, 0.1, 0.1),
+        (0.7, 0.5, 0.2, 0.2),
+        (0.5, 0.4, 0.05, 0.05),
+    ]:
         n = min_num_samples_for_rate_test(p, delta, false_fail_rate=alpha, false_pass_rate=beta)
         alts = [q for q in (p - delta, p + delta) if 0 <= q <= 1]
         assert brute_force_power(n, p, alts, alpha) >= 1 - beta, (p, delta, n)
@@ -228,7 +263,7 @@ def test_the_search_widens_to_1e15_draws_and_gives_up(monkeypatch):
     with pytest.raises(ValueError, match="no sample size up to 1e15 reaches the requested power"):
         design._min_num_samples.__wrapped__(0.5, 0.01, 1e-6, 1e-3)
     assert asked[-1] == 10**15 and asked[-2] < 10**15 < int(asked[-2] * 1.25) + 2
-    assert all(b == int(a * 1.25) + 2 for a, b in zip(asked[:-2], asked[1:-1])), asked
+    assert all(b == int(a * 1.25) + 2 for a, b in zip(asked[:-2], asked[1:-1], strict=False)), asked
 
 
 def test_a_level_above_the_target_power_detects_any_discrepancy():
@@ -246,35 +281,58 @@ def test_the_first_detected_float_is_found_from_any_guess():
     calls from the guess."""
     from dropout_stats.design import _first_float_detected
 
-    for start, room, root in ((0.0, 0.3, 0.1), (0.05, 0.3, 0.1), (0.0, 0.3, 0.3), (0.05, 0.3, 0.3), (0.0, 1.0, 1e-300),
-                              (0.2, 0.7, math.nextafter(0.2, 1)), (0.0, 0.5, math.nextafter(0.0, 1))):
+    for start, room, root in (
+        (0.0, 0.3, 0.1),
+        (0.05, 0.3, 0.1),
+        (0.0, 0.3, 0.3),
+        (0.05, 0.3, 0.3),
+        (0.0, 1.0, 1e-300),
+        (0.2, 0.7, math.nextafter(0.2, 1)),
+        (0.0, 0.5, math.nextafter(0.0, 1)),
+    ):
         below = math.nextafter(root, 0)
         # two floats below the root: from there, with the root at the room, the doubling steps
         # land one float past the room unless the search's top is the float below the room
-        for guess in (math.nan, -0.1, start, room, 2.0, root, below, math.nextafter(below, 0),
-                      math.nextafter(root, 1), (start + room) / 2, start + (root - start) / 3):
+        for guess in (
+            math.nan,
+            -0.1,
+            start,
+            room,
+            2.0,
+            root,
+            below,
+            math.nextafter(below, 0),
+            math.nextafter(root, 1),
+            (start + room) / 2,
+            start + (root - start) / 3,
+        ):
             asked = []
 
-            def gap(d):
+            def gap(d, asked=asked, start=start, room=room, root=root):
                 asked.append(d)
                 assert start <= d <= room, d  # never outside the range
                 return d - root
+
             assert _first_float_detected(gap, start, room, guess) == root, (start, room, root, guess)
             assert len(asked) <= 130, (root, guess, len(asked))  # 2 x 63 doublings and halvings + 3
         if root < room:  # a guess on the room is no guess
             asked = []
-            _first_float_detected(lambda d: asked.append(d) or d - root, start, room, root)
+            _first_float_detected(lambda d, asked=asked, root=root: asked.append(d) or d - root, start, room, root)
             assert len(asked) <= 5, (root, asked)  # a guess on the root: 5 calls at most
 
 
 def test_one_draw_is_a_design_and_none_is_refused():
     """n = 1 is a valid number of draws for every design function; n = 0 is refused by name."""
     import pytest
+
     assert rejection_region_for_rate_test(1, 0.9, false_fail_rate=0.2).rejects(0)  # p-value 0.1
     assert power_of_rate_test(1, 0.9, 0.85, false_fail_rate=0.2) == stats.binom.pmf(0, 1, 0.05)
     assert min_discrepancy_detectable(0.5, 1) == math.inf
-    for call in (lambda: rejection_region_for_rate_test(0, 0.5), lambda: power_of_rate_test(0, 0.5, 0.1),
-                 lambda: min_discrepancy_detectable(0.5, 0)):
+    for call in (
+        lambda: rejection_region_for_rate_test(0, 0.5),
+        lambda: power_of_rate_test(0, 0.5, 0.1),
+        lambda: min_discrepancy_detectable(0.5, 0),
+    ):
         with pytest.raises(ValueError, match=r"n \(0\) must be"):
             call()
 
@@ -318,16 +376,24 @@ def test_the_boundary_search_is_a_scan_from_any_guess():
             for guess in range(-3, top + 4):
                 asked = []
 
-                def pred(j):
+                def pred(j, asked=asked, top=top, turn=turn, guess=guess):
                     assert 0 <= j <= top, (top, turn, guess, j)
                     asked.append(j)
                     return j <= turn
+
                 assert _last_true(pred, top, guess) == turn
                 assert len(asked) == len(set(asked)), (top, turn, guess, asked)
-    for turn, guess in ((500_000, 400_000), (10, 900_000), (999_990, 3), (-1, 123_456), (10**6, 0),
-                        (500_000, 500_000), (500_000, 500_001)):  # a guess on the turn: 5 calls at most
+    for turn, guess in (
+        (500_000, 400_000),
+        (10, 900_000),
+        (999_990, 3),
+        (-1, 123_456),
+        (10**6, 0),
+        (500_000, 500_000),
+        (500_000, 500_001),
+    ):  # a guess on the turn: 5 calls at most
         asked = []
-        assert _last_true(lambda j: asked.append(j) or j <= turn, 10**6, guess) == turn
+        assert _last_true(lambda j, asked=asked, turn=turn: asked.append(j) or j <= turn, 10**6, guess) == turn
         assert len(asked) <= 2 * math.log2(abs(guess - turn) + 2) + 3, (turn, guess, len(asked))
 
 
@@ -348,9 +414,11 @@ def test_the_near_tail_guess_is_within_a_hair_of_the_answer_at_strict_levels(mon
         found = search(lambda d: asked.append(d) or gap(d), start, room, guess)
         searches.append((start, room, guess, found, len(asked)))
         return found
+
     monkeypatch.setattr(design, "_first_float_detected", spy)
-    for p, n, alpha, beta in itertools.product((0.02, 0.1, 0.5, 0.8, 0.97), (50, 1000, 10**5, 10**7),
-                                               (1e-3, 1e-6, 1e-12), (0.2, 1e-3)):
+    for p, n, alpha, beta in itertools.product(
+        (0.02, 0.1, 0.5, 0.8, 0.97), (50, 1000, 10**5, 10**7), (1e-3, 1e-6, 1e-12), (0.2, 1e-3)
+    ):
         design._min_discrepancy.__wrapped__(p, n, alpha, beta)
     # tails of one count each: 12 draws at keep 0.5 and level 1e-3 reject only 0 and 12
     assert (rejection_region_for_rate_test(12, 0.5, false_fail_rate=1e-3).low, 12) == (0, 12)
@@ -417,7 +485,13 @@ def test_miss_is_the_accepted_mass_down_to_1e200():
         sd = (p * (1 - p) / n) ** 0.5
         for q in {min(max(p + z * sd, 1e-9), 1 - 1e-9) for z in (-40, -20, -10, -6, -3, -1, 0, 1, 3, 6, 10, 20, 40)}:
             expected, got = _miss_by_pmf_sum(n, p, alpha, q), region.miss(q)
-            assert got == pytest.approx(expected, rel=_SUM_RTOL, abs=0) or got == expected == 0.0, (n, p, q, got, expected)
+            assert got == pytest.approx(expected, rel=_SUM_RTOL, abs=0) or got == expected == 0.0, (
+                n,
+                p,
+                q,
+                got,
+                expected,
+            )
             if expected > 1e-3:
                 assert got == pytest.approx(1 - region.power(q), rel=1e-12, abs=0), (n, p, q)
             smallest = min(smallest, expected) if expected > 0 else smallest
@@ -431,9 +505,13 @@ def test_which_crossing_the_search_returns_is_pinned():
     counts.  Every single change of those lines lands elsewhere on at least one of them (found by
     running the 26 changes of the start, the widening and the walk down on 231 random designs with
     n <= 1,500: 23 moved 6 to 231 of them, 2 failed on one, 1 ran past 90 s)."""
-    for (p, delta, alpha, beta), pinned in [((0.344, 0.1211, 0.01, 0.2), 193), ((0.432, 0.2203, 0.01, 0.2), 56),
-                                            ((0.451, 0.2598, 0.01, 0.2), 43), ((0.502, 0.2779, 0.01, 0.001), 93),
-                                            ((0.343, 0.1245, 0.01, 0.2), 185)]:
+    for (p, delta, alpha, beta), pinned in [
+        ((0.344, 0.1211, 0.01, 0.2), 193),
+        ((0.432, 0.2203, 0.01, 0.2), 56),
+        ((0.451, 0.2598, 0.01, 0.2), 43),
+        ((0.502, 0.2779, 0.01, 0.001), 93),
+        ((0.343, 0.1245, 0.01, 0.2), 185),
+    ]:
         n = min_num_samples_for_rate_test(p, delta, false_fail_rate=alpha, false_pass_rate=beta)
         assert n == pinned, (p, delta, alpha, beta, n)
         assert max(_miss_by_pmf_sum(n, p, alpha, q) for q in (p - delta, p + delta)) <= beta * (1 + _SUM_RTOL)
@@ -469,6 +547,7 @@ def test_the_least_power_keep_is_where_a_scan_finds_it():
     # every count rejected (low = 2, high = 3 of 5): the power is 1 at every keep, no dip; one
     # count accepted (high = 4): the power is 1 - P(K = 3), least where q^3 (1 - q)^2 peaks, at 3/5
     from dropout_stats.design import RejectionRegion
+
     assert math.isnan(_least_power_keep(RejectionRegion(5, 0.5, 0.9, 2, 3)))
     assert _least_power_keep(RejectionRegion(5, 0.5, 0.9, 2, 4)) == pytest.approx(0.6, rel=1e-15, abs=0)
 
@@ -512,21 +591,27 @@ def test_the_answer_does_not_depend_on_the_near_tail_guess(monkeypatch):
     of crossings (3 of these 36 designs differ, by 2.7e-12 relative at most)."""
     import dropout_stats.design as design
 
-    designs = [(p, n, alpha, beta) for p in (0.1, 0.5, 0.8) for n in (50, 10**4) for alpha in (1e-6, 0.3)
-               for beta in (0.2, 1e-3)]
+    designs = [
+        (p, n, alpha, beta)
+        for p in (0.1, 0.5, 0.8)
+        for n in (50, 10**4)
+        for alpha in (1e-6, 0.3)
+        for beta in (0.2, 1e-3)
+    ]
     for n, p, alpha in _DIPS:
         region = rejection_region_for_rate_test(n, p, false_fail_rate=alpha)
         designs += [(p, n, alpha, region.miss(p)), (p, n, alpha, (region.miss(p) + 1) / 2)]
     with_guess = [design._min_discrepancy.__wrapped__(*d) for d in designs]
     monkeypatch.setattr(design, "_one_tail_guess", lambda *a: math.nan)
-    for (p, n, alpha, beta), guided in zip(designs, with_guess):
+    for (p, n, alpha, beta), guided in zip(designs, with_guess, strict=True):
         d = design._min_discrepancy.__wrapped__(p, n, alpha, beta)
         assert (d == 0, d == math.inf) == (guided == 0, guided == math.inf), (p, n, alpha, beta, d, guided)
         if 0 < d < math.inf:
             region = rejection_region_for_rate_test(n, p, false_fail_rate=alpha)
 
-            def miss(x):
+            def miss(x, region=region, p=p):
                 return max(region.miss(p - x) if x < p else 0.0, region.miss(p + x) if x < 1 - p else 0.0)
+
             assert miss(d) <= beta < miss(math.nextafter(d, 0)), (p, n, alpha, beta, d)
     assert sum(0 < d < math.inf for d in with_guess) > 20, with_guess
 
@@ -539,8 +624,11 @@ def test_every_side_is_detected_at_the_answer():
     false pass 1e-3).  The answer is detected on every side inside [0, 1] and missed on one at the
     float below, checked on those designs and on keep 0.5 (whose sides tie) at n from 10 to 10^6."""
     designs = [(0.5, 54_940, 1e-3, 0.01), (0.5, 10_000, 1e-6, 1e-3), (0.5, 52, 1e-3, 0.2)]
-    designs += [(0.5, n, alpha, beta) for n in np.unique(np.geomspace(10, 10**6, 40).astype(int))
-                for alpha, beta in ((1e-3, 0.01), (1e-6, 1e-3), (0.3, 0.2))]
+    designs += [
+        (0.5, n, alpha, beta)
+        for n in np.unique(np.geomspace(10, 10**6, 40).astype(int))
+        for alpha, beta in ((1e-3, 0.01), (1e-6, 1e-3), (0.3, 0.2))
+    ]
     for p, n, alpha, beta in designs:
         d = min_discrepancy_detectable(p, int(n), false_fail_rate=alpha, false_pass_rate=beta)
         if not 0 < d < math.inf:

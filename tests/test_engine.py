@@ -1,6 +1,7 @@
 """The battery's engine: its size, its one list of families, each family's docstring, and the
 false-fail budget each check really receives (read back from the reports, not recomputed with
 the runner's own formula)."""
+
 from __future__ import annotations
 
 import ast
@@ -24,8 +25,7 @@ def _sizes():
 
 
 def test_no_class_over_300_lines_and_no_function_over_120():
-    big = [(str(p), n.name, size) for p, n, size in _sizes()
-           if size > (300 if isinstance(n, ast.ClassDef) else 120)]
+    big = [(str(p), n.name, size) for p, n, size in _sizes() if size > (300 if isinstance(n, ast.ClassDef) else 120)]
     assert not big, big
 
 
@@ -37,7 +37,7 @@ def test_every_check_module_is_a_family_in_the_one_list():
 
 @pytest.mark.parametrize("family", FAMILIES, ids=lambda f: f.name)
 def test_each_family_module_opens_with_what_it_detects_and_its_defect(family):
-    from dropout_stats.corpus import FAMILY_DEFECTS
+    from dropout_stats.calibration.corpus import FAMILY_DEFECTS
 
     doc = importlib.import_module(family.__module__).__doc__
     assert "Detects" in doc and "Only" in doc and ("Test" in doc or "Tests" in doc), family.name
@@ -57,8 +57,15 @@ def test_each_check_receives_its_share_and_the_shares_sum_to_the_budget(shape, n
     alpha - alpha / m by Holm (the smallest level (alpha - alpha / m) / (m - 1), the largest all
     of it).  Every planned entry is in the report, so no share is planned and left unused."""
     alpha = 1e-9
-    r = ds.verify(_numpy_dropout, rate=0.3, shape=shape, noise_shape=noise_shape, seed=seed % 2**30,
-                  false_fail_rate=alpha, backend="numpy")
+    r = ds.verify(
+        _numpy_dropout,
+        rate=0.3,
+        shape=shape,
+        noise_shape=noise_shape,
+        seed=seed % 2**30,
+        false_fail_rate=alpha,
+        backend="numpy",
+    )
     assert r.passed, str(r)
     stat = [c for c in r.checks if c.kind == "statistical" and c.pvalue is not None]
     m = len(stat)

@@ -3,11 +3,13 @@
 Not statistical tests: deterministic comparisons over exhaustive small cases, the tails near
 the window's edge, and hypothesis-chosen large ones.
 """
+
 import math
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy import stats
 
 from dropout_stats._exact import binom_two_sided_pvalue, binom_upper_quantile, fisher_two_sided_pvalue
@@ -79,14 +81,16 @@ def test_tail_start_answers_or_says_it_cannot_tell(step):
     pmf = (lambda k: falling[k]) if step > 0 else (lambda k: falling[99 - k])
     t = falling[60]
     start = 60 if step > 0 else 39
-    assert _tail_start(pmf, t, 0, 99, start, 5, step=step) == start          # inside the window
+    assert _tail_start(pmf, t, 0, 99, start, 5, step=step) == start  # inside the window
     assert _tail_start(pmf, t, 0, 99, start + 20 * step, 5, step=step) is None  # window past it
     assert _tail_start(pmf, t, 0, 99, start - 20 * step, 5, step=step) is None  # window before it
-    assert _tail_start(pmf, t, 0, 99, 50, 200, step=step) == start           # window covers the run
+    assert _tail_start(pmf, t, 0, 99, 50, 200, step=step) == start  # window covers the run
     assert _tail_start(pmf, -1.0, 0, 99, 50, 200, step=step) == (100 if step > 0 else -1)  # no tail
 
 
-@pytest.mark.parametrize("alpha", [0.5, 0.3, 1e-3, 1e-9, 1e-15, 1e-17, 1e-20, 1e-50, 1e-300])  # 0.5 at n = 1: a tie, the walk down
+@pytest.mark.parametrize(
+    "alpha", [0.5, 0.3, 1e-3, 1e-9, 1e-15, 1e-17, 1e-20, 1e-50, 1e-300]
+)  # 0.5 at n = 1: a tie, the walk down
 @pytest.mark.parametrize("n,p", [(1, 0.5), (40, 0.8), (1000, 0.3), (1000, 0.5), (25_000, 0.8), (3000, 0.001)])
 def test_upper_quantile_is_the_first_count_whose_sf_is_at_most_alpha(alpha, n, p):
     """Against a scan of scipy's sf over every count (scipy's own isf returns n below ~1e-16)."""
@@ -119,6 +123,7 @@ def test_tolerances_are_the_ones_in_scipys_source():
     from scipy.stats import _binomtest, _stats_py
 
     from dropout_stats import _exact
+
     binom_src = inspect.getsource(_binomtest.binomtest)
     fisher_src = inspect.getsource(_stats_py.fisher_exact)
     assert _exact._BINOM_RERR == 1 + float(re.search(r"rerr = 1 \+ ([0-9.e-]+)", binom_src).group(1))

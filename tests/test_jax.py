@@ -6,6 +6,7 @@ implementations built on JAX fail the check made for their class of defect.
 Budget: each verify() at false_fail_rate=1e-9.  A broken implementation below fails through an
 exact check or through a rate test whose miss probability is below 1e-12 (tests/_power.py).
 """
+
 import pytest
 
 jax = pytest.importorskip("jax")
@@ -31,6 +32,7 @@ def _keras_on_jax() -> bool:
     except ImportError:
         return False
     return keras.backend.backend() == "jax"
+
 
 # with KERAS_BACKEND=jax (tox -e keras-jax): Keras 3's layers on JAX too
 ADAPTERS = adapters(framework="jax") + (adapters(framework="keras-jax") if _keras_on_jax() else [])
@@ -143,11 +145,14 @@ def backward_other_mask(x, rate, key, noise_shape=None):
 
 
 @pytest.mark.statistical(false_fail_rate=A)
-@pytest.mark.parametrize("fn, failing", [
-    (ignores_the_seed, "seed_independence"),
-    (keeps_rate_not_one_minus_rate, "keep_fraction"),
-    (backward_other_mask, "backward_mask"),
-])
+@pytest.mark.parametrize(
+    "fn, failing",
+    [
+        (ignores_the_seed, "seed_independence"),
+        (keeps_rate_not_one_minus_rate, "keep_fraction"),
+        (backward_other_mask, "backward_mask"),
+    ],
+)
 def test_broken_jax_dropout_fails_its_check(fn, failing, seed):
     r = verify(fn, rate=0.3, seed=seed % 2**20, false_fail_rate=A, backend="jax", reference=None)
     assert not r.passed and failing in {c.name for c in r.failures}, str(r)
@@ -198,7 +203,11 @@ def test_nnx_dropout_passes_verify_layer(dtype, seed):
     r = verify_layer(_nnx_dropout, rate=0.3, dtype=dtype, seed=seed % 2**20, false_fail_rate=A)
     assert r.passed, r.text()
     assert r.check("inference_identity").values == {
-        "deterministic=True": True, "eval()": True, "eval() under nnx.jit": True, "a parent module's eval()": True}
+        "deterministic=True": True,
+        "eval()": True,
+        "eval() under nnx.jit": True,
+        "a parent module's eval()": True,
+    }
     assert r.check("fit").passed and r.check("config_round_trip").passed and r.check("instances").passed
 
 
@@ -231,11 +240,15 @@ class FixedKey(nnx.Module):
 
 
 @pytest.mark.statistical(false_fail_rate=A)
-@pytest.mark.parametrize("make,failing", [
-    (lambda rate, seed: IgnoresDeterministic(rate, rngs=nnx.Rngs(dropout=seed)), "inference_identity"),
-    (OnlyTheCallArgument, "inference_identity"),
-    (FixedKey, "cross_correlation"),
-], ids=["ignores deterministic", "only the call argument", "a fixed key"])
+@pytest.mark.parametrize(
+    "make,failing",
+    [
+        (lambda rate, seed: IgnoresDeterministic(rate, rngs=nnx.Rngs(dropout=seed)), "inference_identity"),
+        (OnlyTheCallArgument, "inference_identity"),
+        (FixedKey, "cross_correlation"),
+    ],
+    ids=["ignores deterministic", "only the call argument", "a fixed key"],
+)
 def test_nnx_module_defects_fail_their_check(make, failing, seed):
     """Certain failures: exact inference checks; the same mask on every call (correlation 1 at
     displacement 0, z in the hundreds)."""
@@ -253,8 +266,12 @@ def test_a_key_that_never_advances_fails_fit_too(seed):
 
 def test_a_module_without_the_attribute_escapes_eval():
     c = verify_layer(OnlyTheCallArgument, rate=0.3, false_fail_rate=A).check("inference_identity")
-    assert c.values == {"deterministic=True": True, "eval()": False, "eval() under nnx.jit": False,
-                        "a parent module's eval()": False}, c.values
+    assert c.values == {
+        "deterministic=True": True,
+        "eval()": False,
+        "eval() under nnx.jit": False,
+        "a parent module's eval()": False,
+    }, c.values
 
 
 @pytest.mark.statistical(false_fail_rate=A)
@@ -265,8 +282,9 @@ def test_keras_layers_on_jax_pass_verify_layer(cls, seed):
         pytest.skip("Keras runs on another backend here (tox -e keras-jax sets KERAS_BACKEND=jax)")
     import keras
 
-    r = verify_layer(lambda rate, s: getattr(keras.layers, cls)(rate, seed=s), rate=0.3, seed=seed % 2**20,
-                     false_fail_rate=A)
+    r = verify_layer(
+        lambda rate, s: getattr(keras.layers, cls)(rate, seed=s), rate=0.3, seed=seed % 2**20, false_fail_rate=A
+    )
     assert r.passed and r.config["backend"] == "jax", r.text()
     assert r.check("fit").passed and r.check("config_round_trip").passed
 
@@ -283,12 +301,30 @@ def test_the_audit_of_keras_on_jax(tmp_path):
     import sys
 
     out = tmp_path / "audit.json"
-    r = subprocess.run([sys.executable, "-m", "dropout_stats.cli", "audit", "--framework", "keras-jax", "--quick",
-                        "--dtypes", "float32", "--false-fail-rate", str(A), "--json", str(out)],
-                       capture_output=True, text=True, timeout=600)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "dropout_stats.cli",
+            "audit",
+            "--framework",
+            "keras-jax",
+            "--quick",
+            "--dtypes",
+            "float32",
+            "--false-fail-rate",
+            str(A),
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     data = json.loads(out.read_text())
     assert list(data["frameworks"]) == ["keras-jax"]
-    assert [x["layer"] for x in data["recurrent"]] == [f"keras.layers.{c} (JAX) [eager]"
-                                                       for c in ("SimpleRNN", "GRU", "LSTM")]
+    assert [x["layer"] for x in data["recurrent"]] == [
+        f"keras.layers.{c} (JAX) [eager]" for c in ("SimpleRNN", "GRU", "LSTM")
+    ]
     assert len(data["layers"]) == 6 and len(data["attention"]) == 3 and len(data["results"]) == 6

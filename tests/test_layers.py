@@ -1,6 +1,7 @@
 """verify_layer: Keras's own dropout layers pass, each layer defect of the corpus fails the check
 built for it, and replicas of a distributed step are compared in a fresh process (TensorFlow
 fixes its logical devices at its first op)."""
+
 from __future__ import annotations
 
 import subprocess
@@ -29,7 +30,7 @@ def test_keras_layers_pass(name, make, seed):
 def _defects():
     if not KERAS3:
         return []
-    from dropout_stats.corpus import keras_layer_defects
+    from dropout_stats.calibration.corpus import keras_layer_defects
 
     # each defect is certain to show: an exact check (inference), a rate of 1 against 0.7 on
     # 524,288 draws, or the same mask on every call (the cross-correlation at displacement 0)
@@ -47,20 +48,24 @@ def test_layer_defects_fail_their_check(cls, check, seed):
 def test_the_training_flag_defects_are_told_apart():
     if not KERAS3:
         pytest.skip("Keras 3's keras.random")
-    from dropout_stats.corpus import keras_layer_defects
+    from dropout_stats.calibration.corpus import keras_layer_defects
 
     defects = keras_layer_defects()
     omitted = defects["an omitted training flag means training"][0]
     c = ds.verify_layer(lambda rate, s: omitted(rate, seed=s), rate=0.3, false_fail_rate=A).check("inference_identity")
-    assert c.values == {"training=False": True, "training omitted": False, "model.predict": True,
-                        "model.evaluate": True}, c.values
+    assert c.values == {
+        "training=False": True,
+        "training omitted": False,
+        "model.predict": True,
+        "model.evaluate": True,
+    }, c.values
 
 
 def test_bad_layers_are_named():
     with pytest.raises(TypeError, match="returned int, not a layer"):
         ds.verify_layer(lambda rate, seed: 3, rate=0.2)
     with pytest.raises(TypeError, match="whose call takes no 'training' argument"):
-        ds.verify_layer(lambda rate, seed: (lambda x: x), rate=0.2)
+        ds.verify_layer(lambda rate, seed: lambda x: x, rate=0.2)
     with pytest.raises(ValueError, match=r"replicas \(1\) must be >= 2"):
         ds.verify_layer(lambda rate, seed: keras.layers.Dropout(rate), rate=0.2, replicas=1)
     with pytest.raises(TypeError, match="construct it to compute in bfloat16"):
@@ -103,8 +108,13 @@ def test_gaussian_noise_that_rounds_to_one_is_not_a_defect(dtype, seed):
     everywhere, which failed every 16-bit GaussianDropout."""
     if not KERAS3:
         pytest.skip("Keras 3's mixed dtypes")
-    r = ds.verify_layer(lambda rate, s: keras.layers.GaussianDropout(rate, seed=s, dtype=dtype), rate=0.3,
-                        dtype=dtype, seed=seed % 2**30, false_fail_rate=A)
+    r = ds.verify_layer(
+        lambda rate, s: keras.layers.GaussianDropout(rate, seed=s, dtype=dtype),
+        rate=0.3,
+        dtype=dtype,
+        seed=seed % 2**30,
+        false_fail_rate=A,
+    )
     assert r.passed, r.text()
     assert 0 < r.check("fit").values["unchanged"] <= r.check("fit").values["bound"] * r.check("fit").values["n"]
 
@@ -156,8 +166,10 @@ def test_the_unchanged_share_bound_covers_its_terms():
     from dropout_stats.battery.gaussian import unchanged_share_bound
 
     sd = math.sqrt(0.3 / 0.7)
-    assert math.isclose(unchanged_share_bound(0.3, "float32"),
-                        2 / math.sqrt(2 * math.pi) * 2**-23 / sd + 2 * 2**-23, rel_tol=1e-12)
-    assert math.isclose(unchanged_share_bound(0.3, "bfloat16"),
-                        2 / math.sqrt(2 * math.pi) * 2**-7 / sd + 2 * 2**-7, rel_tol=1e-12)
+    assert math.isclose(
+        unchanged_share_bound(0.3, "float32"), 2 / math.sqrt(2 * math.pi) * 2**-23 / sd + 2 * 2**-23, rel_tol=1e-12
+    )
+    assert math.isclose(
+        unchanged_share_bound(0.3, "bfloat16"), 2 / math.sqrt(2 * math.pi) * 2**-7 / sd + 2 * 2**-7, rel_tol=1e-12
+    )
     assert unchanged_share_bound(0.3, "float64") < 1e-15

@@ -1,4 +1,5 @@
 """Version facts (probes) on the installed TensorFlow, and the behaviour matrix built from them."""
+
 import json
 import subprocess
 import sys
@@ -39,18 +40,18 @@ def test_xla_masks_against_eager():
 @pytest.mark.statistical(false_fail_rate=1e-9)
 def test_extreme_rates_in_low_precision():
     facts = probes.extremes()
-    assert facts["float16 0.9995"]["dropped_share"] == 1.0   # the rate rounds to 1.0
+    assert facts["float16 0.9995"]["dropped_share"] == 1.0  # the rate rounds to 1.0
     assert facts["bfloat16 0.995"]["dropped_share"] == 1.0
     n = 1 << 20
     dropped = round(facts["float16 0.0001"]["dropped_share"] * n)
-    assert rate_test(dropped, n, 1 / 1024).pvalue > 1e-9      # 1/1024, not 1e-4: 9.8x the nominal
+    assert rate_test(dropped, n, 1 / 1024).pvalue > 1e-9  # 1/1024, not 1e-4: 9.8x the nominal
 
 
 def test_rate_validation():
     facts = probes.rate_validation()
     assert facts["python 1.5"].startswith("ValueError")
     assert facts["python -0.1"].startswith("ValueError")
-    assert facts["tensor 1.5"] == "accepted: drops everything"       # tensor rates are never range-checked
+    assert facts["tensor 1.5"] == "accepted: drops everything"  # tensor rates are never range-checked
     assert facts["tensor -0.1"].startswith("accepted: keeps 1.000, scale 0.909")
     assert facts["python nan"] == "accepted: drops everything"
     assert facts["python 0.0"] == "accepted: keeps 1.000, scale 1"
@@ -65,12 +66,24 @@ def test_keras_seeding_matches_the_keras_major_version():
 
 
 def _payload(version, passed=True):
-    return {"schema": "dropout-stats/audit/1", "tensorflow": version, "keras": "x", "facts": {"nonfinite": {"nan": {"dropped_hold": "0 (select)"}},
-                                                            "extremes": "probe failed: Boom"},
-            "results": [{"entry_point": "tf.nn.dropout", "mode": "eager", "dtype": "float32",
-                         "report": {"passed": passed, "checks": [{"name": "scale", "passed": passed},
-                                                                 {"name": "mechanism", "passed": True}],
-                                    "findings": [{"name": "scale_formula", "value": "multiply"}]}}]}
+    return {
+        "schema": "dropout-stats/audit/1",
+        "tensorflow": version,
+        "keras": "x",
+        "facts": {"nonfinite": {"nan": {"dropped_hold": "0 (select)"}}, "extremes": "probe failed: Boom"},
+        "results": [
+            {
+                "entry_point": "tf.nn.dropout",
+                "mode": "eager",
+                "dtype": "float32",
+                "report": {
+                    "passed": passed,
+                    "checks": [{"name": "scale", "passed": passed}, {"name": "mechanism", "passed": True}],
+                    "findings": [{"name": "scale_formula", "value": "multiply"}],
+                },
+            }
+        ],
+    }
 
 
 def test_matrix_has_one_column_per_version_sorted():
@@ -89,8 +102,11 @@ def test_matrix_command_writes_the_file(tmp_path):
     a.write_text(json.dumps(_payload("2.15.1")))
     b.write_text(json.dumps(_payload("2.21.0")))
     out = tmp_path / "m.md"
-    r = subprocess.run([sys.executable, "-m", "dropout_stats", "matrix", str(a), str(b), "-o", str(out)],
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, "-m", "dropout_stats", "matrix", str(a), str(b), "-o", str(out)],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stderr
     assert "TF 2.15.1" in out.read_text() and "TF 2.21.0" in out.read_text()
     bad = tmp_path / "bad.json"
@@ -102,10 +118,27 @@ def test_matrix_command_writes_the_file(tmp_path):
 def test_matrix_rows_for_recurrent_and_attention_layers():
     """The time-step semantics of each recurrent mask, and the attention verdicts, per release."""
     p = _payload("2.21.0")
-    p["recurrent"] = [{"layer": "keras.layers.LSTM", "report": {"passed": True, "checks": [], "findings": [
-        {"name": "time_semantics", "detail": "input mask: one per sequence, shared by its 4 time steps read"}]}}]
-    p["attention"] = [{"layer": "keras.layers.Attention", "report": {"passed": False, "checks": [
-        {"name": "scale", "passed": False}], "findings": []}}]
+    p["recurrent"] = [
+        {
+            "layer": "keras.layers.LSTM",
+            "report": {
+                "passed": True,
+                "checks": [],
+                "findings": [
+                    {
+                        "name": "time_semantics",
+                        "detail": "input mask: one per sequence, shared by its 4 time steps read",
+                    }
+                ],
+            },
+        }
+    ]
+    p["attention"] = [
+        {
+            "layer": "keras.layers.Attention",
+            "report": {"passed": False, "checks": [{"name": "scale", "passed": False}], "findings": []},
+        }
+    ]
     text = matrix_markdown([p])
     assert "| keras.layers.LSTM | pass; input mask: one per sequence, shared by its 4 time steps |" in text
     assert "| keras.layers.Attention | FAIL scale |" in text
@@ -116,13 +149,35 @@ def test_matrix_rows_for_recurrent_and_attention_layers():
 def test_matrix_columns_for_other_frameworks_follow_the_tensorflow_releases(tmp_path):
     """A PyTorch audit and a JAX + Keras-on-JAX audit become columns after TF's, named by their
     versions; their rows sit beside TensorFlow's."""
-    torch_audit = {"schema": "dropout-stats/audit/1", "tensorflow": None, "frameworks": {"torch": "2.13.0"},
-                   "results": [{"entry_point": "torch.nn.Dropout", "mode": "eager", "dtype": "float32",
-                                "report": {"passed": True, "checks": [], "findings": []}}],
-                   "layers": [{"layer": "torch.nn.Dropout", "report": {"passed": False, "checks": [
-                       {"name": "inference_identity", "passed": False}], "findings": []}}]}
-    jax_audit = {"schema": "dropout-stats/audit/1", "tensorflow": None,
-                 "frameworks": {"jax": "0.10.2", "keras-jax": "3.15.1"}, "results": []}
+    torch_audit = {
+        "schema": "dropout-stats/audit/1",
+        "tensorflow": None,
+        "frameworks": {"torch": "2.13.0"},
+        "results": [
+            {
+                "entry_point": "torch.nn.Dropout",
+                "mode": "eager",
+                "dtype": "float32",
+                "report": {"passed": True, "checks": [], "findings": []},
+            }
+        ],
+        "layers": [
+            {
+                "layer": "torch.nn.Dropout",
+                "report": {
+                    "passed": False,
+                    "checks": [{"name": "inference_identity", "passed": False}],
+                    "findings": [],
+                },
+            }
+        ],
+    }
+    jax_audit = {
+        "schema": "dropout-stats/audit/1",
+        "tensorflow": None,
+        "frameworks": {"jax": "0.10.2", "keras-jax": "3.15.1"},
+        "results": [],
+    }
     text = matrix_markdown([torch_audit, _payload("2.21.0"), jax_audit])
     header = next(line for line in text.splitlines() if line.startswith("| section"))
     assert header.index("TF 2.21.0") < header.index("JAX 0.10.2 + Keras on JAX 3.15.1") < header.index("PyTorch 2.13.0")

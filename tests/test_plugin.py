@@ -1,4 +1,5 @@
 """The pytest plugin through pytester: seeds, xdist hand-over, budget split, summary, messages."""
+
 import re
 import subprocess
 import sys
@@ -26,7 +27,9 @@ INNER = textwrap.dedent("""
 
     def test_verify(dropout_seed, dropout_verifier):
         _save("verify", f"{dropout_seed} {dropout_verifier.false_fail_rate}")
-        fn = lambda x, r, s, noise_shape=None: tf.nn.experimental.stateless_dropout(x, r, seed=s, noise_shape=noise_shape)
+        fn = lambda x, r, s, noise_shape=None: tf.nn.experimental.stateless_dropout(
+            x, r, seed=s, noise_shape=noise_shape
+        )
         dropout_verifier(fn, rate=0.3, shape=[64, 1024])
 
     def test_plain(dropout_seed):
@@ -60,10 +63,26 @@ def _run(pytester, out, *args):
 def test_xdist_and_serial_runs_give_the_same_seeds_and_verdicts(pytester, tmp_path):
     """Each of the two inner runs has a budget of 1e-9 (--dropout-stats-false-fail-rate), split
     over its 2 statistical tests."""
-    serial = _run(pytester, tmp_path / "serial", "-n", "0", "--dropout-stats-seed=7",
-                  "--dropout-stats-false-fail-rate=1e-9", "-p", "no:randomly")
-    parallel = _run(pytester, tmp_path / "parallel", "-n", "2", "--dropout-stats-seed=7",
-                    "--dropout-stats-false-fail-rate=1e-9", "-p", "no:randomly")
+    serial = _run(
+        pytester,
+        tmp_path / "serial",
+        "-n",
+        "0",
+        "--dropout-stats-seed=7",
+        "--dropout-stats-false-fail-rate=1e-9",
+        "-p",
+        "no:randomly",
+    )
+    parallel = _run(
+        pytester,
+        tmp_path / "parallel",
+        "-n",
+        "2",
+        "--dropout-stats-seed=7",
+        "--dropout-stats-false-fail-rate=1e-9",
+        "-p",
+        "no:randomly",
+    )
     serial.assert_outcomes(passed=3)
     parallel.assert_outcomes(passed=3)
     for name in ("keep", "verify", "plain"):
@@ -72,7 +91,10 @@ def test_xdist_and_serial_runs_give_the_same_seeds_and_verdicts(pytester, tmp_pa
     text_s, text_p = serial.stdout.str(), parallel.stdout.str()
     assert "dropout-stats: base seed 7 (rerun with --dropout-stats-seed=7)" in text_s
     assert "dropout-stats: base seed 7" in text_p
-    summary = lambda t: sorted(re.findall(r"^(?:PASS|FAIL) .*$", t.split("dropout-stats assertions")[1], re.M))
+
+    def summary(t):
+        return sorted(re.findall(r"^(?:PASS|FAIL) .*$", t.split("dropout-stats assertions")[1], re.M))
+
     assert summary(text_s) == summary(text_p) and len(summary(text_s)) == 3
 
 
@@ -80,7 +102,10 @@ def test_seed_last_replays_the_previous_run(pytester, tmp_path):
     pytester.makepyfile(test_one="def test_a(dropout_seed):\n    print('SEED', dropout_seed)\n")
     first = pytester.runpytest_subprocess("--dropout-stats-seed=123", "-s", "-p", "no:xdist")
     again = pytester.runpytest_subprocess("--dropout-stats-seed=last", "-s", "-p", "no:xdist")
-    seed = lambda r: re.search(r"SEED (\d+)", r.stdout.str()).group(1)
+
+    def seed(r):
+        return re.search(r"SEED (\d+)", r.stdout.str()).group(1)
+
     assert seed(first) == seed(again)
     assert "base seed 123" in again.stdout.str()
 
@@ -132,12 +157,16 @@ def test_expected_failures_are_marked_and_plugin_frames_hidden(pytester):
     r.assert_outcomes(passed=1, failed=1)
     out = r.stdout.str()
     assert re.search(r"^FAIL \(expected\) test_expected.py::test_expects_the_failure keep fraction", out, re.M), out
-    assert re.search(r"^FAIL test_expected.py::test_verifier_failure verify rate 0.2 float32 \(FAILED: .*keep_fraction",
-                     out, re.M), out
+    assert re.search(
+        r"^FAIL test_expected.py::test_verifier_failure verify rate 0.2 float32 \(FAILED: .*keep_fraction", out, re.M
+    ), out
     assert "Dropout implementation failed verification: " in out and "pytest_plugin.py" not in out
 
 
 def test_plugin_imports_nothing_heavy():
-    code = "import sys, dropout_stats.pytest_plugin; print([m for m in ('numpy', 'scipy', 'tensorflow') if m in sys.modules])"
+    code = (
+        "import sys, dropout_stats.pytest_plugin; "
+        "print([m for m in ('numpy', 'scipy', 'tensorflow') if m in sys.modules])"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

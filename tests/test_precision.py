@@ -1,13 +1,21 @@
 """Dtype-exact keep probability and scale, against grid enumeration and real TensorFlow."""
+
 from fractions import Fraction
 
 import numpy as np
 import pytest
 import tensorflow as tf
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from dropout_stats import (apply_scale, exact_scale, expected_keep_fraction, expected_keep_probability,
-                           expected_scale, ulp_distance)
+from dropout_stats import (
+    apply_scale,
+    exact_scale,
+    expected_keep_fraction,
+    expected_keep_probability,
+    expected_scale,
+    ulp_distance,
+)
 from dropout_stats._floats import round_to
 
 rates = st.floats(0.0, 0.999999, exclude_max=True)
@@ -36,16 +44,19 @@ def test_float64_keep_probability_boundary(rate):
     assert first_kept == 0 or (first_kept - 1) / levels < rate
 
 
-@pytest.mark.parametrize("dtype,rate,expected", [
-    ("bfloat16", 0.2, Fraction(102, 128)),
-    ("bfloat16", 0.3, Fraction(89, 128)),
-    ("float16", 0.2, Fraction(819, 1024)),
-    ("float16", 0.3, Fraction(716, 1024)),
-    ("float16", 0.1, Fraction(921, 1024)),
-    ("float16", 0.9995, Fraction(0)),     # the rate rounds to 1.0: everything dropped
-    ("bfloat16", 0.995, Fraction(0)),
-    ("float16", 1e-4, Fraction(1023, 1024)),  # drops 1/1024: 9.8x the nominal share
-])
+@pytest.mark.parametrize(
+    "dtype,rate,expected",
+    [
+        ("bfloat16", 0.2, Fraction(102, 128)),
+        ("bfloat16", 0.3, Fraction(89, 128)),
+        ("float16", 0.2, Fraction(819, 1024)),
+        ("float16", 0.3, Fraction(716, 1024)),
+        ("float16", 0.1, Fraction(921, 1024)),
+        ("float16", 0.9995, Fraction(0)),  # the rate rounds to 1.0: everything dropped
+        ("bfloat16", 0.995, Fraction(0)),
+        ("float16", 1e-4, Fraction(1023, 1024)),  # drops 1/1024: 9.8x the nominal share
+    ],
+)
 def test_published_low_precision_keep_probabilities(dtype, rate, expected):
     assert expected_keep_fraction(rate, dtype) == expected
     assert expected_keep_probability(rate, dtype) == float(expected)
@@ -70,7 +81,7 @@ def test_keep_probability_is_the_share_of_tf_uniform_at_or_above_rate(dtype, rat
     u = tf.random.stateless_uniform([4096], seed=s, dtype=getattr(tf, dtype))
     levels = {"float16": 2**10, "bfloat16": 2**7, "float32": 2**23, "float64": 2**52}[dtype]
     k = np.round(u.numpy().astype(np.float64) * levels)
-    assert np.all(k == u.numpy().astype(np.float64) * levels)   # U is on the k / M grid
+    assert np.all(k == u.numpy().astype(np.float64) * levels)  # U is on the k / M grid
     first_kept = levels - expected_keep_fraction(rate, dtype) * levels
     np.testing.assert_array_equal(y.numpy() != 0, k >= first_kept)
 
@@ -124,9 +135,25 @@ def test_bfloat16_rounding_is_ml_dtypes_on_every_kind_of_float32():
     from dropout_stats._floats import float32_to_bfloat16_bits
 
     rng = np.random.default_rng(0)
-    special = np.array([0, 0x80000000, 0x00000001, 0x807FFFFF, 0x7F7FFFFF, 0x7F800000, 0xFF800000,
-                        0x7F800001, 0x7FC00000, 0xFFA00001, 0x7FBFFFFF, 0x3F808000, 0x3F818000, 0x3F80C000],
-                       dtype=np.uint32)
+    special = np.array(
+        [
+            0,
+            0x80000000,
+            0x00000001,
+            0x807FFFFF,
+            0x7F7FFFFF,
+            0x7F800000,
+            0xFF800000,
+            0x7F800001,
+            0x7FC00000,
+            0xFFA00001,
+            0x7FBFFFFF,
+            0x3F808000,
+            0x3F818000,
+            0x3F80C000,
+        ],
+        dtype=np.uint32,
+    )
     bits = np.concatenate([special, rng.integers(0, 1 << 32, 1_000_000, dtype=np.uint64).astype(np.uint32)])
     f = bits.view(np.float32)
     with np.errstate(invalid="ignore"):
@@ -138,6 +165,7 @@ def _numpy_scaled(x, scale):
     """fl(x * factor) or fl(x / factor) by numpy's (and ml_dtypes') own arithmetic in the dtype:
     IEEE operations, each correctly rounded once."""
     import ml_dtypes
+
     t = ml_dtypes.bfloat16 if scale.dtype == "bfloat16" else np.dtype(scale.dtype).type
     xs, f = np.asarray(x).astype(t), t(scale.factor)
     if scale.dtype == "bfloat16":  # ml_dtypes computes in float32 and rounds: one rounding, correct
@@ -152,6 +180,7 @@ def test_scale_of_values_held_in_another_dtype_is_rounded_to_the_formula_dtype(d
     """x given as float64 (values of the dtype) takes the float64 route; it must round like the
     dtype's own arithmetic, as the native route does for x already in the dtype."""
     import ml_dtypes
+
     t = ml_dtypes.bfloat16 if dtype == "bfloat16" else np.dtype(dtype).type
     x = np.random.default_rng(8).uniform(-4, 4, 4000).astype(t)
     scale = expected_scale(0.3, dtype, rate_is_tensor=rate_is_tensor)
@@ -202,6 +231,7 @@ def test_formats_are_the_dtypes_own(name):
     import ml_dtypes
 
     from dropout_stats._floats import FORMATS, bits_of
+
     t = ml_dtypes.bfloat16 if name == "bfloat16" else np.dtype(name).type
     info = ml_dtypes.finfo(t) if name == "bfloat16" else np.finfo(t)
     fmt = FORMATS[name]
@@ -223,11 +253,13 @@ def test_uniform_levels_are_tensorflows(name, xla):
     is an argument of the compiled function: TF 2.12 folds a draw from a constant seed before XLA
     sees it and returns eager's values (README, Findings)."""
     from dropout_stats._floats import FORMATS
+
     fmt = FORMATS[name]
     levels = fmt.xla_uniform_levels if xla else fmt.uniform_levels
 
     def draw(seed):
         return tf.random.stateless_uniform([200_000], seed=seed, dtype=getattr(tf, name))
+
     u = (tf.function(draw, jit_compile=True) if xla else draw)(tf.constant([3, 4]))
     k = u.numpy().astype(np.float64) * levels
     assert np.all(k == np.floor(k)) and np.any(k % 2 == 1), (name, xla)
@@ -239,8 +271,10 @@ def test_a_compiled_draw_from_a_constant_seed_is_eagers_on_tf_2_12_only():
     here: not eager's stream, and from 2.21, where it was measured, the passed-in seed's; on 2.13 to
     2.15 the bfloat16 draw was measured on XLA's grid, README, Findings).  The battery passes its
     seeds in."""
+
     def draw(seed=None):
         return tf.random.stateless_uniform([4096], seed=[11, 12] if seed is None else seed, dtype=tf.float32)
+
     eager = draw().numpy()
     folded = tf.function(draw, jit_compile=True)().numpy()
     compiled = tf.function(draw, jit_compile=True)(tf.constant([11, 12])).numpy()
@@ -255,6 +289,7 @@ def test_a_compiled_draw_from_a_constant_seed_is_eagers_on_tf_2_12_only():
 
 def test_to_numpy_takes_lists_and_arrays_as_they_are():
     from dropout_stats._floats import to_numpy
+
     assert to_numpy([1.0, 2.0], "x").tolist() == [1.0, 2.0]
     a = np.ones(3, np.float32)
     assert to_numpy(a, "x") is a

@@ -8,12 +8,14 @@ Budget: each verify_recurrent at false_fail_rate=1e-9.  A corpus defect fails an
 or a statistical one where its effect is total (a whole batch on one mask row, identical masks
 on two calls, a keep rate of 0.8 tested against 0.6 over 42,240 draws: z > 80).
 """
+
 import keras
 import numpy as np
 import pytest
 
-from dropout_stats import corpus, verify_recurrent
+from dropout_stats import verify_recurrent
 from dropout_stats.battery.recurrent import layout
+from dropout_stats.calibration import corpus
 
 A = 1e-9
 KERAS_3 = int(keras.__version__.split(".")[0]) >= 3
@@ -26,8 +28,9 @@ CLASSES = ["SimpleRNN", "GRU", "LSTM"]
 @pytest.mark.parametrize("cls", CLASSES)
 def test_keras_recurrent_layers_pass(cls, dtype, seed):
     for s in (seed % 2**20, seed % 2**20 + 1, seed % 2**20 + 2):
-        r = verify_recurrent(getattr(keras.layers, cls), dropout=0.2, recurrent_dropout=0.4, dtype=dtype, seed=s,
-                             false_fail_rate=A)
+        r = verify_recurrent(
+            getattr(keras.layers, cls), dropout=0.2, recurrent_dropout=0.4, dtype=dtype, seed=s, false_fail_rate=A
+        )
         assert r.passed, str(r)
         # Keras 3 documents one mask per sequence, and does it
         assert r.check("input_time_sharing").passed and r.check("recurrent_time_sharing").passed
@@ -45,8 +48,9 @@ def test_each_rate_alone_is_applied(cls, seed):
     assert r.check("input_keep_rate").values["kept"] == r.check("input_keep_rate").values["n"]
     # Keras 2 (2.12): without recurrent dropout GRU and LSTM take their fused path, which draws the
     # input mask for the whole (batch, time, features) input: a fresh one per step (below)
-    r = verify_recurrent(layer_cls, dropout=0.3, recurrent_dropout=0.0, seed=seed % 2**20, false_fail_rate=A,
-                         per_step=not KERAS_3)
+    r = verify_recurrent(
+        layer_cls, dropout=0.3, recurrent_dropout=0.0, seed=seed % 2**20, false_fail_rate=A, per_step=not KERAS_3
+    )
     assert r.passed and r.check("recurrent_keep_rate").values["kept"] == r.check("recurrent_keep_rate").values["n"]
 
 
@@ -63,8 +67,9 @@ def test_keras_2_draws_a_mask_per_time_step_except_eagerly_on_its_cell_path(cls,
     layer_cls = getattr(keras.layers, cls)
     for mode in ("eager", "function"):
         for rec in (0.0, 0.4):
-            r = verify_recurrent(layer_cls, dropout=0.2, recurrent_dropout=rec, seed=seed % 2**20, mode=mode,
-                                 false_fail_rate=A)
+            r = verify_recurrent(
+                layer_cls, dropout=0.2, recurrent_dropout=rec, seed=seed % 2**20, mode=mode, false_fail_rate=A
+            )
             per_sequence = mode == "eager" and (cls == "SimpleRNN" or rec > 0)
             assert r.check("input_time_sharing").passed is per_sequence, (mode, rec, str(r))
             if rec > 0:
@@ -96,15 +101,23 @@ def test_keras_recurrent_layers_inside_tf_function(cls, seed):
     graph of its own (keras/backend.py ContextValueCache.setdefault).  Asserted both ways: the
     per-sequence reading fails, the per-step one passes."""
     layer_cls = getattr(keras.layers, cls)
-    r = verify_recurrent(layer_cls, dropout=0.2, recurrent_dropout=0.4, seed=seed % 2**20, mode="function",
-                         false_fail_rate=A)
+    r = verify_recurrent(
+        layer_cls, dropout=0.2, recurrent_dropout=0.4, seed=seed % 2**20, mode="function", false_fail_rate=A
+    )
     assert r.config["mode"] == "function" and r.check("input_call_independence").pvalue is not None
     if KERAS_3:
         assert r.passed, str(r)
         return
     assert {c.name for c in r.failures} == {"input_time_sharing", "recurrent_time_sharing"}, str(r)
-    r = verify_recurrent(layer_cls, dropout=0.2, recurrent_dropout=0.4, seed=seed % 2**20, mode="function",
-                         per_step=True, false_fail_rate=A)
+    r = verify_recurrent(
+        layer_cls,
+        dropout=0.2,
+        recurrent_dropout=0.4,
+        seed=seed % 2**20,
+        mode="function",
+        per_step=True,
+        false_fail_rate=A,
+    )
     assert r.passed, str(r)
 
 
@@ -113,8 +126,9 @@ def test_keras_recurrent_layers_inside_tf_function(cls, seed):
 @pytest.mark.parametrize("name", ["the first call's masks on every call", "a fresh input mask at every step"])
 def test_recurrent_defects_fail_inside_tf_function_too(name, seed):
     layer_cls, failing = DEFECTS[name]
-    r = verify_recurrent(layer_cls, dropout=0.2, recurrent_dropout=0.4, seed=seed % 2**20, mode="function",
-                         false_fail_rate=A)
+    r = verify_recurrent(
+        layer_cls, dropout=0.2, recurrent_dropout=0.4, seed=seed % 2**20, mode="function", false_fail_rate=A
+    )
     assert failing in {c.name for c in r.failures}, str(r)
 
 

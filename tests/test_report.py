@@ -2,16 +2,17 @@
 and its findings are true of the run (measured on fn's outputs, or stated as what a correct
 implementation does).  Defects are the corpus's, caught with the miss chances tests/_power.py
 computes."""
+
 from __future__ import annotations
 
 import json
 
 import pytest
 import tensorflow as tf
+from _power import corpus_miss
 
 import dropout_stats as ds
-from _power import corpus_miss
-from dropout_stats import corpus
+from dropout_stats.calibration import corpus
 
 A = 1e-9
 MISS = corpus_miss(A / 16, A)
@@ -27,20 +28,50 @@ def _rate(name):
 
 
 CASES = [
-    pytest.param(corpus.shared_across_batch, {}, "one mask row shared across the batch: rows agree with probability 1",
-                 marks=_rate("mask shared across the batch"), id="batch"),
-    pytest.param(corpus.mixes_seed, {"reference": None}, "masks from different seeds are the same",
-                 marks=_rate("seed components mixed"), id="seed"),
-    pytest.param(corpus.ignores_noise_shape, {"reference": None}, "noise_shape ignored or misapplied",
-                 marks=_rate("noise_shape ignored"), id="noise_shape"),
-    pytest.param(corpus.backward_other_seed, {}, "the backward pass uses another mask",
-                 marks=_rate("backward mask from the next seed"), id="backward"),
+    pytest.param(
+        corpus.shared_across_batch,
+        {},
+        "one mask row shared across the batch: rows agree with probability 1",
+        marks=_rate("mask shared across the batch"),
+        id="batch",
+    ),
+    pytest.param(
+        corpus.mixes_seed,
+        {"reference": None},
+        "masks from different seeds are the same",
+        marks=_rate("seed components mixed"),
+        id="seed",
+    ),
+    pytest.param(
+        corpus.ignores_noise_shape,
+        {"reference": None},
+        "noise_shape ignored or misapplied",
+        marks=_rate("noise_shape ignored"),
+        id="noise_shape",
+    ),
+    pytest.param(
+        corpus.backward_other_seed,
+        {},
+        "the backward pass uses another mask",
+        marks=_rate("backward mask from the next seed"),
+        id="backward",
+    ),
     pytest.param(corpus.swapped_seed, {}, "an RNG of its own", marks=_rate("seed components swapped"), id="own RNG"),
-    pytest.param(corpus.tiled_half, {"reference": None}, "the mask repeats within a call",
-                 marks=_rate("half the last axis tiled"), id="tiled"),
+    pytest.param(
+        corpus.tiled_half,
+        {"reference": None},
+        "the mask repeats within a call",
+        marks=_rate("half the last axis tiled"),
+        id="tiled",
+    ),
     pytest.param(corpus.scale_one_ulp_off, {}, "kept values are scaled wrongly", id="scale"),
-    pytest.param(corpus.rate_offset, {"reference": None}, "the keep rate is wrong",
-                 marks=_rate("rate offset by 1% of the rate"), id="rate"),
+    pytest.param(
+        corpus.rate_offset,
+        {"reference": None},
+        "the keep rate is wrong",
+        marks=_rate("rate offset by 1% of the rate"),
+        id="rate",
+    ),
 ]
 
 

@@ -1,5 +1,6 @@
 """The sequential rate test: its two error rates, measured on numpy Bernoulli draws, and its
 boundaries derived from its documented design."""
+
 import dataclasses
 import math
 
@@ -7,8 +8,12 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from dropout_stats import (SequentialRateTest, min_num_samples_for_rate_test,
-                           rejection_region_for_rate_test, sequential_rate_test)
+from dropout_stats import (
+    SequentialRateTest,
+    min_num_samples_for_rate_test,
+    rejection_region_for_rate_test,
+    sequential_rate_test,
+)
 
 
 def _binomial_draws(rng, keep):
@@ -31,7 +36,7 @@ def test_fails_a_keep_probability_off_by_the_discrepancy(seed, shift):
 
 
 RUNS = 2000
-BOUND = stats.binom.isf(1e-9, RUNS, 0.05)   # 163: exceeded with probability <= 1e-9 at rate 0.05
+BOUND = stats.binom.isf(1e-9, RUNS, 0.05)  # 163: exceeded with probability <= 1e-9 at rate 0.05
 DOUBLED_POWER = stats.binom.sf(BOUND, RUNS, 0.10)
 
 
@@ -43,12 +48,16 @@ def test_error_rates_hold_at_loose_levels(seed):
     it with probability DOUBLED_POWER (0.997, computed below), so this checks the guarantee."""
     assert BOUND == 163 and DOUBLED_POWER > 0.99
     rng = np.random.default_rng(seed)
-    fails = sum(not sequential_rate_test(_binomial_draws(rng, 0.7), 0.7, 0.03,
-                                         false_fail_rate=0.05, false_pass_rate=0.05).passed
-                for _ in range(RUNS))
-    passes = sum(sequential_rate_test(_binomial_draws(rng, 0.73), 0.7, 0.03,
-                                      false_fail_rate=0.05, false_pass_rate=0.05).passed
-                 for _ in range(RUNS))
+    fails = sum(
+        not sequential_rate_test(
+            _binomial_draws(rng, 0.7), 0.7, 0.03, false_fail_rate=0.05, false_pass_rate=0.05
+        ).passed
+        for _ in range(RUNS)
+    )
+    passes = sum(
+        sequential_rate_test(_binomial_draws(rng, 0.73), 0.7, 0.03, false_fail_rate=0.05, false_pass_rate=0.05).passed
+        for _ in range(RUNS)
+    )
     assert fails <= BOUND and passes <= BOUND, (fails, passes, BOUND)
 
 
@@ -125,6 +134,7 @@ def test_default_error_rates_are_the_documented_ones():
     def draw(m):
         sizes.append(m)
         return m, m  # all kept: fails at once
+
     r = sequential_rate_test(draw, 0.8, 0.01)
     assert r.n_max == expected and sizes[0] == expected // 64
 
@@ -190,6 +200,7 @@ def test_batch_one_is_allowed_and_every_default_batch_is_at_least_one_draw():
     def draw(m):
         sizes.append(m)
         return m, m
+
     sequential_rate_test(draw, 0.5, 0.4, batch=1)
     assert set(sizes) == {1}
     sizes.clear()

@@ -4,15 +4,23 @@ Statistical tests state (false-fail rate, what they detect).  A detection test f
 the check misses a defect; its false-fail rate is that miss probability, computed from the
 noncentral distribution of the statistic where it is not astronomically small.
 """
+
 import dataclasses
 
 import numpy as np
 import pytest
-from hypothesis import example, given, strategies as st
+from hypothesis import example, given
+from hypothesis import strategies as st
 from scipy import stats
 
-from dropout_stats import (agreement_test, holm_bonferroni, homogeneity_test, independence_test,
-                           pair_independence_test, trend_test)
+from dropout_stats import (
+    agreement_test,
+    holm_bonferroni,
+    homogeneity_test,
+    independence_test,
+    pair_independence_test,
+    trend_test,
+)
 
 ALPHA = 1e-9  # level of each check below
 
@@ -139,12 +147,12 @@ def test_holm_is_a_step_down_between_bonferroni_and_unadjusted(pvalues, alpha):
     p = np.asarray(pvalues)
     rejected = np.asarray(r.rejected)
     m = p.size
-    assert np.all(rejected[p <= alpha / m])            # everything Bonferroni rejects
-    assert not np.any(rejected[p > alpha])             # nothing an unadjusted test keeps
-    if rejected.any():                                 # the smallest p-values, in a prefix
+    assert np.all(rejected[p <= alpha / m])  # everything Bonferroni rejects
+    assert not np.any(rejected[p > alpha])  # nothing an unadjusted test keeps
+    if rejected.any():  # the smallest p-values, in a prefix
         assert p[rejected].max() <= p[~rejected].min(initial=1.0)
     order = np.argsort(p, kind="stable")
-    for rank, idx in enumerate(order):                 # step-down: stop at the first miss
+    for rank, idx in enumerate(order):  # step-down: stop at the first miss
         if not rejected[idx]:
             assert p[idx] > alpha / (m - rank)
             break
@@ -175,7 +183,7 @@ def test_homogeneity_is_scipys_chi_square_of_the_2_by_g_table(n, data):
     assume_ok = 0 < total < sum(n)
     if not assume_ok:
         return
-    table = np.array([k, [v - kk for v, kk in zip(n, k)]])
+    table = np.array([k, [v - kk for v, kk in zip(n, k, strict=True)]])
     chi2, p, dof, _ = stats.chi2_contingency(table, correction=False)
     r = homogeneity_test(np.array(k), np.array(n))
     assert r.statistic == pytest.approx(chi2, rel=1e-9) and r.pvalue == pytest.approx(p, rel=1e-9, abs=1e-300)
@@ -194,7 +202,7 @@ def test_trend_is_two_sided_and_equals_the_textbook_form(n, data):
     big_n, big_k = n.sum(), k.sum()
     p = big_k / big_n
     t_bar = (n * t).sum() / big_n
-    z = ((t * k).sum() - t_bar * big_k) / np.sqrt(p * (1 - p) * ((n * t * t).sum() - big_n * t_bar ** 2))
+    z = ((t * k).sum() - t_bar * big_k) / np.sqrt(p * (1 - p) * ((n * t * t).sum() - big_n * t_bar**2))
     r = trend_test(k, n)
     assert r.statistic == pytest.approx(z, rel=1e-9, abs=1e-12)
     assert r.pvalue == pytest.approx(2 * stats.norm.sf(abs(z)), rel=1e-9, abs=1e-300)
@@ -202,6 +210,7 @@ def test_trend_is_two_sided_and_equals_the_textbook_form(n, data):
 
 
 # -- the contract at its edges: validation, degenerate tables, defaults (exact, no randomness) ---
+
 
 def test_results_are_frozen():
     r = homogeneity_test(np.array([1, 2]), np.array([3, 3]))
@@ -211,18 +220,21 @@ def test_results_are_frozen():
         holm_bonferroni([0.1], 0.05).rejected = (True,)
 
 
-@pytest.mark.parametrize("kept,n,error,match", [
-    ([[1, 2]], [[3, 3]], ValueError, r"1-D of one length"),       # 2-D, same shapes
-    ([1, 2], [3, 3, 3], ValueError, r"1-D of one length"),         # 1-D, different lengths
-    ([1], [3], ValueError, r"kept \(length 1\) must hold at least 2 groups"),
-    ([1.0, 2.0], [3, 3], TypeError, r"integer arrays"),            # kept float, n int
-    ([1, 2], [3.0, 3.0], TypeError, r"integer arrays"),
-    ([-1, 1], [2, 2], ValueError, r"group 0: kept \(-1\) must be in \[0, n \(2\)\]"),
-    ([1, 0], [2, 0], ValueError, r"group 1: kept \(0\) must be in \[0, n \(0\)\]"),
-    ([1, 3], [2, 2], ValueError, r"group 1: kept \(3\) must be in \[0, n \(2\)\]"),
-    # the first bad group is named, after valid groups at every bound (kept 0, kept = n, n = 1)
-    ([0, 1, 5], [1, 1, 2], ValueError, r"group 2: kept \(5\) must be in \[0, n \(2\)\]"),
-])
+@pytest.mark.parametrize(
+    "kept,n,error,match",
+    [
+        ([[1, 2]], [[3, 3]], ValueError, r"1-D of one length"),  # 2-D, same shapes
+        ([1, 2], [3, 3, 3], ValueError, r"1-D of one length"),  # 1-D, different lengths
+        ([1], [3], ValueError, r"kept \(length 1\) must hold at least 2 groups"),
+        ([1.0, 2.0], [3, 3], TypeError, r"integer arrays"),  # kept float, n int
+        ([1, 2], [3.0, 3.0], TypeError, r"integer arrays"),
+        ([-1, 1], [2, 2], ValueError, r"group 0: kept \(-1\) must be in \[0, n \(2\)\]"),
+        ([1, 0], [2, 0], ValueError, r"group 1: kept \(0\) must be in \[0, n \(0\)\]"),
+        ([1, 3], [2, 2], ValueError, r"group 1: kept \(3\) must be in \[0, n \(2\)\]"),
+        # the first bad group is named, after valid groups at every bound (kept 0, kept = n, n = 1)
+        ([0, 1, 5], [1, 1, 2], ValueError, r"group 2: kept \(5\) must be in \[0, n \(2\)\]"),
+    ],
+)
 @pytest.mark.parametrize("test", [homogeneity_test, trend_test])
 def test_counts_are_validated(test, kept, n, error, match):
     with pytest.raises(error, match=match):
@@ -244,7 +256,8 @@ def test_all_kept_or_all_dropped_is_no_evidence(test, kept):
 
 
 tables = st.tuples(*[st.integers(0, 12)] * 4).filter(
-    lambda t: min(t[0] + t[1], t[0] + t[2], t[2] + t[3], t[1] + t[3]) > 0)
+    lambda t: min(t[0] + t[1], t[0] + t[2], t[2] + t[3], t[1] + t[3]) > 0
+)
 
 
 @given(tables)
@@ -267,9 +280,14 @@ def test_independence_is_scipys_fisher_test_with_its_odds_ratio(t):
     assert r.detail == f"both kept {n11}, only first {n10}, only second {n01}"
 
 
-@pytest.mark.parametrize("a,b", [([True, True, True], [True, False, True]),    # a all kept
-                                 ([False, False], [True, False]),              # a all dropped
-                                 ([True, False, True], [False, False, False])])  # b all dropped
+@pytest.mark.parametrize(
+    "a,b",
+    [
+        ([True, True, True], [True, False, True]),  # a all kept
+        ([False, False], [True, False]),  # a all dropped
+        ([True, False, True], [False, False, False]),
+    ],
+)  # b all dropped
 def test_a_constant_mask_has_nothing_to_test(a, b):
     r = independence_test(np.array(a), np.array(b))
     assert (r.statistic, r.pvalue, r.detail) == (1.0, 1.0, "a margin is constant: nothing to test")
@@ -289,7 +307,7 @@ def test_agreement_is_scipys_binomial_test_on_the_agreeing_count():
     b = np.array([True] * 50 + [False] * 30 + [True] * 20)
     r = agreement_test(a, b, 0.7)  # agree on 50 + 20 = 70 of 100; p^2 + q^2 = 0.58
     assert r.statistic == 0.7 and r.n == 100
-    assert r.pvalue == pytest.approx(stats.binomtest(70, 100, 0.7 ** 2 + 0.3 ** 2).pvalue, rel=1e-9, abs=0)
+    assert r.pvalue == pytest.approx(stats.binomtest(70, 100, 0.7**2 + 0.3**2).pvalue, rel=1e-9, abs=0)
 
 
 def _pairs_reference(mask, axis):
@@ -302,8 +320,9 @@ def _pairs_reference(mask, axis):
     return stats.fisher_exact(table).pvalue
 
 
-@pytest.mark.parametrize("shape,axis", [((7, 5, 3), 0), ((7, 5, 3), 1), ((7, 5, 3), -1), ((7, 5, 3), -3),
-                                        ((4, 2), 1), ((9,), 0)])
+@pytest.mark.parametrize(
+    "shape,axis", [((7, 5, 3), 0), ((7, 5, 3), 1), ((7, 5, 3), -1), ((7, 5, 3), -3), ((4, 2), 1), ((9,), 0)]
+)
 def test_pairs_are_the_disjoint_neighbours_along_the_axis(shape, axis):
     """Odd lengths drop the last element; any axis, negative or not, and length exactly 2."""
     rng = np.random.default_rng(11)
@@ -321,19 +340,29 @@ def test_pairs_default_to_the_last_axis():
     assert pair_independence_test(mask).pvalue != pair_independence_test(mask, axis=0).pvalue
 
 
-@pytest.mark.parametrize("mask,axis,match", [
-    (np.array(True), -1, r"mask \(a scalar\) must have at least one axis"),
-    (np.ones((3, 4), bool), 2, r"axis \(2\) must be in \[-2, 2\)"),
-    (np.ones((3, 4), bool), -3, r"axis \(-3\) must be in \[-2, 2\)"),
-    (np.ones((1, 4, 5), bool), 0, r"mask \(length 1 along axis 0\) must have >= 2 elements there"),
-])
+@pytest.mark.parametrize(
+    "mask,axis,match",
+    [
+        (np.array(True), -1, r"mask \(a scalar\) must have at least one axis"),
+        (np.ones((3, 4), bool), 2, r"axis \(2\) must be in \[-2, 2\)"),
+        (np.ones((3, 4), bool), -3, r"axis \(-3\) must be in \[-2, 2\)"),
+        (np.ones((1, 4, 5), bool), 0, r"mask \(length 1 along axis 0\) must have >= 2 elements there"),
+    ],
+)
 def test_pairs_refuse_what_has_no_pair(mask, axis, match):
     with pytest.raises(ValueError, match=match):
         pair_independence_test(mask, axis=axis)
 
 
-@pytest.mark.parametrize("pvalues,match", [([[0.1, 0.2]], "must be 1-D"), ([0.1, np.nan], r"must lie in \[0, 1\]"),
-                                           ([-0.1, 0.5], r"must lie in \[0, 1\]"), ([0.5, 1.1], r"must lie in \[0, 1\]")])
+@pytest.mark.parametrize(
+    "pvalues,match",
+    [
+        ([[0.1, 0.2]], "must be 1-D"),
+        ([0.1, np.nan], r"must lie in \[0, 1\]"),
+        ([-0.1, 0.5], r"must lie in \[0, 1\]"),
+        ([0.5, 1.1], r"must lie in \[0, 1\]"),
+    ],
+)
 def test_holm_refuses_what_is_not_a_p_value(pvalues, match):
     with pytest.raises(ValueError, match=match):
         holm_bonferroni(pvalues, 0.05)

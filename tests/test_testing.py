@@ -1,13 +1,18 @@
 """dropout_stats.testing assertions and dropout_stats.strategies, used directly."""
+
 import numpy as np
 import pytest
 import tensorflow as tf
 from hypothesis import given
 
 from dropout_stats import strategies
-from dropout_stats.testing import (assert_dropout, assert_keep_fraction, assert_mask_is_uniform_threshold,
-                                   assert_scaled_by_inverse_keep)
-from dropout_stats.corpus import scale_one_ulp_off
+from dropout_stats.calibration.corpus import scale_one_ulp_off
+from dropout_stats.testing import (
+    assert_dropout,
+    assert_keep_fraction,
+    assert_mask_is_uniform_threshold,
+    assert_scaled_by_inverse_keep,
+)
 
 
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32", "float64"])
@@ -53,6 +58,7 @@ def test_keep_fraction_under_xla_is_the_truncated_float32_grid(seed):
     against eager's 102/128 except with the probability computed below (under 1e-12; 2,000,000
     draws would miss with probability 7e-4)."""
     from dropout_stats import expected_keep_probability, rate_test, rejection_region_for_rate_test
+
     x = tf.ones([N_XLA], tf.bfloat16)
     drop = tf.function(lambda x, s: tf.nn.experimental.stateless_dropout(x, 0.2, seed=s), jit_compile=True)
     y = drop(x, tf.constant([seed % 2**31, 1]))  # a constant seed would be folded before XLA on TF 2.12
@@ -74,7 +80,7 @@ def test_generated_configurations_are_valid(config):
     assert 0 <= config["rate"] < 1
     assert config["dtype"] in ("float16", "bfloat16", "float32", "float64")
     if config["noise_shape"] is not None:
-        assert all(n in (1, s) for n, s in zip(config["noise_shape"], config["shape"]))
+        assert all(n in (1, s) for n, s in zip(config["noise_shape"], config["shape"], strict=True))
 
 
 @given(strategies.shapes_and_noise_shapes(min_rank=2, max_side=32, min_units=512, with_noise=True))
@@ -83,11 +89,14 @@ def test_min_units_is_honoured_where_sides_allow(shape_noise):
     assert int(np.prod(noise)) >= 512 or min(noise) == 32
 
 
-@pytest.mark.parametrize("call,fragment", [
-    (lambda: strategies.rates(min_value=0.5, max_value=0.2), "min_value (0.5) and max_value (0.2)"),
-    (lambda: strategies.dtypes(include=("int8",)), "include (['int8']) must be"),
-    (lambda: strategies.shapes_and_noise_shapes(min_rank=0), "min_rank (0)"),
-])
+@pytest.mark.parametrize(
+    "call,fragment",
+    [
+        (lambda: strategies.rates(min_value=0.5, max_value=0.2), "min_value (0.5) and max_value (0.2)"),
+        (lambda: strategies.dtypes(include=("int8",)), "include (['int8']) must be"),
+        (lambda: strategies.shapes_and_noise_shapes(min_rank=0), "min_rank (0)"),
+    ],
+)
 def test_strategy_arguments_are_validated(call, fragment):
     with pytest.raises(ValueError) as info:
         call()

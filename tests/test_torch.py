@@ -6,6 +6,7 @@ made for their class of defect.
 Budget: each verify() at false_fail_rate=1e-9.  A broken implementation below fails through
 an exact check, or one whose miss probability tests/_power.py bounds.
 """
+
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -51,8 +52,9 @@ def test_checkpoint_redraws_the_mask_unless_it_preserves_the_rng_state(entry, se
     s = seed % 2**20
     ok = adapter.verify(rate=0.3, seed=s, recompute="torch.utils.checkpoint", false_fail_rate=A)
     assert ok.passed, str(ok)
-    bad = adapter.verify(rate=0.3, seed=s, recompute="torch.utils.checkpoint(preserve_rng_state=False)",
-                         false_fail_rate=A)
+    bad = adapter.verify(
+        rate=0.3, seed=s, recompute="torch.utils.checkpoint(preserve_rng_state=False)", false_fail_rate=A
+    )
     assert [c.name for c in bad.failures] == ["backward_mask"], str(bad)
 
 
@@ -88,11 +90,14 @@ def backward_other_mask(x, rate, noise_shape=None):
 
 
 @pytest.mark.statistical(false_fail_rate=A)
-@pytest.mark.parametrize("fn, failing", [
-    (reseeds_every_call, "cross_correlation"),
-    (scales_by_keep, "scale"),
-    (backward_other_mask, "backward_mask"),
-])
+@pytest.mark.parametrize(
+    "fn, failing",
+    [
+        (reseeds_every_call, "cross_correlation"),
+        (scales_by_keep, "scale"),
+        (backward_other_mask, "backward_mask"),
+    ],
+)
 def test_broken_torch_dropout_fails_its_check(fn, failing, seed):
     """Each defect fails through an exact check (scale, backward_mask) or a correlation at
     displacement 0 between calls that is 1 instead of 0 (z in the hundreds)."""
@@ -111,7 +116,7 @@ def test_torch_backend_rejects_what_it_cannot_do():
 from dropout_stats import verify_attention, verify_layer  # noqa: E402
 from dropout_stats.adapters import layer_factories  # noqa: E402
 from dropout_stats.adapters.torch import attention_factories  # noqa: E402
-from dropout_stats.corpus_torch import torch_attention_defects, torch_layer_defects  # noqa: E402
+from dropout_stats.calibration.corpus_torch import torch_attention_defects, torch_layer_defects  # noqa: E402
 
 MODULES = layer_factories(framework="torch")
 
@@ -122,16 +127,20 @@ def test_torch_modules_pass_verify_layer(name, make, seed):
     r = verify_layer(make, rate=0.3, seed=seed % 2**20, false_fail_rate=A)
     assert r.passed, r.text()
     assert r.check("inference_identity").values == {
-        "eval()": True, "eval() under torch.no_grad()": True, "eval() under torch.inference_mode()": True,
-        "a parent module's eval()": True}
+        "eval()": True,
+        "eval() under torch.no_grad()": True,
+        "eval() under torch.inference_mode()": True,
+        "a parent module's eval()": True,
+    }
     assert r.check("fit").passed and r.check("config_round_trip").passed, r.text()
 
 
 @pytest.mark.statistical(false_fail_rate=A)
 def test_an_inplace_module_is_verified_on_copies(seed):
     """nn.Dropout(inplace=True) overwrites its input: each call gets a copy of x, so it passes."""
-    r = verify_layer(lambda rate, s: torch.nn.Dropout(rate, inplace=True), rate=0.3, seed=seed % 2**20,
-                     false_fail_rate=A)
+    r = verify_layer(
+        lambda rate, s: torch.nn.Dropout(rate, inplace=True), rate=0.3, seed=seed % 2**20, false_fail_rate=A
+    )
     assert r.passed, r.text()
 
 
@@ -152,8 +161,12 @@ def test_an_eval_override_shows_only_through_a_parent():
     """Overriding eval() instead of train(): the module's own eval() works, a parent's does not."""
     cls = torch_layer_defects()["overrides eval() instead of train()"][0]
     c = verify_layer(lambda rate, s: cls(rate), rate=0.3, false_fail_rate=A).check("inference_identity")
-    assert c.values == {"eval()": True, "eval() under torch.no_grad()": True,
-                        "eval() under torch.inference_mode()": True, "a parent module's eval()": False}, c.values
+    assert c.values == {
+        "eval()": True,
+        "eval() under torch.no_grad()": True,
+        "eval() under torch.inference_mode()": True,
+        "a parent module's eval()": False,
+    }, c.values
 
 
 # -- attention: nn.MultiheadAttention and scaled_dot_product_attention (verify_attention) -------
@@ -164,12 +177,15 @@ def test_torch_attention_passes(name, layer_cls, dtype, seed):
     r = verify_attention(layer_cls, rate=0.2, dtype=dtype, seed=seed % 2**20, false_fail_rate=A)
     assert r.passed, r.text()
     assert r.check("backward_mask").passed and r.check("inference_identity").values == {
-        "eval()": True, "eval() under torch.no_grad()": True}
+        "eval()": True,
+        "eval() under torch.no_grad()": True,
+    }
 
 
 @pytest.mark.statistical(false_fail_rate=A)
-@pytest.mark.parametrize("layer_cls,check",
-                         [pytest.param(f, k, id=n) for n, (f, k) in torch_attention_defects().items()])
+@pytest.mark.parametrize(
+    "layer_cls,check", [pytest.param(f, k, id=n) for n, (f, k) in torch_attention_defects().items()]
+)
 def test_torch_attention_defects_fail_their_check(layer_cls, check, seed):
     """Certain failures: exact checks (inference, scale, backward), or masks that agree with
     probability 1 against p^2 + q^2 = 0.68 over >= 9,472 pairs (Fisher p < 1e-300).  The control
@@ -183,9 +199,12 @@ def test_torch_attention_defects_fail_their_check(layer_cls, check, seed):
 
 def test_a_torch_module_of_another_layout_is_named():
     with pytest.raises(ValueError, match="not torch.nn.MultiheadAttention's layout"):
-        verify_attention(lambda num_heads, key_dim, dropout, seed=None, dtype="float32":
-                         torch.nn.MultiheadAttention(num_heads * key_dim, num_heads, dropout=dropout, bias=False,
-                                                     batch_first=True), rate=0.2)
+        verify_attention(
+            lambda num_heads, key_dim, dropout, seed=None, dtype="float32": torch.nn.MultiheadAttention(
+                num_heads * key_dim, num_heads, dropout=dropout, bias=False, batch_first=True
+            ),
+            rate=0.2,
+        )
 
 
 # -- the reference stream: bernoulli_(1 - rate) from a generator --------------------------------
@@ -207,14 +226,16 @@ def test_f_dropout_draws_the_reference_stream():
 def test_a_torch_rng_of_its_own_fails_only_the_mechanism(seed):
     """rand(generator) >= rate is a correct dropout, but not torch's stream: mechanism (exact)
     fails, nothing else; the diagnosis suggests reference=None."""
+
     def rand_threshold(x, rate, generator, noise_shape=None):
         keep = torch.rand(x.shape, generator=generator) >= rate
         return torch.where(keep, x * torch.tensor(1 / (1 - rate), dtype=x.dtype), torch.zeros_like(x))
 
     r = verify(rand_threshold, rate=0.3, backend="torch", seed=seed % 2**20, false_fail_rate=A)
     assert [c.name for c in r.failures] == ["mechanism"] and "reference=None" in r.text(), r.text()
-    assert verify(rand_threshold, rate=0.3, backend="torch", reference=None, seed=seed % 2**20,
-                  false_fail_rate=A).passed
+    assert verify(
+        rand_threshold, rate=0.3, backend="torch", reference=None, seed=seed % 2**20, false_fail_rate=A
+    ).passed
 
 
 def test_torch_cpu_generators_keep_the_low_32_bits_of_their_seed():

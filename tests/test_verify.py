@@ -4,15 +4,16 @@ reported clearly.
 Budget: each verify() here runs at false_fail_rate=1e-9 (a correct implementation fails with
 probability <= 1e-9) and false_pass_rate=1e-9 where a defect must be caught.
 """
+
 import json
 
 import numpy as np
 import pytest
 import tensorflow as tf
+from _power import corpus_miss
 
 import dropout_stats as ds
-from _power import corpus_miss
-from dropout_stats.corpus import STATEFUL, STATELESS
+from dropout_stats.calibration.corpus import STATEFUL, STATELESS
 
 A = 1e-9
 
@@ -95,9 +96,11 @@ def test_bfloat16_mean_bias_is_the_keep_probability_alone():
     r = ds.verify(stateless, rate=0.2, dtype="bfloat16", false_fail_rate=A)
     bias = next(f for f in r.findings if f.name == "mean_bias")
     assert bias.value == 0.99609375 - 1
-    assert bias.detail == ("bfloat16 at rate 0.2: with this keep probability and this scale factor E[y]/E[x] = "
-                           "0.99609375 before each value's rounding, biased by -0.00391 relative (keep 0.796875 "
-                           "instead of 0.8)")
+    assert bias.detail == (
+        "bfloat16 at rate 0.2: with this keep probability and this scale factor E[y]/E[x] = "
+        "0.99609375 before each value's rounding, biased by -0.00391 relative (keep 0.796875 "
+        "instead of 0.8)"
+    )
 
 
 @pytest.mark.statistical(false_fail_rate=1e-12)
@@ -126,8 +129,9 @@ def test_xla_stream_is_named_plainly(shape, probe):
         total += eager.size
     assert mech.values == {"mismatches": differ, "compared": total} and mech.samples == total and differ > 0
     assert mech.observed == f"{differ} mismatches"
-    assert mech.detail.startswith(f"{differ:,} of {total:,} positions differ from stateless_uniform(shape, seed, "
-                                  "float32) >= rate; ")
+    assert mech.detail.startswith(
+        f"{differ:,} of {total:,} positions differ from stateless_uniform(shape, seed, float32) >= rate; "
+    )
     assert mech.expected == "kept == (stateless_uniform >= fl(rate)), bit for bit"
     assert mech.reproduce.endswith("seed pairs [[0, 0], [0, 1], [2, 0]]")
     r2 = ds.verify(fn, rate=0.2, shape=shape, reference="tensorflow-xla", false_fail_rate=A)
@@ -164,8 +168,7 @@ def test_findings_keep_their_order_with_the_worker_thread():
     # findings come in the order their families conclude, however the worker thread and the
     # calling thread interleave: the same list on every run
     fn = tf.function(stateless, jit_compile=True)
-    runs = [[f.name for f in ds.verify(fn, rate=0.2, dtype="bfloat16", false_fail_rate=A).findings]
-            for _ in range(3)]
+    runs = [[f.name for f in ds.verify(fn, rate=0.2, dtype="bfloat16", false_fail_rate=A).findings] for _ in range(3)]
     assert runs[0] == ["keep_probability", "xla_stream", "scale_formula", "mean_bias"] and runs[0] == runs[1] == runs[2]
 
 
@@ -208,7 +211,7 @@ def test_ignored_noise_shape_reports_how_many_units_have_mixed_fate():
     """The probe's 65,536 units of 4 elements each: with the noise shape ignored a unit has mixed
     fate with probability 1 - 0.8^4 - 0.2^4 = 0.5888; fewer than half of them mixed has
     probability below exp(-2 * 65536 * 0.0888^2) < 1e-400 (Hoeffding): no statistical mark."""
-    from dropout_stats.corpus import ignores_noise_shape
+    from dropout_stats.calibration.corpus import ignores_noise_shape
 
     c = ds.verify(ignores_noise_shape, rate=0.2, false_fail_rate=A).check("noise_shape_consistency")
     mixed, units = (int(v.replace(",", "")) for v in c.observed.split(" units")[0].split(" of "))
@@ -271,7 +274,7 @@ def test_max_calls_cut_short_says_what_the_draws_detect():
 
 
 def test_report_reads_as_a_table():
-    from dropout_stats.corpus import scale_one_ulp_off
+    from dropout_stats.calibration.corpus import scale_one_ulp_off
 
     r = ds.verify(scale_one_ulp_off, rate=0.2, false_fail_rate=A)
     text = str(r)
@@ -286,7 +289,7 @@ def test_report_reads_as_a_table():
 
 @pytest.mark.statistical(false_fail_rate=1e-12)
 def test_alpha_dropout_with_a_wrong_offset_fails():
-    from dropout_stats.corpus import alpha_wrong_offset
+    from dropout_stats.calibration.corpus import alpha_wrong_offset
 
     r = ds.verify_alpha_dropout(alpha_wrong_offset, rate=0.2, false_fail_rate=A)
     assert r.check("scale").passed is False
@@ -296,7 +299,7 @@ def test_alpha_dropout_with_a_wrong_offset_fails():
 def test_gaussian_dropout_with_the_wrong_variance_fails():
     """stddev 0.2 (variance 0.04) instead of 0.5 (0.25): the chi-square statistic is off by a
     factor of 6; a miss is impossible in practice."""
-    from dropout_stats.corpus import gaussian_wrong_variance
+    from dropout_stats.calibration.corpus import gaussian_wrong_variance
 
     tf.random.set_seed(1)
     r = ds.verify_gaussian_dropout(gaussian_wrong_variance, rate=0.2, false_fail_rate=A)
@@ -305,7 +308,7 @@ def test_gaussian_dropout_with_the_wrong_variance_fails():
 
 @pytest.mark.statistical(false_fail_rate=1e-12)
 def test_gaussian_noise_shared_across_the_batch_fails():
-    from dropout_stats.corpus import gaussian_shared_across_batch
+    from dropout_stats.calibration.corpus import gaussian_shared_across_batch
 
     tf.random.set_seed(1)
     r = ds.verify_gaussian_dropout(gaussian_shared_across_batch, rate=0.2, false_fail_rate=A)
@@ -336,7 +339,7 @@ def test_worker_queue_holds_a_bounded_number_of_jobs_and_bytes():
 def test_a_rate_that_depends_on_x_fails_value_independence_even_without_a_reference():
     # +-0.02 by the sign of x averages out over every block, stride and axis (x's signs are
     # spread over all positions); with reference=None no mechanism check can see it either
-    from dropout_stats.corpus import sign_dependent
+    from dropout_stats.calibration.corpus import sign_dependent
 
     r = ds.verify(sign_dependent, rate=0.2, seed=5, reference=None, false_fail_rate=A, false_pass_rate=A)
     failed = {c.name for c in r.failures}

@@ -1,20 +1,25 @@
 """Every dropout entry point of the installed frameworks, wrapped to verify()'s contract: one
 module per framework (``tensorflow``: TensorFlow and Keras on it; ``jax``: JAX and Flax;
-``keras-jax``: Keras 3 on JAX; ``torch``: PyTorch), each a list of ``Adapter``s.  A new framework's entry points go in a new
-module here and a line in ``FRAMEWORKS``.
+``keras-jax``: Keras 3 on JAX; ``torch``: PyTorch), each a list of ``Adapter``s.  A new framework's
+entry points go in a new module here and a line in ``FRAMEWORKS``.
 """
+
 from __future__ import annotations
 
 import importlib
 import importlib.util
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from .._floats import FLOAT_DTYPES
 
 # framework -> (module here, the packages that must be importable)
-FRAMEWORKS = {"tensorflow": (".tensorflow", ("tensorflow",)), "jax": (".jax", ("jax",)),
-              "keras-jax": (".keras_jax", ("keras", "jax")), "torch": (".torch", ("torch",))}
+FRAMEWORKS = {
+    "tensorflow": (".tensorflow", ("tensorflow",)),
+    "jax": (".jax", ("jax",)),
+    "keras-jax": (".keras_jax", ("keras", "jax")),
+    "torch": (".torch", ("torch",)),
+}
 
 
 @dataclass(frozen=True)
@@ -24,15 +29,15 @@ class Adapter:
     entry_point: str
     mode: str
     stateful: bool
-    make: Callable[[int], Callable]      # seed -> fn (fresh state: layers, generators)
+    make: Callable[[int], Callable]  # seed -> fn (fresh state: layers, generators)
     reference: str | None = "tensorflow"
-    shape: tuple | None = None           # the input shape the entry point needs, if any
-    noise_shape: tuple | None = None     # the noise shape it applies by itself, if any
+    shape: tuple | None = None  # the input shape the entry point needs, if any
+    noise_shape: tuple | None = None  # the noise shape it applies by itself, if any
     dtypes: tuple = FLOAT_DTYPES
     notes: str = ""
-    kind: str = "dropout"                # "dropout", "alpha" or "gaussian"
-    keep_dtype: str | None = None        # dtype of the uniform, when not the input's
-    backend: str = "tensorflow"          # the framework it runs on (dropout_stats.backends)
+    kind: str = "dropout"  # "dropout", "alpha" or "gaussian"
+    keep_dtype: str | None = None  # dtype of the uniform, when not the input's
+    backend: str = "tensorflow"  # the framework it runs on (dropout_stats.backends)
 
     def seed_framework(self, seed: int) -> None:
         """A stateful entry point's global generator, seeded before it is made."""
@@ -64,13 +69,9 @@ class Adapter:
             return verify_gaussian_dropout(fn, rate=rate, dtype=dtype, seed=seed, **kwargs)
         if self.kind == "alpha":
             kwargs.setdefault("noise_shape", self.noise_shape)
-            return verify_alpha_dropout(fn, rate=rate, dtype=dtype, seed=seed, keep_dtype=self.keep_dtype,
-                                        **kwargs)
+            return verify_alpha_dropout(fn, rate=rate, dtype=dtype, seed=seed, keep_dtype=self.keep_dtype, **kwargs)
         kwargs.setdefault("noise_shape", self.noise_shape)
-        return verify(fn, rate=rate, dtype=dtype, seed=seed, stateful=self.stateful,
-                      reference=self.reference, **kwargs)
-
-
+        return verify(fn, rate=rate, dtype=dtype, seed=seed, stateful=self.stateful, reference=self.reference, **kwargs)
 
 
 def installed_frameworks() -> list[str]:
@@ -124,7 +125,7 @@ def recompute_agreement(framework: str = "tensorflow", *, rate: float = 0.2, sha
     from ..backends import get_backend
     from ..binomial import rate_test
 
-    independent = (1 - rate) ** 2 + rate ** 2
+    independent = (1 - rate) ** 2 + rate**2
     out = {}
     for adapter in adapters(framework=framework, modes=("eager",)):
         if adapter.kind != "dropout":
@@ -137,12 +138,16 @@ def recompute_agreement(framework: str = "tensorflow", *, rate: float = 0.2, sha
             adapter.seed_framework(0)
             fn = adapter.make(0)
             seed = backend.seed((0, 1))
-            body = ((lambda t, fn=fn, noise=noise: fn(t, rate, noise_shape=noise)) if adapter.stateful
-                    else (lambda t, fn=fn, seed=seed, noise=noise: fn(t, rate, seed, noise_shape=noise)))
+            body = (
+                (lambda t, fn=fn, noise=noise: fn(t, rate, noise_shape=noise))
+                if adapter.stateful
+                else (lambda t, fn=fn, seed=seed, noise=noise: fn(t, rate, seed, noise_shape=noise))
+            )
             key = f"{adapter.entry_point} / {wrapper}"
             try:
-                y, g = backend.vjp(backend.recompute(body, wrapper), backend.native(x_np),
-                                   backend.native(np.ones_like(x_np)))
+                y, g = backend.vjp(
+                    backend.recompute(body, wrapper), backend.native(x_np), backend.native(np.ones_like(x_np))
+                )
                 if g is None or isinstance(g, str):
                     raise RuntimeError(g or "no gradient")
                 y, g = backend.to_numpy(y), backend.to_numpy(g)
@@ -152,8 +157,11 @@ def recompute_agreement(framework: str = "tensorflow", *, rate: float = 0.2, sha
             unit = tuple(slice(0, 1) if d == 1 else slice(None) for d in (noise or g.shape))
             agree = int(np.count_nonzero((y[unit] != 0) == (g[unit] != 0)))
             n = g[unit].size
-            out[key] = {"agreement": round(agree / n, 6), "p_vs_same_mask": 1.0 if agree == n else 0.0,
-                        "p_vs_independent": rate_test(agree, n, independent).pvalue}
+            out[key] = {
+                "agreement": round(agree / n, 6),
+                "p_vs_same_mask": 1.0 if agree == n else 0.0,
+                "p_vs_independent": rate_test(agree, n, independent).pvalue,
+            }
     return out
 
 

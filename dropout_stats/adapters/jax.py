@@ -3,6 +3,7 @@ noise_shape=None)`` for ``jax.random.bernoulli`` (the reference stream) and ``fl
 (its ``broadcast_dims`` from the noise shape), eagerly and under ``jax.jit``; the stateful
 ``fn(x, rate, noise_shape=None)`` for ``flax.nnx.Dropout`` (a module with its own RNG stream).
 Keras 3 on JAX is its own framework here: ``keras_jax``."""
+
 from __future__ import annotations
 
 import jax
@@ -14,8 +15,11 @@ MODES = ("eager", "jit")
 
 
 def _broadcast_dims(x, noise_shape):
-    return () if noise_shape is None else tuple(i for i, (d, s) in enumerate(zip(noise_shape, x.shape))
-                                                 if d == 1 and s != 1)
+    return (
+        ()
+        if noise_shape is None
+        else tuple(i for i, (d, s) in enumerate(zip(noise_shape, x.shape, strict=True)) if d == 1 and s != 1)
+    )
 
 
 def bernoulli_dropout(x, rate, key, noise_shape=None):
@@ -37,7 +41,9 @@ def _stateless(body, mode):
 
         def named(x, rate, key, noise_shape=None):
             return fn(x, rate, key, noise_shape=noise_shape)
+
         return named
+
     return make
 
 
@@ -52,7 +58,9 @@ def _nnx(seed_offset=0):
             if key not in modules:
                 modules[key] = nnx.Dropout(rate, broadcast_dims=key[1], rngs=nnx.Rngs(dropout=seed + len(modules)))
             return modules[key](x)
+
         return fn
+
     return make
 
 
@@ -68,17 +76,45 @@ def adapters(*, modes=MODES) -> list[Adapter]:
     flax = importlib.util.find_spec("flax") is not None
     out = []
     for mode in modes:
-        out.append(Adapter("jax.random.bernoulli dropout", mode, False, _stateless(bernoulli_dropout, mode),
-                           reference="jax", backend="jax", dtypes=_dtypes(),
-                           notes="bernoulli(key, 1 - rate) then x / (1 - rate), as Flax computes it"))
+        out.append(
+            Adapter(
+                "jax.random.bernoulli dropout",
+                mode,
+                False,
+                _stateless(bernoulli_dropout, mode),
+                reference="jax",
+                backend="jax",
+                dtypes=_dtypes(),
+                notes="bernoulli(key, 1 - rate) then x / (1 - rate), as Flax computes it",
+            )
+        )
         if not flax:
             continue
-        out.append(Adapter("flax.linen.Dropout", mode, False, _stateless(linen_dropout, mode), reference=None,
-                           backend="jax", dtypes=_dtypes(),
-                           notes="its rng is folded from the module path: no reference stream"))
+        out.append(
+            Adapter(
+                "flax.linen.Dropout",
+                mode,
+                False,
+                _stateless(linen_dropout, mode),
+                reference=None,
+                backend="jax",
+                dtypes=_dtypes(),
+                notes="its rng is folded from the module path: no reference stream",
+            )
+        )
         if mode == "eager":
-            out.append(Adapter("flax.nnx.Dropout", mode, True, _nnx(), reference=None, backend="jax",
-                               dtypes=_dtypes(), notes="a module with its own RNG stream: stateful contract"))
+            out.append(
+                Adapter(
+                    "flax.nnx.Dropout",
+                    mode,
+                    True,
+                    _nnx(),
+                    reference=None,
+                    backend="jax",
+                    dtypes=_dtypes(),
+                    notes="a module with its own RNG stream: stateful contract",
+                )
+            )
     return out
 
 
@@ -93,4 +129,5 @@ def layer_factories(dtype: str = "float32") -> list:
         from flax import nnx
 
         return nnx.Dropout(rate, rngs=nnx.Rngs(dropout=0 if seed is None else seed))
+
     return [("flax.nnx.Dropout", make)]

@@ -2,6 +2,7 @@
 noise_shape=None)`` (the battery seeds torch's generator first): ``F.dropout``, ``nn.Dropout``,
 ``nn.Dropout1d/2d/3d`` (one draw per channel), ``nn.AlphaDropout``, ``nn.FeatureAlphaDropout``;
 eagerly, and ``F.dropout`` under ``torch.compile`` (the first compile takes ~18 s on 2 cores)."""
+
 from __future__ import annotations
 
 import torch
@@ -16,7 +17,9 @@ def _functional(mode):
     def make(seed):
         def body(x, rate, noise_shape=None):
             return F.dropout(x, rate, training=True)
+
         return torch.compile(body, dynamic=True) if mode == "compile" else body
+
     return make
 
 
@@ -39,32 +42,82 @@ def _module(cls_name):
             if rate not in modules:
                 modules[rate] = getattr(torch.nn, cls_name)(rate).train()
             return modules[rate](x)
+
         return fn
+
     return make
 
 
 def adapters(*, modes=MODES) -> list[Adapter]:
     out = []
     if "eager" in modes:  # the reference: torch's stream from a generator, bit for bit
-        out.append(Adapter("torch bernoulli_ dropout (generator)", "eager", False, _stateless, reference="torch",
-                           backend="torch", notes="empty_like(x).bernoulli_(1 - rate, generator), as F.dropout"))
+        out.append(
+            Adapter(
+                "torch bernoulli_ dropout (generator)",
+                "eager",
+                False,
+                _stateless,
+                reference="torch",
+                backend="torch",
+                notes="empty_like(x).bernoulli_(1 - rate, generator), as F.dropout",
+            )
+        )
     for mode in modes:
-        out.append(Adapter("torch.nn.functional.dropout", mode, True, _functional(mode), reference=None,
-                           backend="torch", dtypes=("float32",) if mode == "compile" else
-                           ("float16", "bfloat16", "float32", "float64")))
+        out.append(
+            Adapter(
+                "torch.nn.functional.dropout",
+                mode,
+                True,
+                _functional(mode),
+                reference=None,
+                backend="torch",
+                dtypes=("float32",) if mode == "compile" else ("float16", "bfloat16", "float32", "float64"),
+            )
+        )
         if mode != "eager":
             continue
         out.append(Adapter("torch.nn.Dropout", mode, True, _module("Dropout"), reference=None, backend="torch"))
         for dims in (1, 2, 3):  # one draw per (batch, channel): few elements per unit
             shape = (64, 64) + (2,) * dims
-            out.append(Adapter(f"torch.nn.Dropout{dims}d", mode, True, _module(f"Dropout{dims}d"), reference=None,
-                               shape=shape, noise_shape=(64, 64) + (1,) * dims, backend="torch",
-                               notes="drops whole channels: one draw per (batch, channel)"))
-        out.append(Adapter("torch.nn.AlphaDropout", mode, True, _module("AlphaDropout"), reference=None,
-                           kind="alpha", backend="torch", notes="dropped positions hold a*alpha'+b"))
-        out.append(Adapter("torch.nn.FeatureAlphaDropout", mode, True, _module("FeatureAlphaDropout"), reference=None,
-                           kind="alpha", shape=(64, 64, 4), noise_shape=(64, 64, 1), backend="torch",
-                           notes="alpha dropout of whole channels"))
+            out.append(
+                Adapter(
+                    f"torch.nn.Dropout{dims}d",
+                    mode,
+                    True,
+                    _module(f"Dropout{dims}d"),
+                    reference=None,
+                    shape=shape,
+                    noise_shape=(64, 64) + (1,) * dims,
+                    backend="torch",
+                    notes="drops whole channels: one draw per (batch, channel)",
+                )
+            )
+        out.append(
+            Adapter(
+                "torch.nn.AlphaDropout",
+                mode,
+                True,
+                _module("AlphaDropout"),
+                reference=None,
+                kind="alpha",
+                backend="torch",
+                notes="dropped positions hold a*alpha'+b",
+            )
+        )
+        out.append(
+            Adapter(
+                "torch.nn.FeatureAlphaDropout",
+                mode,
+                True,
+                _module("FeatureAlphaDropout"),
+                reference=None,
+                kind="alpha",
+                shape=(64, 64, 4),
+                noise_shape=(64, 64, 1),
+                backend="torch",
+                notes="alpha dropout of whole channels",
+            )
+        )
     return out
 
 
@@ -74,8 +127,11 @@ LAYER_CLASSES = ("Dropout", "Dropout1d", "Dropout2d", "Dropout3d", "AlphaDropout
 def layer_factories(dtype: str = "float32") -> list:
     """(name, make_layer(rate, seed)) for verify_layer: torch's dropout modules (they take no seed:
     torch's generator, seeded by verify_layer, draws their masks)."""
-    return [(f"torch.nn.{name}", lambda rate, seed, name=name: getattr(torch.nn, name)(rate))
-            for name in LAYER_CLASSES if hasattr(torch.nn, name)]
+    return [
+        (f"torch.nn.{name}", lambda rate, seed, name=name: getattr(torch.nn, name)(rate))
+        for name in LAYER_CLASSES
+        if hasattr(torch.nn, name)
+    ]
 
 
 class ScaledDotProductAttention(torch.nn.Module):
@@ -90,8 +146,10 @@ class ScaledDotProductAttention(torch.nn.Module):
     def forward(self, query, key, value):
         def heads(t):
             return t.view(t.shape[0], t.shape[1], self.num_heads, -1).transpose(1, 2)
-        out = F.scaled_dot_product_attention(heads(query), heads(key), heads(value),
-                                             dropout_p=self.dropout if self.training else 0.0)
+
+        out = F.scaled_dot_product_attention(
+            heads(query), heads(key), heads(value), dropout_p=self.dropout if self.training else 0.0
+        )
         return out.transpose(1, 2).reshape(query.shape[0], query.shape[1], -1)
 
 
@@ -101,8 +159,9 @@ def _torch_dtype(dtype):
 
 def multihead_attention(num_heads, key_dim, dropout, seed=None, dtype="float32"):
     """torch.nn.MultiheadAttention (batch first, embed_dim = num_heads * key_dim) for verify_attention."""
-    return torch.nn.MultiheadAttention(num_heads * key_dim, num_heads, dropout=dropout, batch_first=True,
-                                       dtype=_torch_dtype(dtype))
+    return torch.nn.MultiheadAttention(
+        num_heads * key_dim, num_heads, dropout=dropout, batch_first=True, dtype=_torch_dtype(dtype)
+    )
 
 
 def scaled_dot_product_attention(num_heads, key_dim, dropout, seed=None, dtype="float32"):
@@ -115,5 +174,7 @@ multihead_attention.framework = scaled_dot_product_attention.framework = "torch"
 
 def attention_factories() -> list:
     """(name, layer_cls) for verify_attention: torch's attention with dropout on the probabilities."""
-    return [("torch.nn.MultiheadAttention", multihead_attention),
-            ("torch.nn.functional.scaled_dot_product_attention", scaled_dot_product_attention)]
+    return [
+        ("torch.nn.MultiheadAttention", multihead_attention),
+        ("torch.nn.functional.scaled_dot_product_attention", scaled_dot_product_attention),
+    ]

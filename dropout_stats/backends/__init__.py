@@ -9,6 +9,7 @@ keep probability per dtype (the dtype its uniform is drawn in, its levels, ``U >
 Adding a framework means one module here with a ``Backend`` subclass and one line in
 ``_BACKENDS``.  Nothing in this package imports a framework before a backend of it is used.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -34,12 +35,12 @@ class Backend:
     override what differs; the defaults describe a numpy-like framework."""
 
     name = "backend"
-    references: tuple = ()           # bit-exact reference streams this backend offers
-    default_reference = None         # what reference="auto" means here
+    references: tuple = ()  # bit-exact reference streams this backend offers
+    default_reference = None  # what reference="auto" means here
     has_noise_shape = True
     seed_form = "a tuple of two Python ints"
-    recompute_wrappers: tuple = ()   # ways to rematerialise fn in the backward pass (first: default)
-    differentiable = False           # vjp() works
+    recompute_wrappers: tuple = ()  # ways to rematerialise fn in the backward pass (first: default)
+    differentiable = False  # vjp() works
 
     # -- arrays --------------------------------------------------------------------------
     def native(self, x: np.ndarray):
@@ -136,8 +137,14 @@ def detect_backend(y):
     """The backend that owns ``y`` (fn's first output), or None: numpy arrays, TensorFlow tensors,
     JAX arrays, torch tensors."""
     module = type(y).__module__.split(".")[0]
-    owner = {"numpy": "numpy", "tensorflow": "tensorflow", "ml_dtypes": "numpy", "jax": "jax", "jaxlib": "jax",
-             "torch": "torch"}.get(module)
+    owner = {
+        "numpy": "numpy",
+        "tensorflow": "tensorflow",
+        "ml_dtypes": "numpy",
+        "jax": "jax",
+        "jaxlib": "jax",
+        "torch": "torch",
+    }.get(module)
     if owner is None and module == "builtins":
         return None
     return owner
@@ -169,6 +176,7 @@ def bfloat16_dtype():
     try:
         import ml_dtypes
     except ImportError:
-        raise ValueError("dtype ('bfloat16') needs the ml_dtypes package for numpy arrays: "
-                         "pip install ml_dtypes") from None
+        raise ValueError(
+            "dtype ('bfloat16') needs the ml_dtypes package for numpy arrays: pip install ml_dtypes"
+        ) from None
     return np.dtype(ml_dtypes.bfloat16)

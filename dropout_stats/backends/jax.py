@@ -10,6 +10,7 @@ float16 and float32, ``x / fl(1 - rate)`` in bfloat16.  The reference stream "ja
 ``bernoulli(key, 1 - rate, shape)`` itself.  Gradients through ``jax.vjp``; rematerialisation
 through ``jax.checkpoint``.
 """
+
 from __future__ import annotations
 
 from fractions import Fraction
@@ -55,9 +56,15 @@ class JaxBackend(Backend):
 
     def scale_formulas(self, rate, dtype) -> list:
         keep = float(round_to(1.0 - rate, dtype))
-        return list(dict.fromkeys([ScaleFormula("multiply", dtype, rate, float(round_to(1.0 / keep, dtype))),
-                                   ScaleFormula("divide", dtype, rate, keep),
-                                   ScaleFormula("multiply", dtype, rate, float(round_to(1.0 / (1.0 - rate), dtype)))]))
+        return list(
+            dict.fromkeys(
+                [
+                    ScaleFormula("multiply", dtype, rate, float(round_to(1.0 / keep, dtype))),
+                    ScaleFormula("divide", dtype, rate, keep),
+                    ScaleFormula("multiply", dtype, rate, float(round_to(1.0 / (1.0 - rate), dtype))),
+                ]
+            )
+        )
 
     def reference_keep(self, shape, seed_pair, dtype, rate, reference) -> np.ndarray:
         return np.asarray(self.jax.random.bernoulli(self.seed(seed_pair), 1.0 - rate, tuple(shape)))

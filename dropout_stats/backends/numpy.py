@@ -8,6 +8,7 @@ values ``x * fl(1/(1-rate))``, ``x / fl(1 - rate)`` (numpy 2 rounds a Python-flo
 x's dtype first), ``x / fl(1 - fl(rate))`` or the correctly rounded quotient.  No reference
 stream: the black-box checks carry the proof.
 """
+
 from __future__ import annotations
 
 from fractions import Fraction
@@ -24,6 +25,9 @@ class NumpyBackend(Backend):
         return Fraction(1.0 - rate)
 
     def scale_formulas(self, rate, dtype) -> list:
-        formulas = [expected_scale(rate, dtype), expected_scale(rate, dtype, rate_is_tensor=True),
-                    ScaleFormula("divide", dtype, rate, float(round_to(1.0 - rate, dtype)))]
+        formulas = [
+            expected_scale(rate, dtype),
+            expected_scale(rate, dtype, rate_is_tensor=True),
+            ScaleFormula("divide", dtype, rate, float(round_to(1.0 - rate, dtype))),
+        ]
         return list(dict.fromkeys(formulas))  # equal formulas once, in order

@@ -9,6 +9,7 @@ rate or ``x / fl(1 - fl(rate))`` for a tensor rate.  Two reference streams: "ten
 (``stateless_uniform``) and "tensorflow-xla" (the same under jit_compile, a different stream for
 float32, bfloat16 and float64).
 """
+
 from __future__ import annotations
 
 from fractions import Fraction
@@ -91,5 +92,7 @@ class TensorFlowBackend(Backend):
 
     def stream_note(self, reference, other) -> str:
         which = "XLA's (jit_compile)" if other == "tensorflow-xla" else "eager"
-        return (f"the mask equals {which} stream instead: under XLA TensorFlow draws a different uniform than "
-                f"eagerly (float32, bfloat16, float64) unless rng_alg='philox'; use reference={other!r}")
+        return (
+            f"the mask equals {which} stream instead: under XLA TensorFlow draws a different uniform than "
+            f"eagerly (float32, bfloat16, float64) unless rng_alg='philox'; use reference={other!r}"
+        )

@@ -12,6 +12,7 @@ battery does not probe one (Dropout1d/2d/3d draw per channel by themselves).  Gr
 autograd; rematerialisation through ``torch.utils.checkpoint`` with and without
 ``preserve_rng_state``.
 """
+
 from __future__ import annotations
 
 from fractions import Fraction

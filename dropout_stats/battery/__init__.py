@@ -18,15 +18,28 @@ up front (Bonferroni) and the p-value checks share the rest by Holm's step-down.
 implementation fails a run with probability at most ``false_fail_rate``.  Exact checks
 (mechanism, nesting, scale, determinism, noise-shape consistency) cannot fail by chance.
 """
+
 from ..report import Check, Finding, Report
 from .api import verify, verify_alpha_dropout
+from .attention import verify_attention
 from .config import DEFAULT_SHAPE, check_shapes
 from .gaussian import verify_gaussian_dropout
 from .layers import use_logical_cpus, verify_layer
-from .attention import verify_attention
 from .recurrent import verify_recurrent
 from .runner import ContractError
 
-__all__ = ["verify", "verify_alpha_dropout", "verify_gaussian_dropout", "verify_layer", "use_logical_cpus",
-           "verify_recurrent", "verify_attention", "Report", "Check", "Finding",
-           "DEFAULT_SHAPE", "check_shapes", "ContractError"]
+__all__ = [
+    "verify",
+    "verify_alpha_dropout",
+    "verify_gaussian_dropout",
+    "verify_layer",
+    "use_logical_cpus",
+    "verify_recurrent",
+    "verify_attention",
+    "Report",
+    "Check",
+    "Finding",
+    "DEFAULT_SHAPE",
+    "check_shapes",
+    "ContractError",
+]

@@ -1,4 +1,5 @@
 """verify() and verify_alpha_dropout(): configure, pick the backend, run the battery."""
+
 from __future__ import annotations
 
 from ..backends import backend_names, detect_backend, get_backend
@@ -8,9 +9,25 @@ from .kinds import AlphaDropout, Dropout
 from .runner import ContractError, Run, read_output
 
 
-def verify(fn, *, rate, dtype="float32", shape=None, noise_shape=None, seed=0, stateful=False, backend=None,
-           reference="auto", backward=None, recompute=False, false_fail_rate=1e-6, false_pass_rate=1e-3,
-           discrepancy=None, strict_nominal=False, max_calls=20_000) -> Report:
+def verify(
+    fn,
+    *,
+    rate,
+    dtype="float32",
+    shape=None,
+    noise_shape=None,
+    seed=0,
+    stateful=False,
+    backend=None,
+    reference="auto",
+    backward=None,
+    recompute=False,
+    false_fail_rate=1e-6,
+    false_pass_rate=1e-3,
+    discrepancy=None,
+    strict_nominal=False,
+    max_calls=20_000,
+) -> Report:
     """Prove or refute a dropout implementation.
 
     ``fn`` follows ``tf.nn.experimental.stateless_dropout``: ``fn(x, rate, seed, noise_shape=None)``
@@ -35,16 +52,44 @@ def verify(fn, *, rate, dtype="float32", shape=None, noise_shape=None, seed=0, s
     the scale.  ``recompute=True`` wraps fn in the backend's rematerialisation
     (``tf.recompute_grad``; or name one: "keras.remat") for those calls.
     """
-    cfg = configure(fn, rate=rate, dtype=dtype, shape=shape, noise_shape=noise_shape, seed=seed, stateful=stateful,
-                    backend=backend, reference=reference, false_fail_rate=false_fail_rate,
-                    false_pass_rate=false_pass_rate, discrepancy=discrepancy, strict_nominal=strict_nominal,
-                    max_calls=max_calls, backward=backward, recompute=recompute)
+    cfg = configure(
+        fn,
+        rate=rate,
+        dtype=dtype,
+        shape=shape,
+        noise_shape=noise_shape,
+        seed=seed,
+        stateful=stateful,
+        backend=backend,
+        reference=reference,
+        false_fail_rate=false_fail_rate,
+        false_pass_rate=false_pass_rate,
+        discrepancy=discrepancy,
+        strict_nominal=strict_nominal,
+        max_calls=max_calls,
+        backward=backward,
+        recompute=recompute,
+    )
     return run_battery(cfg, Dropout())
 
 
-def verify_alpha_dropout(fn, *, rate, dtype="float32", shape=None, noise_shape=None, seed=0, backend=None,
-                         keep_dtype="float32", backward=None, recompute=False, false_fail_rate=1e-6,
-                         false_pass_rate=1e-3, discrepancy=None, max_calls=20_000) -> Report:
+def verify_alpha_dropout(
+    fn,
+    *,
+    rate,
+    dtype="float32",
+    shape=None,
+    noise_shape=None,
+    seed=0,
+    backend=None,
+    keep_dtype="float32",
+    backward=None,
+    recompute=False,
+    false_fail_rate=1e-6,
+    false_pass_rate=1e-3,
+    discrepancy=None,
+    max_calls=20_000,
+) -> Report:
     """verify() for alpha dropout (stateful contract): the same mask mechanism, but dropped
     positions hold a * alpha' + b and kept ones a * x + b, with alpha' = -SELU_ALPHA * SELU_SCALE,
     a = ((1 - rate)(1 + rate alpha'^2))^(-1/2), b = -a alpha' rate (Klambauer et al. 2017).
@@ -52,10 +97,25 @@ def verify_alpha_dropout(fn, *, rate, dtype="float32", shape=None, noise_shape=N
     ``keep_dtype``: the dtype of the uniform compared with the rate; Keras 3's AlphaDropout
     draws it in float32 whatever the input dtype.
     """
-    cfg = configure(fn, rate=rate, dtype=dtype, shape=shape, noise_shape=noise_shape, seed=seed, stateful=True,
-                    backend=backend, reference=None, false_fail_rate=false_fail_rate,
-                    false_pass_rate=false_pass_rate, discrepancy=discrepancy, strict_nominal=False,
-                    max_calls=max_calls, keep_dtype=keep_dtype, backward=backward, recompute=recompute)
+    cfg = configure(
+        fn,
+        rate=rate,
+        dtype=dtype,
+        shape=shape,
+        noise_shape=noise_shape,
+        seed=seed,
+        stateful=True,
+        backend=backend,
+        reference=None,
+        false_fail_rate=false_fail_rate,
+        false_pass_rate=false_pass_rate,
+        discrepancy=discrepancy,
+        strict_nominal=False,
+        max_calls=max_calls,
+        keep_dtype=keep_dtype,
+        backward=backward,
+        recompute=recompute,
+    )
     return run_battery(cfg, AlphaDropout(cfg.rate, cfg.dtype))
 
 
@@ -90,10 +150,15 @@ def pick_backend(cfg, kind):
     x_np = kind.make_input(cfg.shape, cfg.dtype, cfg.seed)
     seed = (cfg.seed, 0)
     ns = tuple(cfg.noise_shape) if cfg.noise_shape is not None else None
-    where = (f"fn(x, {cfg.rate!r}, noise_shape={list(ns) if ns else None})" if cfg.stateful
-             else f"fn(x, {cfg.rate!r}, seed={list(seed)}, noise_shape={list(ns) if ns else None})")
-    hint = (f"with backend=None the first call gets numpy inputs, to tell the framework from fn's output; "
-            f"pass backend= ({', '.join(repr(n) for n in backend_names())})")
+    where = (
+        f"fn(x, {cfg.rate!r}, noise_shape={list(ns) if ns else None})"
+        if cfg.stateful
+        else f"fn(x, {cfg.rate!r}, seed={list(seed)}, noise_shape={list(ns) if ns else None})"
+    )
+    hint = (
+        f"with backend=None the first call gets numpy inputs, to tell the framework from fn's output; "
+        f"pass backend= ({', '.join(repr(n) for n in backend_names())})"
+    )
     try:
         y = cfg.fn(x_np, cfg.rate, noise_shape=ns) if cfg.stateful else cfg.fn(x_np, cfg.rate, seed, noise_shape=ns)
     except Exception as exc:

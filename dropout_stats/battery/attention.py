@@ -43,9 +43,10 @@ set by ``train()``/``eval()`` (inference: ``eval()``, with autograd on and under
 ``adapters.torch.multihead_attention`` (nn.MultiheadAttention, whose projections are set as for
 Keras) and ``adapters.torch.scaled_dot_product_attention`` (F.scaled_dot_product_attention over
 the heads' slices; no parameters, so head 0's query is e_0 in the input).
-Corpus: ``corpus.keras_attention_defects()``, ``corpus_torch.torch_attention_defects()``.
+Corpus: ``calibration.corpus.keras_attention_defects()``, ``calibration.corpus_torch.torch_attention_defects()``.
 Tested in tests/test_attention.py and tests/test_torch.py.
 """
+
 from __future__ import annotations
 
 import math
@@ -60,8 +61,14 @@ from ..design import min_num_samples_for_rate_test
 from ..report import Check, Finding, Report
 from .recurrent import _cls_name, _fisher_check, _framework_of, _np_dtype, construct
 
-CHECKS_STATISTICAL = ("keep_rate", "head_independence", "batch_independence", "query_independence",
-                      "key_independence", "call_independence")
+CHECKS_STATISTICAL = (
+    "keep_rate",
+    "head_independence",
+    "batch_independence",
+    "query_independence",
+    "key_independence",
+    "call_independence",
+)
 
 
 class AttentionProbe:
@@ -97,15 +104,23 @@ class AttentionProbe:
         """(layer, multi_head): multi-head when layer_cls takes num_heads."""
         import inspect
 
-        policy = self.dtype if _is_torch_factory(self.layer_cls) else \
-            f"mixed_{self.dtype}" if self.dtype in ("float16", "bfloat16") else self.dtype
+        policy = (
+            self.dtype
+            if _is_torch_factory(self.layer_cls)
+            else f"mixed_{self.dtype}"
+            if self.dtype in ("float16", "bfloat16")
+            else self.dtype
+        )
         try:
             multi_head = "num_heads" in inspect.signature(self.layer_cls).parameters
         except (TypeError, ValueError):
             multi_head = True
         kwargs = dict(num_heads=self.heads, key_dim=self.keys) if multi_head else {}
-        form = "layer_cls(num_heads=, key_dim=, dropout=, seed=, dtype=)" if multi_head else \
-            "layer_cls(dropout=, seed=, dtype=)"
+        form = (
+            "layer_cls(num_heads=, key_dim=, dropout=, seed=, dtype=)"
+            if multi_head
+            else "layer_cls(dropout=, seed=, dtype=)"
+        )
         return construct(self.layer_cls, dict(kwargs, dropout=rate, dtype=policy), seed, form), multi_head
 
     def native(self, a):
@@ -134,8 +149,10 @@ class AttentionProbe:
             self.apply(layer, self.query[:2], self.value[:2], self.key[:2], False)
         except Exception as exc:
             words = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip().splitlines()[0][:200]
-            raise TypeError(f"{type(layer).__name__} could not be called on query [2, {self.queries}, {self.width}], "
-                            f"value and key [2, {self.keys}, {self.keys}]: {type(exc).__name__}: {words}") from None
+            raise TypeError(
+                f"{type(layer).__name__} could not be called on query [2, {self.queries}, {self.width}], "
+                f"value and key [2, {self.keys}, {self.keys}]: {type(exc).__name__}: {words}"
+            ) from None
         if self.is_torch:
             return self.prepare_torch(layer)
         if not self.multi_head:
@@ -144,9 +161,11 @@ class AttentionProbe:
         shapes = [tuple(np.shape(w)) for w in layer.get_weights()]
         want = [(self.width, h, s), (h, s), (s, h, s), (h, s), (s, h, s), (h, s), (h, s, self.width), (self.width,)]
         if shapes != want:
-            raise ValueError(f"layer_cls ({type(layer).__name__}) has weights {shapes}, not MultiHeadAttention's "
-                             f"layout for num_heads={h}, key_dim={s}: expected query, key, value kernels and biases "
-                             f"{want[:6]} and the output kernel and bias {want[6:]}")
+            raise ValueError(
+                f"layer_cls ({type(layer).__name__}) has weights {shapes}, not MultiHeadAttention's "
+                f"layout for num_heads={h}, key_dim={s}: expected query, key, value kernels and biases "
+                f"{want[:6]} and the output kernel and bias {want[6:]}"
+            )
         weights = [np.zeros(w) for w in want]
         # head 0 for the backward check: query projection e_0 (a bias), key projection the
         # identity; with key inputs 0 every score is still exactly 0
@@ -154,7 +173,7 @@ class AttentionProbe:
         weights[2][:, 0, :] = np.eye(s)
         for head in range(h):
             weights[4][:, head, :] = np.eye(s)
-            weights[6][head, :, head * s:(head + 1) * s] = np.eye(s)
+            weights[6][head, :, head * s : (head + 1) * s] = np.eye(s)
         dt = str(layer.get_weights()[0].dtype)
         layer.set_weights([w.astype(dt) for w in weights])
 
@@ -170,16 +189,22 @@ class AttentionProbe:
             self.query_e0 = True
             return
         e, s = self.width, self.keys
-        want = {"in_proj_weight": (3 * e, e), "in_proj_bias": (3 * e,), "out_proj.weight": (e, e),
-                "out_proj.bias": (e,)}
+        want = {
+            "in_proj_weight": (3 * e, e),
+            "in_proj_bias": (3 * e,),
+            "out_proj.weight": (e, e),
+            "out_proj.bias": (e,),
+        }
         shapes = {k: tuple(v.shape) for k, v in params.items()}
         if shapes != want:
-            raise ValueError(f"layer_cls ({type(layer).__name__}) has parameters {shapes}, not "
-                             f"torch.nn.MultiheadAttention's layout for embed_dim={e}: expected {want} (or a module "
-                             "without parameters)")
+            raise ValueError(
+                f"layer_cls ({type(layer).__name__}) has parameters {shapes}, not "
+                f"torch.nn.MultiheadAttention's layout for embed_dim={e}: expected {want} (or a module "
+                "without parameters)"
+            )
         w = np.zeros((3 * e, e))
-        w[e:e + s, :s] = np.eye(s)  # head 0's key projection
-        w[2 * e:] = np.eye(e)
+        w[e : e + s, :s] = np.eye(s)  # head 0's key projection
+        w[2 * e :] = np.eye(e)
         bias = np.zeros(3 * e)
         bias[0] = 1.0  # head 0's query: e_0
         values = {"in_proj_weight": w, "in_proj_bias": bias, "out_proj.weight": np.eye(e), "out_proj.bias": np.zeros(e)}
@@ -198,8 +223,19 @@ class AttentionProbe:
         return y.reshape(b, self.queries, self.heads, self.keys).transpose(0, 2, 1, 3)
 
 
-def verify_attention(layer_cls, *, rate, dtype="float32", seed=0, false_fail_rate=1e-6, false_pass_rate=1e-3,
-                     discrepancy=None, num_heads=2, keys=16, queries=8) -> Report:
+def verify_attention(
+    layer_cls,
+    *,
+    rate,
+    dtype="float32",
+    seed=0,
+    false_fail_rate=1e-6,
+    false_pass_rate=1e-3,
+    discrepancy=None,
+    num_heads=2,
+    keys=16,
+    queries=8,
+) -> Report:
     """Prove or refute the dropout on a layer's attention probabilities (module docstring: the
     read-out, the checks and their sizes)."""
     if not callable(layer_cls):
@@ -238,31 +274,59 @@ def verify_attention(layer_cls, *, rate, dtype="float32", seed=0, false_fail_rat
     checks = []
     kept, n = int(m1.sum() + m2.sum()), int(m1.size + m2.size)
     res = rate_test(kept, n, keep)
-    checks.append(Check("keep_rate", bool(res.pvalue > level), "statistical", float(res.pvalue), level, n,
-                        observed=f"{kept}/{n} = {kept / n:.6g}", expected=f"{keep:.10g}",
-                        values={"kept": kept, "n": n, "fraction": kept / n, "expected": keep},
-                        detail=f"keeps {kept / n:.6g} where rate {rate} keeps {keep:.6g}: exact binomial test over 2 "
-                               "calls", reproduce=reproduce))
+    checks.append(
+        Check(
+            "keep_rate",
+            bool(res.pvalue > level),
+            "statistical",
+            float(res.pvalue),
+            level,
+            n,
+            observed=f"{kept}/{n} = {kept / n:.6g}",
+            expected=f"{keep:.10g}",
+            values={"kept": kept, "n": n, "fraction": kept / n, "expected": keep},
+            detail=f"keeps {kept / n:.6g} where rate {rate} keeps {keep:.6g}: exact binomial test over 2 calls",
+            reproduce=reproduce,
+        )
+    )
     if probe.heads >= 2:
         checks.append(_fisher_check("head_independence", m1[:, 0], m1[:, 1], level, "heads 0 and 1", reproduce))
     else:
         checks.append(Check("head_independence", None, detail="a single head"))
     checks.append(_fisher_check("batch_independence", m1[0::2], m1[1::2], level, "sequences 2i and 2i+1", reproduce))
-    checks.append(_fisher_check("query_independence", m1[:, :, 0::2], m1[:, :, 1::2], level, "queries 2i and 2i+1",
-                                reproduce))
-    checks.append(_fisher_check("key_independence", m1[..., 0::2], m1[..., 1::2], level, "keys 2i and 2i+1",
-                                reproduce))
+    checks.append(
+        _fisher_check("query_independence", m1[:, :, 0::2], m1[:, :, 1::2], level, "queries 2i and 2i+1", reproduce)
+    )
+    checks.append(_fisher_check("key_independence", m1[..., 0::2], m1[..., 1::2], level, "keys 2i and 2i+1", reproduce))
     checks.append(_fisher_check("call_independence", m1, m2, level, "two calls", reproduce))
     checks.append(_scale(probe, p1, m1, rate, uniform))
     checks.append(_guard("inference_identity", lambda: _inference(probe, uniform)))
     checks.append(_guard("backward_mask", lambda: _backward(probe)))
-    findings = [Finding("layout", f"{name}: {'multi-head' if probe.multi_head else 'single-head'} attention, "
-                                  f"{probe.framework}; {batch} sequences, {probe.heads} heads, {queries} queries, "
-                                  f"{keys} keys", name)]
+    findings = [
+        Finding(
+            "layout",
+            f"{name}: {'multi-head' if probe.multi_head else 'single-head'} attention, "
+            f"{probe.framework}; {batch} sequences, {probe.heads} heads, {queries} queries, "
+            f"{keys} keys",
+            name,
+        )
+    ]
     passed = all(c.passed is not False for c in checks)
-    config = {"api": "verify_attention", "fn": name, "rate": rate, "dtype": dtype, "seed": seed,
-              "false_fail_rate": alpha, "false_pass_rate": beta, "discrepancy": d, "num_heads": probe.heads,
-              "keys": keys, "queries": queries, "batch": batch, "backend": probe.framework}
+    config = {
+        "api": "verify_attention",
+        "fn": name,
+        "rate": rate,
+        "dtype": dtype,
+        "seed": seed,
+        "false_fail_rate": alpha,
+        "false_pass_rate": beta,
+        "discrepancy": d,
+        "num_heads": probe.heads,
+        "keys": keys,
+        "queries": queries,
+        "batch": batch,
+        "backend": probe.framework,
+    }
     return Report(passed, checks, findings, probe.samples, seed, config)
 
 
@@ -275,15 +339,26 @@ def _scale(probe, p, kept, rate, uniform) -> Check:
         want = float(np.asarray(apply_scale(np.array([uniform]), f)).ravel()[0])
         bad = int(np.count_nonzero(got != want))
         if bad == 0:
-            return Check("scale", True, samples=int(got.size), values={"value": want},
-                         observed=f"every kept probability = {want!r} (1/{probe.keys} scaled, {f.formula})",
-                         expected="(1/S) / (1 - rate)")
+            return Check(
+                "scale",
+                True,
+                samples=int(got.size),
+                values={"value": want},
+                observed=f"every kept probability = {want!r} (1/{probe.keys} scaled, {f.formula})",
+                expected="(1/S) / (1 - rate)",
+            )
         tried.append((bad, want))
     bad, want = min(tried)
     values = np.unique(got)[:4]
-    return Check("scale", False, samples=int(got.size), observed=f"{bad:,} of {got.size:,} kept probabilities differ "
-                 f"from {want!r}; values seen {', '.join(repr(float(v)) for v in values)}",
-                 expected="(1/S) / (1 - rate)", detail="kept attention probabilities are not scaled by 1/(1-rate)")
+    return Check(
+        "scale",
+        False,
+        samples=int(got.size),
+        observed=f"{bad:,} of {got.size:,} kept probabilities differ "
+        f"from {want!r}; values seen {', '.join(repr(float(v)) for v in values)}",
+        expected="(1/S) / (1 - rate)",
+        detail="kept attention probabilities are not scaled by 1/(1-rate)",
+    )
 
 
 def _inference(probe, uniform) -> Check:
@@ -301,10 +376,14 @@ def _inference(probe, uniform) -> Check:
         p = probe.probabilities(probe.layer, flag, batch=min(probe.batch, 16))
         results[label] = bool(np.all(p == uniform))
     bad = [k for k, ok in results.items() if not ok]
-    return Check("inference_identity", not bad, values=results,
-                 observed="every probability 1/S" if not bad else f"dropped or scaled with {', '.join(bad)}",
-                 expected=f"every attention probability exactly 1/{probe.keys} at inference",
-                 detail="" if not bad else "the layer drops attention probabilities at inference")
+    return Check(
+        "inference_identity",
+        not bad,
+        values=results,
+        observed="every probability 1/S" if not bad else f"dropped or scaled with {', '.join(bad)}",
+        expected=f"every attention probability exactly 1/{probe.keys} at inference",
+        detail="" if not bad else "the layer drops attention probabilities at inference",
+    )
 
 
 def _backward(probe) -> Check:
@@ -326,6 +405,7 @@ def _backward(probe) -> Check:
 
     def f(k):
         return probe.call(probe.layer, q, v, k, True)
+
     y, g = b.vjp(f, probe.native(probe.key[:n]), probe.native(cot))
     if g is None or isinstance(g, str):
         return Check("backward_mask", None, detail=f"the gradient could not be computed: {g or 'none'}")
@@ -336,22 +416,29 @@ def _backward(probe) -> Check:
     n_cmp = int(kept[mixed].size)
     if n_cmp == 0:
         return Check("backward_mask", None, detail="no row of head 0 with both kept and dropped probabilities")
-    return Check("backward_mask", bad == 0, samples=n_cmp, values={"differing": bad, "compared": n_cmp},
-                 observed=f"{bad} of {n_cmp:,} probabilities where the gradient's mask differs from the output's",
-                 expected="the gradient reaches P_s exactly where the same call kept P_s",
-                 detail="" if bad == 0 else "the backward pass uses another attention mask than the forward")
+    return Check(
+        "backward_mask",
+        bad == 0,
+        samples=n_cmp,
+        values={"differing": bad, "compared": n_cmp},
+        observed=f"{bad} of {n_cmp:,} probabilities where the gradient's mask differs from the output's",
+        expected="the gradient reaches P_s exactly where the same call kept P_s",
+        detail="" if bad == 0 else "the backward pass uses another attention mask than the forward",
+    )
 
 
 def _is_torch(layer) -> bool:
-    from .layers import _is_torch as is_torch
+    from .layer_probe import _is_torch as is_torch
 
     return is_torch(layer)
 
 
 def _is_torch_factory(layer_cls) -> bool:
     """A factory of torch modules: a torch.nn.Module subclass, or marked ``framework = "torch"``."""
-    return getattr(layer_cls, "framework", None) == "torch" or (isinstance(layer_cls, type) and any(
-        c.__module__ == "torch.nn.modules.module" and c.__name__ == "Module" for c in layer_cls.__mro__))
+    return getattr(layer_cls, "framework", None) == "torch" or (
+        isinstance(layer_cls, type)
+        and any(c.__module__ == "torch.nn.modules.module" and c.__name__ == "Module" for c in layer_cls.__mro__)
+    )
 
 
 def _takes(layer, name) -> bool:

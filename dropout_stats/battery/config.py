@@ -1,20 +1,20 @@
 """A verify() run's configuration: every argument validated in one place, before any framework
 loads, and the design that follows from it (keep probability, discrepancy, noise-shape probe)."""
+
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
 
-from .._checks import (check_callable, check_choice, check_count, check_flag, check_open_unit,
-                       check_positive, check_rate)
+from .._checks import check_callable, check_choice, check_count, check_flag, check_open_unit, check_positive, check_rate
 from .._floats import dtype_name
 from ..counts import _normalise_noise_shape
 from ..report import Finding
 
-DEFAULT_SHAPE = (64, 4096)          # 64 rows: a mask shared across the batch shows
+DEFAULT_SHAPE = (64, 4096)  # 64 rows: a mask shared across the batch shows
 # the noise-shape probe: a 4-D input of DEFAULT_SHAPE's size, one draw per (batch, channel)
 DEFAULT_PROBE = ((256, 2, 2, 256), (256, 1, 1, 256))
-MIN_CALLS = 5                       # main calls at least: a mask repeating every <= 4 calls shows
+MIN_CALLS = 5  # main calls at least: a mask repeating every <= 4 calls shows
 
 
 @dataclass
@@ -27,25 +27,24 @@ class Config:
     noise_shape: tuple | None
     seed: int
     stateful: bool
-    reference: str | None           # a bit-exact stream of the backend, or None
-    alpha: float                    # false-fail rate of the whole run
-    beta: float                     # false-pass rate at the discrepancy
-    delta: float                    # the discrepancy of the keep probability
-    keep: float                     # the keep probability under test
+    reference: str | None  # a bit-exact stream of the backend, or None
+    alpha: float  # false-fail rate of the whole run
+    beta: float  # false-pass rate at the discrepancy
+    delta: float  # the discrepancy of the keep probability
+    keep: float  # the keep probability under test
     strict_nominal: bool
-    probe: tuple | None             # (shape, noise_shape) of the noise-shape probe, or None
+    probe: tuple | None  # (shape, noise_shape) of the noise-shape probe, or None
     max_calls: int = 20_000
     backend_name: str | None = None
-    keep_dtype: str | None = None   # the dtype the uniform is drawn in, when not x's (alpha dropout)
-    backward: bool | None = None    # check the gradient (None: where the backend can differentiate)
-    recompute: object = False       # False, True or the name of a rematerialising wrapper
+    keep_dtype: str | None = None  # the dtype the uniform is drawn in, when not x's (alpha dropout)
+    backward: bool | None = None  # check the gradient (None: where the backend can differentiate)
+    recompute: object = False  # False, True or the name of a rematerialising wrapper
     samples: int = 0
     calls: int = 0
     extra: dict = field(default_factory=dict)
 
     def reproduce(self, extra: str = "") -> str:
-        opts = [f"rate={self.rate!r}", f"dtype={self.dtype!r}", f"shape={list(self.shape)}",
-                f"seed={self.seed}"]
+        opts = [f"rate={self.rate!r}", f"dtype={self.dtype!r}", f"shape={list(self.shape)}", f"seed={self.seed}"]
         if self.noise_shape is not None:
             opts.append(f"noise_shape={list(self.noise_shape)}")
         if self.stateful:
@@ -59,11 +58,23 @@ class Config:
 
     def as_dict(self) -> dict:
         """The configuration as the report records it."""
-        d = {"fn": self.fn_name, "rate": self.rate, "dtype": self.dtype, "shape": list(self.shape),
-             "noise_shape": list(self.noise_shape) if self.noise_shape is not None else None, "seed": self.seed,
-             "stateful": self.stateful, "reference": self.reference, "false_fail_rate": self.alpha,
-             "false_pass_rate": self.beta, "discrepancy": self.delta, "strict_nominal": self.strict_nominal,
-             "backend": self.backend_name, "backward": self.backward, "recompute": self.recompute}
+        d = {
+            "fn": self.fn_name,
+            "rate": self.rate,
+            "dtype": self.dtype,
+            "shape": list(self.shape),
+            "noise_shape": list(self.noise_shape) if self.noise_shape is not None else None,
+            "seed": self.seed,
+            "stateful": self.stateful,
+            "reference": self.reference,
+            "false_fail_rate": self.alpha,
+            "false_pass_rate": self.beta,
+            "discrepancy": self.delta,
+            "strict_nominal": self.strict_nominal,
+            "backend": self.backend_name,
+            "backward": self.backward,
+            "recompute": self.recompute,
+        }
         return d
 
 
@@ -99,9 +110,26 @@ def check_backend_name(backend):
     return backend
 
 
-def configure(fn, *, rate, dtype, shape, noise_shape, seed, stateful, backend, reference, false_fail_rate,
-              false_pass_rate, discrepancy, strict_nominal, max_calls, keep_dtype=None, backward=None,
-              recompute=False) -> Config:
+def configure(
+    fn,
+    *,
+    rate,
+    dtype,
+    shape,
+    noise_shape,
+    seed,
+    stateful,
+    backend,
+    reference,
+    false_fail_rate,
+    false_pass_rate,
+    discrepancy,
+    strict_nominal,
+    max_calls,
+    keep_dtype=None,
+    backward=None,
+    recompute=False,
+) -> Config:
     """Validate verify()'s arguments (errors name the argument and its value).  The keep
     probability and the reference stream are filled in once the backend is known."""
     check_callable(fn, "fn")
@@ -136,8 +164,28 @@ def configure(fn, *, rate, dtype, shape, noise_shape, seed, stateful, backend, r
         raise TypeError(f"recompute ({recompute!r}) must be True, False or the name of a wrapper")
     if recompute and backward is False:
         raise ValueError(f"recompute ({recompute!r}) needs the backward checks: leave backward on")
-    return Config(fn, name_of(fn), rate, dtype, shape, noise_shape, seed, bool(stateful), reference, alpha, beta,
-                  delta, math.nan, bool(strict_nominal), probe, max_calls, backend, keep_dtype, backward, recompute)
+    return Config(
+        fn,
+        name_of(fn),
+        rate,
+        dtype,
+        shape,
+        noise_shape,
+        seed,
+        bool(stateful),
+        reference,
+        alpha,
+        beta,
+        delta,
+        math.nan,
+        bool(strict_nominal),
+        probe,
+        max_calls,
+        backend,
+        keep_dtype,
+        backward,
+        recompute,
+    )
 
 
 def settle(cfg: Config, backend) -> Finding:
@@ -147,8 +195,10 @@ def settle(cfg: Config, backend) -> Finding:
         cfg.reference = backend.default_reference
     elif cfg.reference is not None and cfg.reference not in backend.references:
         offered = ", ".join(repr(r) for r in backend.references) or "none"
-        raise ValueError(f"reference ({cfg.reference!r}) is not a stream of backend {backend.name!r} "
-                         f"(it offers: {offered}; None skips the bit-exact check)")
+        raise ValueError(
+            f"reference ({cfg.reference!r}) is not a stream of backend {backend.name!r} "
+            f"(it offers: {offered}; None skips the bit-exact check)"
+        )
     cfg.backend_name = backend.name
     if not backend.has_noise_shape:
         cfg.probe = None  # no noise shape to ask fn for (an explicit one: the units fn draws itself)
@@ -160,25 +210,35 @@ def settle(cfg: Config, backend) -> Finding:
             cfg.recompute = wrappers[0]
         elif cfg.recompute not in wrappers:
             offered = ", ".join(repr(w) for w in wrappers) or "none"
-            raise ValueError(f"recompute ({cfg.recompute!r}) is not a wrapper of backend {backend.name!r} "
-                             f"(it offers: {offered})")
+            raise ValueError(
+                f"recompute ({cfg.recompute!r}) is not a wrapper of backend {backend.name!r} (it offers: {offered})"
+            )
     keep_dtype = cfg.keep_dtype or cfg.dtype
     keep_exact = backend.keep_fraction(cfg.rate, keep_dtype, cfg.reference)
     cfg.keep = float(1 - cfg.rate) if cfg.strict_nominal else float(keep_exact)
     if cfg.delta is None:
         cfg.delta = 0.01 * min(cfg.keep, 1 - cfg.keep) if 0 < cfg.keep < 1 else 0.01
-    return keep_finding(cfg.rate, keep_dtype, keep_exact, backend.keep_note(cfg.rate, keep_dtype, cfg.reference),
-                        cfg.reference == "tensorflow-xla")
+    return keep_finding(
+        cfg.rate,
+        keep_dtype,
+        keep_exact,
+        backend.keep_note(cfg.rate, keep_dtype, cfg.reference),
+        cfg.reference == "tensorflow-xla",
+    )
 
 
 def keep_finding(rate, dtype, keep_exact, note: str, xla: bool) -> Finding:
     nominal = 1 - rate
     if float(keep_exact) == nominal:
-        return Finding("keep_probability", f"{dtype} at rate {rate}: a correct implementation keeps exactly 1 - rate",
-                       float(keep_exact))
+        return Finding(
+            "keep_probability",
+            f"{dtype} at rate {rate}: a correct implementation keeps exactly 1 - rate",
+            float(keep_exact),
+        )
     return Finding(
         "keep_probability",
         f"{dtype} at rate {rate}{' under XLA' if xla else ''}: {note}, so a correct implementation keeps "
         f"{keep_exact} = {float(keep_exact):.10g}, not 1 - rate = {nominal:.10g} (relative difference "
         f"{(float(keep_exact) - nominal) / nominal:+.3g})",
-        float(keep_exact))
+        float(keep_exact),
+    )

@@ -8,6 +8,7 @@ disjoint pairs), equal means across positions (one-way ANOVA).  Holm over the se
 Corpus: ``gaussian_wrong_variance`` (stddev rate instead of sqrt(rate / (1 - rate))) fails the
 variance check; ``gaussian_shared_across_batch`` fails row_independence.
 """
+
 from __future__ import annotations
 
 import math
@@ -25,12 +26,30 @@ from .config import DEFAULT_SHAPE, _validate_shape, check_backend_name, name_of
 from .kinds import positive_input
 from .runner import ContractError, read_output
 
-_NAMES = ["gaussian_mean", "gaussian_variance", "gaussian_shape", "neighbour_independence",
-          "row_independence", "stateful_fresh", "homogeneity_blocks"]
+_NAMES = [
+    "gaussian_mean",
+    "gaussian_variance",
+    "gaussian_shape",
+    "neighbour_independence",
+    "row_independence",
+    "stateful_fresh",
+    "homogeneity_blocks",
+]
 
 
-def verify_gaussian_dropout(fn, *, rate, dtype="float32", shape=None, seed=0, backend=None, false_fail_rate=1e-6,
-                            false_pass_rate=1e-3, discrepancy=None, max_calls=2_000) -> Report:
+def verify_gaussian_dropout(
+    fn,
+    *,
+    rate,
+    dtype="float32",
+    shape=None,
+    seed=0,
+    backend=None,
+    false_fail_rate=1e-6,
+    false_pass_rate=1e-3,
+    discrepancy=None,
+    max_calls=2_000,
+) -> Report:
     """Gaussian dropout (stateful contract ``fn(x, rate, noise_shape=None)``): y = x * n with
     n ~ Normal(1, rate / (1 - rate)) independent per element and per call.
 
@@ -54,8 +73,17 @@ def verify_gaussian_dropout(fn, *, rate, dtype="float32", shape=None, seed=0, ba
     z = -special.ndtri(alpha / len(_NAMES) / 2) - special.ndtri(beta)
     n_mean = math.ceil((z * sd / delta) ** 2)
     n_var = math.ceil(2 * (z / (2 * delta / sd)) ** 2)
-    config = {"fn": name_of(fn), "rate": rate, "dtype": dtype, "shape": list(shape), "seed": seed,
-              "kind": "gaussian", "false_fail_rate": alpha, "false_pass_rate": beta, "discrepancy": delta}
+    config = {
+        "fn": name_of(fn),
+        "rate": rate,
+        "dtype": dtype,
+        "shape": list(shape),
+        "seed": seed,
+        "kind": "gaussian",
+        "false_fail_rate": alpha,
+        "false_pass_rate": beta,
+        "discrepancy": delta,
+    }
     x_np = positive_input(shape, dtype, seed)  # n = y / x
     per = int(np.prod(shape))
     calls = min(max_calls, max(2, math.ceil(max(n_mean, n_var) / per)))
@@ -66,7 +94,7 @@ def verify_gaussian_dropout(fn, *, rate, dtype="float32", shape=None, seed=0, ba
     checks = _noise_checks(noise, rate, dtype, shape, delta, beta, n_mean)
     pchecks = [c for c in checks if c.pvalue is not None]
     holm = holm_bonferroni([c.pvalue for c in pchecks], alpha)
-    for c, rejected, level in zip(pchecks, holm.rejected, holm.thresholds):
+    for c, rejected, level in zip(pchecks, holm.rejected, holm.thresholds, strict=True):
         c.level, c.passed = level, not rejected
     passed = all(c.passed is not False for c in checks)
     return Report(passed, checks, [], noise.size, seed, config)
@@ -109,8 +137,9 @@ def _draw_noise(fn, rate, dtype, x_np, calls, backend_name) -> np.ndarray:
         if backend is None:  # the first output tells the framework
             name = detect_backend(y)
             if name is None:
-                raise ContractError(f"fn(x, {rate!r}) returned {type(y).__name__}, which no backend reads; "
-                                    "pass backend=")
+                raise ContractError(
+                    f"fn(x, {rate!r}) returned {type(y).__name__}, which no backend reads; pass backend="
+                )
             backend = get_backend(name)
         yv = read_output(backend, y, f"fn(x, {rate!r})", x_np.shape, dtype)
         noises.append(yv.astype(np.float64) / xv)
@@ -124,33 +153,79 @@ def _noise_checks(noise, rate, dtype, shape, delta, beta, n_mean) -> list[Check]
     n = flat.size
     checks = []
     t = stats.ttest_1samp(flat, 1.0)
-    checks.append(Check("gaussian_mean", True, "statistical", float(t.pvalue), None, n,
-                        observed=f"{flat.mean():.6g}", expected="1",
-                        detail=f"t-test; detects a mean off by {delta:.3g} with false-pass <= {beta:g} "
-                               f"(sized for {n_mean:,} draws)"))
+    checks.append(
+        Check(
+            "gaussian_mean",
+            True,
+            "statistical",
+            float(t.pvalue),
+            None,
+            n,
+            observed=f"{flat.mean():.6g}",
+            expected="1",
+            detail=f"t-test; detects a mean off by {delta:.3g} with false-pass <= {beta:g} "
+            f"(sized for {n_mean:,} draws)",
+        )
+    )
     s2 = float(flat.var(ddof=1))
     chi = (n - 1) * s2 / var
     p_var = float(2 * min(stats.chi2.cdf(chi, n - 1), stats.chi2.sf(chi, n - 1)))
-    checks.append(Check("gaussian_variance", True, "statistical", min(1.0, p_var), None, n,
-                        observed=f"{s2:.6g}", expected=f"{var:.6g} = rate/(1-rate)",
-                        detail="chi-square test of the variance (exact under normality)"))
+    checks.append(
+        Check(
+            "gaussian_variance",
+            True,
+            "statistical",
+            min(1.0, p_var),
+            None,
+            n,
+            observed=f"{s2:.6g}",
+            expected=f"{var:.6g} = rate/(1-rate)",
+            detail="chi-square test of the variance (exact under normality)",
+        )
+    )
     if dtype == "bfloat16":
-        checks.append(Check("gaussian_shape", None, "statistical",
-                            detail="bfloat16 noise has 8 significant bits: discrete at this n, not tested"))
+        checks.append(
+            Check(
+                "gaussian_shape",
+                None,
+                "statistical",
+                detail="bfloat16 noise has 8 significant bits: discrete at this n, not tested",
+            )
+        )
     else:
-        ks = stats.kstest(flat[: 1_000_000], "norm", args=(1.0, sd))
-        checks.append(Check("gaussian_shape", True, "statistical", float(ks.pvalue), None, min(n, 1_000_000),
-                            observed=f"KS D = {ks.statistic:.4g}", expected=f"Normal(1, {var:.4g})",
-                            detail="Kolmogorov-Smirnov against the stated normal"))
+        ks = stats.kstest(flat[:1_000_000], "norm", args=(1.0, sd))
+        checks.append(
+            Check(
+                "gaussian_shape",
+                True,
+                "statistical",
+                float(ks.pvalue),
+                None,
+                min(n, 1_000_000),
+                observed=f"KS D = {ks.statistic:.4g}",
+                expected=f"Normal(1, {var:.4g})",
+                detail="Kolmogorov-Smirnov against the stated normal",
+            )
+        )
     checks += _correlation_checks(noise, shape)
     per_pos = noise.reshape(noise.shape[0], -1)
     g = min(GROUPS, per_pos.shape[1])
     if g >= 2:
         groups = np.array_split(np.arange(per_pos.shape[1]), g)
         f = stats.f_oneway(*[per_pos[:, idx].ravel() for idx in groups])
-        checks.append(Check("homogeneity_blocks", True, "statistical", float(f.pvalue), None, n,
-                            observed=f"F = {f.statistic:.4g}", expected=f"equal means across {g} blocks",
-                            detail="one-way ANOVA"))
+        checks.append(
+            Check(
+                "homogeneity_blocks",
+                True,
+                "statistical",
+                float(f.pvalue),
+                None,
+                n,
+                observed=f"F = {f.statistic:.4g}",
+                expected=f"equal means across {g} blocks",
+                detail="one-way ANOVA",
+            )
+        )
     return checks
 
 
@@ -158,20 +233,35 @@ def _correlation_checks(noise, shape) -> list[Check]:
     def corr_check(name, a, b, what):
         a, b = a.ravel(), b.ravel()
         r, p = stats.pearsonr(a, b)
-        return Check(name, True, "statistical", float(p), None, a.size, observed=f"r = {r:.4g}",
-                     expected="0 (independent)", detail=f"Pearson correlation over {a.size:,} {what}")
+        return Check(
+            name,
+            True,
+            "statistical",
+            float(p),
+            None,
+            a.size,
+            observed=f"r = {r:.4g}",
+            expected="0 (independent)",
+            detail=f"Pearson correlation over {a.size:,} {what}",
+        )
 
     out = []
     length = shape[-1] - shape[-1] % 2
     if length >= 2:
-        out.append(corr_check("neighbour_independence", noise[..., 0:length:2], noise[..., 1:length:2],
-                              "disjoint neighbour pairs"))
+        out.append(
+            corr_check(
+                "neighbour_independence", noise[..., 0:length:2], noise[..., 1:length:2], "disjoint neighbour pairs"
+            )
+        )
     else:
         out.append(Check("neighbour_independence", None, "statistical", detail="last axis too short"))
     rows = shape[0] - shape[0] % 2
     if len(shape) > 1 and rows >= 2:
-        out.append(corr_check("row_independence", noise[:, 0:rows:2], noise[:, 1:rows:2],
-                              "disjoint pairs of rows of the batch"))
+        out.append(
+            corr_check(
+                "row_independence", noise[:, 0:rows:2], noise[:, 1:rows:2], "disjoint pairs of rows of the batch"
+            )
+        )
     else:
         out.append(Check("row_independence", None, "statistical", detail="no batch of rows"))
     out.append(corr_check("stateful_fresh", noise[:-1], noise[1:], "positions of successive calls"))

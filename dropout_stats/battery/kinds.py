@@ -1,6 +1,7 @@
 """Kinds of dropout the mask battery verifies: plain dropout (dropped units hold 0, kept ones
 x / (1 - rate)) and alpha dropout (dropped units hold a * alpha' + b, kept ones a * x + b).
 A kind makes the input, reads the kept set from an output, and names its check families."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -39,8 +40,13 @@ class Dropout:
 
         formulas = run.backend.scale_formulas(rate, run.cfg.dtype) + [exact_scale(rate, run.cfg.dtype)]
         symbol = {"multiply": "*", "divide": "/"}
-        return [(f"{symbol[f.formula]} {f.factor!r}" if f.formula in symbol else "/ (1 - rate) correctly rounded",
-                 lambda u, f=f: apply_scale(u, f)) for f in formulas]
+        return [
+            (
+                f"{symbol[f.formula]} {f.factor!r}" if f.formula in symbol else "/ (1 - rate) correctly rounded",
+                lambda u, f=f: apply_scale(u, f),
+            )
+            for f in formulas
+        ]
 
     def degenerate(self, run) -> list[Check]:
         """Keep probability 1 (everything kept, unchanged) or 0 (everything dropped)."""
@@ -49,14 +55,29 @@ class Dropout:
         kept = c.mask
         if cfg.keep == 1.0:
             same = np.array_equal(c.y.view(run.fmt.uint), run.x_np.view(run.fmt.uint))
-            return [Check("keep_fraction", bool(same), observed=f"{int(kept.sum())}/{kept.size} kept",
-                          expected="all kept, unchanged (keep probability 1)", samples=kept.size,
-                          detail="" if same else "rate 0 must return x unchanged", reproduce=cfg.reproduce())]
+            return [
+                Check(
+                    "keep_fraction",
+                    bool(same),
+                    observed=f"{int(kept.sum())}/{kept.size} kept",
+                    expected="all kept, unchanged (keep probability 1)",
+                    samples=kept.size,
+                    detail="" if same else "rate 0 must return x unchanged",
+                    reproduce=cfg.reproduce(),
+                )
+            ]
         none = not kept.any()
-        return [Check("keep_fraction", bool(none), observed=f"{int(kept.sum())}/{kept.size} kept",
-                      expected=f"none kept: fl(rate) in {cfg.dtype} is >= 1", samples=kept.size,
-                      detail="" if none else "the rate rounds to 1 in this dtype: everything must drop",
-                      reproduce=cfg.reproduce())]
+        return [
+            Check(
+                "keep_fraction",
+                bool(none),
+                observed=f"{int(kept.sum())}/{kept.size} kept",
+                expected=f"none kept: fl(rate) in {cfg.dtype} is >= 1",
+                samples=kept.size,
+                detail="" if none else "the rate rounds to 1 in this dtype: everything must drop",
+                reproduce=cfg.reproduce(),
+            )
+        ]
 
 
 class AlphaDropout(Dropout):
@@ -69,17 +90,21 @@ class AlphaDropout(Dropout):
 
         self.families = alpha_families(FAMILIES)
         ap = -SELU_ALPHA * SELU_SCALE
-        self.a = ((1 - rate) * (1 + rate * ap ** 2)) ** -0.5
+        self.a = ((1 - rate) * (1 + rate * ap**2)) ** -0.5
         self.b = -self.a * ap * rate
         self.dtype = dtype
         self.a_d, self.b_d, self.ap_d = (float(round_to(v, dtype)) for v in (self.a, self.b, ap))
         self.dropped_value = self.affine(np.array([self.ap_d]))[0]
         # a * alpha' + b as frameworks round it: Keras's two roundings, a fused multiply-add, and
         # PyTorch's b - fl(SELU_ALPHA * SELU_SCALE * a) (ATen forms alpha * a in double first)
-        torch_form = round_to(self.b_d - float(round_to(-ap * self.a, dtype)), dtype) if dtype != "float64" \
+        torch_form = (
+            round_to(self.b_d - float(round_to(-ap * self.a, dtype)), dtype)
+            if dtype != "float64"
             else self.b_d - (-ap * self.a)
-        self.dropped_values = np.unique(np.array(
-            [self.dropped_value, self.fused(np.array([self.ap_d]))[0], float(torch_form)], dtype=np.float64))
+        )
+        self.dropped_values = np.unique(
+            np.array([self.dropped_value, self.fused(np.array([self.ap_d]))[0], float(torch_form)], dtype=np.float64)
+        )
 
     def make_input(self, shape, dtype, seed):
         return positive_input(shape, dtype, seed)

@@ -21,10 +21,11 @@ call, eagerly and through ``nnx.jit``.  The checks keep verify_layer's names, re
 flax.linen modules are functions of their variables and an rng (``apply``): verify them with
 ``verify(fn, backend="jax")`` as ``adapters.jax.linen_dropout`` does.
 """
+
 from __future__ import annotations
 
 from ..report import Check
-from .layers import LayerProbe, _make
+from .layer_probe import LayerProbe, _make
 
 
 class FlaxLayerProbe(LayerProbe):
@@ -47,9 +48,14 @@ class FlaxLayerProbe(LayerProbe):
         results["a parent module's eval()"] = self.identical(self._read(parent(self.x)))
         layer.train()
         bad = [k for k, ok in results.items() if not ok]
-        return Check("inference_identity", not bad, samples=self.x_np.size * len(results),
-                     observed="x unchanged by " + ", ".join(results) if not bad else f"x changed by {', '.join(bad)}",
-                     expected="x bit for bit at inference", values=results)
+        return Check(
+            "inference_identity",
+            not bad,
+            samples=self.x_np.size * len(results),
+            observed="x unchanged by " + ", ".join(results) if not bad else f"x changed by {', '.join(bad)}",
+            expected="x bit for bit at inference",
+            values=results,
+        )
 
     def _read(self, y):
         y_np = self.backend.to_numpy(y)
@@ -65,9 +71,13 @@ class FlaxLayerProbe(LayerProbe):
         parent.train()
         step = nnx.jit(lambda m, t: m(t))
         masks = [self.mask(self._read(step(parent, self.x))) for _ in range(2)]
-        check = self.rate_check("fit", masks, level, "Flax has no fit: the keep rate of 2 nnx.jit calls of a parent "
-                                "module after its eval() and train()",
-                                "" if still else "the evaluation call before training changed x")
+        check = self.rate_check(
+            "fit",
+            masks,
+            level,
+            "Flax has no fit: the keep rate of 2 nnx.jit calls of a parent module after its eval() and train()",
+            "" if still else "the evaluation call before training changed x",
+        )
         if self.kind != "gaussian" and check.pvalue is not None:
             pair = self.independence("fit", [tuple(masks)], level, "the 2 nnx.jit calls")
             check.pvalue = min(1.0, 2 * min(check.pvalue, pair.pvalue))  # Bonferroni over rate and pair
@@ -81,14 +91,24 @@ class FlaxLayerProbe(LayerProbe):
         same = float((self.mask(self.call(s1, True)) == self.mask(self.call(s2, True))).mean())
         from ..report import Finding
 
-        self.findings.append(Finding(
-            "same_seed_layers", f"{type(s1).__name__}: two layers made with one seed draw "
-            + ("identical masks" if same == 1.0 else f"masks that agree at {same:.4f}"), same))
+        self.findings.append(
+            Finding(
+                "same_seed_layers",
+                f"{type(s1).__name__}: two layers made with one seed draw "
+                + ("identical masks" if same == 1.0 else f"masks that agree at {same:.4f}"),
+                same,
+            )
+        )
         if self.kind == "gaussian":
-            return self.noise_correlation("instances", [(self.call(a, True), self.call(b, True))], level,
-                                          "two layers of different seeds")
-        return self.independence("instances", [(self.mask(self.call(a, True)), self.mask(self.call(b, True)))],
-                                 level, "two layers made with different seeds (nnx has no unseeded layer)")
+            return self.noise_correlation(
+                "instances", [(self.call(a, True), self.call(b, True))], level, "two layers of different seeds"
+            )
+        return self.independence(
+            "instances",
+            [(self.mask(self.call(a, True)), self.mask(self.call(b, True)))],
+            level,
+            "two layers made with different seeds (nnx has no unseeded layer)",
+        )
 
     def replicas(self, n, level) -> Check:
         return Check("replicas", None, "statistical", detail="not run for Flax modules: no jax.sharding replicas")
@@ -100,15 +120,18 @@ class FlaxLayerProbe(LayerProbe):
         keys = ("rate", "broadcast_dims", "deterministic")
         want = {k: getattr(layer, k, None) for k in keys}
         merged = nnx.merge(*nnx.split(layer))
-        problems = [f"nnx.split/merge: {k} {v!r} -> {getattr(merged, k, None)!r}" for k, v in want.items()
-                    if getattr(merged, k, None) != v]
+        problems = [
+            f"nnx.split/merge: {k} {v!r} -> {getattr(merged, k, None)!r}"
+            for k, v in want.items()
+            if getattr(merged, k, None) != v
+        ]
         return self.reloaded_check(merged, "merged layer", problems, f"settings kept ({want})", level)
 
 
 def _Parent(layer, dtype):
     """An nnx module holding a unit parameter (x * 1, exact) and the layer."""
-    from flax import nnx
     import jax.numpy as jnp
+    from flax import nnx
 
     class Parent(nnx.Module):
         def __init__(self):
@@ -117,6 +140,7 @@ def _Parent(layer, dtype):
 
         def __call__(self, x):
             return self.drop(x * self.w[...])
+
     return Parent()
 
 

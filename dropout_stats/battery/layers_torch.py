@@ -18,14 +18,15 @@ parent's ``eval()`` never reaches.  The checks keep verify_layer's names, read f
 * ``replicas``: not run (torch.distributed needs a process group; not applicable).
 
 Every call gets a copy of x, so ``inplace=True`` modules are verified too.  torch's generator is
-seeded with ``seed`` first: a run replays exactly.  Corpus: ``corpus_torch.torch_layer_defects()``.
+seeded with ``seed`` first: a run replays exactly.  Corpus: ``calibration.corpus_torch.torch_layer_defects()``.
 """
+
 from __future__ import annotations
 
 import io
 
 from ..report import Check
-from .layers import LayerProbe, _make
+from .layer_probe import LayerProbe, _make
 
 
 class TorchLayerProbe(LayerProbe):
@@ -55,9 +56,14 @@ class TorchLayerProbe(LayerProbe):
         parent.eval()
         results["a parent module's eval()"] = self.identical(self.call(parent, None))
         bad = [k for k, ok in results.items() if not ok]
-        return Check("inference_identity", not bad, samples=self.x_np.size * len(results),
-                     observed="x unchanged by " + ", ".join(results) if not bad else f"x changed by {', '.join(bad)}",
-                     expected="x bit for bit in eval mode", values=results)
+        return Check(
+            "inference_identity",
+            not bad,
+            samples=self.x_np.size * len(results),
+            observed="x unchanged by " + ", ".join(results) if not bad else f"x changed by {', '.join(bad)}",
+            expected="x bit for bit in eval mode",
+            values=results,
+        )
 
     def fit(self, level) -> Check:
         torch = self.torch
@@ -76,10 +82,14 @@ class TorchLayerProbe(LayerProbe):
             parent(self.x.clone()).float().square().mean().backward()
             optimizer.step()
         self.samples += sum(m.size for m in seen)
-        return self.rate_check("fit", [self.mask(m) for m in seen], level,
-                               "torch has no fit: the keep rate of 2 training steps (forward, backward, SGD) of a "
-                               "parent module after its eval() and train()",
-                               "" if still else "the evaluation pass before training changed x")
+        return self.rate_check(
+            "fit",
+            [self.mask(m) for m in seen],
+            level,
+            "torch has no fit: the keep rate of 2 training steps (forward, backward, SGD) of a "
+            "parent module after its eval() and train()",
+            "" if still else "the evaluation pass before training changed x",
+        )
 
     def instances(self, level) -> Check:
         torch = self.torch
@@ -92,8 +102,12 @@ class TorchLayerProbe(LayerProbe):
         return self.independence("instances", pairs, level, "two modules; two modules held by one parent")
 
     def replicas(self, n, level) -> Check:
-        return Check("replicas", None, "statistical",
-                     detail="not run for torch modules: torch.distributed needs a process group per replica")
+        return Check(
+            "replicas",
+            None,
+            "statistical",
+            detail="not run for torch modules: torch.distributed needs a process group per replica",
+        )
 
     def config_round_trip(self, level) -> Check:
         torch = self.torch
@@ -105,8 +119,12 @@ class TorchLayerProbe(LayerProbe):
             buffer.seek(0)
             loaded = torch.load(buffer, weights_only=False)
         except Exception as exc:  # a class defined inside a function does not pickle
-            return Check("config_round_trip", None, "statistical",
-                         detail=f"torch.save/torch.load failed: {type(exc).__name__}: {str(exc)[:200]}")
+            return Check(
+                "config_round_trip",
+                None,
+                "statistical",
+                detail=f"torch.save/torch.load failed: {type(exc).__name__}: {str(exc)[:200]}",
+            )
         got = _settings(loaded)
         problems = [f"torch.save/load: {k} {v!r} -> {got.get(k)!r}" for k, v in want.items() if got.get(k) != v]
         return self.reloaded_check(loaded, "loaded module", problems, f"settings kept ({want})", level)
@@ -123,13 +141,17 @@ def _unit(dtype):
 
         def forward(self, x):
             return x * self.w
+
     return Unit()
 
 
 def _settings(layer) -> dict:
     """A module's plain settings (p, inplace, ...), its training flag aside."""
-    return {k: v for k, v in vars(layer).items()
-            if not k.startswith("_") and k != "training" and isinstance(v, (bool, int, float, str, type(None)))}
+    return {
+        k: v
+        for k, v in vars(layer).items()
+        if not k.startswith("_") and k != "training" and isinstance(v, (bool, int, float, str, type(None)))
+    }
 
 
 __all__ = ["TorchLayerProbe"]

@@ -46,6 +46,7 @@ correlation of 0.081 between the masks with probability 1 - 1e-3 (normal approxi
 (z_{alpha/2} + z_beta) / sqrt(pairs)); a shared or reused mask has correlation 1.
 Corpus: ``corpus.keras_recurrent_defects()``.  Tested in tests/test_recurrent.py.
 """
+
 from __future__ import annotations
 
 import math
@@ -61,10 +62,10 @@ from ..report import Check, Finding, Report
 from .checks._common import fisher
 
 KINDS = {1: "SimpleRNN", 3: "GRU", 4: "LSTM"}
-BLOCK = {1: 0, 3: 2, 4: 2}          # the candidate block: SimpleRNN's only, GRU's h, LSTM's c
-CLOSED_GATE = {3: 0, 4: 1}          # GRU's update gate z, LSTM's forget gate f
-CLOSED = -1000.0                    # sigmoid(-1000) is exactly 0 in every float dtype
-BETA = 0.5                          # the recurrent probe's bias: h > 0 at every step
+BLOCK = {1: 0, 3: 2, 4: 2}  # the candidate block: SimpleRNN's only, GRU's h, LSTM's c
+CLOSED_GATE = {3: 0, 4: 1}  # GRU's update gate z, LSTM's forget gate f
+CLOSED = -1000.0  # sigmoid(-1000) is exactly 0 in every float dtype
+BETA = 0.5  # the recurrent probe's bias: h > 0 at every step
 
 
 def _layout_error(name, shapes, units, in_dim) -> ValueError:
@@ -72,7 +73,8 @@ def _layout_error(name, shapes, units, in_dim) -> ValueError:
         f"layer_cls ({name}) has weights {shapes}, not a Keras recurrent layout for units={units}, "
         f"input_dim={in_dim}: expected kernel ({in_dim}, k*units), recurrent_kernel ({units}, k*units), "
         "bias (k*units,) (GRU with reset_after: (2, 3*units)) with k = 1 (SimpleRNN), 3 (GRU: z, r, h) "
-        "or 4 (LSTM: i, f, c, o)")
+        "or 4 (LSTM: i, f, c, o)"
+    )
 
 
 def layout(weights, units: int, in_dim: int, name: str = "layer_cls") -> int:
@@ -101,8 +103,10 @@ class RecurrentProbe:
 
         self.backend = get_backend(self.framework)
         if mode == "function" and self.framework != "tensorflow":
-            raise ValueError(f"mode ('function') runs the layer in tf.function: {_name(self.layer)} runs on "
-                             f"{self.framework}, not TensorFlow")
+            raise ValueError(
+                f"mode ('function') runs the layer in tf.function: {_name(self.layer)} runs on "
+                f"{self.framework}, not TensorFlow"
+            )
         self.build(self.layer, batch)
         self.k = layout(self.layer.get_weights(), units, units, _name(self.layer))
         self.kind = KINDS[self.k]
@@ -116,9 +120,18 @@ class RecurrentProbe:
         # 16-bit: Keras's mixed policy (float32 weights, 16-bit compute), as models use it; a
         # bfloat16 policy cannot even build on TensorFlow (its orthogonal initializer needs a QR)
         policy = f"mixed_{self.dtype}" if self.dtype in ("float16", "bfloat16") else self.dtype
-        layer = construct(self.layer_cls, dict(units=self.units, dropout=dropout, recurrent_dropout=recurrent_dropout,
-                                               return_sequences=True, dtype=policy), seed,
-                          "layer_cls(units=, dropout=, recurrent_dropout=, seed=, return_sequences=, dtype=)")
+        layer = construct(
+            self.layer_cls,
+            dict(
+                units=self.units,
+                dropout=dropout,
+                recurrent_dropout=recurrent_dropout,
+                return_sequences=True,
+                dtype=policy,
+            ),
+            seed,
+            "layer_cls(units=, dropout=, recurrent_dropout=, seed=, return_sequences=, dtype=)",
+        )
         if not callable(layer) or not hasattr(layer, "get_weights"):
             raise TypeError(f"layer_cls ({self.layer_cls!r}) returned {type(layer).__name__}, not a Keras layer")
         return layer
@@ -128,8 +141,9 @@ class RecurrentProbe:
             layer(self.native(np.zeros((batch, self.steps, self.units), _np_dtype(self.dtype))), training=False)
         except Exception as exc:
             words = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip().splitlines()[0][:200]
-            raise TypeError(f"{_name(layer)} could not be built and called in {self.dtype}: "
-                            f"{type(exc).__name__}: {words}") from None
+            raise TypeError(
+                f"{_name(layer)} could not be built and called in {self.dtype}: {type(exc).__name__}: {words}"
+            ) from None
 
     def native(self, a):
         return self.backend.native(np.ascontiguousarray(a))
@@ -162,16 +176,20 @@ class RecurrentProbe:
         y = self.runner(layer, training)(self.native(x))
         out = self.backend.to_numpy(y)
         if out.shape != x.shape:
-            raise TypeError(f"the layer returned shape {list(out.shape)} for input {list(x.shape)}: build it with "
-                            "return_sequences=True")
+            raise TypeError(
+                f"the layer returned shape {list(out.shape)} for input {list(x.shape)}: build it with "
+                "return_sequences=True"
+            )
         self.samples += out.size
         return np.asarray(out, np.float64)
 
     def runner(self, layer, training):
         """layer(x, training=...) eagerly, or inside one tf.function per layer and flag (its masks
         then come from the traced graph: the seed generator's state is a variable)."""
+
         def run(t):
             return layer(t, training=training) if training is not None else layer(t)
+
         if self.mode == "eager":
             return run
         key = (id(layer), training)
@@ -198,9 +216,21 @@ class RecurrentProbe:
         return (y != base)[:, 1:, :]
 
 
-def verify_recurrent(layer_cls, *, dropout, recurrent_dropout, dtype="float32", seed=0, per_step=False,
-                     false_fail_rate=1e-6, false_pass_rate=1e-3, discrepancy=None, units=64, steps=4,
-                     mode="eager") -> Report:
+def verify_recurrent(
+    layer_cls,
+    *,
+    dropout,
+    recurrent_dropout,
+    dtype="float32",
+    seed=0,
+    per_step=False,
+    false_fail_rate=1e-6,
+    false_pass_rate=1e-3,
+    discrepancy=None,
+    units=64,
+    steps=4,
+    mode="eager",
+) -> Report:
     """Prove or refute the dropout inside a Keras recurrent layer (module docstring: the probes,
     the checks and their sizes).  ``layer_cls(units=, dropout=, recurrent_dropout=, seed=,
     return_sequences=, dtype=)`` builds a Keras SimpleRNN, GRU or LSTM, a subclass of one, or
@@ -238,8 +268,9 @@ def verify_recurrent(layer_cls, *, dropout, recurrent_dropout, dtype="float32", 
     checks, findings = [], []
     model = probe.backend
     name = _cls_name(layer_cls, probe.layer)
-    reproduce = (f"verify_recurrent({name}, dropout={r_in}, recurrent_dropout={r_rec}, "
-                 f"dtype={dtype!r}, seed={seed}" + (f", mode={mode!r})" if mode != "eager" else ")"))
+    reproduce = f"verify_recurrent({name}, dropout={r_in}, recurrent_dropout={r_rec}, dtype={dtype!r}, seed={seed}" + (
+        f", mode={mode!r})" if mode != "eager" else ")"
+    )
 
     def keep_of(rate):
         return float(model.keep_fraction(rate, dtype, model.default_reference)) if rate > 0 else 1.0
@@ -262,26 +293,60 @@ def verify_recurrent(layer_cls, *, dropout, recurrent_dropout, dtype="float32", 
         if rate == 0:
             continue
         checks.append(_time_check(f"{part}_time_sharing", masks, per_step, level, part))
-        checks.append(_fisher_check(f"{part}_batch_independence", masks[0][0::2, 0], masks[0][1::2, 0], level,
-                                    "sequences 2i and 2i+1 of one batch", reproduce))
-        checks.append(_fisher_check(f"{part}_call_independence", masks[0][:, 0], masks[1][:, 0], level,
-                                    "two calls", reproduce))
+        checks.append(
+            _fisher_check(
+                f"{part}_batch_independence",
+                masks[0][0::2, 0],
+                masks[0][1::2, 0],
+                level,
+                "sequences 2i and 2i+1 of one batch",
+                reproduce,
+            )
+        )
+        checks.append(
+            _fisher_check(f"{part}_call_independence", masks[0][:, 0], masks[1][:, 0], level, "two calls", reproduce)
+        )
         findings.append(Finding("time_semantics", f"{part} mask: " + _semantics(masks), _semantics(masks)))
-    checks.append(_guard("batch_shape", lambda: _batch_shape(probe, layer, in_masks[1], level, r_in, r_rec,
-                                                             rec_layer, base, rec_masks[1], reproduce)))
+    checks.append(
+        _guard(
+            "batch_shape",
+            lambda: _batch_shape(
+                probe, layer, in_masks[1], level, r_in, r_rec, rec_layer, base, rec_masks[1], reproduce
+            ),
+        )
+    )
     checks.append(_guard("input_scale", lambda: _input_scale(probe, layer, r_in)))
     checks.append(_guard("recurrent_scale", lambda: _recurrent_scale(probe, rec_layer, r_rec, base)))
     checks.append(_guard("inference_identity", lambda: _inference_identity(probe, layer, rec_layer)))
     checks.append(_guard("backward_input_mask", lambda: _backward(probe, layer, r_in)))
     blocks = f"{probe.k} gate block" + ("s" if probe.k > 1 else "")
-    findings.insert(0, Finding("layout", f"{name}: {probe.kind} layout ({blocks}), "
-                                         f"{probe.framework}; {batch} sequences of {steps} steps x {units} units",
-                               probe.kind))
+    findings.insert(
+        0,
+        Finding(
+            "layout",
+            f"{name}: {probe.kind} layout ({blocks}), "
+            f"{probe.framework}; {batch} sequences of {steps} steps x {units} units",
+            probe.kind,
+        ),
+    )
     passed = all(c.passed is not False for c in checks)
-    config = {"api": "verify_recurrent", "fn": name, "dropout": r_in, "recurrent_dropout": r_rec,
-              "dtype": dtype, "seed": seed, "per_step": per_step, "false_fail_rate": alpha,
-              "false_pass_rate": beta, "discrepancy": d, "units": units, "steps": steps, "batch": batch,
-              "backend": probe.framework, "mode": mode}
+    config = {
+        "api": "verify_recurrent",
+        "fn": name,
+        "dropout": r_in,
+        "recurrent_dropout": r_rec,
+        "dtype": dtype,
+        "seed": seed,
+        "per_step": per_step,
+        "false_fail_rate": alpha,
+        "false_pass_rate": beta,
+        "discrepancy": d,
+        "units": units,
+        "steps": steps,
+        "batch": batch,
+        "backend": probe.framework,
+        "mode": mode,
+    }
     return Report(passed, checks, findings, probe.samples, seed, config)
 
 
@@ -289,15 +354,31 @@ def verify_recurrent(layer_cls, *, dropout, recurrent_dropout, dtype="float32", 
 def _keep_check(name, masks, rate, keep, level, reproduce) -> Check:
     kept, n = int(masks.sum()), int(masks.size)
     if rate == 0:
-        return Check(name, kept == n, samples=n, observed=f"{kept}/{n} kept", expected="every unit kept (rate 0)",
-                     values={"kept": kept, "n": n},
-                     detail="" if kept == n else f"rate 0 but {n - kept} positions dropped", reproduce=reproduce)
+        return Check(
+            name,
+            kept == n,
+            samples=n,
+            observed=f"{kept}/{n} kept",
+            expected="every unit kept (rate 0)",
+            values={"kept": kept, "n": n},
+            detail="" if kept == n else f"rate 0 but {n - kept} positions dropped",
+            reproduce=reproduce,
+        )
     res = rate_test(kept, n, keep)
-    return Check(name, bool(res.pvalue > level), "statistical", float(res.pvalue), level, n,
-                 observed=f"{kept}/{n} = {kept / n:.6g}", expected=f"{keep:.10g}",
-                 values={"kept": kept, "n": n, "fraction": kept / n, "expected": keep},
-                 detail=f"keeps {kept / n:.6g} where rate {rate} keeps {keep:.6g}: exact binomial test over 2 calls "
-                        f"of batch x units draws", reproduce=reproduce)
+    return Check(
+        name,
+        bool(res.pvalue > level),
+        "statistical",
+        float(res.pvalue),
+        level,
+        n,
+        observed=f"{kept}/{n} = {kept / n:.6g}",
+        expected=f"{keep:.10g}",
+        values={"kept": kept, "n": n, "fraction": kept / n, "expected": keep},
+        detail=f"keeps {kept / n:.6g} where rate {rate} keeps {keep:.6g}: exact binomial test over 2 calls "
+        f"of batch x units draws",
+        reproduce=reproduce,
+    )
 
 
 def _time_check(name, masks, per_step, level, part) -> Check:
@@ -305,15 +386,30 @@ def _time_check(name, masks, per_step, level, part) -> Check:
     if not per_step:
         differ = int(sum(np.count_nonzero(m[:, t] != m[:, 0]) for t in range(1, m.shape[1])))
         n = m[:, 1:].size
-        return Check(name, differ == 0, samples=n, values={"differing": differ, "compared": n},
-                     observed=f"{differ} of {n:,} positions differ from step {0 if part == 'input' else 1}",
-                     expected="one mask per sequence: every time step carries the same mask",
-                     detail="" if differ == 0 else f"the {part} mask changes between time steps of one sequence "
-                                                   "(pass per_step=True if the layer documents a fresh mask per step)")
+        return Check(
+            name,
+            differ == 0,
+            samples=n,
+            values={"differing": differ, "compared": n},
+            observed=f"{differ} of {n:,} positions differ from step {0 if part == 'input' else 1}",
+            expected="one mask per sequence: every time step carries the same mask",
+            detail=""
+            if differ == 0
+            else f"the {part} mask changes between time steps of one sequence "
+            "(pass per_step=True if the layer documents a fresh mask per step)",
+        )
     p, agree = fisher(_table(m[:, 0], m[:, 1]))
-    return Check(name, bool(p > level), "statistical", p, level, int(m[:, 0].size),
-                 observed=f"agreement between steps {agree:.6g}", expected="independent masks at each step",
-                 values={"agreement": agree})
+    return Check(
+        name,
+        bool(p > level),
+        "statistical",
+        p,
+        level,
+        int(m[:, 0].size),
+        observed=f"agreement between steps {agree:.6g}",
+        expected="independent masks at each step",
+        values={"agreement": agree},
+    )
 
 
 def _table(a, b):
@@ -325,18 +421,29 @@ def _fisher_check(name, a, b, level, what, reproduce) -> Check:
     table = _table(a, b)
     p, agree = fisher(table)
     both, na, nb, n = table
-    return Check(name, bool(p > level), "statistical", p, level, n,
-                 values={"agreement": agree, "kept_given_partner_kept": both / na if na else float("nan")},
-                 observed=f"P(kept | partner kept) = {both / na if na else float('nan'):.6g}, agreement {agree:.6g}",
-                 expected=f"P(kept) = {nb / n:.6g} (independent)",
-                 detail=f"Fisher's exact test between the masks of {what}", reproduce=reproduce)
+    return Check(
+        name,
+        bool(p > level),
+        "statistical",
+        p,
+        level,
+        n,
+        values={"agreement": agree, "kept_given_partner_kept": both / na if na else float("nan")},
+        observed=f"P(kept | partner kept) = {both / na if na else float('nan'):.6g}, agreement {agree:.6g}",
+        expected=f"P(kept) = {nb / n:.6g} (independent)",
+        detail=f"Fisher's exact test between the masks of {what}",
+        reproduce=reproduce,
+    )
 
 
 def _semantics(masks) -> str:
     m = masks[0]
     same = all(np.array_equal(m[:, t], m[:, 0]) for t in range(1, m.shape[1]))
-    return (f"one per sequence, shared by its {m.shape[1]} time steps read" if same
-            else f"changes between the {m.shape[1]} time steps read")
+    return (
+        f"one per sequence, shared by its {m.shape[1]} time steps read"
+        if same
+        else f"changes between the {m.shape[1]} time steps read"
+    )
 
 
 def _batch_shape(probe, layer, last, level, r_in, r_rec, rec_layer, base, rec_last, reproduce) -> Check:
@@ -346,19 +453,32 @@ def _batch_shape(probe, layer, last, level, r_in, r_rec, rec_layer, base, rec_la
     again = probe.input_mask(layer)
     if r_in == 0 and r_rec == 0:
         ok = bool(np.all(ys != 0)) and bool(np.all(again))
-        return Check("batch_shape", ok, samples=int(ys.size), observed="other batch sizes run",
-                     expected="the layer runs at any batch size")
+        return Check(
+            "batch_shape",
+            ok,
+            samples=int(ys.size),
+            observed="other batch sizes run",
+            expected="the layer runs at any batch size",
+        )
     if r_in > 0:
         a, b = (ys != 0)[:, 0], last[:small, 0]
     else:
         rec_small = probe.call(rec_layer, probe.zeros[:small], True)
         a, b = (rec_small != base[:small])[:, 1], rec_last[:small, 0]
     p, agree = fisher(_table(a, b))
-    return Check("batch_shape", bool(p > level), "statistical", p, level, int(a.size),
-                 observed=f"batch {small}: agreement with the previous call {agree:.6g}",
-                 expected="a fresh mask at another batch size", values={"agreement": agree, "batch": small},
-                 detail=f"a call with batch {small} after batch {probe.batch}, then batch {probe.batch} again",
-                 reproduce=reproduce)
+    return Check(
+        "batch_shape",
+        bool(p > level),
+        "statistical",
+        p,
+        level,
+        int(a.size),
+        observed=f"batch {small}: agreement with the previous call {agree:.6g}",
+        expected="a fresh mask at another batch size",
+        values={"agreement": agree, "batch": small},
+        detail=f"a call with batch {small} after batch {probe.batch}, then batch {probe.batch} again",
+        reproduce=reproduce,
+    )
 
 
 def _mask_values(probe, rate):
@@ -385,12 +505,22 @@ def _input_scale(probe, layer, rate) -> Check:
         want = probe.call(ref, xs, False)
         bad = int(np.count_nonzero(want[kept] != y[kept]))
         if bad == 0:
-            return Check("input_scale", True, samples=int(kept.sum()), values={"factor": v},
-                         observed=f"every kept input = x * {v!r} ({label})", expected="x * fl(1/(1-rate))")
-    return Check("input_scale", False, samples=int(kept.sum()),
-                 observed=f"{bad:,} of {int(kept.sum()):,} kept positions differ from x * {v!r}",
-                 expected="kept inputs scaled by 1/(1-rate)",
-                 detail="the kept inputs are not x times the mask value a correct layer uses")
+            return Check(
+                "input_scale",
+                True,
+                samples=int(kept.sum()),
+                values={"factor": v},
+                observed=f"every kept input = x * {v!r} ({label})",
+                expected="x * fl(1/(1-rate))",
+            )
+    return Check(
+        "input_scale",
+        False,
+        samples=int(kept.sum()),
+        observed=f"{bad:,} of {int(kept.sum()):,} kept positions differ from x * {v!r}",
+        expected="kept inputs scaled by 1/(1-rate)",
+        detail="the kept inputs are not x times the mask value a correct layer uses",
+    )
 
 
 def _recurrent_scale(probe, layer, rate, base) -> Check:
@@ -405,12 +535,22 @@ def _recurrent_scale(probe, layer, rate, base) -> Check:
         want = probe.call(ref, probe.zeros, False)[:, 1]
         bad = int(np.count_nonzero(want[kept] != y[:, 1][kept]))
         if bad == 0:
-            return Check("recurrent_scale", True, samples=int(kept.sum()), values={"factor": v},
-                         observed=f"every kept state = h * {v!r} ({label})", expected="h * fl(1/(1-rate))")
-    return Check("recurrent_scale", False, samples=int(kept.sum()),
-                 observed=f"{bad:,} of {int(kept.sum()):,} kept states at step 1 differ from h * {v!r}",
-                 expected="kept states scaled by 1/(1-rate)",
-                 detail="the kept states are not h times the mask value a correct layer uses")
+            return Check(
+                "recurrent_scale",
+                True,
+                samples=int(kept.sum()),
+                values={"factor": v},
+                observed=f"every kept state = h * {v!r} ({label})",
+                expected="h * fl(1/(1-rate))",
+            )
+    return Check(
+        "recurrent_scale",
+        False,
+        samples=int(kept.sum()),
+        observed=f"{bad:,} of {int(kept.sum()):,} kept states at step 1 differ from h * {v!r}",
+        expected="kept states scaled by 1/(1-rate)",
+        detail="the kept states are not h times the mask value a correct layer uses",
+    )
 
 
 def _inference_identity(probe, layer, rec_layer) -> Check:
@@ -423,13 +563,18 @@ def _inference_identity(probe, layer, rec_layer) -> Check:
         for flag in (False, None):
             got = probe.call(lay, x, flag)
             results[f"{part} probe, training={flag}" if flag is False else f"{part} probe, training omitted"] = (
-                np.array_equal(got, want))
+                np.array_equal(got, want)
+            )
     bad = [k for k, ok in results.items() if not ok]
-    return Check("inference_identity", not bad, samples=len(results) * probe.x.size,
-                 values={k: bool(v) for k, v in results.items()},
-                 observed="equal to the layer without dropout" if not bad else f"differs: {', '.join(bad)}",
-                 expected="at inference, the output of the same weights with both rates 0, bit for bit",
-                 detail="" if not bad else "the layer drops or scales at inference")
+    return Check(
+        "inference_identity",
+        not bad,
+        samples=len(results) * probe.x.size,
+        values={k: bool(v) for k, v in results.items()},
+        observed="equal to the layer without dropout" if not bad else f"differs: {', '.join(bad)}",
+        expected="at inference, the output of the same weights with both rates 0, bit for bit",
+        detail="" if not bad else "the layer drops or scales at inference",
+    )
 
 
 def _backward(probe, layer, rate) -> Check:
@@ -444,10 +589,15 @@ def _backward(probe, layer, rate) -> Check:
     y, g = np.asarray(b.to_numpy(y), np.float64), np.asarray(b.to_numpy(g), np.float64)
     kept = y != 0
     bad = int(np.count_nonzero(kept != (g != 0)))
-    return Check("backward_input_mask", bad == 0, samples=int(y.size), values={"differing": bad},
-                 observed=f"{bad} of {y.size:,} positions where the gradient's mask differs from the output's",
-                 expected="dL/dx_t != 0 exactly where the same call kept x_t",
-                 detail="" if bad == 0 else "the backward pass uses another input mask than the forward")
+    return Check(
+        "backward_input_mask",
+        bad == 0,
+        samples=int(y.size),
+        values={"differing": bad},
+        observed=f"{bad} of {y.size:,} positions where the gradient's mask differs from the output's",
+        expected="dL/dx_t != 0 exactly where the same call kept x_t",
+        detail="" if bad == 0 else "the backward pass uses another input mask than the forward",
+    )
 
 
 def _guard(name, check) -> Check:

@@ -9,6 +9,7 @@ Threads: ``fn`` is only ever called from the caller's thread.  Every call become
 that the families observe on one worker thread, in submission order, so a seed gives the same
 report as a serial run; meanwhile the framework's kernels keep the cores busy.
 """
+
 from __future__ import annotations
 
 import math
@@ -22,11 +23,11 @@ from .._floats import FORMATS
 from ..report import Check
 from ..structure import holm_bonferroni
 
-MAX_PENDING = 8                     # jobs queued for the worker thread at most
-MAX_HELD = 64 << 20                 # bytes of fn outputs those jobs may hold (one call's at least)
-SEED_POSITIONS = 1 << 18            # positions of stored masks (the seed, correlation, mechanism checks)
-MAX_STORED = 64                     # masks stored at most
-SMALL_ELEMENTS = 1 << 16            # elements of the small calls (rate sweep, determinism)
+MAX_PENDING = 8  # jobs queued for the worker thread at most
+MAX_HELD = 64 << 20  # bytes of fn outputs those jobs may hold (one call's at least)
+SEED_POSITIONS = 1 << 18  # positions of stored masks (the seed, correlation, mechanism checks)
+MAX_STORED = 64  # masks stored at most
+SMALL_ELEMENTS = 1 << 16  # elements of the small calls (rate sweep, determinism)
 
 
 class ContractError(Exception):
@@ -45,14 +46,14 @@ class Call:
     x_np: np.ndarray
     noise_shape: tuple | None
     y: np.ndarray
-    mask: np.ndarray          # kept, per unit (one draw each)
-    inconsistent: int         # units whose elements were not all kept or all dropped
-    kept: int                 # kept units
-    kept_elements: int        # kept elements (= kept without a noise shape)
-    fresh: bool               # a draw at the configured rate from a seed no other call used
+    mask: np.ndarray  # kept, per unit (one draw each)
+    inconsistent: int  # units whose elements were not all kept or all dropped
+    kept: int  # kept units
+    kept_elements: int  # kept elements (= kept without a noise shape)
+    fresh: bool  # a draw at the configured rate from a seed no other call used
     cotangent: np.ndarray | None = None  # dL/dy of a call made with its gradient
-    grad: np.ndarray | None = None       # dL/dx of that same call (None: no gradient flows)
-    grad_error: str = ""                 # why the gradient could not be computed
+    grad: np.ndarray | None = None  # dL/dx of that same call (None: no gradient flows)
+    grad_error: str = ""  # why the gradient could not be computed
 
 
 class Run:
@@ -65,9 +66,11 @@ class Run:
         self.x = backend.native(self.x_np)
         self.unit_shape = tuple(cfg.noise_shape or cfg.shape)
         self.units = int(np.prod(self.unit_shape))
-        self.axes = tuple(i for i, (d, s) in enumerate(zip(self.unit_shape, cfg.shape)) if d == 1 and s != 1)
-        self.first_output = first_output        # fn's first output, when it told us the backend
-        self.stored_masks: list = []            # the first main masks (seed, threshold, mechanism checks)
+        self.axes = tuple(
+            i for i, (d, s) in enumerate(zip(self.unit_shape, cfg.shape, strict=True)) if d == 1 and s != 1
+        )
+        self.first_output = first_output  # fn's first output, when it told us the backend
+        self.stored_masks: list = []  # the first main masks (seed, threshold, mechanism checks)
         self.store_limit = min(MAX_STORED, max(2, math.ceil(SEED_POSITIONS / self.units)))
         self.main_calls = 0
         self.alpha_seq = None
@@ -89,8 +92,19 @@ class Run:
     def seed_pair(self, i: int, offset: int = 0):
         return (self.cfg.seed + offset, i)
 
-    def call(self, purpose: str, rate: float, seed_pair=None, noise_shape=None, *, x=None, x_np=None,
-             index: int = 0, fresh: bool = False, cotangent=None) -> Call:
+    def call(
+        self,
+        purpose: str,
+        rate: float,
+        seed_pair=None,
+        noise_shape=None,
+        *,
+        x=None,
+        x_np=None,
+        index: int = 0,
+        fresh: bool = False,
+        cotangent=None,
+    ) -> Call:
         """Call fn (stateless or stateful contract), read its output, check shape and dtype, and
         hand the call to the families that observe its purpose.  With ``cotangent`` (native,
         numpy) the call is made with its gradient: dL/dx of that same call for dL/dy."""
@@ -98,8 +112,11 @@ class Run:
         x = self.x if x is None else x
         x_np = self.x_np if x_np is None else x_np
         ns = tuple(noise_shape) if noise_shape is not None else None  # hashable: a jit's static argument
-        where = (f"fn(x, {rate!r}, noise_shape={list(ns) if ns else None})" if cfg.stateful
-                 else f"fn(x, {rate!r}, seed={list(seed_pair)}, noise_shape={list(ns) if ns else None})")
+        where = (
+            f"fn(x, {rate!r}, noise_shape={list(ns) if ns else None})"
+            if cfg.stateful
+            else f"fn(x, {rate!r}, seed={list(seed_pair)}, noise_shape={list(ns) if ns else None})"
+        )
         grad = None
         if self.first_output is not None and purpose == "main" and index == 0:  # made by pick_backend
             y, self.first_output = self.first_output, None
@@ -113,8 +130,9 @@ class Run:
                 if cotangent is None:
                     y = f(x)
                 else:
-                    y, grad = self.backend.vjp(self.backend.recompute(f, cfg.recompute) if cfg.recompute else f,
-                                               x, cotangent[0])
+                    y, grad = self.backend.vjp(
+                        self.backend.recompute(f, cfg.recompute) if cfg.recompute else f, x, cotangent[0]
+                    )
             except Exception as exc:  # report, never a bare traceback
                 raise ContractError(f"{where} raised {type(exc).__name__}: {exc}") from None
         y_np = read_output(self.backend, y, where, x_np.shape, cfg.dtype)
@@ -122,8 +140,20 @@ class Run:
         cfg.calls += 1
         m, bad, kept_elements = self.mask(y_np, noise_shape)
         kept = int(np.count_nonzero(m))
-        c = Call(purpose, index, rate, seed_pair, x_np, tuple(noise_shape) if noise_shape is not None else None,
-                 y_np, m, bad, kept, kept if kept_elements is None else kept_elements, fresh and rate == cfg.rate)
+        c = Call(
+            purpose,
+            index,
+            rate,
+            seed_pair,
+            x_np,
+            tuple(noise_shape) if noise_shape is not None else None,
+            y_np,
+            m,
+            bad,
+            kept,
+            kept if kept_elements is None else kept_elements,
+            fresh and rate == cfg.rate,
+        )
         if cotangent is not None:
             c.cotangent = cotangent[1]
             if isinstance(grad, str):
@@ -156,7 +186,7 @@ class Run:
         ns = noise_shape
         if ns is None or tuple(ns) == kept.shape:
             return kept, 0, None
-        axes = tuple(i for i, (d, s) in enumerate(zip(ns, kept.shape)) if d == 1 and s != 1)
+        axes = tuple(i for i, (d, s) in enumerate(zip(ns, kept.shape, strict=True)) if d == 1 and s != 1)
         any_kept = kept.any(axis=axes, keepdims=True)
         all_kept = kept.all(axis=axes, keepdims=True)
         return any_kept, int(np.count_nonzero(any_kept & ~all_kept)), int(np.count_nonzero(kept))
@@ -237,7 +267,7 @@ class Run:
         if not pchecks:
             return
         holm = holm_bonferroni([c.pvalue for c in pchecks], self.cfg.alpha - self.alpha_seq)
-        for c, rejected, level in zip(pchecks, holm.rejected, holm.thresholds):
+        for c, rejected, level in zip(pchecks, holm.rejected, holm.thresholds, strict=True):
             c.level = level
             c.passed = not rejected
             if rejected and not c.detail.startswith("FAIL"):

@@ -30,6 +30,7 @@ To add a check: write a module here whose docstring says what it detects, a brok
 implementation of the corpus that only it catches, its test and its error rates; then add
 its class to ``FAMILIES``.
 """
+
 from __future__ import annotations
 
 from ...report import Check
@@ -40,7 +41,7 @@ class Family:
     names: tuple = ()
     observes: frozenset = frozenset({"main"})
     needs: frozenset = frozenset()
-    late = False          # concludes after the extra calls even if it observes none of them
+    late = False  # concludes after the extra calls even if it observes none of them
 
     @property
     def concludes_late(self) -> bool:
@@ -89,8 +90,20 @@ def _families():
     from .threshold import Threshold
     from .value_independence import ValueIndependence
 
-    return [KeepFraction, Mechanism, Threshold, Scale, Backward, Seeds, Pairs, Homogeneity, ValueIndependence,
-            CallIndependence, Correlation, NoiseShape]
+    return [
+        KeepFraction,
+        Mechanism,
+        Threshold,
+        Scale,
+        Backward,
+        Seeds,
+        Pairs,
+        Homogeneity,
+        ValueIndependence,
+        CallIndependence,
+        Correlation,
+        NoiseShape,
+    ]
 
 
 FAMILIES = _families()

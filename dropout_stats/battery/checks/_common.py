@@ -1,4 +1,5 @@
 """Helpers the check families share: 2 x 2 tables of masks, exact p-values, packed bits, sums."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -40,12 +41,19 @@ def table_check(name: str, table, what: str, reproduce: str) -> Check:
     both, na, nb, n = (int(v) for v in table)
     p_a = na / n
     cond = both / na if na else float("nan")
-    return Check(name, True, "statistical", p, None, n,
-                 values={"agreement": agree, "kept_given_partner_kept": cond, "kept": nb / n},
-                 observed=f"P(kept | partner kept) = {cond:.6g}, agreement {agree:.6g}",
-                 expected=f"P(kept) = {nb / n:.6g} (independent)",
-                 detail=f"Fisher exact test on {n:,} {what}; keep rate of the first {p_a:.6g}",
-                 reproduce=reproduce)
+    return Check(
+        name,
+        True,
+        "statistical",
+        p,
+        None,
+        n,
+        values={"agreement": agree, "kept_given_partner_kept": cond, "kept": nb / n},
+        observed=f"P(kept | partner kept) = {cond:.6g}, agreement {agree:.6g}",
+        expected=f"P(kept) = {nb / n:.6g} (independent)",
+        detail=f"Fisher exact test on {n:,} {what}; keep rate of the first {p_a:.6g}",
+        reproduce=reproduce,
+    )
 
 
 def as_float64(a: np.ndarray) -> np.ndarray:

@@ -9,6 +9,7 @@ Test: exact (no false-fail rate): every kept value against fl(fl(a x) + b) (two 
 Keras computes it eagerly) and fl(a x + b) (one rounding: XLA fuses the multiply-add).
 Tested in tests/test_verify.py and tests/test_adapters.py.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -18,7 +19,7 @@ from ...report import Check, Finding
 from ._common import as_float64
 from .scale import Scale
 
-SCALE_VALUES = 200_000              # kept values checked (whole calls' worth)
+SCALE_VALUES = 200_000  # kept values checked (whole calls' worth)
 
 
 class AffineScale(Scale):
@@ -48,23 +49,39 @@ class AffineScale(Scale):
         for label, want in (("two roundings", kind.affine(xv)), ("fused", kind.fused(xv))):
             mismatch = int(np.count_nonzero(want != got))
             if mismatch == 0:
-                self.run.findings.append(Finding(
-                    "affine_formula", f"{cfg.dtype}: kept values are a*x + b with "
-                    + ("one rounding (a fused multiply-add)" if label == "fused"
-                       else "two roundings (multiply, then add)"),
-                    label))
-                return Check("scale", True, samples=int(xv.size), observed=f"every kept value = a*x + b ({label})",
-                             expected=f"kept: a*x + b with a = {kind.a_d!r}, b = {kind.b_d!r}; dropped: "
-                                      f"{' or '.join(repr(float(v)) for v in kind.dropped_values)}",
-                             detail=f"{xv.size:,} kept values")
+                self.run.findings.append(
+                    Finding(
+                        "affine_formula",
+                        f"{cfg.dtype}: kept values are a*x + b with "
+                        + (
+                            "one rounding (a fused multiply-add)"
+                            if label == "fused"
+                            else "two roundings (multiply, then add)"
+                        ),
+                        label,
+                    )
+                )
+                return Check(
+                    "scale",
+                    True,
+                    samples=int(xv.size),
+                    observed=f"every kept value = a*x + b ({label})",
+                    expected=f"kept: a*x + b with a = {kind.a_d!r}, b = {kind.b_d!r}; dropped: "
+                    f"{' or '.join(repr(float(v)) for v in kind.dropped_values)}",
+                    detail=f"{xv.size:,} kept values",
+                )
             results.append((label, mismatch, int(ulp_distance(want, got, cfg.dtype).max())))
         label, mismatch, ulp = min(results, key=lambda r: (r[2], r[1]))
         return Check(
-            "scale", False, samples=int(xv.size),
+            "scale",
+            False,
+            samples=int(xv.size),
             observed=f"{mismatch:,} of {xv.size:,} kept values differ from a*x + b ({label})",
             expected=f"kept: a*x + b with a = {kind.a_d!r}, b = {kind.b_d!r}",
             detail=f"neither two roundings nor a fused multiply-add matches; closest ({label}) is off by "
-                   f"up to {ulp} ULP", reproduce=cfg.reproduce())
+            f"up to {ulp} ULP",
+            reproduce=cfg.reproduce(),
+        )
 
 
 def alpha_families(families):

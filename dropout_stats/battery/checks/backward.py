@@ -17,6 +17,7 @@ With ``recompute`` the calls go through the backend's rematerialisation (``tf.re
 ``keras.remat``).  A function whose output does not depend differentiably on x gets both
 entries as not applicable, with the reason.  Tested in tests/test_backward.py.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -47,8 +48,15 @@ class Backward(Family):
         cot_np = run.kind.make_input(cfg.shape, cfg.dtype, cfg.seed + 7)  # no zeros, both signs
         cot = run.backend.native(cot_np)
         for i in range(CALLS):
-            run.call("backward", cfg.rate, run.seed_pair(i, offset=5), cfg.noise_shape, index=i, fresh=True,
-                     cotangent=(cot, cot_np))
+            run.call(
+                "backward",
+                cfg.rate,
+                run.seed_pair(i, offset=5),
+                cfg.noise_shape,
+                index=i,
+                fresh=True,
+                cotangent=(cot, cot_np),
+            )
 
     def observe(self, call) -> None:
         self.calls.append(call)
@@ -61,9 +69,12 @@ class Backward(Family):
         missing = [c for c in self.calls if c.grad is None]
         if missing:
             c = missing[0]
-            why = (f"the gradient could not be computed: {c.grad_error}" if c.grad_error else
-                   "no gradient flows from y to x: fn's output does not depend differentiably on x (a "
-                   "stop_gradient, numpy in the middle, an integer output)")
+            why = (
+                f"the gradient could not be computed: {c.grad_error}"
+                if c.grad_error
+                else "no gradient flows from y to x: fn's output does not depend differentiably on x (a "
+                "stop_gradient, numpy in the middle, an integer output)"
+            )
             return [Check("backward_mask", None, detail=why), Check("backward_scale", None, detail=why)]
         return [self.mask_check(), self.scale_check()]
 
@@ -83,19 +94,30 @@ class Backward(Family):
             total += kept.size
         same = agree == total
         how = f" under {cfg.recompute}" if cfg.recompute else ""
-        independent = cfg.keep ** 2 + (1 - cfg.keep) ** 2
+        independent = cfg.keep**2 + (1 - cfg.keep) ** 2
         detail = ""
         if not same:
             p_indep = rate_test(agree, total, independent).pvalue
-            detail = (f"the gradient's mask is not the output's{how}: {wrong_dropped:,} dropped positions pass a "
-                      f"gradient, {wrong_kept:,} kept ones get none; agreement {agree / total:.6g} (exact p against the "
-                      f"same mask: 0; against independent masks, p^2 + q^2 = {independent:.6g}: p = {p_indep:.3g})")
+            detail = (
+                f"the gradient's mask is not the output's{how}: {wrong_dropped:,} dropped positions pass a "
+                f"gradient, {wrong_kept:,} kept ones get none; agreement {agree / total:.6g} (exact p against the "
+                f"same mask: 0; against independent masks, p^2 + q^2 = {independent:.6g}: p = {p_indep:.3g})"
+            )
         return Check(
-            "backward_mask", same, samples=total, values={"agreement": agree / total, "positions": total,
-                                                          "dropped_passing": wrong_dropped, "kept_blocked": wrong_kept},
+            "backward_mask",
+            same,
+            samples=total,
+            values={
+                "agreement": agree / total,
+                "positions": total,
+                "dropped_passing": wrong_dropped,
+                "kept_blocked": wrong_kept,
+            },
             observed=f"agreement {agree / total:.6g} ({total - agree:,} positions differ)",
             expected="dL/dx != 0 exactly where the same call kept x",
-            detail=detail, reproduce=cfg.reproduce(f"seeds {[list(c.seed) for c in self.calls if c.seed]}"))
+            detail=detail,
+            reproduce=cfg.reproduce(f"seeds {[list(c.seed) for c in self.calls if c.seed]}"),
+        )
 
     def scale_check(self) -> Check:
         cfg, kind = self.cfg, self.run.kind
@@ -113,18 +135,27 @@ class Backward(Family):
             want = formula(up)
             bad = int(np.count_nonzero(want != got))
             if bad == 0:
-                return Check("backward_scale", True, samples=int(got.size),
-                             observed=f"every kept gradient = upstream {label}",
-                             expected="the upstream gradient scaled as the forward pass scales x",
-                             detail=f"{got.size:,} kept positions of {len(self.calls)} calls")
+                return Check(
+                    "backward_scale",
+                    True,
+                    samples=int(got.size),
+                    observed=f"every kept gradient = upstream {label}",
+                    expected="the upstream gradient scaled as the forward pass scales x",
+                    detail=f"{got.size:,} kept positions of {len(self.calls)} calls",
+                )
             results.append((label, bad))
         label, bad = min(results, key=lambda r: r[1])
         ratio = got / up.astype(np.float64)
         how = f" under {cfg.recompute}" if cfg.recompute else ""
         return Check(
-            "backward_scale", False, samples=int(got.size),
+            "backward_scale",
+            False,
+            samples=int(got.size),
             observed=f"{bad:,}/{got.size:,} differ from the closest formula (upstream {label})",
             expected="the upstream gradient scaled as the forward pass scales x",
-            detail=(f"the backward pass{how} scales the upstream gradient by [{ratio.min():.9g}, {ratio.max():.9g}] "
-                    f"where the forward's scale is {1 / (1 - cfg.rate):.9g}"),
-            reproduce=cfg.reproduce())
+            detail=(
+                f"the backward pass{how} scales the upstream gradient by [{ratio.min():.9g}, {ratio.max():.9g}] "
+                f"where the forward's scale is {1 / (1 - cfg.rate):.9g}"
+            ),
+            reproduce=cfg.reproduce(),
+        )

@@ -9,6 +9,7 @@ the others', so their histogram is P x Binomial(calls, p-hat); Pearson's chi-squ
 histogram, cells pooled to >= 1000 expected positions (the approximation holds far into the
 tail there), in the run's Holm family.  Tested in tests/test_battery_checks.py.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -17,7 +18,7 @@ from scipy.stats import binom, chi2
 from ...report import Check
 from . import Family
 
-POOLED_EXPECTED = 1000              # expected positions per cell of the histogram
+POOLED_EXPECTED = 1000  # expected positions per cell of the histogram
 
 
 class CallIndependence(Family):
@@ -32,9 +33,15 @@ class CallIndependence(Family):
 
     def conclude(self):
         if not self.statistical():
-            return [Check("call_independence", None, "statistical",
-                          detail=f"{self.run.units} positions: too few for a histogram of their kept counts "
-                                 f"(>= {3 * POOLED_EXPECTED} needed)")]
+            return [
+                Check(
+                    "call_independence",
+                    None,
+                    "statistical",
+                    detail=f"{self.run.units} positions: too few for a histogram of their kept counts "
+                    f"(>= {3 * POOLED_EXPECTED} needed)",
+                )
+            ]
         return [call_histogram_check(self.run.per_position, self.run.main_calls, self.cfg.reproduce())]
 
 
@@ -49,7 +56,7 @@ def call_histogram_check(per_position: np.ndarray, calls: int, reproduce: str) -
     expected = positions * binom.pmf(np.arange(calls + 1), calls, p_hat)
     observed_cells, expected_cells = [], []
     o = e = 0.0
-    for ov, ev in zip(hist, expected):
+    for ov, ev in zip(hist, expected, strict=True):
         o, e = o + ov, e + ev
         if e >= POOLED_EXPECTED:
             observed_cells.append(o)
@@ -60,15 +67,22 @@ def call_histogram_check(per_position: np.ndarray, calls: int, reproduce: str) -
         expected_cells[-1] += e
     df = len(expected_cells) - 2  # the total and p-hat are fitted
     if df < 1:
-        return Check(name, None, "statistical",
-                     detail=f"{positions} positions x {calls} calls: too few for a histogram test")
+        return Check(
+            name, None, "statistical", detail=f"{positions} positions x {calls} calls: too few for a histogram test"
+        )
     ob, ex = np.array(observed_cells), np.array(expected_cells)
     stat = float(np.sum((ob - ex) ** 2 / ex))
     worst = int(np.argmax(np.abs(ob - ex) / np.sqrt(ex)))
     return Check(
-        name, True, "statistical", float(chi2.sf(stat, df)), None, positions * calls,
+        name,
+        True,
+        "statistical",
+        float(chi2.sf(stat, df)),
+        None,
+        positions * calls,
         values={"chi2": stat, "df": df, "calls": calls},
         observed=f"chi2 {stat:.4g} on {df} df; largest cell {ob[worst]:.0f} positions vs {ex[worst]:.1f} expected",
         expected=f"kept counts per position ~ Binomial({calls}, {p_hat:.6g})",
         detail=f"histogram of {positions:,} positions' kept counts over {calls} calls, {len(ex)} cells",
-        reproduce=reproduce)
+        reproduce=reproduce,
+    )

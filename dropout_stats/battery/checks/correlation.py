@@ -28,6 +28,7 @@ along the first: rows) and, for the stateless contract, displacement 0 between c
 (seed_independence compares those masks) are left out, so every displacement is tested once.
 Tested in tests/test_correlation.py.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -41,7 +42,7 @@ from ..._exact import binom_upper_quantile
 from ...report import Check
 from . import Family
 
-ETA = 1e-50                         # chance that sum c^2 exceeds its bound (added to each p-value)
+ETA = 1e-50  # chance that sum c^2 exceeds its bound (added to each p-value)
 
 
 class Correlation(Family):
@@ -92,7 +93,7 @@ class Correlation(Family):
         z = np.abs(torus) / (math.sqrt(pairs_of_calls * n) * pq)
         z.flat[0] = 0.0 if within or skip else z.flat[0]  # lag 0 within a call is the variance
         for d in skip:
-            z[tuple(v % s for v, s in zip(d, shape))] = 0.0
+            z[tuple(v % s for v, s in zip(d, shape, strict=True))] = 0.0
         cell = np.unravel_index(int(np.argmax(z)), shape)
         tested = linear_displacements(shape, within) - (len(skip) // 2 if within else len(skip))
         if tested <= 0:
@@ -113,17 +114,23 @@ class Correlation(Family):
         d = [int(v) for v in d]
         what = "within a call" if within else "between consecutive calls"
         return Check(
-            name, True, "statistical", pv, None, pairs_of_calls * n,
+            name,
+            True,
+            "statistical",
+            pv,
+            None,
+            pairs_of_calls * n,
             values={"displacement": d, "correlation": s / (npairs * pq), "pairs": npairs, "tested": tested},
             observed=f"displacement {list(d)}: correlation {s / (npairs * pq):.4g} over {npairs:,} pairs "
-                     f"(z = {s / math.sqrt(npairs * pq * pq):.3g})",
+            f"(z = {s / math.sqrt(npairs * pq * pq):.3g})",
             expected=f"0 at every displacement {what} ({tested:,} tested)",
             detail=f"{'auto' if within else 'cross'}-correlation of mask {list(shape)} by FFT over "
-                   f"{len(masks)} calls; the most extreme displacement's linear pairs summed exactly, Freedman's "
-                   "bound, Bonferroni over the displacements"
-                   + (f"; {sorted(skip)} are the pair checks'" if within and skip else "")
-                   + ("" if within or not skip else "; displacement 0 is seed_independence's"),
-            reproduce=self.cfg.reproduce())
+            f"{len(masks)} calls; the most extreme displacement's linear pairs summed exactly, Freedman's "
+            "bound, Bonferroni over the displacements"
+            + (f"; {sorted(skip)} are the pair checks'" if within and skip else "")
+            + ("" if within or not skip else "; displacement 0 is seed_independence's"),
+            reproduce=self.cfg.reproduce(),
+        )
 
 
 def linear_displacements(shape, within: bool) -> int:
@@ -134,16 +141,16 @@ def linear_displacements(shape, within: bool) -> int:
 
 def pieces(cell, shape):
     """The linear displacements that wrap to ``cell`` on the torus: d_a or d_a - n_a per axis."""
-    options = [(c,) if c == 0 else (c, c - s) for c, s in zip(cell, shape)]
+    options = [(c,) if c == 0 else (c, c - s) for c, s in zip(cell, shape, strict=True)]
     return [list(d) for d in itertools.product(*options)]
 
 
 def linear_sum(masks, d, p: float, within: bool) -> tuple[float, int]:
     """sum of c[u] c'[u + d] over the positions where u + d stays inside the mask (no wrap),
     c from mask i and c' from the same mask (within) or from mask i + 1; exact from counts."""
-    first = tuple(slice(0, s - v) if v >= 0 else slice(-v, s) for v, s in zip(d, masks[0].shape))
-    second = tuple(slice(v, s) if v >= 0 else slice(0, s + v) for v, s in zip(d, masks[0].shape))
-    partners = zip(masks, masks) if within else zip(masks, masks[1:])
+    first = tuple(slice(0, s - v) if v >= 0 else slice(-v, s) for v, s in zip(d, masks[0].shape, strict=True))
+    second = tuple(slice(v, s) if v >= 0 else slice(0, s + v) for v, s in zip(d, masks[0].shape, strict=True))
+    partners = zip(masks, masks, strict=True) if within else zip(masks, masks[1:], strict=False)
     total, pairs = 0.0, 0
     for a, b in partners:
         x, y = a[first], b[second]
@@ -161,7 +168,7 @@ def kept_count_bound(masks, p: float) -> float:
     if q * q >= p * p:
         k = float(binom_upper_quantile(ETA, n, p))  # P(K > k) <= ETA (binom.isf says n at 1e-50)
     else:
-        k = float(binom.ppf(ETA, n, p))     # P(K < k) < ETA
+        k = float(binom.ppf(ETA, n, p))  # P(K < k) < ETA
     return p * q * (n * p * p + k * (q * q - p * p))
 
 

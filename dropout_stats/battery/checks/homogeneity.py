@@ -11,6 +11,7 @@ calls, G - 1 degrees of freedom, each entry in the run's Holm family; every expe
 holds thousands of draws at the default size, where the approximation holds far into the tail.
 Tested in tests/test_verify.py and tests/test_structure.py.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -29,8 +30,11 @@ class Homogeneity(Family):
 
     @property
     def names(self):
-        return ("homogeneity_blocks", "homogeneity_strided",
-                *[f"homogeneity_axis{a}" for a in range(len(self.run.unit_shape))])
+        return (
+            "homogeneity_blocks",
+            "homogeneity_strided",
+            *[f"homogeneity_axis{a}" for a in range(len(self.run.unit_shape))],
+        )
 
     def axes(self) -> list[int]:
         shape = self.run.unit_shape
@@ -54,7 +58,7 @@ class Homogeneity(Family):
         stride = min(GROUPS, positions)
         whole, rest = divmod(positions, stride)
         strided_k = flat[: whole * stride].reshape(whole, stride).sum(axis=0, dtype=np.int64)
-        strided_k[:rest] += flat[whole * stride:]
+        strided_k[:rest] += flat[whole * stride :]
         strided_n = np.full(stride, whole, dtype=np.int64)
         strided_n[:rest] += 1
         out.append(self.entry("homogeneity_strided", strided_k, strided_n * calls, f"positions mod {stride}"))
@@ -78,9 +82,15 @@ class Homogeneity(Family):
         pooled = kept.sum() / n.sum()
         worst = int(np.argmax(np.abs(kept / n - pooled)))
         return Check(
-            name, True, "statistical", r.pvalue, None, int(n.sum()),
+            name,
+            True,
+            "statistical",
+            r.pvalue,
+            None,
+            int(n.sum()),
             values={"chi2": r.statistic, "df": int(kept.size - 1)},
             observed=f"chi2 {r.statistic:.4g} on {kept.size - 1} df",
             expected=f"keep rate equal across {kept.size} {what}",
             detail=f"most extreme group {worst}: {kept[worst] / n[worst]:.6g} vs pooled {pooled:.6g}",
-            reproduce=self.cfg.reproduce())
+            reproduce=self.cfg.reproduce(),
+        )

@@ -15,6 +15,7 @@ configured rate feeds it (the probe's units, the seed checks' calls, the rate sw
 main sequence stops sooner.
 Tested in tests/test_verify.py (corpus) and tests/test_sequential.py (error rates).
 """
+
 from __future__ import annotations
 
 from ...binomial import proportion_ci
@@ -46,11 +47,15 @@ class KeepFraction(Family):
                 raise ValueError(
                     f"rate ({cfg.rate!r}): testing the keep probability {cfg.keep:.15g} for a discrepancy of "
                     f"{cfg.delta:.3g} (discrepancy=; by default 1% of min(keep, 1 - keep)) would take more than "
-                    "1e15 draws; pass a larger discrepancy") from None
+                    "1e15 draws; pass a larger discrepancy"
+                ) from None
             # the structure checks need enough draws to see a 4x larger effect
             self.min_n = min_num_samples_for_rate_test(
-                cfg.keep, min(4 * cfg.delta, 0.5 * max(cfg.keep, 1 - cfg.keep)), false_fail_rate=a,
-                false_pass_rate=cfg.beta)
+                cfg.keep,
+                min(4 * cfg.delta, 0.5 * max(cfg.keep, 1 - cfg.keep)),
+                false_fail_rate=a,
+                false_pass_rate=cfg.beta,
+            )
         return self.test
 
     def more(self) -> bool:
@@ -73,16 +78,27 @@ class KeepFraction(Family):
         cfg, test, run = self.cfg, self.test, self.run
         alpha_seq = run.alpha_seq
         if test.n == 0:  # every call's units had mixed fate (only with a noise shape): no draw to count
-            return [Check("keep_fraction", None, "statistical",
-                          detail=f"no draws: every call had units with kept and dropped elements "
-                                 f"(noise_shape {list(cfg.noise_shape)} ignored, see noise_shape_consistency)")]
+            return [
+                Check(
+                    "keep_fraction",
+                    None,
+                    "statistical",
+                    detail=f"no draws: every call had units with kept and dropped elements "
+                    f"(noise_shape {list(cfg.noise_shape)} ignored, see noise_shape_consistency)",
+                )
+            ]
         truncated = run.main_calls >= cfg.max_calls and test.n < test.n_max
         if test.verdict == "continue":
             test.stop()
-            run.findings.append(Finding(
-                "sample_size", f"shape {list(cfg.shape)} gives {run.units} draws per call: max_calls ({cfg.max_calls}) "
-                f"calls gave {test.n:,} draws of the {test.n_max:,} the design may need; the keep-fraction check "
-                "detects less than the requested discrepancy (its detail says how much)", test.n))
+            run.findings.append(
+                Finding(
+                    "sample_size",
+                    f"shape {list(cfg.shape)} gives {run.units} draws per call: max_calls ({cfg.max_calls}) "
+                    f"calls gave {test.n:,} draws of the {test.n_max:,} the design may need; the keep-fraction check "
+                    "detects less than the requested discrepancy (its detail says how much)",
+                    test.n,
+                )
+            )
         res = test.result()
         # the exact interval at the test's level (1 - 1e-15 at most: 1 - 1e-30 is 1.0 in floats)
         ci = proportion_ci(res.kept, res.n, confidence_level=1 - max(alpha_seq, 1e-15))
@@ -90,17 +106,29 @@ class KeepFraction(Family):
         # detects less, and then the detail says how much
         weaker = ""
         if truncated:
-            detectable = min_discrepancy_detectable(cfg.keep, res.n, false_fail_rate=alpha_seq,
-                                                    false_pass_rate=cfg.beta)
+            detectable = min_discrepancy_detectable(
+                cfg.keep, res.n, false_fail_rate=alpha_seq, false_pass_rate=cfg.beta
+            )
             weaker = f"; cut short by max_calls, the {res.n:,} draws used detect only +-{detectable:.3g}"
-        fixed_n = min_num_samples_for_rate_test(cfg.keep, cfg.delta, false_fail_rate=alpha_seq,
-                                                false_pass_rate=cfg.beta)
-        return [Check(
-            "keep_fraction", res.passed, "statistical", res.pvalue, alpha_seq, res.n,
-            observed=f"{res.kept}/{res.n} = {res.kept / res.n:.6g}",
-            expected=f"{cfg.keep:.10g}" + (" (1 - rate)" if cfg.strict_nominal else f" (exact for {cfg.dtype})"),
-            interval=(ci.low, ci.high),
-            values={"kept": res.kept, "n": res.n, "fraction": res.kept / res.n, "expected": cfg.keep},
-            detail=(f"sequential test: {res.reason}; designed to catch keep {cfg.keep:.6g} +- {cfg.delta:.3g} "
-                    f"with false-pass <= {cfg.beta:g} (fixed-n would need {fixed_n:,})" + weaker),
-            reproduce=cfg.reproduce())]
+        fixed_n = min_num_samples_for_rate_test(
+            cfg.keep, cfg.delta, false_fail_rate=alpha_seq, false_pass_rate=cfg.beta
+        )
+        return [
+            Check(
+                "keep_fraction",
+                res.passed,
+                "statistical",
+                res.pvalue,
+                alpha_seq,
+                res.n,
+                observed=f"{res.kept}/{res.n} = {res.kept / res.n:.6g}",
+                expected=f"{cfg.keep:.10g}" + (" (1 - rate)" if cfg.strict_nominal else f" (exact for {cfg.dtype})"),
+                interval=(ci.low, ci.high),
+                values={"kept": res.kept, "n": res.n, "fraction": res.kept / res.n, "expected": cfg.keep},
+                detail=(
+                    f"sequential test: {res.reason}; designed to catch keep {cfg.keep:.6g} +- {cfg.delta:.3g} "
+                    f"with false-pass <= {cfg.beta:g} (fixed-n would need {fixed_n:,})" + weaker
+                ),
+                reproduce=cfg.reproduce(),
+            )
+        ]

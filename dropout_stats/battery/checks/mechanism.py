@@ -11,6 +11,7 @@ the backend's other stream instead (TensorFlow's XLA stream), the detail says so
 applicable to the stateful contract or with reference=None: threshold_nesting and
 threshold_flips carry the proof there.  Tested in tests/test_verify.py.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -37,12 +38,20 @@ class Mechanism(Family):
     def after_main(self) -> None:
         cfg, run = self.cfg, self.run
         if cfg.stateful:
-            self.check = Check("mechanism", None, detail="stateful contract: no seed to reproduce the uniform; the "
-                               "threshold structure shows in the rate and scale checks")
+            self.check = Check(
+                "mechanism",
+                None,
+                detail="stateful contract: no seed to reproduce the uniform; the "
+                "threshold structure shows in the rate and scale checks",
+            )
             return
         if cfg.reference is None:
-            self.check = Check("mechanism", None, detail="reference=None: the implementation has its own RNG; "
-                               "threshold_nesting and threshold_flips carry the proof")
+            self.check = Check(
+                "mechanism",
+                None,
+                detail="reference=None: the implementation has its own RNG; "
+                "threshold_nesting and threshold_flips carry the proof",
+            )
             return
         backend, ref = run.backend, cfg.reference
         other_ref = backend.other_reference(ref)
@@ -52,26 +61,36 @@ class Mechanism(Family):
             masks.append((self.probe.mask.shape, self.probe.seed, self.probe.mask))
 
         def differ(stream):
-            return sum(int(np.count_nonzero(backend.reference_keep(shape, seed, cfg.dtype, cfg.rate, stream) != got))
-                       for shape, seed, got in masks)
+            return sum(
+                int(np.count_nonzero(backend.reference_keep(shape, seed, cfg.dtype, cfg.rate, stream) != got))
+                for shape, seed, got in masks
+            )
 
         mismatches, total = differ(ref), sum(got.size for _, _, got in masks)
         cfg.samples += total
         detail = ""
         if mismatches:
-            detail = (f"{mismatches:,} of {total:,} positions differ from "
-                      f"stateless_uniform(shape, seed, {cfg.dtype}) >= rate")
+            detail = (
+                f"{mismatches:,} of {total:,} positions differ from stateless_uniform(shape, seed, {cfg.dtype}) >= rate"
+            )
             # the other stream is named only if every compared mask is that stream's, all of it
             if other_ref is not None and differ(other_ref) == 0:
                 detail += "; " + backend.stream_note(ref, other_ref)
-                run.later(run.findings.append, Finding("xla_stream", detail,
-                                                       "xla" if other_ref == "tensorflow-xla" else "eager"))
+                run.later(
+                    run.findings.append,
+                    Finding("xla_stream", detail, "xla" if other_ref == "tensorflow-xla" else "eager"),
+                )
         xla = ref == "tensorflow-xla"
         self.check = Check(
-            "mechanism", mismatches == 0, samples=total, observed=f"{mismatches} mismatches",
+            "mechanism",
+            mismatches == 0,
+            samples=total,
+            observed=f"{mismatches} mismatches",
             values={"mismatches": mismatches, "compared": total},
             expected=f"kept == ({'XLA ' if xla else ''}stateless_uniform >= fl(rate)), bit for bit",
-            detail=detail, reproduce=cfg.reproduce(f"seed pairs {[list(seed) for _, seed, _ in masks]}"))
+            detail=detail,
+            reproduce=cfg.reproduce(f"seed pairs {[list(seed) for _, seed, _ in masks]}"),
+        )
 
     def conclude(self):
         return [self.check]

@@ -12,16 +12,16 @@ exact binomial test of the probe's 65,536 kept units, in the run's Holm family (
 explicit noise shape the keep-fraction check already counts units: not applicable, no share of
 the budget).  Consistent probe units also feed the keep-fraction test.  Tested in tests/test_verify.py.
 """
+
 from __future__ import annotations
 
 import math
-
 
 from ...binomial import rate_test
 from ...report import Check
 from . import Family
 
-PROBE_UNITS = 1 << 16               # units the noise-shape probe draws
+PROBE_UNITS = 1 << 16  # units the noise-shape probe draws
 
 
 class NoiseShape(Family):
@@ -31,7 +31,7 @@ class NoiseShape(Family):
 
     def __init__(self, run):
         super().__init__(run)
-        self.inconsistent, self.units = 0, 0   # over every call with the configured noise shape
+        self.inconsistent, self.units = 0, 0  # over every call with the configured noise shape
         self.tally = {"inconsistent": 0, "kept": 0, "n": 0}
 
     def applies(self) -> bool:
@@ -68,28 +68,46 @@ class NoiseShape(Family):
     def conclude(self):
         cfg = self.cfg
         if cfg.noise_shape is not None:
-            return [self.consistency(self.inconsistent, self.units, cfg.noise_shape),
-                    Check("noise_shape_units", None, "statistical",
-                          detail="the keep_fraction check counts the units (one draw per broadcast unit)")]
+            return [
+                self.consistency(self.inconsistent, self.units, cfg.noise_shape),
+                Check(
+                    "noise_shape_units",
+                    None,
+                    "statistical",
+                    detail="the keep_fraction check counts the units (one draw per broadcast unit)",
+                ),
+            ]
         shape, noise = cfg.probe
         kept, n = self.tally["kept"], self.tally["n"]
         check = self.consistency(self.tally["inconsistent"], n, noise)
         r = rate_test(kept, n, cfg.keep)
         units = Check(
-            "noise_shape_units", True, "statistical", r.pvalue, None, n,
+            "noise_shape_units",
+            True,
+            "statistical",
+            r.pvalue,
+            None,
+            n,
             values={"kept": kept, "n": n, "fraction": kept / n, "expected": cfg.keep},
-            observed=f"{kept}/{n} units kept = {kept / n:.6g}", expected=f"{cfg.keep:.10g}",
+            observed=f"{kept}/{n} units kept = {kept / n:.6g}",
+            expected=f"{cfg.keep:.10g}",
             detail=f"x {list(shape)}, noise_shape {list(noise)}: one draw per unit, {self.calls} "
-                   f"call{'s' if self.calls > 1 else ''}",
-            reproduce=cfg.reproduce(f"x of shape {list(shape)}, noise_shape={list(noise)}"))
+            f"call{'s' if self.calls > 1 else ''}",
+            reproduce=cfg.reproduce(f"x of shape {list(shape)}, noise_shape={list(noise)}"),
+        )
         return [check, units]
 
     def consistency(self, inconsistent: int, units: int, noise_shape) -> Check:
-        return Check("noise_shape_consistency", inconsistent == 0, samples=units,
-                     values={"inconsistent": inconsistent, "units": units},
-                     observed=f"{inconsistent} of {units:,} units with mixed fate",
-                     expected="every element of a broadcast unit kept or dropped together",
-                     detail="" if inconsistent == 0 else
-                     f"noise_shape {list(noise_shape)} ignored or misapplied: {inconsistent} units have kept "
-                     "and dropped elements",
-                     reproduce=self.cfg.reproduce(f"noise_shape={list(noise_shape)}"))
+        return Check(
+            "noise_shape_consistency",
+            inconsistent == 0,
+            samples=units,
+            values={"inconsistent": inconsistent, "units": units},
+            observed=f"{inconsistent} of {units:,} units with mixed fate",
+            expected="every element of a broadcast unit kept or dropped together",
+            detail=""
+            if inconsistent == 0
+            else f"noise_shape {list(noise_shape)} ignored or misapplied: {inconsistent} units have kept "
+            "and dropped elements",
+            reproduce=self.cfg.reproduce(f"noise_shape={list(noise_shape)}"),
+        )

@@ -12,6 +12,7 @@ Disjoint pairs are independent of each other under the null, so each table's exa
 valid; together the pairings cover every adjacent pair, so the autocorrelation check leaves
 these two lags to this one.  Tested in tests/test_verify.py and tests/test_structure.py.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -47,16 +48,23 @@ class Pairs(Family):
     def conclude(self):
         shape = self.run.unit_shape
         planned = self.statistical()
-        return [self.entry(name, axis) for name, axis in (("row_independence", 0),
-                                                          ("neighbour_independence", len(shape) - 1))
-                if name in planned]
+        return [
+            self.entry(name, axis)
+            for name, axis in (("row_independence", 0), ("neighbour_independence", len(shape) - 1))
+            if name in planned
+        ]
 
     def entry(self, name: str, axis: int) -> Check:
         """Fisher on each pairing, Bonferroni over the two (disjoint pairs are independent)."""
-        checks = [table_check(name, self.tables.get((axis, o)),
-                              f"pairs along axis {axis} ({'(0,1), (2,3)' if o == 0 else '(1,2), (3,4)'}, ...)",
-                              self.cfg.reproduce())
-                  for o in (0, 1)]
+        checks = [
+            table_check(
+                name,
+                self.tables.get((axis, o)),
+                f"pairs along axis {axis} ({'(0,1), (2,3)' if o == 0 else '(1,2), (3,4)'}, ...)",
+                self.cfg.reproduce(),
+            )
+            for o in (0, 1)
+        ]
         tested = [c for c in checks if c.pvalue is not None]
         if not tested:
             return checks[0]
@@ -83,11 +91,11 @@ def accumulate_pairs(tables: dict, m: np.ndarray, kept: int) -> None:
                 # neighbours along the contiguous last axis: read each pair as one uint16
                 # (little-endian: bit 0 is the first of the pair, bit 8 the second)
                 whole = o == 0 and length == m.shape[-1]
-                v = (m if whole else np.ascontiguousarray(m[..., o:o + length])).view(np.uint16)
+                v = (m if whole else np.ascontiguousarray(m[..., o : o + length])).view(np.uint16)
                 first = int(np.count_nonzero(v & np.uint16(0x0001)))
                 second = kept - first if whole else int(np.count_nonzero(v & np.uint16(0x0100)))
                 table += (int(np.count_nonzero(v == 0x0101)), first, second, v.size)
                 continue
-            view = np.moveaxis(m, axis, 0)[o:o + length]
+            view = np.moveaxis(m, axis, 0)[o : o + length]
             pairs = view.reshape((length // 2, 2) + view.shape[1:])  # contiguous halves when axis == 0
             accumulate_table(table, pairs[:, 0], pairs[:, 1])

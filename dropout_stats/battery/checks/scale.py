@@ -18,6 +18,7 @@ its rate, its structure and its independence from x (value_independence, call_in
 E[y] is fixed; the design's bias against E[x] is reported as the mean_bias finding, with the
 ratio measured on fn's own outputs.
 """
+
 from __future__ import annotations
 
 from fractions import Fraction
@@ -29,13 +30,16 @@ from ...report import Check, Finding
 from . import Family
 from ._common import abs_sum, as_float64
 
-GATHER = 200_000                    # kept values kept per rate from failing calls, for the detail
-MEAN_ELEMENTS = 1_000_000           # elements of the main calls in the measured mean ratio
+GATHER = 200_000  # kept values kept per rate from failing calls, for the detail
+MEAN_ELEMENTS = 1_000_000  # elements of the main calls in the measured mean ratio
 
 
 def formula_text(f) -> str:
-    return {"multiply": f"x * {f.factor!r} (fl(1/(1-rate)))", "divide": f"x / {f.factor!r} (1 - fl(rate))",
-            "exact": "x / (1 - rate) correctly rounded"}[f.formula]
+    return {
+        "multiply": f"x * {f.factor!r} (fl(1/(1-rate)))",
+        "divide": f"x / {f.factor!r} (1 - fl(rate))",
+        "exact": "x / (1 - rate) correctly rounded",
+    }[f.formula]
 
 
 class Scale(Family):
@@ -45,14 +49,15 @@ class Scale(Family):
 
     def __init__(self, run):
         super().__init__(run)
-        self.rates = {}        # rate -> {"formula", "values", "calls", "xs", "ys", "gathered"}
-        self.wants = {}        # (rate, formula, id of x) -> expected bits
+        self.rates = {}  # rate -> {"formula", "values", "calls", "xs", "ys", "gathered"}
+        self.wants = {}  # (rate, formula, id of x) -> expected bits
         self.abs_total, self.mean_calls = 0.0, 0
         run.scale_formula = None
 
     def observe(self, call) -> None:
-        st = self.rates.setdefault(call.rate, {"formula": None, "values": 0, "calls": 0, "bad": 0,
-                                               "xs": [], "ys": [], "gathered": 0})
+        st = self.rates.setdefault(
+            call.rate, {"formula": None, "values": 0, "calls": 0, "bad": 0, "xs": [], "ys": [], "gathered": 0}
+        )
         st["calls"] += 1
         st["values"] += call.kept_elements
         if call.purpose == "main" and self.mean_calls * call.y.size < MEAN_ELEMENTS:
@@ -102,14 +107,26 @@ class Scale(Family):
         if own is None:
             return [Check("scale", None, detail="no kept values to check")]
         self.run.scale_formula = own
-        self.run.findings.append(Finding("scale_formula", f"{cfg.dtype}: kept values are {formula_text(own)} "
-                                         f"(formula {own.formula!r})", own.formula))
+        self.run.findings.append(
+            Finding(
+                "scale_formula",
+                f"{cfg.dtype}: kept values are {formula_text(own)} (formula {own.formula!r})",
+                own.formula,
+            )
+        )
         self.mean_finding(own)
         rates = ", ".join(f"{r:g}" for r in sorted(self.rates))
-        return [Check("scale", True, samples=checked, observed=f"every kept value = {formula_text(own)}",
-                      expected="one reference formula, bit for bit, at each call's rate",
-                      detail=f"{checked:,} kept values of {sum(st['calls'] for st in self.rates.values())} calls "
-                             f"at rates {rates}; formula {own.formula!r}")]
+        return [
+            Check(
+                "scale",
+                True,
+                samples=checked,
+                observed=f"every kept value = {formula_text(own)}",
+                expected="one reference formula, bit for bit, at each call's rate",
+                detail=f"{checked:,} kept values of {sum(st['calls'] for st in self.rates.values())} calls "
+                f"at rates {rates}; formula {own.formula!r}",
+            )
+        ]
 
     def failure(self, rate, st) -> Check:
         """The calls at ``rate`` that no formula matched: the closest formula and its distance."""
@@ -129,13 +146,18 @@ class Scale(Family):
         f, mismatch, ulp, n = min(results, key=lambda r: (r[2], r[1]))
         ratio = got / as_float64(xs)
         return Check(
-            "scale", False, samples=sum(s["values"] for s in self.rates.values()),
+            "scale",
+            False,
+            samples=sum(s["values"] for s in self.rates.values()),
             observed=f"{mismatch:,}/{n:,} differ from the closest formula ({f.formula}) at rate {rate:g}",
             expected="x*fl(1/(1-rate)), x/(1-fl(rate)) or round(x/(1-rate))",
-            detail=(f"at rate {rate:g}, {st['bad']} of {st['calls']} calls: no formula matches every kept value; "
-                    f"closest {f.formula!r}: {mismatch:,} of {n:,} differ, largest distance {ulp} ULP; y/x ranges "
-                    f"over [{ratio.min():.9g}, {ratio.max():.9g}] where 1/(1-rate) = {1 / (1 - rate):.9g}"),
-            reproduce=cfg.reproduce(f"rate {rate:g}"))
+            detail=(
+                f"at rate {rate:g}, {st['bad']} of {st['calls']} calls: no formula matches every kept value; "
+                f"closest {f.formula!r}: {mismatch:,} of {n:,} differ, largest distance {ulp} ULP; y/x ranges "
+                f"over [{ratio.min():.9g}, {ratio.max():.9g}] where 1/(1-rate) = {1 / (1 - rate):.9g}"
+            ),
+            reproduce=cfg.reproduce(f"rate {rate:g}"),
+        )
 
     @staticmethod
     def merge(failures) -> Check:
@@ -153,7 +175,8 @@ class Scale(Family):
         ax_sum = abs_sum(x_np)
         ideal = Fraction(1) / (1 - Fraction(cfg.rate))
         factor = {"multiply": Fraction(formula.factor), "divide": 1 / Fraction(formula.factor)}.get(
-            formula.formula, ideal)
+            formula.formula, ideal
+        )
         design = float(Fraction(cfg.keep) / (1 - Fraction(cfg.rate)) * factor / ideal)
         if abs(design - 1) < 1e-6:  # not worth a line (float32's keep probability is off by 6e-8)
             return
@@ -163,7 +186,15 @@ class Scale(Family):
         if abs(float(factor / ideal) - 1) > 1e-12:  # beyond the double rounding of rate itself
             parts.append(f"kept values scaled by {float(factor):.8g} instead of 1/(1-rate) = {float(ideal):.8g}")
         measured = self.abs_total / (self.mean_calls * ax_sum)
-        self.run.findings.append(Finding(
-            "mean_bias", f"{cfg.dtype} at rate {cfg.rate}: with this keep probability and this scale factor "
-            f"E[y]/E[x] = {design:.8g} before each value's rounding, biased by {design - 1:+.3g} relative ({'; '.join(parts)})", design - 1,
-            measured=f"sum|y|/sum|x| = {measured:.6g} over {self.mean_calls * x_np.size:,} elements of fn's outputs"))
+        self.run.findings.append(
+            Finding(
+                "mean_bias",
+                f"{cfg.dtype} at rate {cfg.rate}: with this keep probability and this scale factor "
+                f"E[y]/E[x] = {design:.8g} before each value's rounding, biased by {design - 1:+.3g} relative "
+                f"({'; '.join(parts)})",
+                design - 1,
+                measured=(
+                    f"sum|y|/sum|x| = {measured:.6g} over {self.mean_calls * x_np.size:,} elements of fn's outputs"
+                ),
+            )
+        )

@@ -11,6 +11,7 @@ seed_independence is Fisher's exact test on the 2 x 2 tables of masks from neigh
 ((s, i) against (s, i + 1), (s + 1, i), and (s + 1, i) against (s, i + 1)), Bonferroni over the
 three, in the run's Holm family.  Stateless contract only.  Tested in tests/test_verify.py.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -44,8 +45,7 @@ class Seeds(Family):
         # determinism on a small input: the same seed twice
         x, x_np, ns = run.small_input()
         for i in range(2):
-            run.call("seed_repeat", cfg.rate, run.seed_pair(0, offset=3), ns, x=x, x_np=x_np, index=i,
-                     fresh=i == 0)
+            run.call("seed_repeat", cfg.rate, run.seed_pair(0, offset=3), ns, x=x, x_np=x_np, index=i, fresh=i == 0)
 
     def more(self) -> bool:
         return self.run.main_calls < self.run.store_limit  # every seed_other call gets its partners
@@ -62,12 +62,16 @@ class Seeds(Family):
         uint = run.fmt.uint
         same = np.array_equal(y0.view(uint), y0b.view(uint))
         return Check(
-            "seed_determinism", same, samples=2 * y0.size,
+            "seed_determinism",
+            same,
+            samples=2 * y0.size,
             observed="identical" if same else "different outputs",
             expected="the same seed gives the same output",
             detail="" if same else f"two calls with seed {list(run.seed_pair(0, offset=3))} differ",
-            reproduce=cfg.reproduce(f"fn(x[:{y0.shape[0]}], {cfg.rate}, seed={list(run.seed_pair(0, offset=3))}) "
-                                    "twice"))
+            reproduce=cfg.reproduce(
+                f"fn(x[:{y0.shape[0]}], {cfg.rate}, seed={list(run.seed_pair(0, offset=3))}) twice"
+            ),
+        )
 
     def independence(self) -> Check:
         cfg = self.cfg
@@ -83,9 +87,15 @@ class Seeds(Family):
         worst = int(np.argmin([r[0] for r in results]))
         p = min(1.0, min(r[0] for r in results) * 3)  # Bonferroni over the three comparisons
         return Check(
-            "seed_independence", True, "statistical", p, None, int(sum(t[3] for t in tables)),
-            values={"agreement": results[worst][1], "expected": cfg.keep ** 2 + (1 - cfg.keep) ** 2},
+            "seed_independence",
+            True,
+            "statistical",
+            p,
+            None,
+            int(sum(t[3] for t in tables)),
+            values={"agreement": results[worst][1], "expected": cfg.keep**2 + (1 - cfg.keep) ** 2},
             observed=f"agreement {results[worst][1]:.6g} ({labels[worst]})",
-            expected=f"{cfg.keep ** 2 + (1 - cfg.keep) ** 2:.6g} = p^2 + q^2 (independent masks)",
+            expected=f"{cfg.keep**2 + (1 - cfg.keep) ** 2:.6g} = p^2 + q^2 (independent masks)",
             detail=f"Fisher exact on the 2x2 tables of masks from neighbouring seeds; smallest p at {labels[worst]}",
-            reproduce=cfg.reproduce())
+            reproduce=cfg.reproduce(),
+        )

@@ -1,9 +1,9 @@
 """threshold_nesting and threshold_flips: the mask is a threshold of one uniform per unit.
 
 Detects a mask that is not one uniform draw per unit compared with the rate: a different draw
-per rate, another rule at some rates, a uniform too coarse for the rate.  One seed, a sweep of rates (rate / 2, rate, (1 + rate) / 2) on the input's first rows (about
-65,000 elements): a unit kept at a higher rate must
-be kept at every lower one (nesting), and the share of units that flip between two rates must
+per rate, another rule at some rates, a uniform too coarse for the rate.  One seed, a sweep of
+rates (rate / 2, rate, (1 + rate) / 2) on the input's first rows (about 65,000 elements): a unit
+kept at a higher rate must be kept at every lower one (nesting), and the share of units that flip between two rates must
 be keep(lower) - keep(higher) (flips).  This is the black-box proof of the ``U >= rate``
 mechanism when no reference stream applies (reference=None, another framework's RNG).
 Only these catch: ``corpus.redraws_above_half`` (a fresh uniform for rates above 0.5: right at
@@ -12,6 +12,7 @@ Tests: nesting is exact (any violation fails); flips is the exact binomial test 
 Bonferroni inside, in the run's Holm family.  Stateless contract only.  Tested in
 tests/test_verify.py.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -58,15 +59,17 @@ class Threshold(Family):
     def conclude(self):
         cfg = self.cfg
         if not self.masks:
-            return [Check("threshold_nesting", None, detail="no rate sweep possible here"),
-                    Check("threshold_flips", None, "statistical", detail="no rate sweep")]
+            return [
+                Check("threshold_nesting", None, detail="no rate sweep possible here"),
+                Check("threshold_flips", None, "statistical", detail="no rate sweep"),
+            ]
         rates = sorted(self.masks)
         keep = {r: self.run.keep_of(r) for r in rates}
         violations, total = 0, 0
         flips_p, details = [], []
-        for lo, hi in zip(rates, rates[1:]):
+        for lo, hi in zip(rates, rates[1:], strict=False):
             flips, size = 0, 0
-            for a, b in zip(self.masks[lo], self.masks[hi]):
+            for a, b in zip(self.masks[lo], self.masks[hi], strict=True):
                 kept_lo, kept_hi, both = (int(np.count_nonzero(v)) for v in (a, b, a & b))
                 violations += kept_hi - both  # kept at the higher rate, dropped at the lower
                 flips += kept_lo - both
@@ -77,15 +80,25 @@ class Threshold(Family):
             total += size
             details.append(f"{lo:.4g}->{hi:.4g}: {flips}/{size} flipped, expected share {share:.6g}")
         nesting = Check(
-            "threshold_nesting", violations == 0, samples=total, values={"violations": violations},
+            "threshold_nesting",
+            violations == 0,
+            samples=total,
+            values={"violations": violations},
             observed=f"{violations} positions kept at a higher rate but dropped at a lower one",
             expected="kept(higher rate) is a subset of kept(lower rate) for one seed",
             detail="" if violations == 0 else "the mask is not a threshold of one uniform draw per position",
-            reproduce=cfg.reproduce(f"rates {rates}, seed {list(self.run.seed_pair(0, offset=4))}"))
+            reproduce=cfg.reproduce(f"rates {rates}, seed {list(self.run.seed_pair(0, offset=4))}"),
+        )
         flips = Check(
-            "threshold_flips", True, "statistical", min(1.0, min(flips_p) * len(flips_p)), None, total,
+            "threshold_flips",
+            True,
+            "statistical",
+            min(1.0, min(flips_p) * len(flips_p)),
+            None,
+            total,
             observed=f"{len(details)} rate pair{'s' if len(details) > 1 else ''}",
             expected="flip share = keep(lower) - keep(higher)",
             detail="exact binomial test per rate pair (Bonferroni inside): " + "; ".join(details),
-            reproduce=cfg.reproduce())
+            reproduce=cfg.reproduce(),
+        )
         return [nesting, flips]

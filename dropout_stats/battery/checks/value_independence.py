@@ -10,6 +10,7 @@ across 8 equal bins of |x|'s bit patterns, Bonferroni inside, in the run's Holm 
 one draw per element (no noise shape).  Tested in tests/test_verify.py and
 tests/test_battery_checks.py (the groups against plain numpy).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -19,7 +20,7 @@ from ...structure import trend_test
 from . import Family
 from ._common import fisher
 
-VALUE_BINS = 8                      # bins of |x| for the trend
+VALUE_BINS = 8  # bins of |x| for the trend
 
 
 class ValueIndependence(Family):
@@ -58,13 +59,29 @@ class ValueIndependence(Family):
             pvalues.append(t.pvalue)
             parts.append(f"trend z = {t.statistic:.3g} across {np.count_nonzero(nb)} bins of |x|")
         if not pvalues:
-            return [Check("value_independence", None, "statistical",
-                          detail="x has one sign and one magnitude: nothing to compare")]
-        return [Check(
-            "value_independence", True, "statistical", min(1.0, min(pvalues) * len(pvalues)), None, n_all,
-            observed="; ".join(parts), expected="keep rate independent of x's sign and magnitude",
-            detail="Fisher exact test on kept against the sign of x, Cochran-Armitage trend across bins of |x| "
-                   "(Bonferroni inside)", reproduce=self.cfg.reproduce())]
+            return [
+                Check(
+                    "value_independence",
+                    None,
+                    "statistical",
+                    detail="x has one sign and one magnitude: nothing to compare",
+                )
+            ]
+        return [
+            Check(
+                "value_independence",
+                True,
+                "statistical",
+                min(1.0, min(pvalues) * len(pvalues)),
+                None,
+                n_all,
+                observed="; ".join(parts),
+                expected="keep rate independent of x's sign and magnitude",
+                detail="Fisher exact test on kept against the sign of x, Cochran-Armitage trend across bins of |x| "
+                "(Bonferroni inside)",
+                reproduce=self.cfg.reproduce(),
+            )
+        ]
 
 
 def value_groups(x: np.ndarray, fmt) -> tuple[np.ndarray, np.ndarray]:

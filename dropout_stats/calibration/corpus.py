@@ -6,6 +6,7 @@ catches it and that the rest of the battery does not).
 STATELESS and STATEFUL entries: (name, fn, the checks of which at least one must fail, verify()
 keyword arguments).  FAMILY_DEFECTS: family name -> (fn, stateful, verify() keyword arguments).
 """
+
 import tensorflow as tf
 
 sd = tf.nn.experimental.stateless_dropout
@@ -62,16 +63,18 @@ def tail_reused(x, rate, seed, noise_shape=None):
     part = n // 8
     u = tf.reshape(_uniform(x, seed, shape), [-1])
     prev = tf.reshape(_uniform(x, tf.stack([seed[0], seed[1] - 1]), shape), [-1])
-    u = tf.concat([prev[n // 2: n // 2 + part], u[part:]], 0)
+    u = tf.concat([prev[n // 2 : n // 2 + part], u[part:]], 0)
     return _keep(x, tf.reshape(u, shape), rate, rate)
 
 
 def _with_backward(forward, backward):
     """y = forward(x), with dL/dx = backward(dL/dy, y) instead of the true gradient."""
+
     @tf.custom_gradient
     def f(t):
         y = forward(t)
         return y, lambda up: backward(up, y)
+
     return f
 
 
@@ -79,20 +82,25 @@ def backward_other_seed(x, rate, seed, noise_shape=None):
     """the backward pass drops with the next seed (an RNG offset not replayed): a good mask, not
     the forward's"""
     other = tf.stack([seed[0], seed[1] + 1])
-    return _with_backward(lambda t: sd(t, rate, seed=seed, noise_shape=noise_shape),
-                          lambda up, y: sd(up, rate, seed=other, noise_shape=noise_shape))(x)
+    return _with_backward(
+        lambda t: sd(t, rate, seed=seed, noise_shape=noise_shape),
+        lambda up, y: sd(up, rate, seed=other, noise_shape=noise_shape),
+    )(x)
 
 
 def backward_unscaled(x, rate, seed, noise_shape=None):
     """the backward pass applies the mask but not 1 / (1 - rate)"""
-    return _with_backward(lambda t: sd(t, rate, seed=seed, noise_shape=noise_shape),
-                          lambda up, y: tf.where(y != 0, up, tf.zeros_like(up)))(x)
+    return _with_backward(
+        lambda t: sd(t, rate, seed=seed, noise_shape=noise_shape), lambda up, y: tf.where(y != 0, up, tf.zeros_like(up))
+    )(x)
 
 
 def backward_scaled_by_rate(x, rate, seed, noise_shape=None):
     """the backward pass scales by the rate instead of 1 / (1 - rate) (NVIDIA/apex#816)"""
-    return _with_backward(lambda t: sd(t, rate, seed=seed, noise_shape=noise_shape),
-                          lambda up, y: tf.where(y != 0, up * tf.cast(rate, up.dtype), tf.zeros_like(up)))(x)
+    return _with_backward(
+        lambda t: sd(t, rate, seed=seed, noise_shape=noise_shape),
+        lambda up, y: tf.where(y != 0, up * tf.cast(rate, up.dtype), tf.zeros_like(up)),
+    )(x)
 
 
 def recomputed_stateful(x, rate, noise_shape=None):
@@ -201,8 +209,9 @@ _pair = {}
 def alternating_masks(x, rate, noise_shape=None):
     """two masks drawn once, returned in turn: successive calls differ, every other one repeats"""
     key = (tuple(x.shape), rate, x.dtype.name, str(noise_shape))
-    masks, turn = _pair.setdefault(key, ([tf.nn.dropout(tf.ones_like(x), rate, noise_shape=noise_shape) != 0
-                                          for _ in range(2)], [0]))
+    masks, turn = _pair.setdefault(
+        key, ([tf.nn.dropout(tf.ones_like(x), rate, noise_shape=noise_shape) != 0 for _ in range(2)], [0])
+    )
     turn[0] += 1
     return tf.where(masks[turn[0] % 2], x * tf.cast(1 / (1 - rate), x.dtype), tf.zeros_like(x))
 
@@ -342,10 +351,12 @@ def keras_layer_defects() -> dict:
             self.ready.assign(1.0)
             return keras.ops.where(mask > 0, x / keras.ops.cast(1 - self.rate, x.dtype), keras.ops.zeros_like(x))
 
-    return {"drops at inference": (DropsAtInference, "inference_identity"),
-            "an omitted training flag means training": (OmittedTrainingIsTraining, "inference_identity"),
-            "rate 0 after one inference call": (RateZeroAfterInference, "mode_transitions"),
-            "the first mask on every call": (CachesFirstMask, "cross_correlation")}
+    return {
+        "drops at inference": (DropsAtInference, "inference_identity"),
+        "an omitted training flag means training": (OmittedTrainingIsTraining, "inference_identity"),
+        "rate 0 after one inference call": (RateZeroAfterInference, "mode_transitions"),
+        "the first mask on every call": (CachesFirstMask, "cross_correlation"),
+    }
 
 
 def keras_recurrent_defects() -> dict:
@@ -410,16 +421,19 @@ def keras_recurrent_defects() -> dict:
         def make(units, dropout, recurrent_dropout, seed, return_sequences, dtype=None):
             cell = cell_cls(units, dropout=dropout, recurrent_dropout=recurrent_dropout, seed=seed, dtype=dtype)
             return keras.layers.RNN(cell, return_sequences=return_sequences, dtype=dtype)
+
         make.__qualname__ = f"RNN({cell_cls.__name__})"
         return make
 
-    return {"correct": (layer_cls(Correct), None),
-            "recurrent mask at the input rate": (layer_cls(RecurrentAtInputRate), "recurrent_keep_rate"),
-            "a fresh input mask at every step": (layer_cls(InputMaskPerStep), "input_time_sharing"),
-            "one input mask for the whole batch": (layer_cls(OneMaskForTheBatch), "input_batch_independence"),
-            "drops at inference": (layer_cls(DropsAtInference), "inference_identity"),
-            "the first call's masks on every call": (layer_cls(NeverResets), "input_call_independence"),
-            "recurrent mask not scaled": (layer_cls(UnscaledRecurrent), "recurrent_scale")}
+    return {
+        "correct": (layer_cls(Correct), None),
+        "recurrent mask at the input rate": (layer_cls(RecurrentAtInputRate), "recurrent_keep_rate"),
+        "a fresh input mask at every step": (layer_cls(InputMaskPerStep), "input_time_sharing"),
+        "one input mask for the whole batch": (layer_cls(OneMaskForTheBatch), "input_batch_independence"),
+        "drops at inference": (layer_cls(DropsAtInference), "inference_identity"),
+        "the first call's masks on every call": (layer_cls(NeverResets), "input_call_independence"),
+        "recurrent mask not scaled": (layer_cls(UnscaledRecurrent), "recurrent_scale"),
+    }
 
 
 def keras_attention_defects() -> dict:
@@ -494,7 +508,9 @@ def keras_attention_defects() -> dict:
             def f(t):
                 def grad(dy):
                     return self.drop(dy)
+
                 return self.drop(t), grad
+
             return f(x)
 
     def layer_cls(drop_cls):
@@ -505,14 +521,17 @@ def keras_attention_defects() -> dict:
 
         def make(num_heads, key_dim, dropout, seed, dtype=None):
             return Attention(num_heads=num_heads, key_dim=key_dim, dropout=dropout, seed=seed, dtype=dtype)
+
         make.__qualname__ = f"MultiHeadAttention({drop_cls.__name__})"
         return make
 
-    return {"correct": (layer_cls(_Drop), None),
-            "one mask for every head": (layer_cls(HeadsShareMask), "head_independence"),
-            "one mask row for every query": (layer_cls(QueriesShareMask), "query_independence"),
-            "whole key rows dropped": (layer_cls(WholeKeysDropped), "key_independence"),
-            "the same mask on every call": (layer_cls(SameMaskEveryCall), "call_independence"),
-            "kept probabilities not scaled": (layer_cls(Unscaled), "scale"),
-            "drops at inference": (layer_cls(DropsAtInference), "inference_identity"),
-            "the gradient's own mask": (layer_cls(BackwardOtherMask), "backward_mask")}
+    return {
+        "correct": (layer_cls(_Drop), None),
+        "one mask for every head": (layer_cls(HeadsShareMask), "head_independence"),
+        "one mask row for every query": (layer_cls(QueriesShareMask), "query_independence"),
+        "whole key rows dropped": (layer_cls(WholeKeysDropped), "key_independence"),
+        "the same mask on every call": (layer_cls(SameMaskEveryCall), "call_independence"),
+        "kept probabilities not scaled": (layer_cls(Unscaled), "scale"),
+        "drops at inference": (layer_cls(DropsAtInference), "inference_identity"),
+        "the gradient's own mask": (layer_cls(BackwardOtherMask), "backward_mask"),
+    }

@@ -6,6 +6,7 @@ false-alarm count in 1000 runs is 0.001, so calibration runs at a loose budget (
 where the count is informative: it must sit inside, or below, the binomial interval of the
 designed rate.
 """
+
 from __future__ import annotations
 
 import math
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
-from .binomial import proportion_ci
+from ..binomial import proportion_ci
 
 
 @dataclass
@@ -36,10 +37,12 @@ class NullCalibration:
 
     def __str__(self) -> str:
         ci = self.interval
-        return (f"null: {self.false_alarms}/{self.runs} correct runs failed = {self.false_alarms / self.runs:.4f} "
-                f"(99.9% interval [{ci.low:.4f}, {ci.high:.4f}]) against the designed <= {self.false_fail_rate:g}: "
-                f"{'consistent' if self.consistent else 'EXCEEDS the design'}; "
-                f"{self.pvalues} check p-values, one-sided KS against uniform p = {self.ks_pvalue:.3g}")
+        return (
+            f"null: {self.false_alarms}/{self.runs} correct runs failed = {self.false_alarms / self.runs:.4f} "
+            f"(99.9% interval [{ci.low:.4f}, {ci.high:.4f}]) against the designed <= {self.false_fail_rate:g}: "
+            f"{'consistent' if self.consistent else 'EXCEEDS the design'}; "
+            f"{self.pvalues} check p-values, one-sided KS against uniform p = {self.ks_pvalue:.3g}"
+        )
 
 
 def _stateless(x, rate, seed, noise_shape=None):
@@ -48,19 +51,26 @@ def _stateless(x, rate, seed, noise_shape=None):
     return tf.nn.experimental.stateless_dropout(x, rate, seed=seed, noise_shape=noise_shape)
 
 
-def calibrate_null(runs: int, *, false_fail_rate: float = 0.05, rate: float = 0.2, dtype: str = "float32",
-                   seed: int = 0, progress=None) -> NullCalibration:
-    from .battery import verify
+def calibrate_null(
+    runs: int, *, false_fail_rate: float = 0.05, rate: float = 0.2, dtype: str = "float32", seed: int = 0, progress=None
+) -> NullCalibration:
+    from ..battery import verify
 
     alarms = 0
     pvals = []
     for i in range(runs):
-        r = verify(_stateless, rate=rate, dtype=dtype, seed=seed + i, backend="tensorflow",
-                   false_fail_rate=false_fail_rate)
+        r = verify(
+            _stateless, rate=rate, dtype=dtype, seed=seed + i, backend="tensorflow", false_fail_rate=false_fail_rate
+        )
         alarms += not r.passed
         # the sequential keep test's p-value is taken at a random stopping time: not uniform
-        pvals += [c.pvalue for c in r.checks if c.kind == "statistical" and c.pvalue is not None
-                  and c.name not in ("keep_fraction", "threshold_flips", "seed_independence")]
+        pvals += [
+            c.pvalue
+            for c in r.checks
+            if c.kind == "statistical"
+            and c.pvalue is not None
+            and c.name not in ("keep_fraction", "threshold_flips", "seed_independence")
+        ]
         if progress:
             progress(i + 1, runs)
     ks = stats.kstest(pvals, "uniform", alternative="greater").pvalue if pvals else math.nan
@@ -78,11 +88,12 @@ class PowerRow:
         return f"{self.defect:38s} caught {self.caught}/{self.runs}, mean draws {self.mean_draws:,.0f}"
 
 
-def calibrate_power(runs: int, *, false_fail_rate: float = 1e-6, false_pass_rate: float = 1e-3, seed: int = 0,
-                    progress=None) -> list[PowerRow]:
+def calibrate_power(
+    runs: int, *, false_fail_rate: float = 1e-6, false_pass_rate: float = 1e-3, seed: int = 0, progress=None
+) -> list[PowerRow]:
     import tensorflow as tf
 
-    from .battery import verify
+    from ..battery import verify
     from .corpus import STATEFUL, STATELESS
 
     rows = []
@@ -93,8 +104,16 @@ def calibrate_power(runs: int, *, false_fail_rate: float = 1e-6, false_pass_rate
             caught, draws = 0, []
             for i in range(runs):
                 tf.random.set_seed(seed + i)
-                r = verify(fn, rate=0.2, seed=seed + i, stateful=stateful, backend="tensorflow",
-                           false_fail_rate=false_fail_rate, false_pass_rate=false_pass_rate, **kwargs)
+                r = verify(
+                    fn,
+                    rate=0.2,
+                    seed=seed + i,
+                    stateful=stateful,
+                    backend="tensorflow",
+                    false_fail_rate=false_fail_rate,
+                    false_pass_rate=false_pass_rate,
+                    **kwargs,
+                )
                 caught += not r.passed
                 k = next((c for c in r.checks if c.name == "keep_fraction"), None)
                 draws.append(k.samples if k else r.samples)

@@ -2,6 +2,7 @@
 training flag each, for verify_layer, and one defect each in attention dropout, for
 verify_attention.  tests/test_torch.py checks that each fails the check named with it and that
 the control (``correct``) passes."""
+
 import torch
 import torch.nn.functional as F
 
@@ -63,11 +64,13 @@ class ReseedsEveryCall(_Drop):
 
 def torch_layer_defects() -> dict:
     """name -> (module class taking the rate, the check of verify_layer that must fail)."""
-    return {"correct": (Correct, None),
-            "drops in eval mode": (DropsInEval, "inference_identity"),
-            "overrides eval() instead of train()": (OverridesEval, "inference_identity"),
-            "rate 0 after one eval pass": (RateZeroAfterEval, "mode_transitions"),
-            "the same mask on every call": (ReseedsEveryCall, "cross_correlation")}
+    return {
+        "correct": (Correct, None),
+        "drops in eval mode": (DropsInEval, "inference_identity"),
+        "overrides eval() instead of train()": (OverridesEval, "inference_identity"),
+        "rate 0 after one eval pass": (RateZeroAfterEval, "mode_transitions"),
+        "the same mask on every call": (ReseedsEveryCall, "cross_correlation"),
+    }
 
 
 def _heads(t, num_heads):
@@ -148,6 +151,7 @@ class UnscaledProbabilities(_Attention):
 def _factory(cls):
     def make(num_heads, key_dim, dropout, seed=None, dtype="float32"):
         return cls(num_heads, dropout)
+
     make.__qualname__, make.framework = cls.__name__, "torch"
     return make
 
@@ -155,12 +159,14 @@ def _factory(cls):
 def torch_attention_defects() -> dict:
     """name -> (layer_cls for verify_attention, the check that must fail); ``correct`` is the
     written-out attention with F.dropout."""
-    return {"correct": (_factory(_Attention), None),
-            "scaled_dot_product_attention drops in eval mode": (_factory(SdpaIgnoresEval), "inference_identity"),
-            "one mask for all heads": (_factory(OneMaskForAllHeads), "head_independence"),
-            "the same mask on every call": (_factory(SameMaskEveryCall), "call_independence"),
-            "the backward draws its own mask": (_factory(BackwardOtherMask), "backward_mask"),
-            "kept probabilities not rescaled": (_factory(UnscaledProbabilities), "scale")}
+    return {
+        "correct": (_factory(_Attention), None),
+        "scaled_dot_product_attention drops in eval mode": (_factory(SdpaIgnoresEval), "inference_identity"),
+        "one mask for all heads": (_factory(OneMaskForAllHeads), "head_independence"),
+        "the same mask on every call": (_factory(SameMaskEveryCall), "call_independence"),
+        "the backward draws its own mask": (_factory(BackwardOtherMask), "backward_mask"),
+        "kept probabilities not rescaled": (_factory(UnscaledProbabilities), "scale"),
+    }
 
 
 __all__ = ["torch_layer_defects", "torch_attention_defects"]
