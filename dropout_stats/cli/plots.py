@@ -1,0 +1,164 @@
+"""The plots: the audit's keep fractions against their acceptance band, explain's distribution of
+zeros.  matplotlib is imported only here, and only when a plot is asked for."""
+
+from __future__ import annotations
+
+import os
+
+from ._common import UsageError, versions_text
+from .files import replace_atomically
+
+
+def require_matplotlib():
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise UsageError("--plot needs matplotlib: pip install 'dropout-stats[plot]'") from None
+    return plt
+
+
+def _save_figure(fig, path: str) -> None:
+    def write(fd, tmp):
+        os.close(fd)
+        fig.savefig(tmp, format="png", dpi=110)
+
+    replace_atomically(path, "--plot", ".png", write)
+
+
+def audit_plot(results, path, rate, versions: dict) -> None:
+    """Each run's keep fraction as a z-score against its draws (one band for every dtype and
+    rate), marked by the check's verdict, with the region where an exact fixed-n test at the
+    check's level accepts; runs without a keep fraction are named, not dropped."""
+    import math
+
+    import numpy as np
+
+    from ..design import rejection_region_for_rate_test
+
+    plt = require_matplotlib()
+    points, skipped = [], []
+    for i, (a, d, r) in enumerate(results):
+        c = next((c for c in r.checks if c.name == "keep_fraction" and c.values), None)
+        if c is None:
+            skipped.append(f"{a.entry_point}[{a.mode}] {d}")
+            continue
+        n, keep = c.values["n"], c.values["expected"]
+        z = (c.values["fraction"] - keep) / math.sqrt(keep * (1 - keep) / n)
+        points.append((n * (1 + 0.04 * ((i % 7) - 3)), z, c.passed, c.level))  # spread runs of equal n
+    if not points:
+        raise UsageError("--plot: no run has a keep fraction to plot")
+    fig, ax = plt.subplots(figsize=(9, 6))
+    level = float(np.median([p[3] for p in points]))
+    ns = np.unique(
+        np.logspace(
+            math.log10(min(p[0] for p in points) / 1.5), math.log10(max(p[0] for p in points) * 1.5), 40
+        ).astype(np.int64)
+    )
+    keep = 1 - rate
+    lo, hi = [], []
+    for n in ns:  # the exact acceptance region, in z units
+        reg = rejection_region_for_rate_test(int(n), keep, false_fail_rate=level)
+        sd = math.sqrt(keep * (1 - keep) / n)
+        lo.append(((reg.low + 1) / n - keep) / sd)
+        hi.append(((reg.high - 1) / n - keep) / sd)
+    ax.fill_between(
+        ns,
+        lo,
+        hi,
+        color="tab:blue",
+        alpha=0.15,
+        lw=0,
+        label=f"where an exact fixed-n test at the check's level ({level:.1g}) accepts",
+    )
+    for ok, style, color, label in ((True, "o", "tab:green", "passed"), (False, "X", "tab:red", "failed")):
+        sel = [p for p in points if p[2] is ok]
+        if sel:
+            ax.scatter(
+                [p[0] for p in sel],
+                [p[1] for p in sel],
+                marker=style,
+                color=color,
+                s=22,
+                alpha=0.6,
+                label=f"{label} ({len(sel)} runs; the sequential test decides)",
+            )
+    ax.axhline(0, color="black", lw=0.5)
+    ax.set_xscale("log")
+    ax.set_xlabel("draws the keep-fraction check used (runs of equal size spread slightly)")
+    ax.set_ylabel("(observed - expected) / standard error")
+    ax.set_title(
+        f"dropout-stats audit, {versions_text(versions)}, rate {rate}: keep fraction of {len(points)} runs", fontsize=10
+    )
+    if skipped:
+        ax.text(
+            0.01,
+            0.01,
+            f"not plotted: {len(skipped)} runs without a mask ({skipped[0].split('[')[0]}: "
+            "noise variance checked instead)",
+            transform=ax.transAxes,
+            fontsize=8,
+            color="dimgray",
+        )
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=1, frameon=False)
+    fig.subplots_adjust(bottom=0.24)
+    _save_figure(fig, path)
+    plt.close(fig)
+
+
+def explain_plot(args, path) -> None:
+    """The distribution of zeros: its bars, the counts the exact test at level 0.001 accepts (the
+    level the verdict uses), the mean, and the observed count (wherever it lies) with its exact
+    p-value and the verdict."""
+    import numpy as np
+    from matplotlib.ticker import MaxNLocator
+    from scipy import stats
+
+    from .. import rate_test
+    from .explain import LEVEL, framework_keep
+
+    plt = require_matplotlib()
+    framework = getattr(args, "framework", "tensorflow")
+    drop = 1 - float(framework_keep(framework, args.rate, args.dtype)[0])
+    dist = stats.binom(args.units, drop)
+    lo, hi = int(dist.ppf(1e-4)), int(dist.isf(1e-4))
+    if args.observed is not None:
+        lo, hi = min(lo, args.observed), max(hi, args.observed)
+    ks = np.arange(lo, hi + 1)
+    accepted = np.array([rate_test(int(k), args.units, drop).pvalue > LEVEL for k in ks], dtype=bool)
+    fig, ax = plt.subplots(figsize=(8, 5))
+    a_lo, a_hi = ks[accepted].min(), ks[accepted].max()
+    span = f"{a_lo} zeros" if a_lo == a_hi else f"{a_lo} to {a_hi} zeros"
+    ax.bar(ks[accepted], dist.pmf(ks[accepted]), color="tab:blue", label=f"consistent at level 0.001: {span}")
+    if (~accepted).any():
+        ax.bar(
+            ks[~accepted],
+            dist.pmf(ks[~accepted]),
+            color="lightsteelblue",
+            label="rejected at level 0.001 (at most 1 in 1000 calls of a correct dropout)",
+        )
+    ax.axvline(dist.mean(), color="black", lw=1, ls="--", label=f"mean {dist.mean():.2f}")
+    if args.observed is not None:
+        p = rate_test(args.observed, args.units, drop).pvalue
+        verdict = "consistent" if p > LEVEL else "NOT consistent"
+        ax.axvline(
+            args.observed,
+            color="tab:red",
+            lw=2,
+            label=f"observed {args.observed}: exact p = {p:.3g}, {verdict} at level 0.001",
+        )
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlim(lo - 1, hi + 1)  # whole counts on the axis, even for one bar (rate 0)
+    ax.set_xlabel("zeros in one call")
+    ax.set_ylabel("probability")
+    ax.set_title(
+        f"Dropout({args.rate}) on {args.units} unit{'s' if args.units != 1 else ''} in {args.dtype} ({framework}): "
+        f"zeros ~ Binomial({args.units}, {drop:.4g})",
+        fontsize=10,
+    )
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, frameon=False)
+    fig.subplots_adjust(bottom=0.25)
+    _save_figure(fig, path)
+    plt.close(fig)
