@@ -1,15 +1,47 @@
-"""A failed report's most likely defect, in words, and the failures that follow from it.
+"""A failed report's most likely defect, in words, the failures that follow from it, and the
+failures it does not explain.
 
 Rules are tried in order; the first whose pattern the failures match names the defect (a mask
 shared across the batch fails nine checks, the row check first among them, and the rate check
 is not the cause).  Each rule reads only the report: check names, statuses and their values.
+A failure is listed as following from the defect only when ``FOLLOWS`` says that defect makes
+that check fail; every other failure is listed apart, as not explained by it.
 """
 
 from __future__ import annotations
 
 import re
 
-__all__ = ["diagnose"]
+__all__ = ["diagnose", "FOLLOWS"]
+
+_STRUCTURE = {
+    "row_independence",
+    "neighbour_independence",
+    "seed_independence",
+    "autocorrelation",
+    "cross_correlation",
+    "call_independence",
+    "homogeneity_blocks",
+    "homogeneity_strided",
+    "homogeneity_axis0",
+    "homogeneity_axis1",
+    "homogeneity_axis2",
+    "homogeneity_axis3",
+}
+# defect shown by a check -> the checks that defect makes fail too (what "follows from it")
+FOLLOWS = {
+    "contract": {"*"},  # nothing else could be decided
+    "output": {"*"},  # all zeros or nothing dropped: every check reads a constant mask
+    "noise_shape_consistency": {"noise_shape_units", "keep_fraction", "mechanism"},
+    "threshold_nesting": {"threshold_flips", "mechanism"},
+    # a wrong rate moves every count: the units, the flips, the agreement of independent masks,
+    # and a scale matched to the wrong rate
+    "keep_fraction": {"noise_shape_units", "threshold_flips", "mechanism", "scale", "backward_scale"},
+    "scale": {"backward_scale"},
+    "backward_mask": {"backward_scale"},
+    # a mask shared or repeated shows in every test of structure at once
+    **{name: _STRUCTURE | {"mechanism"} for name in _STRUCTURE},
+}
 
 
 def _failed(report) -> dict:
@@ -36,6 +68,12 @@ def _rules(f: dict, cfg: dict):
     """(name of the check that shows the defect, the defect in words) for each matching rule."""
     if "contract" in f:
         yield "contract", _contract(f["contract"], cfg)
+    k = f.get("keep_fraction")
+    if k is not None and k.values.get("n"):
+        if k.values.get("kept") == 0:
+            yield "output", f"fn returns all zeros: nothing kept in {k.values['n']:,} draws"
+        elif k.values.get("kept") == k.values["n"] and k.values.get("expected", 1) < 1:
+            yield "output", f"fn drops nothing: every one of {k.values['n']:,} draws kept (is dropout on?)"
     for name, words, who in (
         ("row_independence", "one mask row shared across the batch", "rows"),
         ("neighbour_independence", "neighbouring elements share one draw", "neighbours"),
@@ -69,6 +107,12 @@ def _rules(f: dict, cfg: dict):
         if name in f:
             c = f[name]
             yield name, f"{words}: {c.observed}" + (f" ({c.detail})" if c.kind == "exact" and c.detail else "")
+    for name, words in (  # a wrong rate or forward scale explains a backward scale, not the reverse
+        ("keep_fraction", "the keep rate is wrong"),
+        ("scale", "kept values are scaled wrongly"),
+    ):
+        if name in f:
+            yield name, words + (f" ({f[name].observed})" if f[name].observed else "")
     if "backward_mask" in f:
         yield (
             "backward_mask",
@@ -110,8 +154,6 @@ def _rules(f: dict, cfg: dict):
         ("row_independence", "neighbouring rows of the batch are correlated"),
         ("neighbour_independence", "neighbouring elements are correlated"),
         ("value_independence", "the keep rate depends on the value of x"),
-        ("scale", "kept values are scaled wrongly"),
-        ("keep_fraction", "the keep rate is wrong"),
     ):
         if name in f:
             c = f[name]
@@ -124,11 +166,17 @@ def _rules(f: dict, cfg: dict):
         yield name, f"{name} fails"
 
 
-def diagnose(report) -> tuple[str, list[str]] | None:
-    """(the most likely defect in words, the other failed checks) for a failed report; None when
-    it passed."""
+def diagnose(report) -> tuple[str, list[str], list[str]] | None:
+    """(the most likely defect in words, the failed checks that follow from it, the failed checks
+    it does not explain) for a failed report; None when it passed."""
     f = _failed(report)
     if not f:
         return None
     shown, words = next(_rules(f, report.config))
-    return words, [n for n in f if n != shown]
+    follows = FOLLOWS.get(shown, set())
+    rest = [n for n in f if n != shown]
+    return (
+        words,
+        [n for n in rest if "*" in follows or n in follows],
+        [n for n in rest if not ("*" in follows or n in follows)],
+    )

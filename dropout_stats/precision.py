@@ -11,6 +11,9 @@ Kept values are scaled by one of two formulas (bit-exact on TF 2.15 and 2.21):
   the dtype, then y = fl(x * scale).
 * ``"divide"``: a tensor rate; y = fl(x / fl(1 - fl(rate))).
 * ``"exact"``: the correctly rounded x / (1 - rate) (the ideal; neither TF path gives it always).
+
+The contract a correct implementation meets, however it is written, is wider than any one
+framework's formula: ``scale_bound`` (derived in its docstring) and ``within_scale_bound``.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from ._floats import FORMATS, bfloat16_bits_to_float32, dtype_name, float32_to_b
 
 __all__ = [
     "uniform_keep_fraction",
+    "keep_models",
     "expected_keep_fraction",
     "expected_keep_probability",
     "ScaleFormula",
@@ -32,6 +36,11 @@ __all__ = [
     "apply_scale",
     "ulp_distance",
     "SCALE_FORMULAS",
+    "ScaleBound",
+    "scale_bound",
+    "scale_error",
+    "within_scale_bound",
+    "round_correctly",
 ]
 
 SCALE_FORMULAS = ("multiply", "divide", "exact")
@@ -68,6 +77,39 @@ def expected_keep_fraction(rate, dtype="float32", *, xla: bool = False) -> Fract
     name = dtype_name(dtype)
     fmt = FORMATS[name]
     return uniform_keep_fraction(rate, name, fmt.xla_uniform_levels if xla else fmt.uniform_levels)
+
+
+def keep_models(dtype) -> list:
+    """The keep probabilities of the documented correct mechanisms that need no framework: (label,
+    rate -> exact keep) pairs, distinct ones only being worth a test.
+
+    * ``1 - rate``: an exact Bernoulli(1 - rate) draw (numpy's binomial, torch's bernoulli in
+      double) and ``1 - fl(rate)``, the same with the rate rounded to ``dtype``;
+    * a uniform drawn in ``dtype`` (M = 2^m or 2^(m+1) levels, m its fraction bits: TensorFlow's
+      and JAX's take 2^m, torch's float ones 2^(m+1)) or in float32 (2^23 or 2^24 levels: JAX's
+      bernoulli whatever the dtype), compared as ``U >= fl(rate)`` or ``U < fl(1 - rate)``.
+    """
+    name = dtype_name(dtype)
+    m = FORMATS[name].mantissa_bits
+
+    def exact(rate):
+        return 1 - Fraction(rate)
+
+    def rounded(rate):
+        return 1 - Fraction(float(round_to(rate, name)))
+
+    models = [("1 - rate (an exact Bernoulli draw)", exact), (f"1 - fl(rate) in {name}", rounded)]
+    grids = [(name, 2**m), (name, 2 ** (m + 1))] + (
+        [("float32", 2**23), ("float32", 2**24)] if name != "float32" else []
+    )
+    for grid_dtype, levels in dict.fromkeys(grids):
+        for rule in ("U >= fl(rate)", "U < fl(1 - rate)"):
+
+            def keep(rate, grid_dtype=grid_dtype, levels=levels, rule=rule):
+                return uniform_keep_fraction(rate, grid_dtype, levels, rule)
+
+            models.append((f"{rule}, U uniform in {grid_dtype} on {levels} levels", keep))
+    return models
 
 
 def expected_keep_probability(rate, dtype="float32", *, xla: bool = False) -> float:
@@ -140,7 +182,145 @@ def apply_scale(x, scale: ScaleFormula) -> np.ndarray:
         d = F(1) - F(scale.rate)
         flat = [float(F(float(v)) / d) if np.isfinite(v) else v / (1 - scale.rate) for v in xv.ravel()]
         return np.asarray(flat, dtype=np.float64).reshape(xv.shape)
-    return round_to(xv / (1.0 - scale.rate), name)
+    return round_correctly(_exact_quotient(xv, scale.rate), name)
+
+
+def _exact_quotient(xv: np.ndarray, rate: float) -> np.ndarray:
+    """x / (1 - rate) for x of a format of at most 24 bits: in float64 when 1 - rate is exact
+    there, else in long double, so that one rounding to the format afterwards is correct (53 bits
+    hold 2 x 24 + 2, and the long double quotient is off by far less than its half ULP)."""
+    one_minus = 1.0 - rate
+    if one_minus + rate == 1.0 and (1.0 - one_minus) == rate:  # 1 - rate exact in double
+        return xv / one_minus
+    wide = np.asarray(xv, dtype=np.longdouble) / (np.longdouble(1) - np.longdouble(rate))
+    return wide.astype(np.float64)  # 64 -> 53 bits, then -> <= 24: one more rounding, far from ties
+
+
+def round_correctly(values, dtype: str) -> np.ndarray:
+    """float64 values rounded once, to nearest (ties to even), to ``dtype``; as float64.
+
+    Unlike ``round_to``, bfloat16 is rounded straight from float64, not through float32 (a
+    double rounding: a value computed in float64 and cast once must not be judged by it)."""
+    v = np.asarray(values, dtype=np.float64)
+    if dtype != "bfloat16":
+        return round_to(v, dtype)
+    with np.errstate(all="ignore"):
+        m, e = np.frexp(v)  # v = m 2^e, 0.5 <= |m| < 1
+        normal = np.ldexp(np.rint(np.ldexp(m, 8)), e - 8)  # 8 significant bits, ties to even
+        tiny = np.ldexp(np.rint(np.ldexp(v, 133)), -133)  # below 2^-126: multiples of 2^-133
+        out = np.where(np.abs(v) < 2.0**-126, tiny, normal)
+        top = (2 - 2.0**-7) * 2.0**127
+        out = np.where(np.abs(out) > top, np.copysign(np.inf, v), out)
+    return np.where(np.isfinite(v), out, v)
+
+
+# unit roundoff 2^-p (p significant bits) and the largest exponent of each format
+_PRECISION = {"float16": (11, 15), "bfloat16": (8, 127), "float32": (24, 127), "float64": (53, 1023)}
+
+
+def smallest_normal(dtype) -> float:
+    """The smallest positive normal number of ``dtype`` (float16 2^-14, bfloat16 and float32 2^-126)."""
+    return 2.0 ** (1 - _PRECISION[dtype_name(dtype)][1])
+
+
+@dataclass(frozen=True)
+class ScaleBound:
+    """The kept values a correct dropout may return at ``rate`` in ``dtype`` (see ``scale_bound``)."""
+
+    rate: float
+    dtype: str
+    rates: tuple  # the rate as declared and rounded to dtype: kept values round x / (1 - r) for one of them
+    unit_roundoff: float  # u = 2^-p
+    low: float  # y / (x / (1 - r)) >= low (rounded to a double: for float64 use ``limits``)
+    high: float  # y / (x / (1 - r)) <= high
+    tiny: float  # the format's smallest subnormal: absolute slack for results below its normals
+
+    def limits(self):
+        """(low, high) in long double, from u itself: as doubles, float64's bound would round to 4 u."""
+        u = np.longdouble(self.unit_roundoff)
+        return ((1 - u) / (1 + u)) ** 2, ((1 + u) / (1 - u)) ** 2
+
+    @property
+    def units(self) -> float:
+        """The bound's half-width in units of u: (high - 1) / u, about 4."""
+        return float((self.limits()[1] - 1) / np.longdouble(self.unit_roundoff))
+
+    def quotients(self, x) -> list:
+        """x / (1 - r) for each of ``rates``, in long double (1 - r exact there for r >= 2^-11)."""
+        xv = _as_wide(x, self.dtype)
+        with np.errstate(all="ignore"):
+            return [xv / (np.longdouble(1) - np.longdouble(r)) for r in self.rates]
+
+
+def scale_bound(rate, dtype="float32") -> ScaleBound:
+    """The rounding bound for kept values of a correct dropout: ``y`` is within it when, for r
+    the rate as declared or rounded to ``dtype``, ``low <= y / (x / (1 - r)) <= high`` with
+    ``low = ((1 - u) / (1 + u))^2`` and ``high = ((1 + u) / (1 - u))^2``, u = 2^-p the unit
+    roundoff of ``dtype`` (float16 2^-11, bfloat16 2^-8, float32 2^-24, float64 2^-53): about
+    x / (1 - r) times 1 +- 4u.
+
+    Derivation.  A correct implementation computes x / (1 - r) with at most four roundings, each
+    to nearest in ``dtype`` or in a wider format (relative error at most u each):
+
+    * the divisor ``c = fl(1 - r)`` (1 - rate computed in the dtype or wider);
+    * the scale ``s = fl(1 / c)``, when it multiplies (its reciprocal, rounded once more);
+    * the product ``x * s`` or the quotient ``x / c``;
+    * a final cast to the dtype, when that product was computed in a wider format (float32
+      "opmath" for 16-bit inputs, as PyTorch and Eigen do).
+
+    So y = (x / (1 - r)) (1 + e1)(1 + e2) / ((1 + e3)(1 + e4)) with |e_i| <= u at worst, which
+    lies in [low, high].  Results in the subnormal range get an absolute slack of the format's
+    smallest subnormal, and a quotient past the largest finite value may round to infinity.
+    ``x * mask / keep``, ``x / (1 - rate)``, ``x * (1 / (1 - rate))`` in any precision at least
+    the dtype's, every framework formula measured (TensorFlow's multiply and divide, JAX's,
+    PyTorch's), and one ULP off any of those (two roundings and one ULP, at most 4u) are inside;
+    a scale computed in a narrower format (a bfloat16 scale for float32 values), a wrong rate, or
+    values five ULP or more away are outside.  Ask for bit-identity to a framework's formula
+    with ``verify(..., exact_scale=True)``.
+    """
+    r = check_rate(rate)
+    name = dtype_name(dtype)
+    p, emax = _PRECISION[name]
+    u = Fraction(1, 2**p)
+    rates = tuple(dict.fromkeys((r, float(round_to(r, name)))))
+    low = float(((1 - u) / (1 + u)) ** 2)
+    high = float(((1 + u) / (1 - u)) ** 2)
+    return ScaleBound(r, name, rates, float(u), low, high, 2.0 ** (2 - emax - p))
+
+
+def _as_wide(a, name: str) -> np.ndarray:
+    return np.asarray(_values_float64(np.asarray(a), name), dtype=np.longdouble)
+
+
+def scale_error(x, y, rate, dtype="float32") -> np.ndarray:
+    """|y / (x / (1 - r)) - 1| / u for the nearer of the two rates r (``scale_bound``): each kept
+    value's error in units of the dtype's unit roundoff (at most about 4 for a correct dropout).
+    Computed in long double; inf where y is not finite."""
+    b = scale_bound(rate, dtype)
+    yv = _as_wide(y, b.dtype)
+    best = np.full(np.shape(yv), np.inf, dtype=np.longdouble)
+    with np.errstate(all="ignore"):
+        for t in b.quotients(x):
+            best = np.fmin(best, np.abs(yv / t - 1) / np.longdouble(b.unit_roundoff))
+    return np.where(np.isfinite(best), best, np.inf).astype(np.float64)
+
+
+def within_scale_bound(x, y, rate, dtype="float32") -> np.ndarray:
+    """Per element: y is a kept value a correct dropout may return for x (``scale_bound``)."""
+    b = scale_bound(rate, dtype)
+    yv = _as_wide(y, b.dtype)
+    p, emax = _PRECISION[b.dtype]
+    overflow = np.longdouble(2.0**emax) * (2 - np.longdouble(2.0**-p))  # max finite + half its ULP
+    slack = 8 * np.finfo(np.longdouble).eps  # the long double quotient's own rounding
+    low, high = b.limits()
+    lo_f, hi_f = low - slack, high + slack
+    ok = np.zeros(np.shape(yv), dtype=bool)
+    with np.errstate(all="ignore"):
+        for t in b.quotients(x):
+            a, c = t * lo_f, t * hi_f
+            ok |= (yv >= np.minimum(a, c) - b.tiny) & (yv <= np.maximum(a, c) + b.tiny)
+            ok |= np.isinf(yv) & (np.sign(yv) == np.sign(t)) & (np.abs(c) >= overflow)
+    return ok
 
 
 def _scaled_native(a: np.ndarray, scale: ScaleFormula) -> np.ndarray:

@@ -126,6 +126,7 @@ def dropout_verifier(request, dropout_seed):
     """verify() bound to this test's seed and its share of the run's false-fail budget."""
     state = request.config.stash[_STATE]
     share = state.budget / max(1, state.users)
+    request.node.user_properties.append((_KEY + "_share", share))
 
     def run(fn, **kwargs):
         __tracebackhide__ = True
@@ -156,10 +157,13 @@ def pytest_runtest_makereport(item, call):
         report.user_properties.append((_KEY, r))
     if report.failed:
         seeds = [v for k, v in item.user_properties if k == _KEY + "_seed"]
+        shares = [v for k, v in item.user_properties if k == _KEY + "_share"]
         if seeds:
             base = item.config.stash[_STATE].seed
+            # run alone, the test would get the whole budget: the replay pins its share of this run
+            pin = f" --dropout-stats-false-fail-rate={shares[0]!r}" if shares else ""
             report.sections.append(
-                (_KEY, f"seed {seeds[0]} (base {base}); replay with --dropout-stats-seed={base} {item.nodeid}")
+                (_KEY, f"seed {seeds[0]} (base {base}); replay with --dropout-stats-seed={base}{pin} {item.nodeid}")
             )
 
 

@@ -102,7 +102,11 @@ class Report:
 
     def text(self, width: int = 100) -> str:
         """The report for a terminal: at most ``width`` columns (JSON has every field in full)."""
-        cfg = {k: v for k, v in self.config.items() if k not in ("fn", "api") and v not in (None, False)}
+        cfg = {
+            k: v
+            for k, v in self.config.items()
+            if k not in ("fn", "api") and v not in (None, False) and not (k == "mechanism" and v == "auto")
+        }
         head = (
             f"{self.config.get('api', 'verify')}({self.config.get('fn', 'fn')}, "
             f"{', '.join(f'{k}={_short(v)}' for k, v in cfg.items())}): "
@@ -115,10 +119,14 @@ class Report:
 
             diagnosis = diagnose(self)
         if diagnosis:
-            words, others = diagnosis
+            words, following, others = diagnosis
             lines += _wrap(f"diagnosis: {words}", width, subsequent_indent="  ")
+            if following:
+                lines += _wrap("failures that follow from it: " + ", ".join(following), width, subsequent_indent="  ")
             if others:
-                lines += _wrap("failures that follow from it: " + ", ".join(others), width, subsequent_indent="  ")
+                lines += _wrap(
+                    "other failures, not explained by it: " + ", ".join(others), width, subsequent_indent="  "
+                )
         lines.append("")
         rows = [("check", "status", "p", "level", "n")]
         for c in self.checks:

@@ -319,7 +319,10 @@ def test_the_chosen_displacement_reports_its_exact_sum_pairs_and_pvalue():
     s = sum(float((ci[:37] * ci[3:]).sum()) for ci in c)
     pq = P * (1 - P)
     assert auto.values["pairs"] == 2 * 37 * 64
-    assert auto.values["correlation"] == pytest.approx(s / (2 * 37 * 64 * pq), rel=1e-9, abs=0)
+    # the printed correlation is the pairs' sample (phi) correlation, always in [-1, 1]
+    a = np.concatenate([m[:37].ravel(), other[:37].ravel()]).astype(float)
+    b = np.concatenate([m[3:].ravel(), other[3:].ravel()]).astype(float)
+    assert auto.values["correlation"] == pytest.approx(np.corrcoef(a, b)[0, 1], rel=1e-9, abs=0)
     v = min(kept_count_bound([m, other], P), pq * P * P * 2 * 37 * 64)
     assert auto.pvalue == pytest.approx(lag_pvalue(s, v, P, auto.values["tested"]), rel=1e-9, abs=0)
     assert f"over {2 * 37 * 64:,} pairs" in auto.observed and "(z = " in auto.observed
@@ -406,8 +409,11 @@ def test_a_far_displacement_between_later_calls_uses_the_pair_count_bound():
     assert cross.pvalue == pytest.approx(lag_pvalue(s, by_pairs, p, tested), rel=1e-9, abs=0)
     assert 1e-49 < cross.pvalue < 1e-6  # neither clamped at 1 nor at the ETA floor: v shows
     pq = p * q
+    a = np.concatenate([m[:128] for m in masks[:3]]).astype(float)
+    b = np.concatenate([m[128:] for m in masks[1:]]).astype(float)
+    phi = np.corrcoef(a, b)[0, 1]  # the pairs' sample correlation, in [-1, 1]
     assert cross.observed == (
-        f"displacement [128]: correlation {s / (384 * pq):.4g} over 384 pairs (z = {s / math.sqrt(384) / pq:.3g})"
+        f"displacement [128]: correlation {phi:.4g} over 384 pairs (z = {s / math.sqrt(384) / pq:.3g})"
     )
 
 

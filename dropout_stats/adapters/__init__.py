@@ -59,6 +59,7 @@ class Adapter:
     def verify(self, *, rate, dtype="float32", seed=0, **kwargs):
         from ..battery import verify, verify_alpha_dropout, verify_gaussian_dropout
 
+        exact_scale = kwargs.pop("exact_scale", False)  # plain dropout's scale formulas only
         self.seed_framework(seed)
         fn = self.make(seed)
         fn.__qualname__ = self.name
@@ -71,7 +72,16 @@ class Adapter:
             kwargs.setdefault("noise_shape", self.noise_shape)
             return verify_alpha_dropout(fn, rate=rate, dtype=dtype, seed=seed, keep_dtype=self.keep_dtype, **kwargs)
         kwargs.setdefault("noise_shape", self.noise_shape)
-        return verify(fn, rate=rate, dtype=dtype, seed=seed, stateful=self.stateful, reference=self.reference, **kwargs)
+        return verify(
+            fn,
+            rate=rate,
+            dtype=dtype,
+            seed=seed,
+            stateful=self.stateful,
+            reference=self.reference,
+            exact_scale=exact_scale,
+            **kwargs,
+        )
 
 
 def installed_frameworks() -> list[str]:

@@ -100,6 +100,51 @@ class Backend:
     def stream_note(self, reference: str, other: str) -> str:
         return ""
 
+    def reference_text(self, reference: str, dtype: str) -> str:
+        """The reference stream's kept set as code a reader knows (for the mechanism check)."""
+        return {
+            "tensorflow": f"tf.random.stateless_uniform(shape, seed, {dtype}) >= fl(rate)",
+            "tensorflow-xla": f"XLA's tf.random.stateless_uniform(shape, seed, {dtype}) >= fl(rate)",
+            "jax": "jax.random.bernoulli(key(seed), 1 - rate, shape)",
+            "torch": f"torch.empty(shape, dtype={dtype}).bernoulli_(1 - rate, generator seeded from seed)",
+        }.get(reference, f"the {reference!r} stream")
+
+
+def seed_globals(seed: int) -> list:
+    """Seed the global generators a stateful fn may draw from, in every framework this process
+    has imported (none is imported here): Python's ``random``, numpy's legacy global generator,
+    ``keras.utils.set_random_seed`` (which seeds those and its backend), ``tf.random.set_seed``
+    and ``torch.manual_seed``.  Returns what was seeded, as calls a reader can repeat."""
+    import random
+    import sys
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    seeded = [f"random.seed({seed})", f"numpy.random.seed({seed})"]
+    # a module set to None in sys.modules is one the process has blocked: not imported
+    keras, tf, torch = (sys.modules.get(name) for name in ("keras", "tensorflow", "torch"))
+    if keras is not None and hasattr(keras, "utils"):
+        keras.utils.set_random_seed(seed)
+        seeded.append(f"keras.utils.set_random_seed({seed})")
+    if tf is not None and hasattr(tf, "random"):
+        tf.random.set_seed(seed)
+        seeded.append(f"tf.random.set_seed({seed})")
+    if torch is not None and hasattr(torch, "manual_seed"):
+        torch.manual_seed(seed)
+        seeded.append(f"torch.manual_seed({seed})")
+    return seeded
+
+
+def keep_model(framework: str):
+    """A backend's model of a correct implementation (``keep_fraction``, ``keep_note``,
+    ``scale_formulas``, ``default_reference``: pure functions of their arguments) without its
+    constructor, which imports the framework: a framework's exact keep needs no framework."""
+    if framework not in _BACKENDS:
+        raise ValueError(f"framework ({framework!r}) must be one of {', '.join(repr(n) for n in _BACKENDS)}")
+    module, cls = _BACKENDS[framework]
+    klass = getattr(importlib.import_module(module, __name__), cls)
+    return klass.__new__(klass)
+
 
 def backend_names() -> tuple:
     """The backends by name, and "keras": Keras 3's own backend (KERAS_BACKEND)."""

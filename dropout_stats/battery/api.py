@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from ..backends import backend_names, detect_backend, get_backend
-from ..report import Check, Report
+from ..backends import backend_names, detect_backend, get_backend, seed_globals
+from ..report import Check, Finding, Report
 from .config import configure, settle
 from .kinds import AlphaDropout, Dropout
 from .runner import ContractError, Run, read_output
@@ -27,6 +27,9 @@ def verify(
     discrepancy=None,
     strict_nominal=False,
     max_calls=20_000,
+    exact_scale=False,
+    mechanism="auto",
+    call_timeout=300.0,
 ) -> Report:
     """Prove or refute a dropout implementation.
 
@@ -51,6 +54,22 @@ def verify(
     calls against their own outputs: non-zero exactly where kept, the upstream gradient times
     the scale.  ``recompute=True`` wraps fn in the backend's rematerialisation
     (``tf.recompute_grad``; or name one: "keras.remat") for those calls.
+    ``exact_scale``: by default a kept value passes when it is x / (1 - rate) within the rounding
+    bound of a correct computation (``precision.scale_bound``: the scale in the input dtype or
+    wider, one multiply or divide, a final cast), and bit-identity to a framework formula is a
+    finding; ``exact_scale=True`` demands bit-identity to one of the backend's formulas (or the
+    correctly rounded quotient), forward and backward.
+    ``mechanism``: "threshold" requires the masks to be one uniform compared with the rate (they
+    nest across rates: threshold_nesting, threshold_flips); None reports whether they do as a
+    finding; "auto" (default) requires it where a reference stream is checked (the framework's
+    documented mechanism) and reports it otherwise, so a correct Bernoulli mask drawn afresh
+    per rate (numpy's binomial) passes.  The rate sweep's calls at rate / 2 and (1 + rate) / 2
+    are labelled with their rate in every check that reads them.
+    ``call_timeout``: seconds one call of fn may take before the run stops with a contract failure
+    (default 300; None: no limit; a SIGALRM timer, so it applies when verify runs in the main
+    thread and fn returns to Python now and then).  A run that fn ends early, by raising or
+    hanging, keeps what it measured: which call, what happened, and the keep fraction of the
+    draws so far, decided by the exact test.
     """
     cfg = configure(
         fn,
@@ -69,6 +88,9 @@ def verify(
         max_calls=max_calls,
         backward=backward,
         recompute=recompute,
+        exact_scale=exact_scale,
+        mechanism=mechanism,
+        call_timeout=call_timeout,
     )
     return run_battery(cfg, Dropout())
 
@@ -121,16 +143,62 @@ def verify_alpha_dropout(
 
 def run_battery(cfg, kind) -> Report:
     findings = []
+    if not cfg.takes_noise_shape:
+        findings.append(
+            Finding(
+                "noise_shape",
+                f"{cfg.fn_name} takes no noise_shape argument: it is called as "
+                f"fn(x, rate{'' if cfg.stateful else ', seed'}) and the noise-shape checks do not apply",
+                None,
+            )
+        )
+    seeded = seed_globals(cfg.seed)  # a stateful fn's draws replay in any process
+    if cfg.stateful:
+        findings.append(
+            Finding("seeded", f"before the first call: {', '.join(seeded)} (stateful contract: a run replays)", seeded)
+        )
     try:
         backend, x_np, first = pick_backend(cfg, kind)
         findings.append(settle(cfg, backend))
         if first is None:
             backend.start(cfg)
-        checks = Run(cfg, backend, kind, findings, x_np=x_np, first_output=first).run()
+        run = Run(cfg, backend, kind, findings, x_np=x_np, first_output=first)
+        checks = run.run()
     except ContractError as exc:
         checks = [Check("contract", False, detail=str(exc), reproduce=cfg.reproduce())]
+        if "run" in locals() and run.evidence["n"]:
+            checks.append(_partial_keep(cfg, run))
     passed = all(c.passed is not False for c in checks)
     return Report(passed, checks, findings, cfg.samples, cfg.seed, cfg.as_dict())
+
+
+def _partial_keep(cfg, run) -> Check:
+    """The keep fraction of the draws made before fn broke the contract: the exact test at the
+    share of the budget the sequential test would have had, against each correct keep."""
+    from ..binomial import proportion_ci, rate_test
+
+    kept, n = run.evidence["kept"], run.evidence["n"]
+    level = run.alpha_seq or cfg.alpha
+    models = cfg.keep_models or [("", lambda r: cfg.keep)]
+    keeps = sorted({float(keep_of(cfg.rate)) for _, keep_of in models})
+    pvalues = [rate_test(kept, n, k).pvalue for k in keeps]
+    best = max(range(len(keeps)), key=lambda i: pvalues[i])
+    ci = proportion_ci(kept, n, confidence_level=1 - max(level, 1e-15))
+    return Check(
+        "keep_fraction",
+        pvalues[best] > level,
+        "statistical",
+        pvalues[best],
+        level,
+        n,
+        observed=f"{kept}/{n} = {kept / n:.6g}",
+        expected=f"{keeps[best]:.10g}" + ("" if len(keeps) == 1 else f" (one of {len(keeps)} correct keeps)"),
+        interval=(ci.low, ci.high),
+        values={"kept": kept, "n": n, "fraction": kept / n, "expected": keeps[best]},
+        detail=f"decided on the {n:,} draws made before fn broke the contract (exact test; the sequential "
+        "design's discrepancy is not guaranteed on so few)",
+        reproduce=cfg.reproduce(),
+    )
 
 
 def loaded_frameworks() -> list:
@@ -150,17 +218,13 @@ def pick_backend(cfg, kind):
     x_np = kind.make_input(cfg.shape, cfg.dtype, cfg.seed)
     seed = (cfg.seed, 0)
     ns = tuple(cfg.noise_shape) if cfg.noise_shape is not None else None
-    where = (
-        f"fn(x, {cfg.rate!r}, noise_shape={list(ns) if ns else None})"
-        if cfg.stateful
-        else f"fn(x, {cfg.rate!r}, seed={list(seed)}, noise_shape={list(ns) if ns else None})"
-    )
+    where = cfg.call_text(cfg.rate, seed, ns)
     hint = (
         f"with backend=None the first call gets numpy inputs, to tell the framework from fn's output; "
-        f"pass backend= ({', '.join(repr(n) for n in backend_names())})"
+        f"pass backend= (CLI --backend), one of {', '.join(repr(n) for n in backend_names())}"
     )
     try:
-        y = cfg.fn(x_np, cfg.rate, noise_shape=ns) if cfg.stateful else cfg.fn(x_np, cfg.rate, seed, noise_shape=ns)
+        y = cfg.invoke(x_np, cfg.rate, seed, ns)
     except Exception as exc:
         # a framework's fn may refuse numpy (TensorFlow 2.12 and ml_dtypes' bfloat16): the loaded
         # frameworks' own arrays next; that call is not kept either
@@ -168,7 +232,7 @@ def pick_backend(cfg, kind):
             backend = get_backend(name)
             try:
                 x, s = backend.native(x_np), backend.seed(seed)
-                cfg.fn(x, cfg.rate, noise_shape=ns) if cfg.stateful else cfg.fn(x, cfg.rate, s, noise_shape=ns)
+                cfg.invoke(x, cfg.rate, s, ns)
             except Exception:  # noqa: BLE001 - not this framework either
                 continue
             return backend, x_np, None

@@ -59,7 +59,8 @@ from .._floats import dtype_name
 from ..binomial import rate_test
 from ..design import min_num_samples_for_rate_test
 from ..report import Check, Finding, Report
-from .recurrent import _cls_name, _fisher_check, _framework_of, _np_dtype, construct
+from .recurrent import _fisher_check
+from .recurrent_probe import _cls_name, _framework_of, _np_dtype, construct
 
 CHECKS_STATISTICAL = (
     "keep_rate",
@@ -235,9 +236,12 @@ def verify_attention(
     num_heads=2,
     keys=16,
     queries=8,
+    exact_scale=False,
 ) -> Report:
     """Prove or refute the dropout on a layer's attention probabilities (module docstring: the
-    read-out, the checks and their sizes)."""
+    read-out, the checks and their sizes).  ``exact_scale``: as ``verify``'s (kept probabilities
+    within the rounding bound of (1/S) / (1 - rate) by default; bit-identical to a backend formula
+    with True)."""
     if not callable(layer_cls):
         raise TypeError(f"layer_cls ({layer_cls!r}) must be callable")
     rate = check_rate(rate)
@@ -299,7 +303,7 @@ def verify_attention(
     )
     checks.append(_fisher_check("key_independence", m1[..., 0::2], m1[..., 1::2], level, "keys 2i and 2i+1", reproduce))
     checks.append(_fisher_check("call_independence", m1, m2, level, "two calls", reproduce))
-    checks.append(_scale(probe, p1, m1, rate, uniform))
+    checks.append(_scale(probe, p1, m1, rate, uniform, exact_scale))
     checks.append(_guard("inference_identity", lambda: _inference(probe, uniform)))
     checks.append(_guard("backward_mask", lambda: _backward(probe)))
     findings = [
@@ -330,8 +334,8 @@ def verify_attention(
     return Report(passed, checks, findings, probe.samples, seed, config)
 
 
-def _scale(probe, p, kept, rate, uniform) -> Check:
-    from ..precision import apply_scale
+def _scale(probe, p, kept, rate, uniform, exact_scale=False) -> Check:
+    from ..precision import apply_scale, scale_bound, within_scale_bound
 
     got = p[kept]
     tried = []
@@ -348,6 +352,16 @@ def _scale(probe, p, kept, rate, uniform) -> Check:
                 expected="(1/S) / (1 - rate)",
             )
         tried.append((bad, want))
+    if not exact_scale and got.size and within_scale_bound(np.full(got.shape, uniform), got, rate, probe.dtype).all():
+        b = scale_bound(rate, probe.dtype)
+        return Check(
+            "scale",
+            True,
+            samples=int(got.size),
+            observed=f"every kept probability = (1/{probe.keys}) / (1 - rate) within the rounding bound",
+            expected=f"(1/S) / (1 - rate) within {b.units:.3g} u",
+            detail="not bit-identical to one of the backend's formulas (exact_scale=True makes that a failure)",
+        )
     bad, want = min(tried)
     values = np.unique(got)[:4]
     return Check(

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from fractions import Fraction
 
 from .._checks import check_callable, check_choice, check_count, check_flag, check_open_unit, check_positive, check_rate
 from .._floats import dtype_name
 from ..counts import _normalise_noise_shape
+from ..precision import keep_models
 from ..report import Finding
 
 DEFAULT_SHAPE = (64, 4096)  # 64 rows: a mask shared across the batch shows
@@ -39,9 +41,33 @@ class Config:
     keep_dtype: str | None = None  # the dtype the uniform is drawn in, when not x's (alpha dropout)
     backward: bool | None = None  # check the gradient (None: where the backend can differentiate)
     recompute: object = False  # False, True or the name of a rematerialising wrapper
+    exact_scale: bool = False  # kept values bit-identical to a backend formula, not within the rounding bound
+    keep_models: list = field(default_factory=list)  # [(label, rate -> exact keep)] a correct fn may have
+    takes_noise_shape: bool = True  # fn accepts noise_shape= (else it is called without, and no probe runs)
+    # "threshold": masks must nest across rates; None: reported only; "auto": required with a reference
+    mechanism: str | None = "auto"
+    call_timeout: float | None = 300.0  # seconds one call of fn may take (None: no limit)
     samples: int = 0
     calls: int = 0
     extra: dict = field(default_factory=dict)
+
+    @property
+    def threshold_required(self) -> bool:
+        """The masks must be one uniform thresholded (nest across rates): declared, or implied by
+        a reference stream (the framework's documented mechanism)."""
+        return self.mechanism == "threshold" or (self.mechanism == "auto" and self.reference is not None)
+
+    def invoke(self, x, rate, seed=None, noise_shape=None):
+        """fn(x, rate[, seed][, noise_shape=]) as its contract and signature have it."""
+        kw = {"noise_shape": noise_shape} if self.takes_noise_shape else {}
+        return self.fn(x, rate, **kw) if self.stateful else self.fn(x, rate, seed, **kw)
+
+    def call_text(self, rate, seed=None, noise_shape=None) -> str:
+        """The call as a reader writes it, for errors."""
+        args = [f"{rate!r}"] + ([] if self.stateful else [f"seed={list(seed)}"])
+        if self.takes_noise_shape:
+            args.append(f"noise_shape={list(noise_shape) if noise_shape else None}")
+        return f"fn(x, {', '.join(args)})"
 
     def reproduce(self, extra: str = "") -> str:
         opts = [f"rate={self.rate!r}", f"dtype={self.dtype!r}", f"shape={list(self.shape)}", f"seed={self.seed}"]
@@ -51,6 +77,14 @@ class Config:
             opts.append("stateful=True")
         if self.recompute:
             opts.append(f"recompute={self.recompute!r}")
+        if self.extra.get("reference_arg", "auto") != "auto":  # as the caller chose it (settle resolves "auto")
+            opts.append(f"reference={self.extra['reference_arg']!r}")
+        if self.exact_scale:
+            opts.append("exact_scale=True")
+        if self.mechanism != "auto":
+            opts.append(f"mechanism={self.mechanism!r}")
+        if self.alpha != 1e-6:  # the level decides the verdicts a replay must give
+            opts.append(f"false_fail_rate={self.alpha!r}")
         if self.backend_name not in (None, "tensorflow"):
             opts.append(f"backend={self.backend_name!r}")
         s = f"verify({self.fn_name}, {', '.join(opts)})"
@@ -74,6 +108,8 @@ class Config:
             "backend": self.backend_name,
             "backward": self.backward,
             "recompute": self.recompute,
+            "exact_scale": self.exact_scale,
+            "mechanism": self.mechanism,
         }
         return d
 
@@ -96,6 +132,17 @@ def check_shapes(shape, noise_shape) -> tuple:
     if noise_shape is not None:
         noise_shape = _normalise_noise_shape(noise_shape, shape)
     return shape, noise_shape
+
+
+def takes_noise_shape(fn) -> bool:
+    """fn has a noise_shape parameter (or **kwargs); a signature that cannot be read counts as yes."""
+    import inspect
+
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return True
+    return "noise_shape" in params or any(p.kind == p.VAR_KEYWORD for p in params.values())
 
 
 def name_of(fn) -> str:
@@ -129,6 +176,9 @@ def configure(
     keep_dtype=None,
     backward=None,
     recompute=False,
+    exact_scale=False,
+    mechanism="auto",
+    call_timeout=300.0,
 ) -> Config:
     """Validate verify()'s arguments (errors name the argument and its value).  The keep
     probability and the reference stream are filled in once the backend is known."""
@@ -137,6 +187,10 @@ def configure(
     dtype = dtype_name(dtype)
     stateful = check_flag(stateful, "stateful")
     strict_nominal = check_flag(strict_nominal, "strict_nominal")
+    exact_scale = check_flag(exact_scale, "exact_scale")
+    check_choice(mechanism, "mechanism", ("auto", "threshold", None))
+    if call_timeout is not None:
+        call_timeout = check_positive(call_timeout, "call_timeout")
     keep_dtype = None if keep_dtype is None else dtype_name(keep_dtype, "keep_dtype")
     seed = check_count(seed, "seed")
     max_calls = check_count(max_calls, "max_calls", minimum=MIN_CALLS)
@@ -149,9 +203,14 @@ def configure(
     alpha = check_open_unit(false_fail_rate, "false_fail_rate")
     beta = check_open_unit(false_pass_rate, "false_pass_rate")
     shape, noise_shape = check_shapes(shape, noise_shape)
+    takes = takes_noise_shape(fn)
+    if noise_shape is not None and not takes:
+        raise ValueError(
+            f"noise_shape ({list(noise_shape)}) needs fn to take a noise_shape argument; {name_of(fn)} has none"
+        )
     delta = None if discrepancy is None else check_positive(discrepancy, "discrepancy")
     probe = None
-    if noise_shape is None:
+    if noise_shape is None and takes:  # fn without noise_shape: no probe (its checks say not applicable)
         if len(shape) >= 3:
             probe = (shape, (shape[0],) + (1,) * (len(shape) - 2) + (shape[-1],))
         elif len(shape) == 2 and shape == DEFAULT_SHAPE:
@@ -185,6 +244,11 @@ def configure(
         keep_dtype,
         backward,
         recompute,
+        bool(exact_scale),
+        takes_noise_shape=takes,
+        mechanism=mechanism,
+        call_timeout=call_timeout,
+        extra={"reference_arg": reference},
     )
 
 
@@ -216,6 +280,14 @@ def settle(cfg: Config, backend) -> Finding:
     keep_dtype = cfg.keep_dtype or cfg.dtype
     keep_exact = backend.keep_fraction(cfg.rate, keep_dtype, cfg.reference)
     cfg.keep = float(1 - cfg.rate) if cfg.strict_nominal else float(keep_exact)
+    note = backend.keep_note(cfg.rate, keep_dtype, cfg.reference)
+    own = [(note, _keep_of(backend, cfg))] if note else []  # numpy's is 1 - rate, the first documented one
+    if cfg.strict_nominal:
+        cfg.keep_models = [("1 - rate (strict_nominal)", lambda r: 1 - Fraction(r))]
+    elif cfg.reference is None and cfg.keep_dtype is None:  # an RNG of its own: any documented correct mechanism
+        cfg.keep_models = own + keep_models(cfg.dtype)
+    else:  # the framework's stream (or alpha dropout's documented uniform): its exact keep
+        cfg.keep_models = own or [("1 - rate", _keep_of(backend, cfg))]
     if cfg.delta is None:
         cfg.delta = 0.01 * min(cfg.keep, 1 - cfg.keep) if 0 < cfg.keep < 1 else 0.01
     return keep_finding(
@@ -225,6 +297,13 @@ def settle(cfg: Config, backend) -> Finding:
         backend.keep_note(cfg.rate, keep_dtype, cfg.reference),
         cfg.reference == "tensorflow-xla",
     )
+
+
+def _keep_of(backend, cfg):
+    def keep(rate):
+        return Fraction(backend.keep_fraction(rate, cfg.keep_dtype or cfg.dtype, cfg.reference))
+
+    return keep
 
 
 def keep_finding(rate, dtype, keep_exact, note: str, xla: bool) -> Finding:

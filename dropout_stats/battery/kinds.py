@@ -25,6 +25,7 @@ def positive_input(shape, dtype: str, seed: int) -> np.ndarray:
 
 class Dropout:
     families = FAMILIES
+    bounded_scale = True  # kept values: x / (1 - rate) within precision.scale_bound
 
     def make_input(self, shape, dtype: str, seed: int) -> np.ndarray:
         return make_input_array(shape, dtype, seed)
@@ -84,6 +85,8 @@ class AlphaDropout(Dropout):
     """Dropped positions hold a * alpha' + b and kept ones a * x + b, with alpha' = -SELU_ALPHA *
     SELU_SCALE, a = ((1 - rate)(1 + rate alpha'^2))^(-1/2), b = -a alpha' rate (Klambauer et al.
     2017).  Inputs are positive, so a * x + b never equals the dropped value."""
+
+    bounded_scale = False  # its affine family checks a * x + b, fused or not
 
     def __init__(self, rate: float, dtype: str):
         from .checks.affine import alpha_families

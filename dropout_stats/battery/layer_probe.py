@@ -66,10 +66,12 @@ def _name(layer) -> str:
     return f"{type(layer).__module__.split('.')[0]}.layers.{type(layer).__name__}"
 
 
-class LayerProbe:
-    """The layer-level checks of one verify_layer run."""
+class ProbeBase:
+    """What every framework's layer probe shares: the layer's calls, the battery on its training
+    calls, masks, the exact rate check and the guard that turns a layer's exception into a failed entry."""
 
     framework, reference = "tensorflow", "tensorflow"
+    exact_scale = False  # verify_layer(exact_scale=True) sets it on the instance
 
     def __init__(self, make_layer, rate, dtype, shape, noise_shape, seed, kind):
         self.make_layer, self.rate, self.dtype, self.seed, self.kind = make_layer, rate, dtype, seed, kind
@@ -137,6 +139,7 @@ class LayerProbe:
             strict_nominal=False,
             max_calls=20_000,
             keep_dtype="float32" if self.kind == "alpha" else None,
+            exact_scale=self.exact_scale,
         )
         cfg.probe = None  # a layer applies its own noise shape: no probe with another one
         report = run_battery(cfg, AlphaDropout(cfg.rate, cfg.dtype) if self.kind == "alpha" else Dropout())
@@ -222,6 +225,11 @@ class LayerProbe:
             return Check(name, False, detail=f"the layer raised {type(exc).__name__}: {str(exc)[:300]}")
         except Exception as exc:  # noqa: BLE001 - the layer's, reported
             return Check(name, False, detail=f"the layer raised {type(exc).__name__}: {str(exc)[:300]}")
+
+
+class LayerProbe(ProbeBase):
+    """The layer-level checks of one verify_layer run, read for Keras (the torch and Flax probes
+    override what their frameworks do differently)."""
 
     def inference_identity(self, layer) -> Check:
         results = {

@@ -39,7 +39,7 @@ from __future__ import annotations
 import importlib
 import re
 
-from .._checks import check_callable, check_count, check_open_unit, check_rate
+from .._checks import check_callable, check_count, check_flag, check_open_unit, check_rate
 from .._floats import dtype_name
 from ..report import Report
 from .config import DEFAULT_SHAPE, _validate_shape
@@ -78,14 +78,16 @@ def verify_layer(
     false_pass_rate=1e-3,
     discrepancy=None,
     replicas=None,
+    exact_scale=False,
 ) -> Report:
     """Prove or refute a dropout layer: ``make_layer(rate, seed)`` returns a fresh layer (Keras 3,
     tf_keras, a torch.nn.Module, a flax.nnx.Module, or any object called as
     ``layer(x, training=...)``) computing in ``dtype``.
     ``shape`` and ``noise_shape``: the input and the noise shape the layer applies by itself
     (SpatialDropout: taken from the class name when omitted).  ``kind``: "dropout", "alpha" or
-    "gaussian" (default: from the class name)."""
+    "gaussian" (default: from the class name).  ``exact_scale``: as ``verify``'s."""
     check_callable(make_layer, "make_layer")
+    exact_scale = check_flag(exact_scale, "exact_scale")
     rate = check_rate(rate)
     dtype = dtype_name(dtype)
     seed = check_count(seed, "seed")
@@ -94,11 +96,13 @@ def verify_layer(
     if replicas is not None:
         replicas = check_count(replicas, "replicas", minimum=2)
     layer = _make(make_layer, rate, seed)
+    kind_given = kind
     kind = kind or _kind_of(layer)
     if kind not in ("dropout", "alpha", "gaussian"):
         raise ValueError(f"kind ({kind!r}) must be 'dropout', 'alpha' or 'gaussian'")
     shape, noise_shape = _geometry(layer, shape, noise_shape)
     probe = _probe_class(layer)(make_layer, rate, dtype, shape, noise_shape, seed, kind)
+    probe.exact_scale = exact_scale
     battery = probe.battery(alpha / 2, false_pass_rate, discrepancy)
     entries = list(LAYER_STATISTICAL) + (["replicas"] if replicas else [])
     level = alpha / 2 / len(entries)
@@ -115,6 +119,9 @@ def verify_layer(
         if c.kind == "statistical" and c.pvalue is not None:
             c.level, c.passed = level, c.pvalue > level and c.passed is not False
     all_checks = battery.checks + checks
+    line = _reproduce_line(make_layer, rate, dtype, shape, noise_shape, seed, kind_given, replicas, exact_scale, alpha)
+    for c in all_checks:  # the battery's lines name verify() on an internal wrapper: replay the layer instead
+        c.reproduce = line + _after_call(c.reproduce) if c.reproduce else line
     config = dict(
         battery.config, fn=_name(layer), kind=kind, replicas=replicas, false_fail_rate=alpha, api="verify_layer"
     )
@@ -128,6 +135,38 @@ def verify_layer(
     )
 
 
+def _reproduce_line(make_layer, rate, dtype, shape, noise_shape, seed, kind, replicas, exact_scale, alpha) -> str:
+    """verify_layer(...) as the user calls it: make_layer by its importable name where it has one."""
+    qual = getattr(make_layer, "__qualname__", "") or ""
+    module = getattr(make_layer, "__module__", "") or ""
+    name = f"{module}.{qual}" if qual and "<" not in qual and module not in ("", "__main__") else (qual or "make_layer")
+    if "<" in name:  # a lambda or a local function: the reader substitutes their own factory
+        name = "make_layer"
+    opts = [f"rate={rate!r}", f"dtype={dtype!r}", f"shape={list(shape)}", f"seed={seed}"]
+    if noise_shape is not None:
+        opts.append(f"noise_shape={list(noise_shape)}")
+    if kind is not None:  # given by the caller (the class name decides otherwise)
+        opts.append(f"kind={kind!r}")
+    if replicas:
+        opts.append(f"replicas={replicas}")
+    if exact_scale:
+        opts.append("exact_scale=True")
+    if alpha != 1e-6:
+        opts.append(f"false_fail_rate={alpha!r}")
+    return f"verify_layer({name}, {', '.join(opts)})"
+
+
+def _after_call(line: str) -> str:
+    """What follows a reproduce line's verify(...) call ("; seeds [...]"), or ""."""
+    depth = 0
+    for i, ch in enumerate(line):
+        depth += ch in "([{"
+        depth -= ch in ")]}"
+        if ch == ")" and depth == 0:
+            return line[i + 1 :]
+    return ""
+
+
 def _probe_class(layer):
     """The probe for the layer's framework: torch modules, Flax NNX modules, Keras layers (on the
     backend Keras runs on; tf_keras and other objects: TensorFlow)."""
@@ -135,7 +174,7 @@ def _probe_class(layer):
         if is_it(layer):
             module, cls = PROBES[framework]
             return getattr(importlib.import_module(module, __package__), cls)
-    from .recurrent import _framework_of
+    from .recurrent_probe import _framework_of
 
     framework = _framework_of(layer)
     if framework == "tensorflow":

@@ -12,7 +12,10 @@ report as a serial run; meanwhile the framework's kernels keep the cores busy.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import signal
+import threading
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -32,6 +35,31 @@ SMALL_ELEMENTS = 1 << 16  # elements of the small calls (rate sweep, determinism
 
 class ContractError(Exception):
     """fn broke the calling contract (raised, or returned the wrong shape or dtype)."""
+
+
+class CallTimeout(Exception):
+    """fn did not return within the run's call_timeout."""
+
+
+@contextlib.contextmanager
+def deadline(seconds):
+    """Raise CallTimeout in this thread after ``seconds`` (None: no limit).  A SIGALRM timer, so
+    only in the main thread and only where fn returns to Python: elsewhere it does nothing, which
+    the call_timeout docs say."""
+    if not seconds or threading.current_thread() is not threading.main_thread() or not hasattr(signal, "setitimer"):
+        yield
+        return
+
+    def alarm(signum, frame):
+        raise CallTimeout
+
+    previous = signal.signal(signal.SIGALRM, alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 @dataclass
@@ -64,12 +92,16 @@ class Run:
         self.fmt = FORMATS[cfg.dtype]
         self.x_np = kind.make_input(cfg.shape, cfg.dtype, cfg.seed) if x_np is None else x_np
         self.x = backend.native(self.x_np)
+        # numpy and torch inputs share x_np's memory, so fn could write to it: its bits, kept apart
+        self.x_pristine = self.x_np.view(self.fmt.uint).copy()
         self.unit_shape = tuple(cfg.noise_shape or cfg.shape)
         self.units = int(np.prod(self.unit_shape))
         self.axes = tuple(
             i for i, (d, s) in enumerate(zip(self.unit_shape, cfg.shape, strict=True)) if d == 1 and s != 1
         )
         self.first_output = first_output  # fn's first output, when it told us the backend
+        self.keep_model = None  # set by keep_fraction when several correct keeps were tested
+        self.evidence = {"kept": 0, "n": 0}  # fresh draws at the configured rate, counted as they come
         self.stored_masks: list = []  # the first main masks (seed, threshold, mechanism checks)
         self.store_limit = min(MAX_STORED, max(2, math.ceil(SEED_POSITIONS / self.units)))
         self.main_calls = 0
@@ -83,6 +115,8 @@ class Run:
     def keep_of(self, rate: float):
         """A correct implementation's keep probability at ``rate`` (the backend's model), exact."""
         cfg = self.cfg
+        if self.keep_model is not None:  # the model the keep-fraction check found the draws fit
+            return self.keep_model(rate)
         return self.backend.keep_fraction(rate, cfg.keep_dtype or cfg.dtype, cfg.reference)
 
     def family(self, name: str):
@@ -112,11 +146,7 @@ class Run:
         x = self.x if x is None else x
         x_np = self.x_np if x_np is None else x_np
         ns = tuple(noise_shape) if noise_shape is not None else None  # hashable: a jit's static argument
-        where = (
-            f"fn(x, {rate!r}, noise_shape={list(ns) if ns else None})"
-            if cfg.stateful
-            else f"fn(x, {rate!r}, seed={list(seed_pair)}, noise_shape={list(ns) if ns else None})"
-        )
+        where = cfg.call_text(rate, seed_pair, ns)
         grad = None
         if self.first_output is not None and purpose == "main" and index == 0:  # made by pick_backend
             y, self.first_output = self.first_output, None
@@ -124,22 +154,32 @@ class Run:
             seed = None if cfg.stateful else self.backend.seed(seed_pair)
 
             def f(t):
-                return cfg.fn(t, rate, noise_shape=ns) if cfg.stateful else cfg.fn(t, rate, seed, noise_shape=ns)
+                return cfg.invoke(t, rate, seed, ns)
 
             try:
-                if cotangent is None:
-                    y = f(x)
-                else:
-                    y, grad = self.backend.vjp(
-                        self.backend.recompute(f, cfg.recompute) if cfg.recompute else f, x, cotangent[0]
-                    )
+                with deadline(cfg.call_timeout):
+                    if cotangent is None:
+                        y = f(x)
+                    else:
+                        y, grad = self.backend.vjp(
+                            self.backend.recompute(f, cfg.recompute) if cfg.recompute else f, x, cotangent[0]
+                        )
+            except CallTimeout:
+                raise ContractError(
+                    f"{where} did not return within call_timeout ({cfg.call_timeout:g} s) at call {cfg.calls + 1}: "
+                    "stopped (pass a larger call_timeout, CLI --call-timeout, if it is only slow)"
+                ) from None
             except Exception as exc:  # report, never a bare traceback
-                raise ContractError(f"{where} raised {type(exc).__name__}: {exc}") from None
+                raise ContractError(f"{where} raised {type(exc).__name__}: {exc} (at call {cfg.calls + 1})") from None
         y_np = read_output(self.backend, y, where, x_np.shape, cfg.dtype)
+        self.check_call(y_np, x_np, where)
         cfg.samples += int(np.prod(x_np.shape))
         cfg.calls += 1
         m, bad, kept_elements = self.mask(y_np, noise_shape)
         kept = int(np.count_nonzero(m))
+        if fresh and rate == cfg.rate and not bad:  # what a run cut short by fn still has to show
+            self.evidence["kept"] += kept
+            self.evidence["n"] += m.size
         c = Call(
             purpose,
             index,
@@ -169,6 +209,25 @@ class Run:
         if readers or (purpose == "main" and self.per_position is not None):
             self.later(self._observe, c, readers, held=y_np.nbytes + m.nbytes)
         return c
+
+    def check_call(self, y_np, x_np, where: str) -> None:
+        """What no check can read past: fn changed its input in place (the battery's x is then
+        no longer the x it compares with), or returned NaN where x is finite (dropout returns 0 or
+        a scaled x)."""
+        if not np.array_equal(self.x_np.view(self.fmt.uint), self.x_pristine):
+            raise ContractError(
+                f"{where} modified its input x in place (call {self.cfg.calls + 1}): dropout must return a new array "
+                "and leave x as it was (torch: inplace=False, or call it on x.clone())"
+            )
+        with np.errstate(invalid="ignore"):
+            nan = np.isnan(y_np) & ~np.isnan(x_np)
+        if nan.any():
+            k = int(np.count_nonzero(nan))
+            raise ContractError(
+                f"{where} returned NaN at {k:,} of {nan.size:,} positions where x is finite"
+                + (" (every position)" if k == nan.size else "")
+                + ": dropout returns 0 or a scaled x there, never NaN"
+            )
 
     def _observe(self, call: Call, readers) -> None:
         if call.purpose == "main" and self.per_position is not None:
@@ -284,4 +343,8 @@ def read_output(backend, y, where: str, shape, dtype: str) -> np.ndarray:
         raise ContractError(f"{where} returned shape {list(y_np.shape)}, expected {list(shape)}")
     if y_np.dtype.name != dtype:
         raise ContractError(f"{where} returned dtype {y_np.dtype.name}, expected {dtype}")
+    if y_np is y or not y_np.flags.owndata or not y_np.flags.writeable:
+        # the run owns what it reads: fn may hand back one buffer on every call (out=), and
+        # torch's .numpy() and numpy itself share memory with what fn keeps
+        y_np = y_np.copy()
     return y_np

@@ -23,6 +23,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...binomial import rate_test
+from ...precision import scale_bound, within_scale_bound
 from ...report import Check
 from . import Family
 
@@ -144,6 +145,19 @@ class Backward(Family):
                     detail=f"{got.size:,} kept positions of {len(self.calls)} calls",
                 )
             results.append((label, bad))
+        if not cfg.exact_scale and kind.bounded_scale:  # the contract: the forward's rounding bound
+            ok = within_scale_bound(up, got, cfg.rate, cfg.dtype)
+            if ok.all():
+                b = scale_bound(cfg.rate, cfg.dtype)
+                return Check(
+                    "backward_scale",
+                    True,
+                    samples=int(got.size),
+                    observed="every kept gradient = upstream / (1 - rate) within the rounding bound",
+                    expected=f"the upstream gradient scaled by 1/(1-rate) within {b.units:.3g} u, as the forward",
+                    detail=f"{got.size:,} kept positions of {len(self.calls)} calls; not bit-identical to one formula",
+                )
+            results.append(("/ (1 - rate) within the rounding bound", int(np.count_nonzero(~ok))))
         label, bad = min(results, key=lambda r: r[1])
         ratio = got / up.astype(np.float64)
         how = f" under {cfg.recompute}" if cfg.recompute else ""
@@ -151,7 +165,9 @@ class Backward(Family):
             "backward_scale",
             False,
             samples=int(got.size),
-            observed=f"{bad:,}/{got.size:,} differ from the closest formula (upstream {label})",
+            observed=f"{bad:,}/{got.size:,} differ from the closest formula (upstream {label})"
+            if cfg.exact_scale or not kind.bounded_scale
+            else f"{bad:,}/{got.size:,} kept gradients outside the rounding bound of upstream / (1 - rate)",
             expected="the upstream gradient scaled as the forward pass scales x",
             detail=(
                 f"the backward pass{how} scales the upstream gradient by [{ratio.min():.9g}, {ratio.max():.9g}] "

@@ -112,6 +112,8 @@ class Correlation(Family):
             return Check(name, True, "statistical", 1.0, None, pairs_of_calls * n, detail="no pairs at the chosen cell")
         pv, d, s, npairs = best
         d = [int(v) for v in d]
+        phi = pair_correlation(masks, d, within)
+        shown = f"{phi:.4g}" if phi is not None else "undefined (one side of every pair is constant)"
         what = "within a call" if within else "between consecutive calls"
         return Check(
             name,
@@ -120,8 +122,8 @@ class Correlation(Family):
             pv,
             None,
             pairs_of_calls * n,
-            values={"displacement": d, "correlation": s / (npairs * pq), "pairs": npairs, "tested": tested},
-            observed=f"displacement {list(d)}: correlation {s / (npairs * pq):.4g} over {npairs:,} pairs "
+            values={"displacement": d, "correlation": phi, "pairs": npairs, "tested": tested},
+            observed=f"displacement {list(d)}: correlation {shown} over {npairs:,} pairs "
             f"(z = {s / math.sqrt(npairs * pq * pq):.3g})",
             expected=f"0 at every displacement {what} ({tested:,} tested)",
             detail=f"{'auto' if within else 'cross'}-correlation of mask {list(shape)} by FFT over "
@@ -158,6 +160,25 @@ def linear_sum(masks, d, p: float, within: bool) -> tuple[float, int]:
         total += int(np.count_nonzero(x & y)) - p * int(np.count_nonzero(x)) - p * int(np.count_nonzero(y)) + m * p * p
         pairs += m
     return total, pairs
+
+
+def pair_correlation(masks, d, within: bool) -> float | None:
+    """The sample (Pearson, phi) correlation of the pairs at displacement d, in [-1, 1]; None when
+    either side is constant (all kept or all dropped)."""
+    first = tuple(slice(0, s - v) if v >= 0 else slice(-v, s) for v, s in zip(d, masks[0].shape, strict=True))
+    second = tuple(slice(v, s) if v >= 0 else slice(0, s + v) for v, s in zip(d, masks[0].shape, strict=True))
+    partners = zip(masks, masks, strict=True) if within else zip(masks, masks[1:], strict=False)
+    both = nx = ny = m = 0
+    for a, b in partners:
+        x, y = a[first], b[second]
+        both += int(np.count_nonzero(x & y))
+        nx += int(np.count_nonzero(x))
+        ny += int(np.count_nonzero(y))
+        m += x.size
+    spread = nx * (m - nx) * ny * (m - ny)
+    if spread == 0:
+        return None
+    return max(-1.0, min(1.0, (m * both - nx * ny) / math.sqrt(spread)))  # clip the last ULP of rounding
 
 
 def kept_count_bound(masks, p: float) -> float:

@@ -70,9 +70,7 @@ class Mechanism(Family):
         cfg.samples += total
         detail = ""
         if mismatches:
-            detail = (
-                f"{mismatches:,} of {total:,} positions differ from stateless_uniform(shape, seed, {cfg.dtype}) >= rate"
-            )
+            detail = f"{mismatches:,} of {total:,} positions differ from {backend.reference_text(ref, cfg.dtype)}"
             # the other stream is named only if every compared mask is that stream's, all of it
             if other_ref is not None and differ(other_ref) == 0:
                 detail += "; " + backend.stream_note(ref, other_ref)
@@ -80,14 +78,13 @@ class Mechanism(Family):
                     run.findings.append,
                     Finding("xla_stream", detail, "xla" if other_ref == "tensorflow-xla" else "eager"),
                 )
-        xla = ref == "tensorflow-xla"
         self.check = Check(
             "mechanism",
             mismatches == 0,
             samples=total,
             observed=f"{mismatches} mismatches",
             values={"mismatches": mismatches, "compared": total},
-            expected=f"kept == ({'XLA ' if xla else ''}stateless_uniform >= fl(rate)), bit for bit",
+            expected=f"kept == {backend.reference_text(ref, cfg.dtype)}, bit for bit",
             detail=detail,
             reproduce=cfg.reproduce(f"seed pairs {[list(seed) for _, seed, _ in masks]}"),
         )

@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...binomial import rate_test
-from ...report import Check
+from ...report import Check, Finding
 from . import Family
 
 
@@ -36,7 +36,8 @@ class Threshold(Family):
 
     def statistical(self):
         rates = self.rates()
-        return ["threshold_flips"] if self.cfg.rate in rates and len(rates) >= 2 else []
+        required = self.cfg.threshold_required  # reported only: no share of the budget
+        return ["threshold_flips"] if required and self.cfg.rate in rates and len(rates) >= 2 else []
 
     def rates(self) -> list[float]:
         cfg, run = self.cfg, self.run
@@ -100,5 +101,47 @@ class Threshold(Family):
             expected="flip share = keep(lower) - keep(higher)",
             detail="exact binomial test per rate pair (Bonferroni inside): " + "; ".join(details),
             reproduce=cfg.reproduce(),
+        )
+        if cfg.threshold_required:
+            return [nesting, flips]
+        return self.reported(nesting, flips, rates)
+
+    def reported(self, nesting, flips, rates) -> list:
+        """Not required (no reference and mechanism="auto", or mechanism=None): the verdicts become a
+        finding, and the entries say so."""
+        cfg = self.cfg
+        pvalue, violations = flips.pvalue, nesting.values["violations"]
+        nests = violations == 0 and pvalue > cfg.alpha
+        how = (
+            "mechanism=None"
+            if cfg.mechanism is None
+            else "no reference stream: pass mechanism='threshold' (CLI --mechanism threshold) to require it"
+        )
+        self.run.findings.append(
+            Finding(
+                "threshold_mechanism",
+                (
+                    f"the masks at rates {', '.join(f'{r:g}' for r in rates)} (one seed) nest: consistent with one "
+                    "uniform per unit compared with the rate"
+                    if nests
+                    else f"the masks at rates {', '.join(f'{r:g}' for r in rates)} (one seed) do not nest "
+                    f"({violations:,} positions kept at a higher rate but dropped at a lower one; "
+                    f"flips p = {pvalue:.3g}): "
+                    "each rate draws its own mask (a Bernoulli draw per rate, as numpy's binomial), which is correct "
+                    "dropout but not the threshold mechanism"
+                )
+                + f" (reported, not required: {how})",
+                nests,
+            )
+        )
+        note = f"reported, not required ({how}); rates {', '.join(f'{r:g}' for r in rates)}, used to test nesting"
+        nesting.passed, nesting.detail = None, f"{note}: {nesting.observed}"
+        flips = Check(
+            "threshold_flips",
+            None,
+            observed=flips.observed,
+            expected=flips.expected,
+            samples=flips.samples,
+            detail=f"{note}: exact p = {pvalue:.3g}; {flips.detail}",
         )
         return [nesting, flips]
