@@ -72,8 +72,19 @@ def array_dtype_name(a: np.ndarray, name: str) -> str:
 
 
 def to_numpy(a, name: str) -> np.ndarray:
-    """Anything with .numpy() (a TF tensor) or __array__, without importing TensorFlow."""
-    if hasattr(a, "numpy") and not isinstance(a, np.ndarray):
+    """Anything with .numpy() (a TF tensor) or __array__ (a JAX array), and torch tensors in any
+    dtype (bfloat16 from its bits, through the torch backend's reader: numpy has no bfloat16 of
+    its own and ``Tensor.numpy()`` refuses it), without importing a framework."""
+    if isinstance(a, np.ndarray):
+        return a
+    if type(a).__module__.split(".")[0] == "torch":  # torch is imported: a is its tensor
+        from .backends import get_backend
+
+        try:
+            return get_backend("torch").to_numpy(a)
+        except Exception as exc:  # bfloat16 without ml_dtypes, a meta tensor, ...
+            raise TypeError(f"{name} ({type(a).__name__}) could not be read as an array: {exc}") from None
+    if hasattr(a, "numpy"):
         try:
             a = a.numpy()
         except Exception as exc:  # a symbolic tensor, say

@@ -328,3 +328,146 @@ def test_the_audit_of_keras_on_jax(tmp_path):
         f"keras.layers.{c} (JAX) [eager]" for c in ("SimpleRNN", "GRU", "LSTM")
     ]
     assert len(data["layers"]) == 6 and len(data["attention"]) == 3 and len(data["results"]) == 6
+
+
+# -- dropout_stats.testing on JAX arrays (issue 28) ----------------------------------------------
+# A JAX array's keep is jax.random.bernoulli's (a float32 uniform of 2^23 levels, U < fl32(1 -
+# rate), in every dtype), not TensorFlow's: bfloat16 at rate 0.2 keeps 0.80000007, where the
+# assertion used to expect TensorFlow's 102/128 and fail.  Broken outputs fail: the keep 1% off
+# at draws computed to catch it, the scale wrong or missing.
+import numpy as np  # noqa: E402
+
+from dropout_stats.design import min_num_samples_for_rate_test, power_of_rate_test  # noqa: E402
+from dropout_stats.precision import expected_keep_probability  # noqa: E402
+from dropout_stats.testing import (  # noqa: E402
+    assert_keep_fraction,
+    assert_mask_is_uniform_threshold,
+    assert_scaled_by_inverse_keep,
+)
+
+T = 1e-10  # each assertion's false-fail rate in the tests below
+MISS = 1e-10  # the chance a wrong keep passes, by the draws computed below
+JAX_DTYPES = ["float16", "bfloat16", "float32"]  # float64 needs jax_enable_x64
+
+
+def draws_to_catch(keeps, actual, alpha=T, miss=MISS):
+    """Draws at which an assertion testing each of ``keeps`` at level alpha passes a keep of
+    ``actual`` with probability <= miss (each keep's exact test given miss / m; the exact miss
+    summed at that n, stepping on where the sawtooth of exact power needs it)."""
+    m = len(keeps)
+    n = max(
+        min_num_samples_for_rate_test(k, abs(actual - k), false_fail_rate=alpha, false_pass_rate=miss / m)
+        for k in keeps
+    )
+    while sum(1 - power_of_rate_test(n, k, abs(actual - k), false_fail_rate=alpha) for k in keeps) > miss:
+        n += 1
+    return n
+
+
+def _jx(shape, dtype, seed):
+    """x of both signs, magnitudes in [0.5, 2]: every position informative."""
+    k1, k2 = jax.random.split(jax.random.key(seed % 2**31))
+    x = jax.random.uniform(k1, shape, jnp.float32, 0.5, 2.0) * jnp.where(jax.random.bernoulli(k2, 0.5, shape), 1, -1)
+    return x.astype(dtype)
+
+
+def _bernoulli_dropout(x, rate, key):
+    return jnp.where(jax.random.bernoulli(key, 1.0 - rate, x.shape), x / (1 - rate), 0).astype(x.dtype)
+
+
+def _jax_outputs(x, rate, seed, source):
+    key = jax.random.key(seed % 2**31 + 1)
+    if source == "flax.linen.Dropout":
+        import flax.linen as nn
+
+        return x, nn.Dropout(rate, deterministic=False).apply({}, x, rngs={"dropout": key})
+    if source == "x * mask / (1 - rate)":
+        return x, x * jax.random.bernoulli(key, 1.0 - rate, x.shape).astype(x.dtype) / (1 - rate)
+    y = jax.jit(_bernoulli_dropout, static_argnums=1)(x, rate, key)
+    return {
+        "bernoulli dropout under jit": (x, y),
+        "x numpy, y jax": (np.asarray(x), y),
+        "x jax, y numpy": (x, np.asarray(y)),
+    }[source]
+
+
+JAX_SOURCES = [
+    "bernoulli dropout under jit",
+    "flax.linen.Dropout",
+    "x * mask / (1 - rate)",
+    "x numpy, y jax",
+    "x jax, y numpy",
+]
+
+
+@pytest.mark.statistical(false_fail_rate=T)
+@pytest.mark.parametrize("source", JAX_SOURCES)
+@pytest.mark.parametrize("dtype", JAX_DTYPES)
+def test_testing_assertions_pass_correct_jax_dropout(dtype, source, seed):
+    x, y = _jax_outputs(_jx((300, 300), dtype, seed), 0.2, seed, source)
+    assert_keep_fraction(x, y, 0.2, false_fail_rate=T, seed=seed)
+    assert_scaled_by_inverse_keep(x, y, 0.2)
+
+
+@pytest.mark.parametrize("dtype", JAX_DTYPES)
+def test_jax_dropout_is_bit_identical_to_its_formula(dtype):
+    x = _jx((64, 64), dtype, 0)
+    y = jax.jit(_bernoulli_dropout, static_argnums=1)(x, 0.3, jax.random.key(1))
+    assert_scaled_by_inverse_keep(x, y, 0.3, exact_scale=True)
+
+
+@pytest.mark.statistical(false_fail_rate=T + MISS)
+def test_jax_bfloat16_is_held_to_jaxs_keep_not_tensorflows(seed):
+    """The reported defect: JAX's bfloat16 dropout expected TensorFlow's 102/128.  At draws
+    computed to tell the two keeps apart, the detected framework's keep passes (false fail T)
+    and TensorFlow's fails (a miss <= MISS)."""
+    jax_keep = float(get_backend("jax").keep_fraction(0.2, "bfloat16", "jax"))
+    tf_keep = expected_keep_probability(0.2, "bfloat16")
+    n = draws_to_catch([tf_keep], jax_keep)
+    x = _jx((n,), "bfloat16", seed)
+    y = jax.jit(_bernoulli_dropout, static_argnums=1)(x, 0.2, jax.random.key(seed % 2**31 + 2))
+    assert_keep_fraction(x, y, 0.2, false_fail_rate=T, seed=seed)
+    with pytest.raises(AssertionError) as info:
+        assert_keep_fraction(x, y, 0.2, framework="tensorflow", false_fail_rate=T, seed=seed)
+    first = str(info.value).splitlines()[0]
+    assert first.endswith(f"expected TensorFlow's keep {tf_keep:.10g}"), first
+
+
+@pytest.mark.statistical(false_fail_rate=MISS)
+@pytest.mark.parametrize("dtype", ["bfloat16", "float32"])
+def test_jax_keep_one_percent_off_fails(dtype, seed):
+    """bernoulli(key, 0.792) asserted at rate 0.2: JAX's keep at 0.2 is 0.8000000715."""
+    b = get_backend("jax")
+    want, actual = float(b.keep_fraction(0.2, dtype, "jax")), float(b.keep_fraction(0.208, dtype, "jax"))
+    n = draws_to_catch([want], actual)
+    x = _jx((n,), dtype, seed)
+    y = jax.jit(_bernoulli_dropout, static_argnums=1)(x, 0.208, jax.random.key(seed % 2**31 + 3))
+    with pytest.raises(AssertionError) as info:
+        assert_keep_fraction(x, y, 0.2, false_fail_rate=T, seed=seed)
+    msg = str(info.value)
+    assert msg.splitlines()[0].endswith(f"expected JAX's keep {want:.10g}"), msg
+    assert "jax.random.bernoulli draws a float32 uniform (8388608 levels)" in msg and "detected from y" in msg
+
+
+@pytest.mark.parametrize("broken", ["scale 1% off", "scale in bfloat16 for float32 values", "x unscaled"])
+def test_a_wrong_jax_scale_fails(broken):
+    x = _jx((100, 100), "float32", 0)
+    mask = jax.random.bernoulli(jax.random.key(4), 0.7, x.shape).astype(x.dtype)
+    scale = {
+        "scale 1% off": jnp.float32(1.01 / 0.7),
+        "scale in bfloat16 for float32 values": jnp.asarray(1 / 0.7, jnp.bfloat16).astype(jnp.float32),
+        "x unscaled": jnp.float32(1),
+    }[broken]
+    with pytest.raises(AssertionError) as info:
+        assert_scaled_by_inverse_keep(x, x * mask * scale, 0.3)
+    first = str(info.value).splitlines()[0]
+    assert first.startswith("Kept values are not x / (1 - rate) within the rounding bound: "), first
+
+
+def test_the_tensorflow_mask_assertion_refuses_jax_arrays():
+    x = _jx((8, 8), "float32", 0)
+    with pytest.raises(TypeError) as info:
+        assert_mask_is_uniform_threshold(x, _bernoulli_dropout(x, 0.2, jax.random.key(0)), 0.2, [1, 2])
+    msg = str(info.value)
+    assert "is a JAX array: assert_mask_is_uniform_threshold checks TensorFlow's stream" in msg
+    assert "verify(fn, backend='jax')" in msg and "jax.random.bernoulli" in msg

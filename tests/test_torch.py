@@ -244,3 +244,131 @@ def test_torch_cpu_generators_keep_the_low_32_bits_of_their_seed():
     a = torch.rand(8, generator=torch.Generator().manual_seed(1))
     b = torch.rand(8, generator=torch.Generator().manual_seed(1 + 2**32))
     assert torch.equal(a, b)
+
+
+# -- dropout_stats.testing on torch tensors (issue 28) -------------------------------------------
+# Every assertion reads torch tensors in every dtype (bfloat16 from its bits: Tensor.numpy()
+# refuses it), requiring grad or not, and mixed with numpy; torch's keep is 1 - rate.  Broken
+# outputs fail: the keep 1% off at draws computed to catch it, the scale wrong or missing.
+from dropout_stats.backends import get_backend as _get_backend  # noqa: E402
+from dropout_stats.design import min_num_samples_for_rate_test, power_of_rate_test  # noqa: E402
+from dropout_stats.testing import (  # noqa: E402
+    assert_keep_fraction,
+    assert_mask_is_uniform_threshold,
+    assert_scaled_by_inverse_keep,
+)
+
+T = 1e-10  # each assertion's false-fail rate in the tests below
+MISS = 1e-10  # the chance a broken keep passes, by the draws computed below
+TORCH_DTYPES = ["float16", "bfloat16", "float32", "float64"]
+
+
+def draws_to_catch(keeps, actual, alpha=T, miss=MISS):
+    """Draws at which an assertion testing each of ``keeps`` at level alpha passes a keep of
+    ``actual`` with probability <= miss (each keep's exact test given miss / m; the exact miss
+    summed at that n, stepping on where the sawtooth of exact power needs it)."""
+    m = len(keeps)
+    n = max(
+        min_num_samples_for_rate_test(k, abs(actual - k), false_fail_rate=alpha, false_pass_rate=miss / m)
+        for k in keeps
+    )
+    while sum(1 - power_of_rate_test(n, k, abs(actual - k), false_fail_rate=alpha) for k in keeps) > miss:
+        n += 1
+    return n
+
+
+def _tx(shape, dtype, seed):
+    """x of both signs, magnitudes in [0.5, 2]: every position informative."""
+    g = torch.Generator().manual_seed(seed % 2**32)
+    x = (torch.rand(shape, generator=g, dtype=torch.float64) * 1.5 + 0.5) * (
+        torch.randint(0, 2, shape, generator=g) * 2 - 1
+    )
+    return x.to(getattr(torch, dtype))
+
+
+def _as_numpy(t):
+    return _get_backend("torch").to_numpy(t)  # bfloat16 as ml_dtypes' bfloat16
+
+
+def _torch_outputs(x, rate, seed, source):
+    torch.manual_seed(seed % 2**32)
+    if source == "nn.Dropout, x requiring grad":
+        xg = x.clone().requires_grad_(True)
+        return xg, torch.nn.Dropout(rate).train()(xg)
+    if source == "x * mask / (1 - rate)":
+        g = torch.Generator().manual_seed(seed % 2**32 + 1)
+        mask = torch.empty(x.shape, dtype=torch.float64).bernoulli_(1 - rate, generator=g)  # keep 1 - rate
+        return x, x * mask.to(x.dtype) / (1 - rate)
+    y = F.dropout(x, rate)
+    return {"F.dropout": (x, y), "x numpy, y torch": (_as_numpy(x), y), "x torch, y numpy": (x, _as_numpy(y))}[source]
+
+
+TORCH_SOURCES = [
+    "F.dropout",
+    "nn.Dropout, x requiring grad",
+    "x * mask / (1 - rate)",
+    "x numpy, y torch",
+    "x torch, y numpy",
+]
+
+
+@pytest.mark.statistical(false_fail_rate=T)
+@pytest.mark.parametrize("source", TORCH_SOURCES)
+@pytest.mark.parametrize("dtype", TORCH_DTYPES)
+def test_testing_assertions_pass_correct_torch_dropout(dtype, source, seed):
+    """Torch bfloat16 included (it raised a TypeError: Tensor.numpy() refuses bfloat16)."""
+    x, y = _torch_outputs(_tx((300, 300), dtype, seed), 0.2, seed, source)
+    assert_keep_fraction(x, y, 0.2, false_fail_rate=T, seed=seed)
+    assert_scaled_by_inverse_keep(x, y, 0.2)
+
+
+@pytest.mark.parametrize("dtype", TORCH_DTYPES)
+def test_f_dropout_is_bit_identical_to_torchs_formula(dtype):
+    x = _tx((64, 64), dtype, 0)
+    assert_scaled_by_inverse_keep(x, F.dropout(x, 0.3), 0.3, exact_scale=True)
+
+
+@pytest.mark.statistical(false_fail_rate=MISS)
+@pytest.mark.parametrize("dtype", ["bfloat16", "float32"])
+def test_torch_keep_one_percent_off_fails(dtype, seed):
+    """F.dropout at rate 0.208 (keep 0.792) asserted at rate 0.2 (torch's keep 0.8)."""
+    n = draws_to_catch([0.8], 0.792)
+    torch.manual_seed(seed % 2**32)
+    x = _tx((n,), dtype, seed)
+    with pytest.raises(AssertionError) as info:
+        assert_keep_fraction(x, F.dropout(x, 0.208), 0.2, false_fail_rate=T, seed=seed)
+    first = str(info.value).splitlines()[0]
+    assert first.startswith("Dropout keep fraction is not consistent with the rate (false-fail rate 1e-10"), first
+    assert first.endswith("expected PyTorch's keep 0.8"), first
+    assert "torch draws bernoulli(1 - rate) in double precision; detected from y, a torch.Tensor" in str(info.value)
+
+
+def _torch_broken_scales(x, rate, seed):
+    mask = (torch.rand(x.shape, generator=torch.Generator().manual_seed(seed)) >= rate).to(x.dtype)
+    bf16_scale = torch.tensor(1 / (1 - rate), dtype=torch.bfloat16).to(x.dtype)  # 1/0.7 -> 1.4296875
+    return {
+        "scale 1% off": x * mask * (1.01 / (1 - rate)),
+        "scale in bfloat16 for float32 values": x * mask * bf16_scale,
+        "x unscaled": x * mask,
+    }
+
+
+@pytest.mark.parametrize("broken", ["scale 1% off", "scale in bfloat16 for float32 values", "x unscaled"])
+def test_a_wrong_torch_scale_fails(broken):
+    x = _tx((100, 100), "float32", 0)
+    y = _torch_broken_scales(x, 0.3, 0)[broken]
+    with pytest.raises(AssertionError) as info:
+        assert_scaled_by_inverse_keep(x, y, 0.3)
+    first = str(info.value).splitlines()[0]
+    assert first.startswith("Kept values are not x / (1 - rate) within the rounding bound: "), first
+    with pytest.raises(AssertionError, match="by any reference formula"):
+        assert_scaled_by_inverse_keep(x, y, 0.3, exact_scale=True)
+
+
+def test_the_tensorflow_mask_assertion_refuses_torch_tensors():
+    x = _tx((8, 8), "bfloat16", 0)
+    with pytest.raises(TypeError) as info:
+        assert_mask_is_uniform_threshold(x, F.dropout(x, 0.2), 0.2, [1, 2])
+    msg = str(info.value)
+    assert msg.startswith("y (torch.Tensor) is a torch tensor: assert_mask_is_uniform_threshold checks TensorFlow's")
+    assert "use assert_keep_fraction and assert_scaled_by_inverse_keep, or verify(fn, backend='torch')" in msg
