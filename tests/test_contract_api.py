@@ -3,6 +3,7 @@ not dropout is named for what it is, and a run replays.  Each passing run is a s
 level A; the failures asserted are exact (contract errors, scale bounds) or far past their level."""
 
 import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -266,3 +267,34 @@ def test_a_hanging_call_is_stopped_by_the_timeout():
     assert "did not return within call_timeout (0.5 s) at call 1" in r.check("contract").detail
     with pytest.raises(ValueError, match=r"call_timeout \(-1"):
         ds.verify(hangs, rate=0.2, call_timeout=-1)
+
+
+REPLAY = textwrap.dedent("""
+    import tensorflow as tf
+
+    def test_other(dropout_verifier):
+        assert dropout_verifier.false_fail_rate > 0
+
+    def test_broken(dropout_verifier):
+        fn = lambda x, r, s, noise_shape=None: tf.nn.experimental.stateless_dropout(
+            x, r + 0.1, seed=s, noise_shape=noise_shape
+        )
+        dropout_verifier(fn, rate=0.3, shape=[64, 1024])
+""")
+
+
+def test_the_plugins_replay_line_pins_the_tests_share_of_the_budget(pytester):
+    """Two tests share 1e-6: the failure's replay line selects one test, which alone would get the
+    whole budget, so the line pins its share (5e-07) and the replay runs at the same level."""
+    pytester.makepyfile(test_replay=REPLAY)
+    first = pytester.runpytest_subprocess("--dropout-stats-seed=3", "-p", "no:xdist", "-p", "no:randomly")
+    first.assert_outcomes(passed=1, failed=1)
+    line = re.search(
+        r"replay with (--dropout-stats-seed=3 --dropout-stats-false-fail-rate=5e-07 \S+)", first.stdout.str()
+    )
+    assert line, first.stdout.str()
+    args = line.group(1).split()
+    again = pytester.runpytest_subprocess(*args, "-p", "no:xdist", "-p", "no:randomly")
+    again.assert_outcomes(failed=1)
+    level = re.compile(r"false_fail_rate=([0-9.e-]+)")
+    assert level.findall(first.stdout.str())[:1] == level.findall(again.stdout.str())[:1] == ["5e-07"]
