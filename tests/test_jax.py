@@ -205,6 +205,7 @@ def test_nnx_dropout_passes_verify_layer(dtype, seed):
     assert r.check("inference_identity").values == {
         "deterministic=True": True,
         "eval()": True,
+        **{f"eval(), batch {b}": True for b in (1, 2, 3, 7)},
         "eval() under nnx.jit": True,
         "a parent module's eval()": True,
     }
@@ -269,6 +270,7 @@ def test_a_module_without_the_attribute_escapes_eval():
     assert c.values == {
         "deterministic=True": True,
         "eval()": False,
+        **{f"eval(), batch {b}": False for b in (1, 2, 3, 7)},
         "eval() under nnx.jit": False,
         "a parent module's eval()": False,
     }, c.values

@@ -56,6 +56,7 @@ def test_the_training_flag_defects_are_told_apart():
     assert c.values == {
         "training=False": True,
         "training omitted": False,
+        **{f"training=False, batch {b}": True for b in (1, 2, 3, 7)},
         "model.predict": True,
         "model.evaluate": True,
     }, c.values

@@ -128,6 +128,7 @@ def test_torch_modules_pass_verify_layer(name, make, seed):
     assert r.passed, r.text()
     assert r.check("inference_identity").values == {
         "eval()": True,
+        **{f"eval(), batch {b}": True for b in (1, 2, 3, 7)},
         "eval() under torch.no_grad()": True,
         "eval() under torch.inference_mode()": True,
         "a parent module's eval()": True,
@@ -163,6 +164,7 @@ def test_an_eval_override_shows_only_through_a_parent():
     c = verify_layer(lambda rate, s: cls(rate), rate=0.3, false_fail_rate=A).check("inference_identity")
     assert c.values == {
         "eval()": True,
+        **{f"eval(), batch {b}": True for b in (1, 2, 3, 7)},
         "eval() under torch.no_grad()": True,
         "eval() under torch.inference_mode()": True,
         "a parent module's eval()": False,

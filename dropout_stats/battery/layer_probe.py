@@ -66,6 +66,9 @@ def _name(layer) -> str:
     return f"{type(layer).__module__.split('.')[0]}.layers.{type(layer).__name__}"
 
 
+SMALL_BATCHES = (1, 2, 3, 7)  # inference identity at these batch sizes too
+
+
 class ProbeBase:
     """What every framework's layer probe shares: the layer's calls, the battery on its training
     calls, masks, the exact rate check and the guard that turns a layer's exception into a failed entry."""
@@ -174,6 +177,31 @@ class ProbeBase:
     def identical(self, y_np) -> bool:
         return np.array_equal(y_np.view(np.uint8), self.x_np.view(np.uint8))
 
+    def small_batch_identity(self, layer, training) -> dict:
+        """{"batch b": x[:b] returned bit for bit} at inference, for the small batch sizes a layer
+        may treat apart (1 included): inference identity must not depend on the batch."""
+        out = {}
+        for b in SMALL_BATCHES:
+            if b >= self.shape[0]:
+                continue
+            x_np = np.ascontiguousarray(self.x_np[:b])
+            y = np.asarray(self.backend.to_numpy(self.forward(layer, self.backend.native(x_np), training)))
+            self.samples += x_np.size
+            out[f"batch {b}"] = y.shape == x_np.shape and np.array_equal(y.view(np.uint8), x_np.view(np.uint8))
+        return out
+
+    def gradient_free_masks(self, layer) -> tuple[list, str]:
+        """Masks of training calls made without any gradient being recorded (Monte Carlo dropout at
+        inference time), and what they were: Keras on TensorFlow, training=True inside a
+        tf.function with no tape.  Other frameworks' probes override it."""
+        if self.framework != "tensorflow":
+            return [], ""
+        tf = self.tf
+        y = tf.function(lambda t: layer(t, training=True))(self.x)
+        y_np = np.asarray(self.backend.to_numpy(y))
+        self.samples += y_np.size
+        return [self.mask(y_np)], "training=True inside tf.function with no gradient tape"
+
     def rate_check(self, name, masks, level, what, extra_fail="") -> Check:
         kept = int(sum(np.count_nonzero(m) for m in masks))
         n = int(sum(m.size for m in masks))
@@ -235,6 +263,7 @@ class LayerProbe(ProbeBase):
         results = {
             "training=False": self.identical(self.call(layer, False)),
             "training omitted": self.identical(self.call(layer, None)),
+            **{f"training=False, {k}": ok for k, ok in self.small_batch_identity(layer, False).items()},
         }
         model = self.model_of(layer)
         keras = self.keras_of(layer)
@@ -264,11 +293,18 @@ class LayerProbe(ProbeBase):
         self.call(layer, True)
         same = self.identical(self.call(layer, False))
         masks = [self.mask(self.call(layer, True)) for _ in range(2)]
+        free, how = self.gradient_free_masks(layer)
+        what = "the keep rate of 2 training calls after one inference call"
+        if free:
+            off = [m.all() for m in free]
+            what += f", and of {len(free)} training call(s) with no gradient recorded ({how})"
+            if any(off):
+                what += f": {sum(off)} of them kept every unit (dropout off without gradients: no MC dropout)"
         return self.rate_check(
             "mode_transitions",
-            masks,
+            masks + free,
             level,
-            "the keep rate of 2 training calls after one inference call",
+            what,
             "" if same else "the inference call between training calls changed x",
         )
 

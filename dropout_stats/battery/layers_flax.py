@@ -42,6 +42,7 @@ class FlaxLayerProbe(LayerProbe):
         layer.train()
         results = {"deterministic=True": self.identical(self._read(layer(self.x, deterministic=True)))}
         results["eval()"] = self.identical(self.call(layer, False))
+        results.update({f"eval(), {k}": ok for k, ok in self.small_batch_identity(layer, False).items()})
         results["eval() under nnx.jit"] = self.identical(self._read(nnx.jit(lambda m, t: m(t))(layer, self.x)))
         parent = _Parent(_make(self.make_layer, self.rate, self.seed), self.x.dtype)
         parent.eval()
@@ -56,6 +57,13 @@ class FlaxLayerProbe(LayerProbe):
             expected="x bit for bit at inference",
             values=results,
         )
+
+    def gradient_free_masks(self, layer) -> tuple[list, str]:
+        """train() mode under nnx.jit with no gradient taken: Monte Carlo dropout."""
+        from flax import nnx
+
+        layer.train()
+        return [self.mask(self._read(nnx.jit(lambda m, t: m(t))(layer, self.x)))], "train() under nnx.jit, no grad"
 
     def _read(self, y):
         y_np = self.backend.to_numpy(y)

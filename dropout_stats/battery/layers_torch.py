@@ -48,6 +48,7 @@ class TorchLayerProbe(LayerProbe):
         torch = self.torch
         layer.eval()
         results = {"eval()": self.identical(self.call(layer, None))}
+        results.update({f"eval(), {k}": ok for k, ok in self.small_batch_identity(layer, None).items()})
         with torch.no_grad():
             results["eval() under torch.no_grad()"] = self.identical(self.call(layer, None))
         with torch.inference_mode():
@@ -64,6 +65,16 @@ class TorchLayerProbe(LayerProbe):
             expected="x bit for bit in eval mode",
             values=results,
         )
+
+    def gradient_free_masks(self, layer) -> tuple[list, str]:
+        """train() mode under torch.no_grad() and torch.inference_mode(): Monte Carlo dropout."""
+        torch = self.torch
+        layer.train()
+        masks = []
+        for ctx in (torch.no_grad, torch.inference_mode):
+            with ctx():
+                masks.append(self.mask(self.call(layer, None)))
+        return masks, "train() under torch.no_grad() and torch.inference_mode()"
 
     def fit(self, level) -> Check:
         torch = self.torch

@@ -62,6 +62,21 @@ class ReseedsEveryCall(_Drop):
         return torch.where(keep, x * (1 / (1 - self.p)), torch.zeros_like(x))
 
 
+class OffWithoutGrad(_Drop):
+    """drops only while gradients are recorded: train() under torch.no_grad() (Monte Carlo
+    dropout at inference time) returns x unchanged"""
+
+    def forward(self, x):
+        return F.dropout(x, self.p, self.training and torch.is_grad_enabled())
+
+
+class DropsAtBatchOne(_Drop):
+    """drops in eval mode for a batch of one (a branch taken for single examples)"""
+
+    def forward(self, x):
+        return F.dropout(x, self.p, self.training or x.shape[0] == 1)
+
+
 def torch_layer_defects() -> dict:
     """name -> (module class taking the rate, the check of verify_layer that must fail)."""
     return {
@@ -70,6 +85,8 @@ def torch_layer_defects() -> dict:
         "overrides eval() instead of train()": (OverridesEval, "inference_identity"),
         "rate 0 after one eval pass": (RateZeroAfterEval, "mode_transitions"),
         "the same mask on every call": (ReseedsEveryCall, "cross_correlation"),
+        "off without gradients (no MC dropout)": (OffWithoutGrad, "mode_transitions"),
+        "drops at inference for a batch of one": (DropsAtBatchOne, "inference_identity"),
     }
 
 
