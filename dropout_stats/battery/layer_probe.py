@@ -268,8 +268,20 @@ class LayerProbe(ProbeBase):
         model = self.model_of(layer)
         keras = self.keras_of(layer)
         if model is not None:
-            out = np.asarray(model.predict(self.x_np, batch_size=self.shape[0], verbose=0))
-            results["model.predict"] = np.array_equal(out.astype(np.float64), self.x_np.astype(np.float64))
+            out = np.asarray(model.predict(self.x_np, batch_size=self.shape[0], verbose=0)).astype(np.float64)
+            results["model.predict"] = np.array_equal(out, self.x_np.astype(np.float64))
+            rounded = self.x_np.astype(np.float32).astype(np.float64)
+            if not results["model.predict"] and self.dtype == "float64" and np.array_equal(out, rounded):
+                # Keras, not the layer: predict casts float64 inputs to the model's float32 policy
+                results["model.predict"] = True
+                self.findings.append(
+                    Finding(
+                        "keras_predict_float64",
+                        "model.predict returned x rounded to float32: Keras casts float64 inputs to the model's "
+                        "dtype policy (float32) before the layer; the layer itself returns x at inference",
+                        True,
+                    )
+                )
             model.compile(loss="mse")
             results["model.evaluate"] = (
                 float(model.evaluate(self.x_np, self.x_np, batch_size=self.shape[0], verbose=0)) == 0.0
