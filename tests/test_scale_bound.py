@@ -162,7 +162,8 @@ def test_keep_models_are_the_documented_mechanisms():
     assert models["U < fl(1 - rate), U uniform in float32 on 8388608 levels"](0.2) == uniform_keep_fraction(
         0.2, "float32", 2**23, "U < fl(1 - rate)"
     )  # JAX's bernoulli
-    assert len(keep_models("float32")) == 6  # no float32 grid twice
+    assert len(keep_models("float32")) == 6  # no float32 grid twice, no rounded uniform
+    assert len(keep_models("bfloat16")) == 11  # 2 exact, 8 grids, torch.rand's rounded uniform
 
 
 @pytest.mark.parametrize("dtype", list(NP))
@@ -178,3 +179,20 @@ def test_one_ulp_off_a_framework_formula_is_inside(dtype, rate):
         y = want.astype(np.float32).astype(NP[dtype]) if dtype == "bfloat16" else want.astype(NP[dtype])
         for k in (1, -1):
             assert within_scale_bound(x, _steps(y, k, dtype), rate, dtype).all(), (f.formula, k)
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_a_rounded_float32_uniform_keep_is_counted_exactly(dtype):
+    """rounded_uniform_keep_fraction against all 2^24 float32 grid values rounded to the dtype."""
+    from dropout_stats._floats import bfloat16_bits_to_float32, float32_to_bfloat16_bits
+    from dropout_stats.precision import round_to, rounded_uniform_keep_fraction
+
+    u = np.arange(2**24, dtype=np.float64) / 2**24
+    if dtype == "bfloat16":
+        v = bfloat16_bits_to_float32(float32_to_bfloat16_bits(u.astype(np.float32))).astype(np.float64)
+    else:
+        v = u.astype(np.float16).astype(np.float64)
+    for rate in (0.1, 0.2, 0.3, 0.5, 0.6, 0.9, 2.0**-20):
+        t = float(round_to(rate, dtype))
+        want = Fraction(int(np.count_nonzero((v >= t) & (v < 1))), 2**24)
+        assert rounded_uniform_keep_fraction(rate, dtype) == want, rate

@@ -23,7 +23,9 @@ from . import Backend
 
 class TensorFlowBackend(Backend):
     name = "tensorflow"
-    references = ("tensorflow", "tensorflow-xla")
+    # tensorflow-float32: the uniform drawn in float32, stateless_uniform's default dtype, whatever
+    # x's dtype: what `tf.random.stateless_uniform(tf.shape(x), seed) >= rate` gives a 16-bit x
+    references = ("tensorflow", "tensorflow-xla", "tensorflow-float32")
     default_reference = "tensorflow"
     differentiable = True
     seed_form = "an int32 tensor of shape [2]"
@@ -46,9 +48,20 @@ class TensorFlowBackend(Backend):
         return self.ref.as_seed(pair)
 
     def keep_fraction(self, rate, dtype, reference) -> Fraction:
+        if reference == "tensorflow-float32":
+            return expected_keep_fraction(rate, "float32")
         return expected_keep_fraction(rate, dtype, xla=reference == "tensorflow-xla")
 
+    def variants(self, reference, dtype) -> tuple:
+        """Streams as documented as ``reference`` for this dtype: a 16-bit x's mask may come from
+        TensorFlow's uniform in float32 (stateless_uniform's default dtype)."""
+        if reference == "tensorflow" and dtype in ("float16", "bfloat16"):
+            return ("tensorflow-float32",)
+        return ()
+
     def keep_note(self, rate, dtype, reference) -> str:
+        if reference == "tensorflow-float32":
+            return "TF's uniform drawn in float32 (its default dtype) has 8388608 levels, the rate rounded to float32"
         fmt = FORMATS[dtype]
         xla = reference == "tensorflow-xla"
         levels = fmt.xla_uniform_levels if xla else fmt.uniform_levels
@@ -85,10 +98,17 @@ class TensorFlowBackend(Backend):
         return keras.remat(f)
 
     def reference_keep(self, shape, seed_pair, dtype, rate, reference) -> np.ndarray:
+        if reference == "tensorflow-float32":
+            return self.ref.reference_keep(shape, seed_pair, "float32", rate)
         return self.ref.reference_keep(shape, seed_pair, dtype, rate, xla=reference == "tensorflow-xla")
 
     def other_reference(self, reference):
         return "tensorflow" if reference == "tensorflow-xla" else "tensorflow-xla"
+
+    def reference_text(self, reference, dtype) -> str:
+        if reference == "tensorflow-float32":
+            return "tf.random.stateless_uniform(shape, seed) (float32) >= fl32(rate)"
+        return super().reference_text(reference, dtype)
 
     def stream_note(self, reference, other) -> str:
         which = "XLA's (jit_compile)" if other == "tensorflow-xla" else "eager"

@@ -18,7 +18,7 @@ Tested in tests/test_verify.py (corpus) and tests/test_sequential.py (error rate
 
 from __future__ import annotations
 
-from ...binomial import proportion_ci
+from ...binomial import proportion_ci, rate_test
 from ...design import SampleSizeTooLarge, min_discrepancy_detectable, min_num_samples_for_rate_test
 from ...report import Check, Finding
 from ...sequential import SequentialRateTest
@@ -162,6 +162,14 @@ class KeepFraction(Family):
                 f"keep {cfg.delta:.3g} away from all of them with false-pass <= {cfg.beta:g}"
             )
         reason = res.reason if passed or len(results) == 1 else "every correct keep rejected; " + res.reason
+        if not passed and not cfg.strict_nominal and keep != 1 - cfg.rate:
+            nominal = rate_test(res.kept, res.n, 1 - cfg.rate).pvalue
+            if nominal > alpha_seq:  # an RNG of its own that keeps 1 - rate: correct, and the report says how
+                reason += (
+                    f"; the draws fit 1 - rate = {1 - cfg.rate:.10g} (exact p = {nominal:.3g}): an RNG of its own "
+                    "keeps that; reference=None (CLI --no-reference) accepts every documented correct keep, "
+                    "strict_nominal=True demands 1 - rate"
+                )
         return [
             Check(
                 "keep_fraction",

@@ -69,6 +69,17 @@ class Mechanism(Family):
         mismatches, total = differ(ref), sum(got.size for _, _, got in masks)
         cfg.samples += total
         detail = ""
+        for variant in backend.variants(ref, cfg.dtype) if mismatches else ():
+            if differ(variant) == 0:  # a stream as documented (TensorFlow's float32 uniform): bit for bit
+                text = backend.reference_text(variant, cfg.dtype)
+                run.later(
+                    run.findings.append,
+                    Finding(
+                        "stream", f"{cfg.dtype} input, mask {text}: the uniform in float32, not {cfg.dtype}", variant
+                    ),
+                )
+                ref, mismatches = variant, 0
+                break
         if mismatches:
             detail = f"{mismatches:,} of {total:,} positions differ from {backend.reference_text(ref, cfg.dtype)}"
             # the other stream is named only if every compared mask is that stream's, all of it
