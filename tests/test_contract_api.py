@@ -298,3 +298,24 @@ def test_the_plugins_replay_line_pins_the_tests_share_of_the_budget(pytester):
     again.assert_outcomes(failed=1)
     level = re.compile(r"false_fail_rate=([0-9.e-]+)")
     assert level.findall(first.stdout.str())[:1] == level.findall(again.stdout.str())[:1] == ["5e-07"]
+
+
+def _float32_uniform(x, rate, seed):
+    """The textbook line on a 16-bit x: stateless_uniform's default dtype is float32."""
+    u = tf.random.stateless_uniform(tf.shape(x), seed=seed)
+    return tf.where(u >= rate, x / (1 - rate), tf.zeros_like(x))
+
+
+def _float32_uniform_swapped(x, rate, seed):
+    u = tf.random.stateless_uniform(tf.shape(x), seed=tf.stack([seed[1], seed[0]]))
+    return tf.where(u >= rate, x / (1 - rate), tf.zeros_like(x))
+
+
+@pytest.mark.statistical(false_fail_rate=A)
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_tensorflows_float32_stream_on_16_bit_inputs_is_its_mechanism(dtype):
+    r = ds.verify(_float32_uniform, rate=0.2, dtype=dtype, false_fail_rate=A)
+    assert r.passed, str(r)
+    assert [f.value for f in r.findings if f.name == "stream"] == ["tensorflow-float32"]
+    swapped = ds.verify(_float32_uniform_swapped, rate=0.2, dtype=dtype, false_fail_rate=A)
+    assert swapped.check("mechanism").passed is False  # bit for bit still: another seed is another mask
