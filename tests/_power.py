@@ -112,7 +112,8 @@ def corpus_miss(level: float, false_pass_rate: float) -> dict:
         ),
         "rate depends on the sign of x": ("noncentral", normal_miss(0.04 / math.sqrt(P * q * 2 / n_value), level / 2)),
         "noise_shape ignored": ("certain", (P**4 + q**4) ** SMALL),
-        "scale one ULP off": ("certain", 0.0),
+        "scale one ULP off": ("certain", 0.0),  # with exact_scale=True
+        "scale 0.1% off": ("certain", 0.0),  # 8,000 float32 ULP: every kept value outside the bound
         "dropped values not zero": ("certain", 0.0),
         "kept values not scaled": ("certain", 0.0),
         "mask reused on every call": ("floor", floor_miss(N, N, 2, between, level)),

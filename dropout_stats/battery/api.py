@@ -42,12 +42,15 @@ def verify(
     (that first call gets numpy inputs; every later call the backend's own arrays, so a stateful
     fn has drawn once before the battery starts).
     ``reference``: a bit-exact stream of the backend to check the kept set against
-    ("tensorflow": TF's stateless uniform; "tensorflow-xla": XLA's (jit_compile) stream);
-    "auto" is the backend's own (none for numpy); None skips that check (an RNG of its own:
-    the black-box threshold checks carry the proof).  ``discrepancy`` (default 1% of
+    ("tensorflow": TF's stateless uniform in x's dtype, or for a 16-bit x in float32, its
+    default; "tensorflow-xla": XLA's (jit_compile) stream; "jax", "torch"); "auto" is the
+    backend's own (none for numpy); None skips that check for an RNG of its own: the keep is then
+    any documented correct mechanism's (``precision.keep_models``) and the report says which fits.
+    ``discrepancy`` (default 1% of
     min(keep, 1 - keep)) is the keep-probability error the rate check detects with probability
-    >= 1 - false_pass_rate.  The keep probability expected is the backend's dtype-exact one
-    (``expected_keep_probability`` for TensorFlow); ``strict_nominal=True`` demands 1 - rate.
+    at least 1 - false_pass_rate.  The keep probability expected is the backend's dtype-exact one
+    (``expected_keep_probability`` for TensorFlow); ``strict_nominal=True`` demands exactly
+    1 - rate, whatever the stream (a keep-fraction failure whose draws fit 1 - rate says so).
     ``max_calls`` bounds the calls of the main sequence and of the noise-shape probe (tiny
     shapes): a run cut short says so in a finding and in the keep-fraction check's detail.
     ``backward`` (default: where the backend can differentiate fn) checks the gradient of two

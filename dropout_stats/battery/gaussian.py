@@ -19,7 +19,7 @@ from scipy import special, stats
 from .._checks import check_callable, check_count, check_open_unit, check_positive, check_rate
 from .._floats import dtype_name
 from ..backends import detect_backend, get_backend
-from ..report import Check, Report
+from ..report import Check, Finding, Report
 from ..structure import holm_bonferroni
 from .checks.homogeneity import GROUPS
 from .config import DEFAULT_SHAPE, _validate_shape, check_backend_name, name_of
@@ -87,17 +87,23 @@ def verify_gaussian_dropout(
     x_np = positive_input(shape, dtype, seed)  # n = y / x
     per = int(np.prod(shape))
     calls = min(max_calls, max(2, math.ceil(max(n_mean, n_var) / per)))
+    from ..backends import seed_globals
+
+    seeded = seed_globals(seed)  # a stateful fn: the noise replays in any process
+    findings = [
+        Finding("seeded", f"before the first call: {', '.join(seeded)} (stateful contract: a run replays)", seeded)
+    ]
     try:
         noise = _draw_noise(fn, rate, dtype, x_np, calls, backend)
     except ContractError as exc:
-        return Report(False, [Check("contract", False, detail=str(exc))], [], 0, seed, config)
+        return Report(False, [Check("contract", False, detail=str(exc))], findings, 0, seed, config)
     checks = _noise_checks(noise, rate, dtype, shape, delta, beta, n_mean)
     pchecks = [c for c in checks if c.pvalue is not None]
     holm = holm_bonferroni([c.pvalue for c in pchecks], alpha)
     for c, rejected, level in zip(pchecks, holm.rejected, holm.thresholds, strict=True):
         c.level, c.passed = level, not rejected
     passed = all(c.passed is not False for c in checks)
-    return Report(passed, checks, [], noise.size, seed, config)
+    return Report(passed, checks, findings, noise.size, seed, config)
 
 
 def unchanged_share_bound(rate: float, dtype: str) -> float:
