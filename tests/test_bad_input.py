@@ -457,6 +457,21 @@ TABLE = [
     cli("matrix", "other.json", "-o", "out.md", fragment="other.json: not a dropout-stats audit JSON"),
     cli("bogus", fragment="invalid choice"),
     cli(fragment="usage: dropout-stats"),
+    # -- output paths (issue 30): refused before any work, nothing written -----------------------
+    cli("audit", "--json", "", fragment="--json ('') is an empty path"),
+    cli("audit", "--json", ".", fragment="--json (.) is a folder"),
+    cli("audit", "--plot", "sub/", fragment="--plot (sub/) names a folder (it ends in /), not a file"),
+    cli("audit", "--json", "userdrop.py/a.json", fragment="is under"),
+    cli("audit", "--json", os.devnull, fragment=f"--json ({os.devnull}) is a character device"),
+    cli("audit", "--json", "a.json", "--plot", "a.json", fragment="--plot (a.json) is the same file as --json"),
+    cli("verify", "userdrop:good", "--json", ".", fragment="--json (.) is a folder"),
+    cli("matrix", "other.json", "-o", "other.json", fragment="--output (other.json) is one of the input files"),
+    cli("matrix", "other.json", "-o", "", fragment="--output ('') is an empty path"),
+    cli("explain", "--units", "32", "--rate", "0.2", "--plot", ".", fragment="--plot (.) is a folder"),
+    # -- counts (issue 30): 1e9 is a count; what no int64 holds is refused ------------------------
+    cli("explain", "--units", "1e19", "--rate", "0.2", fragment="units (10000000000000000000) must be <= 2**63 - 1"),
+    cli("explain", "--units", "2.5", "--rate", "0.2", fragment="units (2.5) must be an integer"),
+    cli("calibrate", "--runs", "1.5", fragment="runs (1.5) must be an integer"),
     # -- the pytest plugin's options ------------------------------------------------------------------
     plugin("--dropout-stats-seed=abc", "--dropout-stats-seed (abc) must be an integer or 'last'"),
     plugin("--dropout-stats-seed=-3", "--dropout-stats-seed (-3) must be"),

@@ -109,8 +109,14 @@ def adapters(*, framework: str = "tensorflow", modes=None) -> list[Adapter]:
     """The adapters of ``framework`` in this installation (all its modes unless named)."""
     if framework not in FRAMEWORKS:
         raise ValueError(f"framework ({framework!r}) must be one of {', '.join(repr(f) for f in FRAMEWORKS)}")
-    module = importlib.import_module(FRAMEWORKS[framework][0], __name__)
-    return module.adapters(modes=modes or module.MODES)
+    try:
+        module = importlib.import_module(FRAMEWORKS[framework][0], __name__)
+        return module.adapters(modes=modes or module.MODES)
+    except ImportError as exc:  # not installed, or installed without what it needs
+        raise ValueError(
+            f'framework ({framework!r}) is not installed (or not whole): pip install "dropout_stats[{framework}]" '
+            f"({type(exc).__name__}: {exc})"
+        ) from None
 
 
 def layer_factories(dtype: str = "float32", *, framework: str = "tensorflow") -> list:

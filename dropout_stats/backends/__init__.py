@@ -93,6 +93,11 @@ class Backend:
     def start(self, cfg) -> None:
         """Before the battery's first call (torch seeds its global generator here)."""
 
+    def variants(self, reference: str, dtype: str) -> tuple:
+        """Other streams as documented as ``reference`` for ``dtype``: the mechanism check accepts
+        each, bit for bit, and the keep check tests each one's keep."""
+        return ()
+
     def other_reference(self, reference: str):
         """A second stream worth naming when the kept set matches it instead (or None)."""
         return None
@@ -165,17 +170,23 @@ def get_backend(name: str) -> Backend:
     if name == "keras":
         try:
             import keras
-        except ImportError:
-            raise ValueError("backend ('keras') needs keras installed") from None
+        except ImportError as exc:
+            raise ValueError(
+                "backend ('keras') needs keras installed: pip install \"dropout_stats[tensorflow]\" (Keras on "
+                f'TensorFlow) or "dropout_stats[keras-jax]" (Keras 3 on JAX) ({type(exc).__name__}: {exc})'
+            ) from None
         name = keras.backend.backend()
     if name not in _BACKENDS:
         raise ValueError(f"backend ({name!r}) must be one of {', '.join(repr(n) for n in _BACKENDS)}")
     module, cls = _BACKENDS[name]
     try:
         mod = importlib.import_module(module, __name__)
-    except ImportError as exc:
-        raise ValueError(f"backend ({name!r}) needs its framework installed: {exc}") from None
-    return getattr(mod, cls)()
+        return getattr(mod, cls)()
+    except ImportError as exc:  # the framework, or a package it needs (torch: ml_dtypes), is missing
+        extra = f' pip install "dropout_stats[{name}]"' if name != "numpy" else ""
+        raise ValueError(
+            f"backend ({name!r}) needs its framework installed:{extra} ({type(exc).__name__}: {exc})"
+        ) from None
 
 
 def detect_backend(y):

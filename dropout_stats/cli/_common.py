@@ -1,4 +1,5 @@
-"""What every command shares: exit codes, UsageError, quiet TensorFlow imports, the argument
+"""What every command shares: exit codes, UsageError, signals turned into an orderly stop, what
+the run is doing (for the line an interruption prints), quiet TensorFlow imports, the argument
 type parsers and the terminal's text width."""
 
 from __future__ import annotations
@@ -7,8 +8,10 @@ import argparse
 import contextlib
 import os
 import re
+import signal
 import sys
 import tempfile
+import threading
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -17,6 +20,85 @@ FRAMEWORK_NAMES = {"tensorflow": "TensorFlow", "jax": "JAX", "keras-jax": "Keras
 
 class UsageError(Exception):
     pass
+
+
+def one_line(text: str) -> str:
+    """``text`` with its control characters escaped (a path may hold a newline): one line."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
+
+
+class Stopped(KeyboardInterrupt):
+    """SIGINT, SIGTERM or SIGHUP, raised where Python code runs: every ``finally`` (temporary
+    files) runs, as for Ctrl-C, and ``main`` prints one line and exits 128 + the signal."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+_SIGNALS = tuple(getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, n))
+_pending: list[int] = []
+
+
+def raise_if_stopped() -> None:
+    """Raise the signal a library swallowed (an exception in a __del__ is only printed)."""
+    if _pending:
+        raise Stopped(_pending[0])
+
+
+@contextlib.contextmanager
+def signals_stop():
+    """SIGINT, SIGTERM and SIGHUP raise ``Stopped`` in the main thread (those a parent set to be
+    ignored, as nohup does, stay ignored); a second signal of a kind ends the process at once.
+    The previous handlers come back on exit."""
+    _pending.clear()
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame):
+        signal.signal(signum, signal.SIG_DFL)  # a second one: the system's default, at once
+        _pending.append(signum)
+        raise Stopped(signum)
+
+    previous = {}
+    for signum in _SIGNALS:
+        if signal.getsignal(signum) is not signal.SIG_IGN:
+            previous[signum] = signal.signal(signum, stop)
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+
+
+class RunState:
+    """What the run is doing, for the line an interruption prints: the step under way and the
+    output files not written yet."""
+
+    def __init__(self):
+        self.where = ""
+        self.pending: list = []  # files.Target
+
+    def reset(self) -> None:
+        self.where, self.pending = "", []
+
+    def wrote(self, target) -> None:
+        self.pending = [t for t in self.pending if t.path != target.path]
+
+    def stopped_line(self, exc: KeyboardInterrupt) -> str:
+        signum = getattr(exc, "signum", signal.SIGINT)
+        what = "interrupted" if signum == signal.SIGINT else f"terminated ({signal.Signals(signum).name})"
+        parts = [what]
+        if self.where:
+            parts.append(self.where)
+        for t in self.pending:
+            kept = " (the previous file is unchanged)" if t.mode is not None else ""
+            parts.append(f"{t.option} {t.path} not written{kept}")
+        return "dropout-stats: " + "; ".join(parts)
+
+
+RUN = RunState()
 
 
 def quiet_tensorflow() -> None:
@@ -74,6 +156,26 @@ def shape(text: str):
     except ValueError:
         raise argparse.ArgumentTypeError(f"shape ({text}) must be comma-separated ints, e.g. 64,4096") from None
     return dims
+
+
+def count(name):
+    """An integer option: 1000, 1_000 or 1e3 (an integral value in any notation), below 1e300."""
+
+    def parse(text):
+        from decimal import Decimal, InvalidOperation
+
+        shown = text if len(text) <= 40 else text[:37] + "..."
+        try:
+            d = Decimal(text.strip())
+        except InvalidOperation:
+            raise argparse.ArgumentTypeError(f"{name} ({shown}) must be an integer") from None
+        if not d.is_finite() or d != d.to_integral_value():
+            raise argparse.ArgumentTypeError(f"{name} ({shown}) must be an integer")
+        if d.adjusted() >= 300:
+            raise argparse.ArgumentTypeError(f"{name} ({shown}) must be below 1e300")
+        return int(d)
+
+    return parse
 
 
 def probability(name):

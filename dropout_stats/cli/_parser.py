@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._common import probability, shape
+from ._common import count, probability, shape
 from .audit import cmd_audit
 from .calibrate import cmd_calibrate
 from .explain import cmd_explain
@@ -158,7 +158,9 @@ def build_parser() -> argparse.ArgumentParser:
     v.set_defaults(func=cmd_verify)
 
     c = sub.add_parser("calibrate", help="measure verify()'s false-alarm rate and the corpus' catch rates")
-    c.add_argument("--runs", type=int, default=200, metavar="N", help="correct runs, an integer >= 1 (default 200)")
+    c.add_argument(
+        "--runs", type=count("runs"), default=200, metavar="N", help="correct runs, an integer >= 1 (default 200)"
+    )
     c.add_argument(
         "--false-fail-rate",
         type=probability("false-fail-rate"),
@@ -168,7 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     c.add_argument(
         "--power-runs",
-        type=int,
+        type=count("power-runs"),
         default=5,
         metavar="N",
         help="runs per defect of the corpus, an integer >= 0 (0: skip; default 5)",
@@ -184,10 +186,14 @@ def build_parser() -> argparse.ArgumentParser:
     m.set_defaults(func=cmd_matrix)
 
     e = sub.add_parser("explain", help="why Dropout(rate) on N units does not zero exactly rate*N of them")
-    e.add_argument("--units", type=int, required=True, metavar="N", help="units in one call, an integer >= 1")
+    e.add_argument(
+        "--units", type=count("units"), required=True, metavar="N", help="units in one call, an integer >= 1 (1e9 too)"
+    )
     e.add_argument("--rate", type=probability("rate"), required=True, metavar="R", help="the rate, in [0, 1)")
     e.add_argument("--dtype", default="float32", metavar="DTYPE", help=f"one of {', '.join(DTYPES)} (default float32)")
-    e.add_argument("--observed", type=int, metavar="K", help="zeros you saw in one call, an integer in [0, N]")
+    e.add_argument(
+        "--observed", type=count("observed"), metavar="K", help="zeros you saw in one call, an integer in [0, N]"
+    )
     e.add_argument(
         "--framework",
         choices=["tensorflow", "jax", "torch", "numpy"],

@@ -8,9 +8,9 @@ import json
 import sys
 import time
 
-from ._common import EXIT_FAILED, EXIT_OK, UsageError, quiet_imports, quiet_tensorflow
-from .audit_text import attention_text, audit_table, layers_text, recompute_text, recurrent_text
-from .files import write_atomically
+from ._common import EXIT_FAILED, EXIT_OK, RUN, UsageError, quiet_imports, quiet_tensorflow, raise_if_stopped
+from .audit_text import attention_text, audit_table, exit_reason, layers_text, recompute_text, recurrent_text
+from .files import save_text
 from .plots import audit_plot
 
 
@@ -20,9 +20,10 @@ def _framework_versions(frameworks) -> dict:
     return {fw: sys.modules[package.get(fw, fw)].__version__ for fw in frameworks if package.get(fw, fw) in sys.modules}
 
 
-def _audit_plan(args):
-    """The frameworks to audit (all installed unless named) and their (adapter, dtype) runs."""
-    from ..adapters import adapters, installed_frameworks
+def _audit_frameworks(args) -> list:
+    """The frameworks to audit (all installed unless named): a UsageError naming the extra to
+    install for one that is not, before any framework loads."""
+    from ..adapters import installed_frameworks
 
     installed = installed_frameworks()
     # Keras picks one backend per process: by default Keras is audited on TensorFlow where
@@ -35,49 +36,97 @@ def _audit_plan(args):
         )
     for fw in frameworks:
         if fw not in installed:
-            raise UsageError(f"--framework ({fw}) is not installed here: pip install 'dropout-stats[{fw}]'")
+            raise UsageError(f'--framework ({fw}) is not installed here: pip install "dropout_stats[{fw}]"')
     if not frameworks:
         raise UsageError(
-            "no framework to audit is installed: pip install 'dropout-stats[tensorflow]' (or [jax], [torch])"
+            'no framework to audit is installed: pip install "dropout_stats[tensorflow]" (or [jax], [torch])'
         )
+    return frameworks
+
+
+def _audit_plan(args, frameworks, progress):
+    """The (adapter, dtype) runs of the frameworks audited; a step of ``progress`` as each loads."""
+    from ..adapters import adapters
+
     dtypes = args.dtypes or (["float32", "bfloat16"] if args.quick else ["float16", "bfloat16", "float32", "float64"])
     plan = []
-    for fw in frameworks:
-        with quiet_imports():
-            found = adapters(framework=fw, modes=("eager",) if args.quick else None)
-        plan += [(a, d) for a in found for d in dtypes if d in a.dtypes]
-    return frameworks, plan
+    with progress.section("setup", len(frameworks)) as step:
+        for fw in frameworks:
+            RUN.where = f"loading {fw}"
+            try:
+                with quiet_imports():
+                    found = adapters(framework=fw, modes=("eager",) if args.quick else None)
+            except ValueError as exc:  # installed, but its import failed: the adapters' message
+                raise UsageError(f"--framework ({fw}): {exc}") from None
+            runs = [(a, d) for a in found for d in dtypes if d in a.dtypes]
+            plan += runs
+            step(f"{fw} loaded", f"{len(found)} entry points, {len(runs)} configurations")
+    return plan
 
 
-@contextlib.contextmanager
-def _progress(total: int):
-    """``step(done, label, status)`` after each run: on a terminal a tqdm bar (runs done, time, the
-    run just done), elsewhere (a log, CI) a plain line per run with its verdict; on stderr."""
-    from tqdm import tqdm
-
-    tty = sys.stderr.isatty()
-    bar = tqdm(total=total, file=sys.stderr, unit="run", dynamic_ncols=True, disable=not tty or not total)
-    start = time.perf_counter()
-
-    def step(done: int, label: str, status: str) -> None:
-        if tty:
-            bar.set_postfix_str(label[:50], refresh=False)
-            bar.update()
-        else:
-            tqdm.write(f"[{done}/{total}] {time.perf_counter() - start:6.1f}s {label}: {status}", file=sys.stderr)
-            sys.stderr.flush()
-
-    try:
-        yield step
-    finally:
-        bar.close()
+_SECTION_WORDS = {
+    "": "configurations",
+    "recompute": "backward checks",
+    "recurrent": "recurrent layers",
+    "attention": "attention layers",
+    "facts": "version facts",
+}
 
 
-def _run_plan(args, plan):
+class _Progress:
+    """Progress through every section of the audit, on stderr: on a terminal a tqdm bar per
+    section (steps done, time, the step just done), elsewhere (a log, CI) a line per step with
+    its verdict and the seconds since the audit started: "[3/22] 12.5s NAME: pass" for the
+    configurations, "[layers 2/6] 40.1s NAME: pass" for the other sections."""
+
+    def __init__(self):
+        self.start = time.perf_counter()
+        self.tty = sys.stderr.isatty()
+
+    @contextlib.contextmanager
+    def section(self, name: str, total: int):
+        from tqdm import tqdm
+
+        bar = tqdm(
+            total=total,
+            desc=name or "configurations",
+            file=sys.stderr,
+            unit="step" if name else "run",
+            dynamic_ncols=True,
+            disable=not self.tty or not total,
+        )
+        done = 0
+        what = _SECTION_WORDS.get(name, name)
+
+        def step(label: str, status: str) -> None:
+            nonlocal done
+            done += 1
+            RUN.where = f"in the {what}, {done} of {total} done"
+            if self.tty:
+                bar.set_postfix_str(label[:50], refresh=False)
+                bar.update()
+            else:
+                head = f"{name} {done}/{total}" if name else f"{done}/{total}"
+                tqdm.write(f"[{head}] {time.perf_counter() - self.start:6.1f}s {label}: {status}", file=sys.stderr)
+                sys.stderr.flush()
+            raise_if_stopped()
+
+        RUN.where = f"in the {what}, 0 of {total} done"
+        try:
+            yield step
+        finally:
+            bar.close()
+
+
+def _verdict(report) -> str:
+    return "pass" if report.passed else "FAIL " + ", ".join(c.name for c in report.failures)
+
+
+def _run_plan(args, plan, progress):
     """verify() on each (adapter, dtype) of the plan: the (adapter, dtype, report) and the seconds of each."""
     results, seconds = [], []
-    with _progress(len(plan)) as step:
-        for done, (adapter, dtype) in enumerate(plan, 1):
+    with progress.section("", len(plan)) as step:
+        for adapter, dtype in plan:
             t0 = time.perf_counter()
             # the frameworks' own entry points: their formulas are the reference, bit for bit
             report = adapter.verify(
@@ -85,17 +134,15 @@ def _run_plan(args, plan):
             )
             seconds.append(time.perf_counter() - t0)
             results.append((adapter, dtype, report))
-            step(
-                done,
-                f"{adapter.name} {dtype}",
-                "pass" if report.passed else "FAIL " + ", ".join(c.name for c in report.failures),
-            )
+            step(f"{adapter.name} {dtype}", _verdict(report))
     return results, seconds
 
 
 def cmd_audit(args) -> int:
+    frameworks = _audit_frameworks(args)  # not installed: refused before anything loads
     quiet_tensorflow()
-    frameworks, plan = _audit_plan(args)
+    progress = _Progress()
+    plan = _audit_plan(args, frameworks, progress)
     if "tensorflow" in frameworks:
         from ..battery.layers import use_logical_cpus
 
@@ -104,39 +151,52 @@ def cmd_audit(args) -> int:
         except RuntimeError:  # pragma: no cover - already initialised (the audit run from Python)
             pass
     versions = _framework_versions(frameworks)
-    results, seconds = _run_plan(args, plan)
+    results, seconds = _run_plan(args, plan, progress)
     print(audit_table(results, args.rate, versions))
     modes = dict.fromkeys(a.mode for a, _ in plan)
     by_mode = {m: sum(t for (a, _, _), t in zip(results, seconds, strict=True) if a.mode == m) for m in modes}
     print("\ntime by mode: " + ", ".join(f"{m} {t:.1f} s" for m, t in by_mode.items()))
     from ..adapters import recompute_agreement
 
-    recompute = {fw: recompute_agreement(fw, rate=args.rate) for fw in frameworks}
+    recompute = {}
+    with progress.section("recompute", len(frameworks)) as step:
+        for fw in frameworks:
+            recompute[fw] = recompute_agreement(fw, rate=args.rate)
+            other = sum(1 for v in recompute[fw].values() if isinstance(v, dict) and v["p_vs_same_mask"] != 1.0)
+            step(f"{fw} under activation checkpointing", f"{len(recompute[fw])} pairs, {other} with another mask")
     print(recompute_text({k: v for fw in frameworks for k, v in recompute[fw].items()}, args.rate))
-    with quiet_imports():  # Keras on JAX imports TensorFlow, where installed, to save a model
-        layers = _audit_layers(args, frameworks)
+    layers = _audit_layers(args, frameworks, progress)
     if layers:
         print(layers_text(layers, args.rate))
-    recurrent = _audit_recurrent(args, frameworks)
+    recurrent = _audit_recurrent(args, frameworks, progress)
     if recurrent:
         print(recurrent_text(recurrent))
-    attention = _audit_attention(args, frameworks)
+    attention = _audit_attention(args, frameworks, progress)
     if attention:
         print(attention_text(attention))
     if args.json:
+        facts = {}
+        if "tensorflow" in frameworks:
+            with progress.section("facts", 1) as step:
+                facts = _tensorflow_facts()
+                step("tensorflow's behaviour, version by version (probes)", f"{len(facts)} facts")
         payload = _payload(
-            args, frameworks, versions, results, seconds, by_mode, recompute, layers, recurrent, attention
+            args, frameworks, versions, results, seconds, by_mode, recompute, layers, recurrent, attention, facts
         )
-        write_atomically(args.json, json.dumps(payload, indent=1, sort_keys=True))
-        print(f"wrote {args.json}")
+        save_text(args.json, json.dumps(payload, indent=1, sort_keys=True), "--json")
     if args.plot:
+        RUN.where = "drawing the plot"
         audit_plot(results, args.plot, args.rate, versions)
-        print(f"wrote {args.plot}")
-    ok = all(r.passed for _, _, r in results) and all(r.passed for _, r, _ in layers + recurrent + attention)
-    return EXIT_OK if ok else EXIT_FAILED
+    RUN.where = ""
+    reason = exit_reason(results, layers, recurrent, attention)
+    if reason:
+        print(reason)
+    return EXIT_FAILED if reason else EXIT_OK
 
 
-def _payload(args, frameworks, versions, results, seconds, by_mode, recompute, layers, recurrent, attention) -> dict:
+def _payload(
+    args, frameworks, versions, results, seconds, by_mode, recompute, layers, recurrent, attention, facts
+) -> dict:
     """The whole audit as JSON (schema: docs/json.md)."""
 
     def layer_rows(found):
@@ -157,7 +217,7 @@ def _payload(args, frameworks, versions, results, seconds, by_mode, recompute, l
         "seed": args.seed,
         "false_fail_rate": args.false_fail_rate,
         "quick": bool(args.quick),
-        "facts": _tensorflow_facts() if "tensorflow" in frameworks else {},
+        "facts": facts,
         "results": [
             {
                 "framework": a.backend,
@@ -188,7 +248,7 @@ def _keras_audited(frameworks):
     return keras if keras.backend.backend() in ("tensorflow", "jax") else None
 
 
-def _audit_recurrent(args, frameworks) -> list:
+def _audit_recurrent(args, frameworks, progress) -> list:
     """verify_recurrent on Keras's SimpleRNN, GRU and LSTM, eagerly and (TensorFlow) in tf.function."""
     from ..battery.recurrent import verify_recurrent
 
@@ -198,23 +258,25 @@ def _audit_recurrent(args, frameworks) -> list:
     r_in, r_rec = _recurrent_rates(args.rate)
     modes = ["eager"] + (["function"] if keras.backend.backend() == "tensorflow" and not args.quick else [])
     out = []
-    for mode in modes:
-        for cls in ("SimpleRNN", "GRU", "LSTM"):
-            t0 = time.perf_counter()
-            report = verify_recurrent(
-                getattr(keras.layers, cls),
-                dropout=r_in,
-                recurrent_dropout=r_rec,
-                seed=args.seed,
-                false_fail_rate=args.false_fail_rate,
-                mode=mode,
-            )
-            on = " (JAX)" if keras.backend.backend() == "jax" else ""
-            out.append((f"keras.layers.{cls}{on} [{mode}]", report, time.perf_counter() - t0))
+    with progress.section("recurrent", 3 * len(modes)) as step:
+        for mode in modes:
+            for cls in ("SimpleRNN", "GRU", "LSTM"):
+                t0 = time.perf_counter()
+                report = verify_recurrent(
+                    getattr(keras.layers, cls),
+                    dropout=r_in,
+                    recurrent_dropout=r_rec,
+                    seed=args.seed,
+                    false_fail_rate=args.false_fail_rate,
+                    mode=mode,
+                )
+                on = " (JAX)" if keras.backend.backend() == "jax" else ""
+                out.append((f"keras.layers.{cls}{on} [{mode}]", report, time.perf_counter() - t0))
+                step(out[-1][0], _verdict(report))
     return out
 
 
-def _audit_attention(args, frameworks) -> list:
+def _audit_attention(args, frameworks, progress) -> list:
     """verify_attention on Keras's MultiHeadAttention, Attention and AdditiveAttention (on the
     backend the audit runs Keras on), and on torch's MultiheadAttention and
     scaled_dot_product_attention."""
@@ -235,36 +297,45 @@ def _audit_attention(args, frameworks) -> list:
 
         todo += attention_factories()
     out = []
-    for name, layer_cls in todo:
-        t0 = time.perf_counter()
-        report = verify_attention(
-            layer_cls, rate=args.rate, seed=args.seed, false_fail_rate=args.false_fail_rate, exact_scale=True
-        )
-        out.append((name, report, time.perf_counter() - t0))
+    with progress.section("attention", len(todo)) as step:
+        for name, layer_cls in todo:
+            t0 = time.perf_counter()
+            report = verify_attention(
+                layer_cls, rate=args.rate, seed=args.seed, false_fail_rate=args.false_fail_rate, exact_scale=True
+            )
+            out.append((name, report, time.perf_counter() - t0))
+            step(name, _verdict(report))
     return out
 
 
-def _audit_layers(args, frameworks) -> list:
+def _audit_layers(args, frameworks, progress) -> list:
     """verify_layer on every Keras dropout layer (on TensorFlow: 2 replicas), flax.nnx.Dropout and
     every torch dropout module: (name, report, seconds)."""
     from ..adapters import layer_factories
     from ..battery.layers import verify_layer
 
+    with quiet_imports():
+        todo = [
+            (fw, name, make)
+            for fw in ("tensorflow", "keras-jax", "jax", "torch")
+            if fw in frameworks
+            for name, make in layer_factories("float32", framework=fw)
+        ]
     layers = []
-    for fw in ("tensorflow", "keras-jax", "jax", "torch"):
-        if fw not in frameworks:
-            continue
-        for name, make in layer_factories("float32", framework=fw):
+    with progress.section("layers", len(todo)) as step:
+        for fw, name, make in todo:
             t0 = time.perf_counter()
-            report = verify_layer(
-                make,
-                rate=args.rate,
-                seed=args.seed,
-                replicas=2 if fw == "tensorflow" else None,
-                false_fail_rate=args.false_fail_rate,
-                exact_scale=True,
-            )
+            with quiet_imports():  # Keras on JAX imports TensorFlow, where installed, to save a model
+                report = verify_layer(
+                    make,
+                    rate=args.rate,
+                    seed=args.seed,
+                    replicas=2 if fw == "tensorflow" else None,
+                    false_fail_rate=args.false_fail_rate,
+                    exact_scale=True,
+                )
             layers.append((name, report, time.perf_counter() - t0))
+            step(name, _verdict(report))
     return layers
 
 

@@ -63,7 +63,7 @@ def audit_table(results, rate, versions: dict, width: int = 100) -> str:
         words, others = _diagnosis(r)
         lines += wrap(f"FAIL {name} {d}: {words}" + (f" (also failing: {', '.join(others)})" if others else ""))
         for c in r.failures:
-            lines += wrap(f"{c.name}: {c.detail or c.observed}", "      ")
+            lines += wrap(check_numbers(c), "      ")
     if findings:
         lines += ["", "findings (each true of every configuration listed under it):"]
         for (name, text), where in sorted(findings.items()):
@@ -88,6 +88,7 @@ def layers_text(layers, rate) -> str:
         else:
             words, others = _diagnosis(r)
             lines += wrap100(f"  {name}: FAIL: {words}" + (f" (also: {', '.join(others)})" if others else ""))
+            lines += _failed_checks(r)
         replica = next((f for f in r.findings if f.name == "replicas"), None)
         if replica is not None:
             lines += wrap100(f"    {replica.detail}; {replica.measured}")
@@ -132,6 +133,7 @@ def recurrent_text(recurrent) -> str:
         words = "pass" if r.passed else "FAIL: " + ", ".join(c.name for c in r.failures)
         semantics = "; ".join(f.detail for f in r.findings if f.name == "time_semantics")
         lines += wrap100(f"  {name}: {words}" + (f" ({semantics})" if semantics else ""))
+        lines += _failed_checks(r)
     return "\n".join(lines)
 
 
@@ -146,7 +148,63 @@ def attention_text(attention) -> str:
     ]
     for name, r, _ in attention:
         lines += wrap100(f"  {name}: " + ("pass" if r.passed else "FAIL: " + ", ".join(c.name for c in r.failures)))
+        lines += _failed_checks(r)
     return "\n".join(lines)
+
+
+def check_numbers(c) -> str:
+    """A failed check in one line with its numbers: what it says, what it observed and expected
+    (where its words do not already hold them), its p-value against its level, its draws."""
+    text = c.detail or c.observed or "failed"
+    more = []
+    if c.observed and c.observed not in text:
+        more.append(f"observed {c.observed}")
+    if c.expected and c.expected not in text:
+        more.append(f"expected {c.expected}")
+    if c.pvalue is not None:
+        more.append(f"p = {c.pvalue:.3g}" + (f" <= level {c.level:.2g}" if c.level is not None else ""))
+    if c.samples:
+        more.append(f"n = {c.samples:,}")
+    return f"{c.name}: {text}" + (f" ({'; '.join(more)})" if more else "")
+
+
+def _failed_checks(report) -> list[str]:
+    """The failed checks of a layer's report, a line each (wrapped) with its numbers."""
+    import textwrap
+
+    return [
+        line
+        for c in report.failures
+        for line in textwrap.wrap(
+            check_numbers(c),
+            100,
+            initial_indent="      ",
+            subsequent_indent="        ",
+            break_on_hyphens=False,
+            break_long_words=False,
+        )
+    ]
+
+
+def exit_reason(results, layers, recurrent, attention, width: int = 100) -> str:
+    """The audit's last line where it exits 1: which parts failed, and which checks ("" when every
+    check passed)."""
+    parts = []
+    groups = (
+        ("configurations", [r for _, _, r in results]),
+        ("layers", [r for _, r, _ in layers]),
+        ("recurrent layers", [r for _, r, _ in recurrent]),
+        ("attention layers", [r for _, r, _ in attention]),
+    )
+    for what, reports in groups:
+        failed = [r for r in reports if not r.passed]
+        if failed:
+            checks = ", ".join(dict.fromkeys(c.name for r in failed for c in r.failures))
+            parts.append(f"{len(failed)} of {len(reports)} {what} failed ({checks})")
+    if not parts:
+        return ""
+    line = "exit 1: " + "; ".join(parts)
+    return line if len(line) <= width else line[: width - 3].rstrip(" ,;(") + "..."
 
 
 def _diagnosis(report) -> tuple[str, list[str]]:

@@ -40,6 +40,7 @@ class Target:
     real: str
     mode: int | None = None
     owner: tuple[int, int] | None = None
+    linked: bool = False
 
     @property
     def folder(self) -> str:
@@ -47,9 +48,11 @@ class Target:
 
     def wrote(self) -> str:
         """The line that says where the file went (a symlink's target named)."""
-        if os.path.abspath(self.path) != self.real:
-            return f"wrote {self.path} (a symlink: wrote its target {self.real})"
-        return f"wrote {self.path}"
+        from ._common import one_line
+
+        if self.linked:
+            return one_line(f"wrote {self.path} (a symlink: wrote its target {self.real})")
+        return one_line(f"wrote {self.path}")
 
 
 _KINDS = (
@@ -65,7 +68,8 @@ def check_output(path, option: str) -> Target:
     Touches nothing but a probe file it creates and removes at once (and stale temporary files
     of killed runs)."""
     if path is None or not str(path).strip():
-        raise UsageError(f"{option} ({path!r}) is an empty path: name a file, e.g. report.json")
+        what = "an empty path" if not path else "blank"
+        raise UsageError(f"{option} ({path!r}) is {what}: name a file, e.g. report.json")
     path = os.fspath(path)
     if "\0" in path:
         raise UsageError(f"{option} ({path!r}) holds a NUL character")
@@ -75,7 +79,8 @@ def check_output(path, option: str) -> Target:
         raise UsageError(f"{option} ({path}) names a folder (it ends in {os.sep}), not a file")
     real = os.path.abspath(path)
     st = _lstat(path, option)
-    if st is not None and stat.S_ISLNK(st.st_mode):
+    linked = st is not None and stat.S_ISLNK(st.st_mode)
+    if linked:
         real = os.path.realpath(path)  # the target, dangling or not
         try:
             st = os.stat(path)
@@ -103,7 +108,7 @@ def check_output(path, option: str) -> Target:
     folder = os.path.dirname(real) or "."
     _probe(folder, path, option)
     remove_stale_temporaries(folder)
-    return Target(path, option, real, mode, owner)
+    return Target(path, option, real, mode, owner, linked)
 
 
 def _lstat(path: str, option: str):
@@ -225,6 +230,16 @@ def write_atomically(path, text: str, option: str = "--json") -> Target:
     """Write ``text`` (UTF-8) to ``path`` whole or not at all; returns where it went."""
     data = text.encode("utf-8")
     return replace_atomically(path, option, ".tmp", lambda f: f.write(data))
+
+
+def save_text(path: str, text: str, option: str) -> Target:
+    """Write ``text`` to ``path`` whole, then say so ("wrote PATH") on stdout."""
+    from ._common import RUN
+
+    target = write_atomically(path, text, option)
+    RUN.wrote(target)
+    print(target.wrote())
+    return target
 
 
 def require_folder(path: str, option: str) -> str:

@@ -4,9 +4,10 @@ into one markdown table."""
 from __future__ import annotations
 
 import json
+import os
 
 from ._common import EXIT_OK, FRAMEWORK_NAMES, UsageError
-from .files import write_atomically
+from .files import save_text
 
 
 def matrix_markdown(payloads: list[dict]) -> str:
@@ -131,24 +132,108 @@ def _fmt(v):
     return str(v)
 
 
+def _check_payload(path: str, p) -> None:
+    """Every key ``matrix_markdown`` reads, with its type: a UsageError naming the first that is
+    missing or wrong (where it is, as results[3].report.checks), not a KeyError later."""
+
+    def need(obj, key, kind, where, optional=False):
+        if key not in obj:
+            if optional:
+                return kind()
+            raise UsageError(f"{path}: {where or 'the top level'} has no key {key!r} (not a whole audit JSON)")
+        value = obj[key]
+        if kind is not None and not isinstance(value, kind):
+            wanted = "a number" if isinstance(kind, tuple) else kind.__name__
+            raise UsageError(f"{path}: {f'{where}.' if where else ''}{key} is {type(value).__name__}, not {wanted}")
+        return value
+
+    def report(rep, where):
+        need(rep, "passed", None, where)
+        for i, c in enumerate(need(rep, "checks", list, where)):
+            if not isinstance(c, dict):
+                raise UsageError(f"{path}: {where}.checks[{i}] is {type(c).__name__}, not dict")
+            need(c, "name", str, f"{where}.checks[{i}]")
+            need(c, "passed", None, f"{where}.checks[{i}]")
+        for i, f in enumerate(need(rep, "findings", list, where, optional=True)):
+            at = f"{where}.findings[{i}]"
+            if not isinstance(f, dict):
+                raise UsageError(f"{path}: {at} is {type(f).__name__}, not dict")
+            name = need(f, "name", str, at)
+            if name == "replicas":
+                need(f, "value", (int, float), at)
+            if name in ("scale_formula", "affine_formula"):
+                need(f, "value", None, at)
+            if name == "time_semantics":
+                need(f, "detail", str, at)
+
+    if p.get("tensorflow") is not None and not isinstance(p["tensorflow"], str):
+        raise UsageError(f"{path}: tensorflow is {type(p['tensorflow']).__name__}, not a version string")
+    need(p, "frameworks", dict, "", optional=True)
+    need(p, "facts", dict, "", optional=True)
+    for key, name in (("layers", "layer"), ("recurrent", "layer"), ("attention", "layer"), ("results", None)):
+        rows = need(p, key, list, "", optional=key != "results")
+        for i, row in enumerate(rows):
+            where = f"{key}[{i}]"
+            if not isinstance(row, dict):
+                raise UsageError(f"{path}: {where} is {type(row).__name__}, not dict")
+            if name:
+                need(row, name, str, where)
+            else:
+                for field in ("entry_point", "mode", "dtype"):
+                    need(row, field, str, where)
+            report(need(row, "report", dict, where), f"{where}.report")
+
+
+MAX_BYTES = 256 << 20  # an audit JSON is well under a megabyte: more is not one
+
+
+def _read(path: str) -> str:
+    """The text of ``path``, never hanging or filling memory: a FIFO without a writer reads as
+    empty (opened non-blocking, then read blocking), a device node or a huge file is refused."""
+    import fcntl
+    import stat
+
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
+            raise UsageError(f"{path}: not a readable audit JSON (a device node, not a file)")
+        if st.st_size > MAX_BYTES:
+            raise UsageError(f"{path}: not a readable audit JSON ({st.st_size:,} bytes: no audit is that large)")
+        fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~getattr(os, "O_NONBLOCK", 0))
+        with os.fdopen(fd, encoding="utf-8") as f:
+            fd = None
+            text = f.read(MAX_BYTES + 1)
+    finally:
+        if fd is not None:
+            os.close(fd)
+    if not text.strip():
+        raise UsageError(f"{path}: not a readable audit JSON (empty)")
+    if len(text) > MAX_BYTES:
+        raise UsageError(f"{path}: not a readable audit JSON (more than {MAX_BYTES:,} characters)")
+    return text
+
+
 def cmd_matrix(args) -> int:
     payloads = []
     for path in args.files:
         try:
-            with open(path) as f:
-                payloads.append(json.load(f))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise UsageError(f"{path}: not a readable audit JSON ({exc})") from None
+            payloads.append(json.loads(_read(path)))
+        except (OSError, ValueError) as exc:  # JSONDecodeError, UnicodeDecodeError, too many digits
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+            raise UsageError(f"{path}: not a readable audit JSON ({why})") from None
+        except RecursionError:
+            raise UsageError(f"{path}: not a readable audit JSON (nested too deeply)") from None
         if not isinstance(payloads[-1], dict) or not str(payloads[-1].get("schema", "")).startswith(
             "dropout-stats/audit/"
         ):
             raise UsageError(f"{path}: not a dropout-stats audit JSON (no 'schema': 'dropout-stats/audit/...')")
         if not payloads[-1].get("tensorflow") and not payloads[-1].get("frameworks"):
             raise UsageError(f"{path}: an audit of no framework")
+        _check_payload(path, payloads[-1])
     text = matrix_markdown(payloads)
     if args.output:
-        write_atomically(args.output, text)
-        print(f"wrote {args.output}")
+        save_text(args.output, text, "--output")
     else:
         print(text)
     return EXIT_OK

@@ -3,9 +3,7 @@ zeros.  matplotlib is imported only here, and only when a plot is asked for."""
 
 from __future__ import annotations
 
-import os
-
-from ._common import UsageError, versions_text
+from ._common import RUN, UsageError, versions_text
 from .files import replace_atomically
 
 
@@ -21,11 +19,10 @@ def require_matplotlib():
 
 
 def _save_figure(fig, path: str) -> None:
-    def write(fd, tmp):
-        os.close(fd)
-        fig.savefig(tmp, format="png", dpi=110)
-
-    replace_atomically(path, "--plot", ".png", write)
+    """The figure as a PNG at ``path``, whole or not at all; then "wrote PATH" on stdout."""
+    target = replace_atomically(path, "--plot", ".png", lambda f: fig.savefig(f, format="png", dpi=110))
+    RUN.wrote(target)
+    print(target.wrote())
 
 
 def audit_plot(results, path, rate, versions: dict) -> None:
@@ -111,37 +108,54 @@ def audit_plot(results, path, rate, versions: dict) -> None:
 def explain_plot(args, path) -> None:
     """The distribution of zeros: its bars, the counts the exact test at level 0.001 accepts (the
     level the verdict uses), the mean, and the observed count (wherever it lies) with its exact
-    p-value and the verdict."""
+    p-value and the verdict.  Over more than ``BARS`` counts the distribution is a curve on a
+    grid and the accepted counts the interval found by bisection: never an array of --units."""
     import numpy as np
     from matplotlib.ticker import MaxNLocator
-    from scipy import stats
 
     from .. import rate_test
-    from .explain import LEVEL, framework_keep
+    from .explain import EXACT_MAX, LEVEL, Zeros, framework_keep
 
     plt = require_matplotlib()
     framework = getattr(args, "framework", "tensorflow")
+    n = args.units
     drop = 1 - float(framework_keep(framework, args.rate, args.dtype)[0])
-    dist = stats.binom(args.units, drop)
-    lo, hi = int(dist.ppf(1e-4)), int(dist.isf(1e-4))
+    dist = Zeros(n, drop)
+    d_lo, d_hi = dist.ppf(1e-4), dist.isf(1e-4)
+    lo, hi = d_lo, d_hi
     if args.observed is not None:
         lo, hi = min(lo, args.observed), max(hi, args.observed)
-    ks = np.arange(lo, hi + 1)
-    accepted = np.array([rate_test(int(k), args.units, drop).pvalue > LEVEL for k in ks], dtype=bool)
+
+    def accepts(k: int) -> bool:
+        return rate_test(int(k), n, drop).pvalue > LEVEL
+
     fig, ax = plt.subplots(figsize=(8, 5))
-    a_lo, a_hi = ks[accepted].min(), ks[accepted].max()
-    span = f"{a_lo} zeros" if a_lo == a_hi else f"{a_lo} to {a_hi} zeros"
-    ax.bar(ks[accepted], dist.pmf(ks[accepted]), color="tab:blue", label=f"consistent at level 0.001: {span}")
-    if (~accepted).any():
-        ax.bar(
-            ks[~accepted],
-            dist.pmf(ks[~accepted]),
-            color="lightsteelblue",
-            label="rejected at level 0.001 (at most 1 in 1000 calls of a correct dropout)",
-        )
-    ax.axvline(dist.mean(), color="black", lw=1, ls="--", label=f"mean {dist.mean():.2f}")
+    if hi - lo + 1 <= BARS:  # a bar per count, each tested
+        ks = np.arange(lo, hi + 1)
+        accepted = np.array([accepts(k) for k in ks], dtype=bool)
+        a_lo, a_hi = ks[accepted].min(), ks[accepted].max()
+        pmf = np.array([dist.pmf(int(k)) for k in ks])
+        span = f"{a_lo} zeros" if a_lo == a_hi else f"{a_lo} to {a_hi} zeros"
+        ax.bar(ks[accepted], pmf[accepted], color="tab:blue", label=f"consistent at level 0.001: {span}")
+        if (~accepted).any():
+            ax.bar(ks[~accepted], pmf[~accepted], color="lightsteelblue", label=_REJECTED)
+    else:
+        mode = dist.mode()
+        if dist.exact:  # the accepted counts are an interval around the mode: its ends by bisection
+            a_lo, a_hi = _edge(accepts, d_lo, mode, up=False), _edge(accepts, mode, d_hi, up=True)
+        else:  # beyond scipy's exact range, the approximation's own quantiles at the level
+            a_lo, a_hi = dist.ppf(LEVEL / 2), dist.isf(LEVEL / 2)
+        grid = np.unique(np.concatenate([np.linspace(float(d_lo), float(d_hi), 801), np.linspace(lo, hi, 201)]))
+        pmf = np.array([dist.pmf(int(round(x))) for x in grid])
+        inside = (grid >= a_lo) & (grid <= a_hi)
+        span = f"{a_lo} to {a_hi} zeros" + (" (normal approximation)" if n > EXACT_MAX else "")
+        ax.fill_between(grid, pmf, where=inside, color="tab:blue", lw=0, label=f"consistent at level 0.001: {span}")
+        ax.fill_between(grid, pmf, where=~inside, color="lightsteelblue", lw=0, label=_REJECTED)
+        ax.plot(grid, pmf, color="tab:blue", lw=0.8)
+    mean = float(dist.mean)
+    ax.axvline(mean, color="black", lw=1, ls="--", label=f"mean {mean:.2f}")
     if args.observed is not None:
-        p = rate_test(args.observed, args.units, drop).pvalue
+        p = rate_test(args.observed, n, drop).pvalue
         verdict = "consistent" if p > LEVEL else "NOT consistent"
         ax.axvline(
             args.observed,
@@ -154,11 +168,32 @@ def explain_plot(args, path) -> None:
     ax.set_xlabel("zeros in one call")
     ax.set_ylabel("probability")
     ax.set_title(
-        f"Dropout({args.rate}) on {args.units} unit{'s' if args.units != 1 else ''} in {args.dtype} ({framework}): "
-        f"zeros ~ Binomial({args.units}, {drop:.4g})",
+        f"Dropout({args.rate}) on {n} unit{'s' if n != 1 else ''} in {args.dtype} ({framework}): "
+        f"zeros ~ Binomial({n}, {drop:.4g})",
         fontsize=10,
     )
     ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, frameon=False)
     fig.subplots_adjust(bottom=0.25)
     _save_figure(fig, path)
     plt.close(fig)
+
+
+BARS = 400  # explain's plot draws a bar per count up to this many counts
+_REJECTED = "rejected at level 0.001 (at most 1 in 1000 calls of a correct dropout)"
+
+
+def _edge(accepts, a: int, b: int, up: bool) -> int:
+    """The last accepted count going up from ``a`` to ``b`` (``up``), or down from ``b`` to
+    ``a``, where ``accepts`` holds on one side of the edge only (about 2 log2(b - a) tests)."""
+    inner, outer = (a, b) if up else (b, a)
+    if not accepts(inner):
+        return inner
+    if accepts(outer):
+        return outer
+    while abs(outer - inner) > 1:
+        mid = (inner + outer) // 2
+        if accepts(mid):
+            inner = mid
+        else:
+            outer = mid
+    return inner

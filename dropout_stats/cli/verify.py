@@ -6,8 +6,8 @@ import importlib
 import os
 import sys
 
-from ._common import EXIT_FAILED, EXIT_OK, UsageError, quiet_imports, quiet_tensorflow
-from .files import write_atomically
+from ._common import EXIT_FAILED, EXIT_OK, RUN, UsageError, quiet_imports, quiet_tensorflow
+from .files import save_text
 
 
 def _load_function(spec: str):
@@ -49,9 +49,46 @@ def _check_signature(fn, stateful: bool) -> None:
         )
 
 
+def _check_backend_installed(backend) -> None:
+    """--backend names a framework this installation has: else the extra to install, before the
+    user's module (and a framework) loads."""
+    import importlib.util
+
+    if backend in (None, "numpy"):
+        return
+    if importlib.util.find_spec(backend) is None:
+        extras = ["tensorflow", "keras-jax"] if backend == "keras" else [backend]
+        install = " or ".join(f'"dropout_stats[{e}]"' for e in extras)
+        raise UsageError(f"--backend ({backend}) is not installed here: pip install {install}")
+
+
+def _check_not_the_module(spec: str, json_path) -> None:
+    """--json must not replace the module being verified (a top-level module's file is found
+    without importing anything)."""
+    import importlib.util
+
+    module_name = spec.partition(":")[0]
+    if json_path is None or not module_name or "." in module_name:
+        return
+    sys.path.insert(0, os.getcwd())
+    try:
+        found = importlib.util.find_spec(module_name)
+    except (ImportError, ValueError):
+        return
+    finally:
+        sys.path.remove(os.getcwd())
+    if found is not None and found.origin and os.path.exists(json_path):
+        if os.path.samefile(found.origin, json_path):
+            raise UsageError(f"--json ({json_path}) is the module being verified ({found.origin})")
+
+
 def cmd_verify(args) -> int:
+    _check_not_the_module(args.function, args.json)
+    _check_backend_installed(args.backend)
     quiet_tensorflow()  # before the user's module imports TensorFlow: its start-up lines stay away
+    RUN.where = f"loading {args.function}"
     fn = _load_function(args.function)
+    RUN.where = f"verifying {args.function}"
     _check_signature(fn, args.stateful)
     from ..battery import verify
 
@@ -77,6 +114,5 @@ def cmd_verify(args) -> int:
         raise UsageError(str(exc)) from None
     print(report)
     if args.json:
-        write_atomically(args.json, report.to_json(indent=1))
-        print(f"wrote {args.json}")
+        save_text(args.json, report.to_json(indent=1), "--json")
     return EXIT_OK if report.passed else EXIT_FAILED
