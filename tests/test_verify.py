@@ -169,7 +169,10 @@ def test_findings_keep_their_order_with_the_worker_thread():
     # calling thread interleave: the same list on every run
     fn = tf.function(stateless, jit_compile=True)
     runs = [[f.name for f in ds.verify(fn, rate=0.2, dtype="bfloat16", false_fail_rate=A).findings] for _ in range(3)]
-    assert runs[0] == ["keep_probability", "xla_stream", "scale_formula", "mean_bias"] and runs[0] == runs[1] == runs[2]
+    # bfloat16 with TensorFlow's stream: its keep in float32 (stateless_uniform's default) is tested too,
+    # and XLA's bfloat16 uniform (a truncated float32 one) keeps nearly that: keep_model, no mean_bias
+    want = ["keep_probability", "keep_model", "xla_stream", "scale_formula"]
+    assert runs[0] == want and runs[0] == runs[1] == runs[2]
 
 
 def test_fn_is_only_called_from_the_callers_thread_and_no_thread_outlives_verify():
