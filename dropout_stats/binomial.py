@@ -4,6 +4,10 @@
 form sums every outcome no more likely than the one observed; _exact finds that set faster).
 ``proportion_ci`` gives Clopper–Pearson ("exact", guaranteed coverage), Wilson and Jeffreys
 intervals.
+
+n is at most 2**53 (``_checks.MAX_COUNT``): scipy computes in doubles, which hold no larger count
+(past it scipy's answers are nan, wrong, a numpy TypeError or never come).  A keep probability
+is 0 or at least 1e-290 (below, scipy's binomial pmf raises OverflowError).
 """
 
 from __future__ import annotations
@@ -13,8 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import special, stats
 
-from ._checks import check_choice, check_counts, check_open_unit, check_probability
-from ._exact import binom_two_sided_pvalue
+from ._checks import check_binomial_p, check_choice, check_counts, check_open_unit, check_probability
+from ._exact import beta_quantile, binom_two_sided_pvalue
 
 __all__ = ["ProportionInterval", "RateTestResult", "proportion_ci", "rate_test"]
 
@@ -35,6 +39,7 @@ class ProportionInterval:
         return iter((self.low, self.high))
 
     def __contains__(self, p) -> bool:
+        p = check_probability(p, "p")
         return self.low <= p <= self.high
 
     def __repr__(self) -> str:
@@ -71,10 +76,10 @@ def proportion_ci(
         high = center + delta if (want_high and k < n) else 1.0
     else:
         a = 0.0 if method == "exact" else 0.5
-        low = float(special.betaincinv(k + a, n - k + 1 - a, tail)) if (want_low and k > 0) else 0.0
+        low = beta_quantile(k + a, n - k + 1 - a, tail) if (want_low and k > 0) else 0.0
         # the upper quantile from the complement: betaincinv(..., 1 - tail) rounds 1 - tail first,
         # which moved a 1 - 1e-15 interval's high end by 1.2e-5 relative
-        high = float(special.betainccinv(k + 1 - a, n - k + a, tail)) if (want_high and k < n) else 1.0
+        high = beta_quantile(k + 1 - a, n - k + a, tail, upper=True) if (want_high and k < n) else 1.0
     return ProportionInterval(float(low), float(high), cl, method)
 
 
@@ -108,7 +113,7 @@ def rate_test(kept, n, keep_prob, *, alternative: str = "two-sided") -> RateTest
     one (scipy's rule, with its 1e-7 relative tolerance): the p-values are scipy's.
     """
     k, n = check_counts(kept, n, k_name="kept")
-    p = check_probability(keep_prob, "keep_prob")
+    p = check_binomial_p(keep_prob, "keep_prob")
     check_choice(alternative, "alternative", _ALTERNATIVES)
     if alternative == "two-sided":
         pvalue = binom_two_sided_pvalue(k, n, p)

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ._checks import as_dimension, show
 from ._floats import FORMATS, array_dtype_name, bits_of, to_numpy
 
 __all__ = ["MaskCounts", "mask_counts", "informative_and_kept"]
@@ -80,6 +81,8 @@ class MaskCounts:
 
 
 def _normalise_noise_shape(noise_shape, shape: tuple[int, ...]) -> tuple[int, ...]:
+    if isinstance(noise_shape, (str, bytes, bytearray, dict, set, frozenset)):
+        raise TypeError(f"noise_shape ({show(noise_shape)}) must be a sequence of ints")
     ns = to_numpy(noise_shape, "noise_shape") if not isinstance(noise_shape, (list, tuple)) else noise_shape
     try:
         dims = list(np.asarray(ns, dtype=object).ravel()) if not isinstance(ns, (list, tuple)) else list(ns)
@@ -91,11 +94,10 @@ def _normalise_noise_shape(noise_shape, shape: tuple[int, ...]) -> tuple[int, ..
     for d, s in zip(dims, shape, strict=True):
         if d is None:
             d = s
-        try:
-            di = int(d)
-        except (TypeError, ValueError):
-            raise TypeError(f"noise_shape ({list(dims)}) must hold ints or None") from None
-        if di != d or di not in (1, s):
+        di = as_dimension(d)
+        if di is None:  # True, 10.5, "1"
+            raise TypeError(f"noise_shape ({show(list(dims))}) must hold ints or None")
+        if di not in (1, s):
             raise ValueError(
                 f"noise_shape ({list(dims)}) must broadcast to x's shape {list(shape)}: "
                 "each entry equal to that dimension or 1"

@@ -12,6 +12,10 @@ Fix any two of (n, discrepancy, the error rates) and the third follows.  Everyth
 computed from the exact binomial distribution and the exact rejection region of
 ``rate_test`` (scipy's two-sided rule): normal approximations mis-size tests at false-fail
 rates like 1e-6, and DKWM bounds ask for about 3x the draws.
+
+n is at most 2**53 (``_checks.MAX_COUNT``): past it scipy's binomial functions, which compute in
+doubles, are refused a count they cannot hold (and fail: nan at 1e16, no return at 1e17).  A
+search for n stops at 1e15 draws.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from dataclasses import dataclass
 
 from scipy import special, stats
 
-from ._checks import check_count, check_open_unit, check_positive
+from ._checks import check_binomial_p, check_count, check_open_unit, check_positive, check_probability, check_trials
 from ._exact import binom_two_sided_pvalue
 
 __all__ = [
@@ -39,7 +43,8 @@ _MAX_DRAWS = 10**15  # the largest design searched (numpy's int64 counts end at 
 
 
 class SampleSizeTooLarge(ValueError):
-    """The sample-size search gave up: no n up to 1e15 draws reaches the requested power."""
+    """The sample-size search gave up: no n up to 1e15 draws reaches the requested power.  The
+    message names the discrepancy (the argument to enlarge) with the rates it was asked at."""
 
 
 @dataclass(frozen=True)
@@ -53,11 +58,12 @@ class RejectionRegion:
     high: int  # n + 1 when the upper tail is empty
 
     def rejects(self, kept: int) -> bool:
+        kept = check_count(kept, "kept")
         return kept <= self.low or kept >= self.high
 
     def power(self, true_keep_prob: float) -> float:
         """P(reject) when the true keep probability is ``true_keep_prob``."""
-        p = float(true_keep_prob)
+        p = check_probability(true_keep_prob, "true_keep_prob")
         lower = stats.binom.cdf(self.low, self.n, p) if self.low >= 0 else 0.0
         upper = stats.binom.sf(self.high - 1, self.n, p) if self.high <= self.n else 0.0
         return float(lower + upper)
@@ -65,7 +71,7 @@ class RejectionRegion:
     def miss(self, true_keep_prob: float) -> float:
         """P(accept), 1 - power, summed from the tails that hold the least mass, so that a
         false-pass rate far below 1e-16 is resolved (1 - power rounds it away)."""
-        q, n = float(true_keep_prob), self.n
+        q, n = check_probability(true_keep_prob, "true_keep_prob"), self.n
         above_low = stats.binom.sf(self.low, n, q)  # P(K > low); 1 for low = -1
         below_high = stats.binom.cdf(self.high - 1, n, q)  # P(K < high); 1 for high = n + 1
         if above_low <= below_high:  # K mostly at or below low: both upper tails are small
@@ -74,12 +80,12 @@ class RejectionRegion:
 
 
 def _check_keep_prob(keep_prob) -> float:
-    return check_open_unit(keep_prob, "keep_prob")
+    return check_binomial_p(keep_prob, "keep_prob", closed=False)
 
 
 def rejection_region_for_rate_test(n, keep_prob, *, false_fail_rate=1e-6) -> RejectionRegion:
     """The exact rejection region of the two-sided ``rate_test`` at level ``false_fail_rate``."""
-    n = check_count(n, "n", minimum=1)
+    n = check_trials(n, "n")
     p = _check_keep_prob(keep_prob)
     alpha = check_open_unit(false_fail_rate, "false_fail_rate")
     return _region(n, p, alpha)
@@ -96,10 +102,22 @@ def _region(n: int, p: float, alpha: float) -> RejectionRegion:
         return binom_two_sided_pvalue(k, n, p) <= alpha
 
     below, above = math.ceil(p * n) - 1, math.floor(p * n) + 1  # the counts under and over the mean
-    low = _last_true(rejects, below, int(stats.binom.ppf(alpha / 2, n, p)))
+    low = _last_true(rejects, below, _tail_guess(alpha / 2, n, p))
     # the upper tail read outward as j = n - k, rejected on a prefix of [0, n - above]
-    high = n - _last_true(lambda j: rejects(n - j), n - above, int(stats.binom.ppf(alpha / 2, n, 1 - p)))
+    high = n - _last_true(lambda j: rejects(n - j), n - above, _tail_guess(alpha / 2, n, 1 - p))
     return RejectionRegion(n, p, alpha, low, high)
+
+
+def _tail_guess(tail: float, n: int, p: float) -> int:
+    """Near where Binomial(n, p)'s lower tail holds ``tail``: scipy's quantile up to 1e15 draws,
+    the normal one past it or where scipy's is nan (boost's search fails from about 2.5e15 draws
+    and never returns at 1e17).  Only a starting point: _last_true's answer does not depend on it."""
+    if n <= _MAX_DRAWS:
+        q = float(stats.binom.ppf(tail, n, p))
+        if math.isfinite(q):
+            return int(q)
+    z = max(float(special.ndtri(tail)), -40.0)  # -inf for a tail that underflowed to 0
+    return int(n * p + z * math.sqrt(n * p * (1 - p)))
 
 
 def _last_true(pred, top: int, guess: int) -> int:
@@ -134,7 +152,7 @@ def _alternatives(p: float, delta: float) -> list[float]:
 
 def power_of_rate_test(n, keep_prob, discrepancy, *, false_fail_rate=1e-6) -> float:
     """The smaller power of the exact test against keep_prob - discrepancy and + discrepancy."""
-    n = check_count(n, "n", minimum=1)
+    n = check_trials(n, "n")
     p = _check_keep_prob(keep_prob)
     delta = check_positive(discrepancy, "discrepancy")
     alpha = check_open_unit(false_fail_rate, "false_fail_rate")
@@ -189,7 +207,11 @@ def _min_num_samples(p: float, delta: float, alpha: float, beta: float) -> int:
     lo, hi = int(guess * 0.97), min(_MAX_DRAWS, int(guess * 1.03) + 2)
     while not ok(hi):
         if hi == _MAX_DRAWS:
-            raise SampleSizeTooLarge("no sample size up to 1e15 reaches the requested power")
+            raise SampleSizeTooLarge(
+                f"discrepancy ({delta!r}): testing keep_prob {p!r} for it at false_fail_rate {alpha!r} and "
+                f"false_pass_rate {beta!r} would take more than 1e15 draws (no sample size up to 1e15 reaches "
+                "the requested power); pass a larger discrepancy"
+            )
         lo, hi = hi, min(_MAX_DRAWS, int(hi * 1.25) + 2)
     while ok(lo):  # the guess overshot: walk down (0 draws never suffice)
         hi, lo = lo, int(lo * 0.8)
@@ -214,7 +236,7 @@ def min_discrepancy_detectable(keep_prob, n, *, false_fail_rate=1e-6, false_pass
     [0, 1] at that distance needs no detection.
     """
     p = _check_keep_prob(keep_prob)
-    n = check_count(n, "n", minimum=1)
+    n = check_trials(n, "n")
     alpha = check_open_unit(false_fail_rate, "false_fail_rate")
     beta = check_open_unit(false_pass_rate, "false_pass_rate")
     return _min_discrepancy(p, n, alpha, beta)

@@ -23,12 +23,13 @@ from fractions import Fraction
 
 import numpy as np
 
-from ._checks import check_rate
+from ._checks import check_count, check_dtype, check_flag, check_rate
 from ._floats import FORMATS, bfloat16_bits_to_float32, dtype_name, float32_to_bfloat16_bits, round_to
 
 __all__ = [
     "uniform_keep_fraction",
     "keep_models",
+    "rounded_uniform_keep_fraction",
     "expected_keep_fraction",
     "expected_keep_probability",
     "ScaleFormula",
@@ -55,7 +56,8 @@ def uniform_keep_fraction(rate, dtype, levels: int, rule: str = "U >= fl(rate)")
     Fraction(103, 128)
     """
     r = check_rate(rate)
-    name = dtype_name(dtype)
+    name = check_dtype(dtype)
+    levels = check_count(levels, "levels", minimum=1)
     if rule == "U >= fl(rate)":
         t = Fraction(float(round_to(r, name)))
         first_kept = -((-t * levels) // 1)  # ceil
@@ -74,7 +76,8 @@ def expected_keep_fraction(rate, dtype="float32", *, xla: bool = False) -> Fract
     levels) truncated to bfloat16, so bfloat16 at rate 0.2 keeps 0.7998046875 there, not
     102/128 (measured on TF 2.21: 2e7 draws, p = 0.17 against this, p < 1e-250 against 102/128).
     """
-    name = dtype_name(dtype)
+    name = check_dtype(dtype)
+    xla = check_flag(xla, "xla")
     fmt = FORMATS[name]
     return uniform_keep_fraction(rate, name, fmt.xla_uniform_levels if xla else fmt.uniform_levels)
 
@@ -89,7 +92,7 @@ def keep_models(dtype) -> list:
       and JAX's take 2^m, torch's float ones 2^(m+1)) or in float32 (2^23 or 2^24 levels: JAX's
       bernoulli whatever the dtype), compared as ``U >= fl(rate)`` or ``U < fl(1 - rate)``.
     """
-    name = dtype_name(dtype)
+    name = check_dtype(dtype)
     m = FORMATS[name].mantissa_bits
 
     def exact(rate):
@@ -109,7 +112,50 @@ def keep_models(dtype) -> list:
                 return uniform_keep_fraction(rate, grid_dtype, levels, rule)
 
             models.append((f"{rule}, U uniform in {grid_dtype} on {levels} levels", keep))
+    if name in ("float16", "bfloat16"):
+
+        def rounded(rate):
+            return rounded_uniform_keep_fraction(rate, name)
+
+        models.append((f"U >= fl(rate), U a float32 uniform rounded to {name}, 1 excluded (torch.rand)", rounded))
     return models
+
+
+def _neighbour_below(t: float, dtype: str) -> float:
+    """The largest ``dtype`` value below the positive ``dtype`` value t."""
+    if dtype == "bfloat16":
+        bits = float32_to_bfloat16_bits(np.float32(t))
+        return float(bfloat16_bits_to_float32(np.uint16(bits - 1)))
+    return float(np.nextafter(np.dtype(dtype).type(t), np.dtype(dtype).type(0)))
+
+
+def rounded_uniform_keep_fraction(rate, dtype, bits: int = 24) -> Fraction:
+    """P(fl(U) >= fl(rate) and fl(U) < 1) for U uniform on {k / 2^bits}, fl rounding to ``dtype``
+    (to nearest, ties to even): a uniform drawn in float32 and rounded to a 16-bit dtype, whose
+    draws that round up to 1 are not kept, as ``torch.rand(..., dtype=torch.bfloat16)`` measures
+    (P(U >= 0.2) = 0.79833 over 2e8 draws; this gives 0.798340)."""
+    r = check_rate(rate)
+    name = dtype_name(dtype)
+    n = 2**bits
+    t = float(round_to(r, name))
+
+    def first_rounding_to_at_least(v: float) -> int:
+        """The first k with fl(k / n) >= v, v > 0 a dtype value."""
+        mid = Fraction(_neighbour_below(v, name)) / 2 + Fraction(v) / 2
+        k = mid * n
+        if k.denominator != 1:
+            return int(k) + 1
+        # a tie rounds to the even neighbour: v itself when v's last significant bit is 0
+        v_bits = (
+            int(float32_to_bfloat16_bits(np.float32(v)))
+            if name == "bfloat16"
+            else int(np.dtype(name).type(v).view(np.uint16))
+        )
+        return int(k) if v_bits % 2 == 0 else int(k) + 1
+
+    below_one = first_rounding_to_at_least(1.0)
+    at_least_t = first_rounding_to_at_least(t) if t > 0 else 0
+    return Fraction(max(0, below_one - at_least_t), n)
 
 
 def expected_keep_probability(rate, dtype="float32", *, xla: bool = False) -> float:
@@ -139,8 +185,8 @@ def expected_scale(rate, dtype="float32", *, rate_is_tensor: bool = False) -> Sc
     """TensorFlow's scale of kept values: multiply by fl(1/(1-rate)) for a Python-float rate,
     divide by fl(1 - fl(rate)) for a tensor rate."""
     r = check_rate(rate)
-    name = dtype_name(dtype)
-    if rate_is_tensor:
+    name = check_dtype(dtype)
+    if check_flag(rate_is_tensor, "rate_is_tensor"):
         divisor = float(round_to(1.0 - float(round_to(r, name)), name))
         return ScaleFormula("divide", name, r, divisor)
     return ScaleFormula("multiply", name, r, float(round_to(1.0 / (1.0 - r), name)))
@@ -149,7 +195,7 @@ def expected_scale(rate, dtype="float32", *, rate_is_tensor: bool = False) -> Sc
 def exact_scale(rate, dtype="float32") -> ScaleFormula:
     """The ideal: the correctly rounded x / (1 - rate)."""
     r = check_rate(rate)
-    return ScaleFormula("exact", dtype_name(dtype), r, 1.0 - r)
+    return ScaleFormula("exact", check_dtype(dtype), r, 1.0 - r)
 
 
 def apply_scale(x, scale: ScaleFormula) -> np.ndarray:
@@ -201,6 +247,7 @@ def round_correctly(values, dtype: str) -> np.ndarray:
 
     Unlike ``round_to``, bfloat16 is rounded straight from float64, not through float32 (a
     double rounding: a value computed in float64 and cast once must not be judged by it)."""
+    dtype = check_dtype(dtype)
     v = np.asarray(values, dtype=np.float64)
     if dtype != "bfloat16":
         return round_to(v, dtype)
@@ -220,7 +267,7 @@ _PRECISION = {"float16": (11, 15), "bfloat16": (8, 127), "float32": (24, 127), "
 
 def smallest_normal(dtype) -> float:
     """The smallest positive normal number of ``dtype`` (float16 2^-14, bfloat16 and float32 2^-126)."""
-    return 2.0 ** (1 - _PRECISION[dtype_name(dtype)][1])
+    return 2.0 ** (1 - _PRECISION[check_dtype(dtype)][1])
 
 
 @dataclass(frozen=True)
@@ -279,7 +326,7 @@ def scale_bound(rate, dtype="float32") -> ScaleBound:
     with ``verify(..., exact_scale=True)``.
     """
     r = check_rate(rate)
-    name = dtype_name(dtype)
+    name = check_dtype(dtype)
     p, emax = _PRECISION[name]
     u = Fraction(1, 2**p)
     rates = tuple(dict.fromkeys((r, float(round_to(r, name)))))

@@ -21,7 +21,16 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from ._checks import check_callable, check_count, check_open_unit, check_positive
+from ._checks import (
+    MAX_COUNT,
+    MAX_COUNT_TEXT,
+    check_binomial_p,
+    check_callable,
+    check_count,
+    check_open_unit,
+    check_positive,
+    show,
+)
 from .binomial import rate_test
 from .design import _alternatives, _region, min_num_samples_for_rate_test
 
@@ -50,12 +59,15 @@ class SequentialRateTest:
     """Feed batches with ``update(kept, n)`` until ``verdict`` is "pass" or "fail"."""
 
     def __init__(self, keep_prob, discrepancy, *, false_fail_rate=1e-6, false_pass_rate=1e-3):
-        self.keep_prob = check_open_unit(keep_prob, "keep_prob")
+        self.keep_prob = check_binomial_p(keep_prob, "keep_prob", closed=False)
         self.discrepancy = check_positive(discrepancy, "discrepancy")
         self.false_fail_rate = check_open_unit(false_fail_rate, "false_fail_rate")
         self.false_pass_rate = check_open_unit(false_pass_rate, "false_pass_rate")
         p = self.keep_prob
         self._alts = _alternatives(p, self.discrepancy)
+        for name in ("false_fail_rate", "false_pass_rate"):
+            if getattr(self, name) < 1e-300:  # subnormal: the truncation test's share of it underflows to 0
+                raise ValueError(f"{name} ({getattr(self, name)!r}) must be >= 1e-300")
         alpha_term = self.false_fail_rate * _TERMINAL_SHARE
         self._alpha_term = alpha_term
         alpha_seq = self.false_fail_rate - alpha_term
@@ -85,7 +97,12 @@ class SequentialRateTest:
         n = check_count(n, "n")
         kept = check_count(kept, "kept")
         if kept > n:
-            raise ValueError(f"kept ({kept}) must be <= n ({n})")
+            raise ValueError(f"kept ({show(kept)}) must be <= n ({show(n)})")
+        if self.n + n > MAX_COUNT:  # the binomial layer's limit (the truncation test is exact)
+            raise ValueError(
+                f"n ({show(n)}) would bring the test to {show(self.n + n)} draws, more than {MAX_COUNT_TEXT} (the "
+                "exact binomial functions compute in double precision)"
+            )
         self.kept += kept
         self.n += n
         for i, llr in enumerate(self.log_likelihood_ratios()):
@@ -168,7 +185,8 @@ def sequential_rate_test(
         try:
             kept, n = got
         except (TypeError, ValueError):
-            raise TypeError(f"draw(m) must return (kept, n), not {got!r}") from None
+            raise TypeError(f"draw(m) must return (kept, n), not {show(got)}") from None
+        kept, n = check_count(kept, "draw(m)'s kept"), check_count(n, "draw(m)'s n")
         if n == 0:
             raise RuntimeError("draw returned no informative draws")
         test.update(kept, n)

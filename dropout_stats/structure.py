@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import special, stats
 
-from ._checks import check_open_unit, check_probability
+from ._checks import MAX_COUNT, MAX_COUNT_TEXT, check_integer, check_open_unit, check_probability, show
 from ._exact import binom_two_sided_pvalue, fisher_two_sided_pvalue
 
 __all__ = [
@@ -42,18 +42,28 @@ class StructureTestResult:
         )
 
 
+def _array(value, name: str, what: str = "a 1-D sequence of integers") -> np.ndarray:
+    try:
+        return np.asarray(value)
+    except (TypeError, ValueError):  # a ragged list, an object numpy cannot read
+        raise TypeError(f"{name} ({show(value)}) must be {what}") from None
+
+
 def _counts_arrays(kept, n):
-    k = np.asarray(kept)
-    m = np.asarray(n)
+    k = _array(kept, "kept")
+    m = _array(n, "n")
     if k.shape != m.shape or k.ndim != 1:
         raise ValueError(f"kept and n must be 1-D of one length: kept {list(k.shape)}, n {list(m.shape)}")
     if k.size < 2:
         raise ValueError(f"kept (length {k.size}) must hold at least 2 groups")
     if not (np.issubdtype(k.dtype, np.integer) and np.issubdtype(m.dtype, np.integer)):
-        raise TypeError("kept and n must be integer arrays")
+        raise TypeError(f"kept (dtype {k.dtype}) and n (dtype {m.dtype}) must be integer arrays")
     if (k < 0).any() or (m <= 0).any() or (k > m).any():
         bad = int(np.flatnonzero((k < 0) | (m <= 0) | (k > m))[0])
         raise ValueError(f"group {bad}: kept ({int(k[bad])}) must be in [0, n ({int(m[bad])})] and n > 0")
+    total = float(m.sum(dtype=np.float64))  # in floats: an int64 (or uint64) sum may wrap
+    if total > MAX_COUNT:
+        raise ValueError(f"n (summing to {total:.6g} draws) must sum to at most {MAX_COUNT_TEXT}")
     return k.astype(np.int64), m.astype(np.int64)
 
 
@@ -76,7 +86,7 @@ def homogeneity_test(kept, n) -> StructureTestResult:
 
 
 def _as_bool(a, name: str) -> np.ndarray:
-    arr = np.asarray(a)
+    arr = _array(a, name, "an array of booleans")
     if arr.dtype != bool:
         raise TypeError(f"{name} (dtype {arr.dtype}) must be a boolean mask")
     return arr
@@ -139,7 +149,8 @@ def pair_independence_test(mask, axis: int = -1) -> StructureTestResult:
     m = _as_bool(mask, "mask")
     if m.ndim == 0:
         raise ValueError("mask (a scalar) must have at least one axis")
-    if not isinstance(axis, (int, np.integer)) or not -m.ndim <= axis < m.ndim:
+    axis = check_integer(axis, "axis")
+    if not -m.ndim <= axis < m.ndim:
         raise ValueError(f"axis ({axis}) must be in [-{m.ndim}, {m.ndim})")
     m = np.moveaxis(m, axis, -1)
     length = m.shape[-1] - m.shape[-1] % 2
@@ -184,11 +195,14 @@ def holm_bonferroni(pvalues, false_fail_rate: float) -> HolmResult:
     dependence between the tests.
     """
     alpha = check_open_unit(false_fail_rate, "false_fail_rate")
-    p = np.asarray(pvalues, dtype=np.float64)
+    raw = _array(pvalues, "pvalues", "a 1-D sequence of numbers")
+    if raw.dtype.kind not in "iuf":  # bools, strings ("0.5" would convert), None, objects
+        raise TypeError(f"pvalues ({show(pvalues)}) must be a 1-D sequence of numbers")
+    p = raw.astype(np.float64)
     if p.ndim != 1:
-        raise ValueError("pvalues must be 1-D")
+        raise ValueError(f"pvalues ({show(pvalues)}) must be 1-D")
     if np.isnan(p).any() or (p < 0).any() or (p > 1).any():
-        raise ValueError(f"pvalues ({p.tolist()}) must lie in [0, 1]")
+        raise ValueError(f"pvalues ({show(p.tolist())}) must lie in [0, 1]")
     m = p.size
     order = np.argsort(p, kind="stable")
     rejected = np.zeros(m, dtype=bool)

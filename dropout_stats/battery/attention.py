@@ -54,8 +54,7 @@ import re
 
 import numpy as np
 
-from .._checks import check_count, check_open_unit, check_rate
-from .._floats import dtype_name
+from .._checks import check_count, check_dtype, check_open_unit, check_rate
 from ..binomial import rate_test
 from ..design import min_num_samples_for_rate_test
 from ..report import Check, Finding, Report
@@ -247,7 +246,7 @@ def verify_attention(
     rate = check_rate(rate)
     if rate == 0:
         raise ValueError("rate (0.0) must be > 0: there is no dropout to verify")
-    dtype = dtype_name(dtype)
+    dtype = check_dtype(dtype)
     seed = check_count(seed, "seed")
     alpha = check_open_unit(false_fail_rate, "false_fail_rate")
     beta = check_open_unit(false_pass_rate, "false_pass_rate")

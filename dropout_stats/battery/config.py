@@ -7,7 +7,16 @@ import math
 from dataclasses import dataclass, field
 from fractions import Fraction
 
-from .._checks import check_callable, check_choice, check_count, check_flag, check_open_unit, check_positive, check_rate
+from .._checks import (
+    check_callable,
+    check_choice,
+    check_count,
+    check_dtype,
+    check_flag,
+    check_open_unit,
+    check_positive,
+    check_rate,
+)
 from .._floats import dtype_name
 from ..counts import _normalise_noise_shape
 from ..precision import keep_models
@@ -114,14 +123,12 @@ class Config:
         return d
 
 
-def _validate_shape(shape, name: str) -> tuple:
-    try:
-        dims = tuple(int(d) for d in shape)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name} ({shape!r}) must be a sequence of ints") from None
-    if len(dims) == 0 or any(d <= 0 for d in dims):
-        raise ValueError(f"{name} ({list(dims)}) must have at least one axis and only positive dimensions")
-    return dims
+def _validate_shape(shape, name: str, *, itemsize: int = 2) -> tuple:
+    """A shape of positive ints (no bools, no 10.5), refused with the memory it would need when
+    a run's arrays of it (``itemsize`` bytes per element: the dtype's, 2 when not known) cannot fit."""
+    from .._checks import check_shape
+
+    return check_shape(shape, name, itemsize=itemsize)
 
 
 def check_shapes(shape, noise_shape) -> tuple:
@@ -184,7 +191,7 @@ def configure(
     probability and the reference stream are filled in once the backend is known."""
     check_callable(fn, "fn")
     rate = check_rate(rate)
-    dtype = dtype_name(dtype)
+    dtype = check_dtype(dtype)
     stateful = check_flag(stateful, "stateful")
     strict_nominal = check_flag(strict_nominal, "strict_nominal")
     exact_scale = check_flag(exact_scale, "exact_scale")
@@ -281,27 +288,37 @@ def settle(cfg: Config, backend) -> Finding:
     keep_exact = backend.keep_fraction(cfg.rate, keep_dtype, cfg.reference)
     cfg.keep = float(1 - cfg.rate) if cfg.strict_nominal else float(keep_exact)
     note = backend.keep_note(cfg.rate, keep_dtype, cfg.reference)
-    own = [(note, _keep_of(backend, cfg))] if note else []  # numpy's is 1 - rate, the first documented one
+    # numpy's keep is 1 - rate, the first documented one: no model of its own
+    own = [(f"{backend.name}'s keep ({note})", _keep_of(backend, cfg))] if note else []
     if cfg.strict_nominal:
         cfg.keep_models = [("1 - rate (strict_nominal)", lambda r: 1 - Fraction(r))]
     elif cfg.reference is None and cfg.keep_dtype is None:  # an RNG of its own: any documented correct mechanism
         cfg.keep_models = own + keep_models(cfg.dtype)
     else:  # the framework's stream (or alpha dropout's documented uniform): its exact keep
         cfg.keep_models = own or [("1 - rate", _keep_of(backend, cfg))]
+        if cfg.keep_dtype is None and not cfg.strict_nominal:
+            for variant in backend.variants(cfg.reference, cfg.dtype):  # as documented: its keep too
+                note = backend.keep_note(cfg.rate, cfg.dtype, variant)
+                cfg.keep_models.append((f"{backend.name}'s keep ({note})", _keep_of(backend, cfg, variant)))
     if cfg.delta is None:
         cfg.delta = 0.01 * min(cfg.keep, 1 - cfg.keep) if 0 < cfg.keep < 1 else 0.01
-    return keep_finding(
+    finding = keep_finding(
         cfg.rate,
         keep_dtype,
         keep_exact,
         backend.keep_note(cfg.rate, keep_dtype, cfg.reference),
         cfg.reference == "tensorflow-xla",
     )
+    for label, keep_of in cfg.keep_models[1:] if cfg.reference is not None else ():
+        finding.detail += f"; or, as documented too, {float(keep_of(cfg.rate)):.10g}: {label}"
+    return finding
 
 
-def _keep_of(backend, cfg):
+def _keep_of(backend, cfg, reference="settled"):
+    ref = cfg.reference if reference == "settled" else reference
+
     def keep(rate):
-        return Fraction(backend.keep_fraction(rate, cfg.keep_dtype or cfg.dtype, cfg.reference))
+        return Fraction(backend.keep_fraction(rate, cfg.keep_dtype or cfg.dtype, ref))
 
     return keep
 

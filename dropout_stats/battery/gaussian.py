@@ -16,8 +16,7 @@ import math
 import numpy as np
 from scipy import special, stats
 
-from .._checks import check_callable, check_count, check_open_unit, check_positive, check_rate
-from .._floats import dtype_name
+from .._checks import check_callable, check_count, check_dtype, check_open_unit, check_positive, check_rate
 from ..backends import detect_backend, get_backend
 from ..report import Check, Finding, Report
 from ..structure import holm_bonferroni
@@ -61,7 +60,7 @@ def verify_gaussian_dropout(
     rate = check_rate(rate)
     if rate == 0:
         raise ValueError("rate (0.0) must be > 0 for Gaussian dropout (the noise variance is rate/(1-rate))")
-    dtype = dtype_name(dtype)
+    dtype = check_dtype(dtype)
     seed = check_count(seed, "seed")
     alpha = check_open_unit(false_fail_rate, "false_fail_rate")
     beta = check_open_unit(false_pass_rate, "false_pass_rate")

@@ -39,8 +39,7 @@ from __future__ import annotations
 import importlib
 import re
 
-from .._checks import check_callable, check_count, check_flag, check_open_unit, check_rate
-from .._floats import dtype_name
+from .._checks import check_callable, check_count, check_dtype, check_flag, check_open_unit, check_rate
 from ..report import Report
 from .config import DEFAULT_SHAPE, _validate_shape
 from .layer_probe import LayerProbe, _is_flax, _is_torch, _make, _name
@@ -89,7 +88,7 @@ def verify_layer(
     check_callable(make_layer, "make_layer")
     exact_scale = check_flag(exact_scale, "exact_scale")
     rate = check_rate(rate)
-    dtype = dtype_name(dtype)
+    dtype = check_dtype(dtype)
     seed = check_count(seed, "seed")
     alpha = check_open_unit(false_fail_rate, "false_fail_rate")
     check_open_unit(false_pass_rate, "false_pass_rate")

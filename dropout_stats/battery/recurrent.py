@@ -54,8 +54,8 @@ import re
 
 import numpy as np
 
-from .._checks import check_count, check_flag, check_open_unit, check_rate
-from .._floats import dtype_name, round_to
+from .._checks import check_count, check_dtype, check_flag, check_open_unit, check_rate
+from .._floats import round_to
 from ..binomial import rate_test
 from ..design import min_num_samples_for_rate_test
 from ..report import Check, Finding, Report
@@ -89,7 +89,7 @@ def verify_recurrent(
         raise TypeError(f"layer_cls ({layer_cls!r}) must be callable")
     r_in = check_rate(dropout, "dropout")
     r_rec = check_rate(recurrent_dropout, "recurrent_dropout")
-    dtype = dtype_name(dtype)
+    dtype = check_dtype(dtype)
     seed = check_count(seed, "seed")
     per_step = check_flag(per_step, "per_step")
     alpha = check_open_unit(false_fail_rate, "false_fail_rate")

@@ -148,7 +148,8 @@ def explain_text(
         return f"exactly {lo} zero{'' if lo == 1 else 's'}" if lo == hi else f"{lo} to {hi} zeros"
 
     lines.append(f"  mean {_fixed3(dist.mean)} zeros, standard deviation {dist.std:.3f}")
-    lines += wrap100(f"  95% of calls give {span(lo95, hi95)}; 99.9% give {span(lo999, hi999)}")
+    # the central ranges hold at least these shares (a discrete count: often more)
+    lines += wrap100(f"  at least 95% of calls give {span(lo95, hi95)}; at least 99.9% give {span(lo999, hi999)}")
     if not dist.exact:
         lines += wrap100(
             f"  (beyond {EXACT_MAX:.0e} units these counts come from the {dist.method} approximation, "
