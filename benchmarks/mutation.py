@@ -100,233 +100,233 @@ _FLOAT_START = (
 _CACHE_SIZE = "the cache's capacity only: the cached functions are pure"
 _SIGN_IS_PM1 = "sign is -1 or +1: sign < 0, sign <= 0 and sign < 1 agree"
 EQUIVALENT: dict[tuple[str, int, str], str] = {  # (module, line, mutation) -> why it cannot be told apart
-    ("dropout_stats/design.py", 99, "2 -> 1"): _GUESS_ONLY,
-    ("dropout_stats/design.py", 99, "2 -> 3"): _GUESS_ONLY,
-    ("dropout_stats/design.py", 101, "2 -> 1"): _GUESS_ONLY,
-    ("dropout_stats/design.py", 101, "2 -> 3"): _GUESS_ONLY,
-    ("dropout_stats/design.py", 110, "0 -> 1"): _GUESS_ONLY,
-    ("dropout_stats/design.py", 110, "1 -> 2"): _GUESS_ONLY,
-    ("dropout_stats/design.py", 116, "2 -> 3"): _GUESS_ONLY,
-    ("dropout_stats/design.py", 172, "1024 -> 1023"): _CACHE_SIZE,
-    ("dropout_stats/design.py", 172, "1024 -> 1025"): _CACHE_SIZE,
-    ("dropout_stats/design.py", 223, "1024 -> 1023"): _CACHE_SIZE,
-    ("dropout_stats/design.py", 223, "1024 -> 1025"): _CACHE_SIZE,
-    ("dropout_stats/design.py", 281, "0 -> 1"): _SIGN_IS_PM1,
-    ("dropout_stats/design.py", 281, "Lt -> LtE"): _SIGN_IS_PM1,
+    ("dropout_stats/design.py", 105, "2 -> 1"): _GUESS_ONLY,
+    ("dropout_stats/design.py", 105, "2 -> 3"): _GUESS_ONLY,
+    ("dropout_stats/design.py", 107, "2 -> 1"): _GUESS_ONLY,
+    ("dropout_stats/design.py", 107, "2 -> 3"): _GUESS_ONLY,
+    ("dropout_stats/design.py", 128, "0 -> 1"): _GUESS_ONLY,
+    ("dropout_stats/design.py", 128, "1 -> 2"): _GUESS_ONLY,
+    ("dropout_stats/design.py", 134, "2 -> 3"): _GUESS_ONLY,
+    ("dropout_stats/design.py", 190, "1024 -> 1023"): _CACHE_SIZE,
+    ("dropout_stats/design.py", 190, "1024 -> 1025"): _CACHE_SIZE,
+    ("dropout_stats/design.py", 245, "1024 -> 1023"): _CACHE_SIZE,
+    ("dropout_stats/design.py", 245, "1024 -> 1025"): _CACHE_SIZE,
+    ("dropout_stats/design.py", 303, "0 -> 1"): _SIGN_IS_PM1,
+    ("dropout_stats/design.py", 303, "Lt -> LtE"): _SIGN_IS_PM1,
     (
         "dropout_stats/design.py",
-        71,
+        77,
         "LtE -> Lt",
     ): "which of two sums of the same probability at a tie P(K > low) == P(K < high) = t: both are 2t - 1 from "
     "terms of the same size, equally accurate (with both tails empty both are 1 - 0); they differ in rounding only",
     (
         "dropout_stats/design.py",
-        178,
+        196,
         "Gt -> GtE",
     ): "ok(0): 0 draws give the region low -1, high 1, whose miss is exactly 1 (1 - sf(0, 0, q)) > beta, so "
     "ok(0) is False either way",
     (
         "dropout_stats/design.py",
-        232,
+        254,
         "Lt -> LtE",
     ): "the edge keeps are exactly 0 and 1 (p - p; p + (1 - p) rounds to 1 for every p), where K is certain and "
     "miss is exactly 0 or 1: gap(room) is beta or beta - 1, never 0 for beta in (0, 1)",
     (
         "dropout_stats/design.py",
-        238,
+        260,
         "Lt -> LtE",
     ): "(the two of the three on 0 < dip < room; the one on gap(dip) < 0 is killed) dip = 0 or dip = room "
     "reaches gap(dip) < 0 only where gap(0) < 0 or gap(room) < 0, both excluded before: the branch runs "
     "only when gap(0) >= 0, and gap(room) < 0 has returned inf",
     (
         "dropout_stats/design.py",
-        246,
+        268,
         "Lt -> LtE",
     ): "a side is searched on only where its gap is negative: at result == room, gap(room) >= 0 (checked "
     "before, else inf was returned), so result <= room adds nothing",
-    ("dropout_stats/design.py", 263, "0 -> 1"): _FLOAT_START,
-    ("dropout_stats/design.py", 263, "Lt -> LtE"): _FLOAT_START,
+    ("dropout_stats/design.py", 285, "0 -> 1"): _FLOAT_START,
+    ("dropout_stats/design.py", 285, "Lt -> LtE"): _FLOAT_START,
     (
         "dropout_stats/design.py",
-        264,
+        286,
         "1 -> 0",
     ): "the float search's top one float higher lets it ask gap(room) itself, >= 0 by its precondition, so "
     "the answer is the same (the test's gap asserts it is never asked past the room)",
-    ("dropout_stats/binomial.py", 81, "False -> True"): "dataclass(repr=True) keeps a __repr__ the class defines",
-    ("dropout_stats/binomial.py", 70, "Gt -> GtE"): "Wilson's low bound at k = 0 is 0 up to rounding",
-    ("dropout_stats/binomial.py", 71, "Lt -> LtE"): "Wilson's high bound at k = n is 1 up to rounding",
-    ("dropout_stats/sequential.py", 94, "GtE -> Gt"): "differs only on an exact float tie of a log-likelihood sum "
+    ("dropout_stats/binomial.py", 86, "False -> True"): "dataclass(repr=True) keeps a __repr__ the class defines",
+    ("dropout_stats/binomial.py", 75, "Gt -> GtE"): "Wilson's low bound at k = 0 is 0 up to rounding",
+    ("dropout_stats/binomial.py", 76, "Lt -> LtE"): "Wilson's high bound at k = n is 1 up to rounding",
+    ("dropout_stats/sequential.py", 111, "GtE -> Gt"): "differs only on an exact float tie of a log-likelihood sum "
     "with the boundary; Ville's bound holds either way",
-    ("dropout_stats/sequential.py", 102, "LtE -> Lt"): "differs only on an exact float tie of a log-likelihood sum "
+    ("dropout_stats/sequential.py", 119, "LtE -> Lt"): "differs only on an exact float tie of a log-likelihood sum "
     "with the boundary; the clearing bound holds either way",
-    ("dropout_stats/structure.py", 146, "2 -> 1"): "length is even: length < 2 and length < 1 both mean 0",
-    ("dropout_stats/precision.py", 123, "NotEq -> Eq"): "(name != 'float64' only) float64 through the native "
+    ("dropout_stats/structure.py", 157, "2 -> 1"): "length is even: length < 2 and length < 1 both mean 0",
+    ("dropout_stats/precision.py", 211, "NotEq -> Eq"): "(name != 'float64' only) float64 through the native "
     "route is the same product in the same format",
-    ("dropout_stats/precision.py", 190, "Eq -> NotEq"): "ml_dtypes' bfloat16 casts to float64 exactly, as the "
+    ("dropout_stats/precision.py", 417, "Eq -> NotEq"): "ml_dtypes' bfloat16 casts to float64 exactly, as the "
     "bit route does; other dtypes take astype either way",
-    ("dropout_stats/precision.py", 192, "Eq -> NotEq"): "ml_dtypes' bfloat16 casts to float64 exactly, as the "
+    ("dropout_stats/precision.py", 419, "Eq -> NotEq"): "ml_dtypes' bfloat16 casts to float64 exactly, as the "
     "bit route does; other dtypes take astype either way",
-    ("dropout_stats/precision.py", 57, "0 -> 1"): "t = fl(1 - rate) > 0 for every rate < 1 in every format: the "
+    ("dropout_stats/precision.py", 68, "0 -> 1"): "t = fl(1 - rate) > 0 for every rate < 1 in every format: the "
     "ceiling is at least 1 already",
-    ("dropout_stats/precision.py", 141, "1 -> 2"): "the non-finite branch: inf / (2 - rate) is inf as inf / (1 - rate)",
+    ("dropout_stats/precision.py", 351, "1 -> 2"): "the non-finite branch: inf / (2 - rate) is inf as inf / (1 - rate)",
     (
         "dropout_stats/precision.py",
-        141,
+        229,
         "Div -> Mult",
     ): "(the non-finite branch) inf * (1 - rate) is inf, NaN stays NaN",
-    ("dropout_stats/precision.py", 141, "Sub -> Add"): "(the non-finite branch) inf / (1 + rate) is inf, NaN stays NaN",
-    ("dropout_stats/precision.py", 176, "0 -> 1"): "bits < 1 adds only bits == 0, whose negation is 0 again",
-    ("dropout_stats/precision.py", 176, "Lt -> LtE"): "bits <= 0 adds only bits == 0, whose negation is 0 again",
-    ("dropout_stats/_exact.py", 69, "1 -> 2"): "_tail_start reads only the sign of step",
-    ("dropout_stats/_exact.py", 74, "1 -> 0"): "_tail_start reads only the sign of step (0 walks down, as -1 does)",
-    ("dropout_stats/_exact.py", 74, "1 -> 2"): "_tail_start reads only the sign of step",
-    ("dropout_stats/_exact.py", 105, "1 -> 2"): "_tail_start reads only the sign of step",
-    ("dropout_stats/_exact.py", 110, "1 -> 0"): "_tail_start reads only the sign of step (0 walks down, as -1 does)",
-    ("dropout_stats/_exact.py", 110, "1 -> 2"): "_tail_start reads only the sign of step",
-    ("dropout_stats/_exact.py", 68, "Lt -> LtE"): "k == mu is k == p * n, answered 1.0 on line 54 before this",
-    ("dropout_stats/_exact.py", 104, "Lt -> LtE"): "x == mode has pexact == pmode, answered 1.0 on line 92 before this",
+    ("dropout_stats/precision.py", 229, "Sub -> Add"): "(the non-finite branch) inf / (1 + rate) is inf, NaN stays NaN",
+    ("dropout_stats/precision.py", 403, "0 -> 1"): "bits < 1 adds only bits == 0, whose negation is 0 again",
+    ("dropout_stats/precision.py", 403, "Lt -> LtE"): "bits <= 0 adds only bits == 0, whose negation is 0 again",
+    ("dropout_stats/_exact.py", 73, "1 -> 2"): "_tail_start reads only the sign of step",
+    ("dropout_stats/_exact.py", 78, "1 -> 0"): "_tail_start reads only the sign of step (0 walks down, as -1 does)",
+    ("dropout_stats/_exact.py", 78, "1 -> 2"): "_tail_start reads only the sign of step",
+    ("dropout_stats/_exact.py", 109, "1 -> 2"): "_tail_start reads only the sign of step",
+    ("dropout_stats/_exact.py", 114, "1 -> 0"): "_tail_start reads only the sign of step (0 walks down, as -1 does)",
+    ("dropout_stats/_exact.py", 114, "1 -> 2"): "_tail_start reads only the sign of step",
+    ("dropout_stats/_exact.py", 72, "Lt -> LtE"): "k == mu is k == p * n, answered 1.0 on line 54 before this",
+    ("dropout_stats/_exact.py", 108, "Lt -> LtE"): "x == mode has pexact == pmode, answered 1.0 on line 92 before this",
     (
         "dropout_stats/_exact.py",
-        29,
+        33,
         "LtE -> Lt",
     ): "the window's size only: _tail_start answers exactly or hands over to scipy for any window (test_exact), so only speed changes",
     (
         "dropout_stats/_exact.py",
-        29,
+        33,
         "30 -> 29",
     ): "the window's size only: _tail_start answers exactly or hands over to scipy for any window (test_exact), so only speed changes",
     (
         "dropout_stats/_exact.py",
-        29,
+        33,
         "30 -> 31",
     ): "the window's size only: _tail_start answers exactly or hands over to scipy for any window (test_exact), so only speed changes",
     (
         "dropout_stats/_exact.py",
-        29,
+        33,
         "64 -> 63",
     ): "the window's size only: _tail_start answers exactly or hands over to scipy for any window (test_exact), so only speed changes",
     (
         "dropout_stats/_exact.py",
-        29,
+        33,
         "64 -> 65",
     ): "the window's size only: _tail_start answers exactly or hands over to scipy for any window (test_exact), so only speed changes",
     (
         "dropout_stats/_exact.py",
-        29,
+        33,
         "Mult -> Div",
     ): "z / z = 1: the window's size only: _tail_start answers exactly or hands over to scipy for any window (test_exact), so only speed changes",
     (
         "dropout_stats/_exact.py",
-        38,
+        42,
         "Gt -> GtE",
     ): "an empty-or-single window goes to scipy: the window's size only: _tail_start answers exactly or hands over to scipy for any window (test_exact), so only speed changes",
-    ("dropout_stats/_exact.py", 40, "Gt -> GtE"): "step is +1 or -1, never 0: > 0 and >= 0 agree",
-    ("dropout_stats/_exact.py", 42, "Gt -> GtE"): "step is +1 or -1, never 0: > 0 and >= 0 agree",
-    ("dropout_stats/_exact.py", 43, "Gt -> GtE"): "step is +1 or -1, never 0: > 0 and >= 0 agree",
-    ("dropout_stats/_exact.py", 45, "Gt -> GtE"): "step is +1 or -1, never 0: > 0 and >= 0 agree",
-    ("dropout_stats/_exact.py", 53, "Lt -> LtE"): "(n <= 2) n = 2 goes to scipy, whose answer the fast path gives too",
-    ("dropout_stats/_exact.py", 53, "2 -> 3"): "n = 2 goes to scipy, whose answer the fast path gives too",
+    ("dropout_stats/_exact.py", 44, "Gt -> GtE"): "step is +1 or -1, never 0: > 0 and >= 0 agree",
+    ("dropout_stats/_exact.py", 46, "Gt -> GtE"): "step is +1 or -1, never 0: > 0 and >= 0 agree",
+    ("dropout_stats/_exact.py", 47, "Gt -> GtE"): "step is +1 or -1, never 0: > 0 and >= 0 agree",
+    ("dropout_stats/_exact.py", 49, "Gt -> GtE"): "step is +1 or -1, never 0: > 0 and >= 0 agree",
+    ("dropout_stats/_exact.py", 57, "Lt -> LtE"): "(n <= 2) n = 2 goes to scipy, whose answer the fast path gives too",
+    ("dropout_stats/_exact.py", 57, "2 -> 3"): "n = 2 goes to scipy, whose answer the fast path gives too",
     (
         "dropout_stats/_exact.py",
-        53,
+        57,
         "2 -> 1",
     ): "n = 1 takes the fast path, whose window covers the whole support: scipy's answer (every k at 7 p in test_binomial_equals_scipy_on_every_count_up_to_60)",
     (
         "dropout_stats/_exact.py",
-        55,
+        59,
         "Mult -> Div",
     ): "k == p / n never holds (p / n < 1/2 is not a count but 0, and p = 0 is handed over); k = p n then takes the general path, whose two tails are every count: cdf(k) + sf(k - 1) >= 1, capped to 1.0",
     (
         "dropout_stats/_exact.py",
-        62,
+        66,
         "Mult -> Div",
     ): "(the survivor is the one in sd; the one in mu is killed) sd sets z, so the window's size only: _tail_start answers exactly or hands over to scipy for any window (test_exact), so only speed changes",
     (
         "dropout_stats/_exact.py",
-        78,
+        82,
         "1.0 -> 2.0",
     ): "the two tails are disjoint: no case sums above 1 (measured: 945,000 binomial counts, n <= 60 at 500 p; 135,750 tables up to 40), so the cap at 1 never binds",
     (
         "dropout_stats/_exact.py",
-        114,
+        118,
         "1.0 -> 2.0",
     ): "the two tails are disjoint: no case sums above 1 (measured: 945,000 binomial counts, n <= 60 at 500 p; 135,750 tables up to 40), so the cap at 1 never binds",
     (
         "dropout_stats/_exact.py",
-        84,
+        88,
         "Or -> And",
     ): "a zero margin leaves one possible table: pexact == pmode == 1, answered 1.0 on line 92",
     (
         "dropout_stats/_exact.py",
-        84,
+        88,
         "0 -> 1",
     ): "(axis=1: the row sums read twice) a zero column sum leaves one table, answered 1.0 on line 92",
     (
         "dropout_stats/_exact.py",
-        84,
+        88,
         "1 -> 0",
     ): "(axis=0: the column sums read twice) a zero row sum leaves one table, answered 1.0 on line 92",
-    ("dropout_stats/_exact.py", 95, "LtE -> Lt"): (
+    ("dropout_stats/_exact.py", 99, "LtE -> Lt"): (
         "differs only where |pexact - pmode| / max is exactly the double 1e-14; on every table up to 40 "
         "it is below 4.4e-16 (a tie, rounded) or above 0.0099: a measure-zero case, not a proof"
     ),
     (
         "dropout_stats/_exact.py",
-        95,
+        99,
         "Sub -> Add",
     ): "the early return never fires; a table as likely as the mode then takes the general path, whose two tails are every table: p = 1 after the cap (equal to scipy on every table up to 12)",
     (
         "dropout_stats/_exact.py",
-        99,
+        103,
         "1 -> 2",
     ): "var sets z, so the window's size only: _tail_start answers exactly or hands over to scipy for any window (test_exact), so only speed changes",
     (
         "dropout_stats/_exact.py",
-        99,
+        103,
         "1 -> 0",
     ): "var sets z, so the window's size only: _tail_start answers exactly or hands over to scipy for any window (test_exact), so only speed changes",
     (
         "dropout_stats/_exact.py",
-        99,
+        103,
         "Sub -> Add",
     ): "var sets z, so the window's size only: _tail_start answers exactly or hands over to scipy for any window (test_exact), so only speed changes",
     (
         "dropout_stats/_exact.py",
-        101,
+        105,
         "Gt -> GtE",
     ): "var = 0 only when one table is possible, answered 1.0 on line 83 or 92",
     (
         "dropout_stats/_exact.py",
-        101,
+        105,
         "0 -> 1",
     ): "var <= 1 goes to scipy: the window's size only: _tail_start answers exactly or hands over to scipy for any window (test_exact), so only speed changes",
     (
         "dropout_stats/_exact.py",
-        124,
+        128,
         "Sub -> Add",
     ): "starts at n + j, above n: the walk down from above the answer reaches the same count (slower)",
     (
         "dropout_stats/_exact.py",
-        125,
+        129,
         "1 -> 0",
     ): "the walk down stops one count early (sf(k) <= alpha); the walk up adds it back",
     (
         "dropout_stats/_exact.py",
-        125,
+        129,
         "And -> Or",
     ): "the walk goes down to 0 and the walk up climbs back to the same count (slower)",
-    ("dropout_stats/_exact.py", 125, "Gt -> GtE"): "at k = 0 sf(-1) = 1 > alpha stops the walk either way",
+    ("dropout_stats/_exact.py", 129, "Gt -> GtE"): "at k = 0 sf(-1) = 1 > alpha stops the walk either way",
     (
         "dropout_stats/_exact.py",
-        125,
+        129,
         "Sub -> Add",
     ): "the walk down stops early (sf(k + 1) <= alpha); the walk up climbs to the same count",
     (
         "dropout_stats/_exact.py",
-        126,
+        130,
         "1 -> 2",
     ): "steps of 2 down stop at most one count early; the walk up adds it back",
-    ("dropout_stats/_exact.py", 127, "Lt -> LtE"): "at k = n sf(n) = 0 <= alpha stops the walk either way",
+    ("dropout_stats/_exact.py", 131, "Lt -> LtE"): "at k = n sf(n) = 0 <= alpha stops the walk either way",
     (
         "dropout_stats/battery/checks/correlation.py",
         66,
@@ -369,37 +369,37 @@ EQUIVALENT: dict[tuple[str, int, str], str] = {  # (module, line, mutation) -> w
     ): "tested >= 2 for every mask of >= 4 units, so tested <= 0 and < 0 never hold",
     (
         "dropout_stats/battery/checks/correlation.py",
-        151,
+        153,
         "0 -> 1",
     ): "at a displacement 0 slice(0, s - 0) and slice(-0, s) are one slice",
     (
         "dropout_stats/battery/checks/correlation.py",
-        151,
+        153,
         "GtE -> Gt",
     ): "at a displacement 0 slice(0, s - 0) and slice(-0, s) are one slice",
     (
         "dropout_stats/battery/checks/correlation.py",
-        152,
+        154,
         "0 -> 1",
     ): "at a displacement 0 slice(0, s) and slice(0, s + 0) are one slice",
     (
         "dropout_stats/battery/checks/correlation.py",
-        152,
+        154,
         "GtE -> Gt",
     ): "at a displacement 0 slice(0, s) and slice(0, s + 0) are one slice",
     (
         "dropout_stats/battery/checks/correlation.py",
-        168,
+        189,
         "GtE -> Gt",
     ): "at p = 0.5 q^2 - p^2 = 0: both branches give the same v",
     (
         "dropout_stats/battery/checks/correlation.py",
-        178,
+        199,
         "LtE -> Lt",
     ): "at s = 0 Bennett's bound is exp(0) = 1, the value returned",
     (
         "dropout_stats/battery/checks/correlation.py",
-        179,
+        200,
         "1.0 -> 2.0",
     ): "lag_pvalue caps at 1, and s <= 0 reaches it only through abs(s) = 0",
     (
@@ -416,18 +416,18 @@ EQUIVALENT: dict[tuple[str, int, str], str] = {  # (module, line, mutation) -> w
     ): "the whole-row shortcut off (offset 1 never spans the whole axis): the general path counts the same table",
     (
         "dropout_stats/battery/checks/threshold.py",
-        39,
+        40,
         "And -> Or",
     ): "the two conditions fail together: a backend's keep never rises with the rate, so with the configured rate out of the sweep (strict_nominal at a rate every uniform level passes: float16 at 1e-8) at most one rate is left, and the configured rate alone would need rate / 2 to keep everything and (1 + rate) / 2 nothing, impossible with 4 or more uniform levels",
     (
         "dropout_stats/battery/checks/threshold.py",
-        49,
+        50,
         "Or -> And",
     ): "the two conditions fail together: a backend's keep never rises with the rate, so with the configured rate out of the sweep (strict_nominal at a rate every uniform level passes: float16 at 1e-8) at most one rate is left, and the configured rate alone would need rate / 2 to keep everything and (1 + rate) / 2 nothing, impossible with 4 or more uniform levels",
     ("dropout_stats/battery/checks/call_independence.py", 78, "True -> False"): _HOLM_SETS_IT,
     ("dropout_stats/battery/checks/homogeneity.py", 86, "True -> False"): _HOLM_SETS_IT,
     ("dropout_stats/battery/checks/seeds.py", 91, "True -> False"): _HOLM_SETS_IT,
-    ("dropout_stats/battery/checks/threshold.py", 94, "True -> False"): _HOLM_SETS_IT,
+    ("dropout_stats/battery/checks/threshold.py", 95, "True -> False"): _HOLM_SETS_IT,
     ("dropout_stats/battery/checks/value_independence.py", 73, "True -> False"): _HOLM_SETS_IT,
     (
         "dropout_stats/battery/checks/call_independence.py",
@@ -450,7 +450,7 @@ EQUIVALENT: dict[tuple[str, int, str], str] = {  # (module, line, mutation) -> w
     ("dropout_stats/battery/checks/seeds.py", 82, "Sub -> Add"): _SEED_SLICE_NEVER_CUTS,
     (
         "dropout_stats/battery/checks/scale.py",
-        69,
+        90,
         "0 -> 1",
     ): "the formula that matched before is moved to the front for speed only: a call's verdict is whether "
     "any formula matches, and the one recorded is set once, by the first call",
@@ -524,12 +524,12 @@ EQUIVALENT: dict[tuple[str, int, str], str] = {  # (module, line, mutation) -> w
     ("dropout_stats/battery/checks/_common.py", 67, "4 -> 5"): _HALF_WIDENS,
     ("dropout_stats/battery/checks/_common.py", 67, "Lt -> LtE"): _HALF_WIDENS,
     ("dropout_stats/battery/checks/noise_shape.py", 86, "True -> False"): _HOLM_SETS_IT,
-    ("dropout_stats/counts.py", 29, "1 -> 2"): "the block size changes the blocks, not the counts",
-    ("dropout_stats/counts.py", 29, "16 -> 15"): "the block size changes the blocks, not the counts",
-    ("dropout_stats/counts.py", 29, "16 -> 17"): "the block size changes the blocks, not the counts",
-    ("dropout_stats/counts.py", 148, "1 -> 2"): "numpy's reshape(-2) is reshape(-1): any negative is 'the rest'",
-    ("dropout_stats/counts.py", 187, "1 -> 2"): "numpy's reshape(-2) is reshape(-1): any negative is 'the rest'",
-    ("dropout_stats/counts.py", 179, "1 -> 0"): "reducing an axis of size 1 with keepdims changes nothing",
+    ("dropout_stats/counts.py", 30, "1 -> 2"): "the block size changes the blocks, not the counts",
+    ("dropout_stats/counts.py", 30, "16 -> 15"): "the block size changes the blocks, not the counts",
+    ("dropout_stats/counts.py", 30, "16 -> 17"): "the block size changes the blocks, not the counts",
+    ("dropout_stats/counts.py", 150, "1 -> 2"): "numpy's reshape(-2) is reshape(-1): any negative is 'the rest'",
+    ("dropout_stats/counts.py", 189, "1 -> 2"): "numpy's reshape(-2) is reshape(-1): any negative is 'the rest'",
+    ("dropout_stats/counts.py", 181, "1 -> 0"): "reducing an axis of size 1 with keepdims changes nothing",
 }
 # survivors not shown equivalent: (module, line, mutation) -> why no test sees them.  They count as alive.
 ALIVE: dict[tuple[str, int, str], str] = {
