@@ -28,8 +28,57 @@ exit codes: 0 every check passed, 1 a check failed, 2 bad usage."""
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="dropout-stats", description=DESCRIPTION)
     sub = p.add_subparsers(dest="command")
-    fmt = argparse.RawDescriptionHelpFormatter
+    _audit_parser(sub)
+    _verify_parser(sub)
+    c = sub.add_parser("calibrate", help="measure verify()'s false-alarm rate and the corpus' catch rates")
+    c.add_argument(
+        "--runs", type=count("runs"), default=200, metavar="N", help="correct runs, an integer >= 1 (default 200)"
+    )
+    c.add_argument(
+        "--false-fail-rate",
+        type=probability("false-fail-rate"),
+        default=0.05,
+        metavar="A",
+        help="the budget to calibrate at, in (0, 1) (default 0.05: informative counts)",
+    )
+    c.add_argument(
+        "--power-runs",
+        type=count("power-runs"),
+        default=5,
+        metavar="N",
+        help="runs per defect of the corpus, an integer >= 0 (0: skip; default 5)",
+    )
+    c.add_argument("--seed", type=int, default=0, metavar="S", help="the first seed (default 0)")
+    c.set_defaults(func=cmd_calibrate)
 
+    m = sub.add_parser(
+        "matrix", help="merge audit JSON files (TF releases, JAX, Keras on JAX, PyTorch) into a markdown table"
+    )
+    m.add_argument("files", nargs="+", metavar="AUDIT.json", help="files written by dropout-stats audit --json")
+    m.add_argument("-o", "--output", metavar="FILE.md", help="write the table here (default: print it)")
+    m.set_defaults(func=cmd_matrix)
+
+    e = sub.add_parser("explain", help="why Dropout(rate) on N units does not zero exactly rate*N of them")
+    e.add_argument(
+        "--units", type=count("units"), required=True, metavar="N", help="units in one call, an integer >= 1 (1e9 too)"
+    )
+    e.add_argument("--rate", type=probability("rate"), required=True, metavar="R", help="the rate, in [0, 1)")
+    e.add_argument("--dtype", default="float32", metavar="DTYPE", help=f"one of {', '.join(DTYPES)} (default float32)")
+    e.add_argument(
+        "--observed", type=count("observed"), metavar="K", help="zeros you saw in one call, an integer in [0, N]"
+    )
+    e.add_argument(
+        "--framework",
+        choices=["tensorflow", "jax", "torch", "numpy"],
+        default="tensorflow",
+        help="whose dropout: its exact keep probability in --dtype (default tensorflow)",
+    )
+    e.add_argument("--plot", metavar="FILE", help="also write a PNG of the distribution of zeros")
+    e.set_defaults(func=cmd_explain)
+    return p
+
+
+def _audit_parser(sub) -> None:
     a = sub.add_parser(
         "audit",
         help="verify every dropout entry point of the installed frameworks",
@@ -86,6 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     a.set_defaults(func=cmd_audit)
 
+
+def _verify_parser(sub) -> None:
+    fmt = argparse.RawDescriptionHelpFormatter
     v = sub.add_parser("verify", help="verify MODULE:FUNCTION", description=VERIFY_CONTRACT, formatter_class=fmt)
     v.add_argument("function", metavar="MODULE:FUNCTION", help="e.g. mypkg.layers:dropout")
     v.add_argument("--stateful", action="store_true", help="fn(x, rate, noise_shape=None), like tf.nn.dropout")
@@ -156,50 +208,3 @@ def build_parser() -> argparse.ArgumentParser:
     )
     v.add_argument("--json", metavar="FILE", help="also write the whole report as JSON (schema: docs/json.md)")
     v.set_defaults(func=cmd_verify)
-
-    c = sub.add_parser("calibrate", help="measure verify()'s false-alarm rate and the corpus' catch rates")
-    c.add_argument(
-        "--runs", type=count("runs"), default=200, metavar="N", help="correct runs, an integer >= 1 (default 200)"
-    )
-    c.add_argument(
-        "--false-fail-rate",
-        type=probability("false-fail-rate"),
-        default=0.05,
-        metavar="A",
-        help="the budget to calibrate at, in (0, 1) (default 0.05: informative counts)",
-    )
-    c.add_argument(
-        "--power-runs",
-        type=count("power-runs"),
-        default=5,
-        metavar="N",
-        help="runs per defect of the corpus, an integer >= 0 (0: skip; default 5)",
-    )
-    c.add_argument("--seed", type=int, default=0, metavar="S", help="the first seed (default 0)")
-    c.set_defaults(func=cmd_calibrate)
-
-    m = sub.add_parser(
-        "matrix", help="merge audit JSON files (TF releases, JAX, Keras on JAX, PyTorch) into a markdown table"
-    )
-    m.add_argument("files", nargs="+", metavar="AUDIT.json", help="files written by dropout-stats audit --json")
-    m.add_argument("-o", "--output", metavar="FILE.md", help="write the table here (default: print it)")
-    m.set_defaults(func=cmd_matrix)
-
-    e = sub.add_parser("explain", help="why Dropout(rate) on N units does not zero exactly rate*N of them")
-    e.add_argument(
-        "--units", type=count("units"), required=True, metavar="N", help="units in one call, an integer >= 1 (1e9 too)"
-    )
-    e.add_argument("--rate", type=probability("rate"), required=True, metavar="R", help="the rate, in [0, 1)")
-    e.add_argument("--dtype", default="float32", metavar="DTYPE", help=f"one of {', '.join(DTYPES)} (default float32)")
-    e.add_argument(
-        "--observed", type=count("observed"), metavar="K", help="zeros you saw in one call, an integer in [0, N]"
-    )
-    e.add_argument(
-        "--framework",
-        choices=["tensorflow", "jax", "torch", "numpy"],
-        default="tensorflow",
-        help="whose dropout: its exact keep probability in --dtype (default tensorflow)",
-    )
-    e.add_argument("--plot", metavar="FILE", help="also write a PNG of the distribution of zeros")
-    e.set_defaults(func=cmd_explain)
-    return p
