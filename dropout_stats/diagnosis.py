@@ -38,6 +38,9 @@ FOLLOWS = {
     # and a scale matched to the wrong rate
     "keep_fraction": {"noise_shape_units", "threshold_flips", "mechanism", "scale", "backward_scale"},
     "scale": {"backward_scale"},
+    # Gaussian dropout: a wrong mean or variance is a wrong normal too
+    "gaussian_mean": {"gaussian_variance", "gaussian_shape"},
+    "gaussian_variance": {"gaussian_shape"},
     "backward_mask": {"backward_scale"},
     # a mask shared or repeated shows in every test of structure at once
     **{name: _STRUCTURE | {"mechanism"} for name in _STRUCTURE},
@@ -107,6 +110,12 @@ def _rules(f: dict, cfg: dict):
         if name in f:
             c = f[name]
             yield name, f"{words}: {c.observed}" + (f" ({c.detail})" if c.kind == "exact" and c.detail else "")
+    for name, words in (
+        ("gaussian_mean", "the Gaussian noise's mean is not 1"),
+        ("gaussian_variance", "the Gaussian noise's variance is not rate / (1 - rate)"),
+    ):
+        if name in f:
+            yield name, words + (f" (observed {f[name].observed})" if f[name].observed else "")
     for name, words in (  # a wrong rate or forward scale explains a backward scale, not the reverse
         ("keep_fraction", "the keep rate is wrong"),
         ("scale", "kept values are scaled wrongly"),

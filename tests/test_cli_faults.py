@@ -784,3 +784,11 @@ def test_sigterm_mid_audit(tmp_path):
     assert "--json audit.json not written (the previous file is unchanged)" in said[0]
     assert err.rstrip().splitlines()[-1] == said[0] and "Traceback" not in err
     assert old.read_text() == '{"previous": "audit"}' and temporaries(tmp_path) == []
+
+
+@pytest.mark.parametrize("command", ["audit", "verify"])
+def test_a_rate_no_sample_size_can_test_is_refused_before_any_framework(tmp_path, command):
+    args = [command, "--rate", "1e-12"] + (["userdrop:good"] if command == "verify" else [])
+    r = run_main(args, cwd=tmp_path)
+    assert r.returncode == 2 and "--rate (1e-12): testing keep 0.999999999999" in r.stderr, r.stderr
+    assert "tensorflow" not in r.loaded
