@@ -50,8 +50,6 @@ def _check_common(args) -> None:
 
     if getattr(args, "rate", None) is not None:
         check_rate(args.rate)
-        if args.command in ("audit", "verify") and 0 < args.rate:
-            _check_design(args.rate)
     if getattr(args, "false_fail_rate", None) is not None:
         check_open_unit(args.false_fail_rate, "false_fail_rate")
     if getattr(args, "seed", None) is not None:
@@ -63,21 +61,6 @@ def _check_common(args) -> None:
         from ..battery import check_shapes  # loads scipy: only where a shape was given
 
         check_shapes(args.shape, args.noise_shape)
-
-
-def _check_design(rate: float) -> None:
-    """A rate whose default discrepancy (1% of min(keep, 1 - keep)) no sample size can test is
-    refused before any framework loads, with what to do (verify's discrepancy= is the way)."""
-    from ..design import SampleSizeTooLarge, min_num_samples_for_rate_test
-
-    keep = 1 - rate
-    try:
-        min_num_samples_for_rate_test(keep, 0.01 * min(keep, rate), false_fail_rate=1e-9, false_pass_rate=1e-3)
-    except SampleSizeTooLarge:
-        raise UsageError(
-            f"--rate ({rate!r}): testing keep {keep!r} for a discrepancy of 1% of min(rate, 1 - rate) would take "
-            "more than 1e15 draws; choose a rate further from 0 and 1"
-        ) from None
 
 
 def _check_outputs(args) -> None:

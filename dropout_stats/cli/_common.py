@@ -187,3 +187,18 @@ def probability(name):
         return v
 
     return parse
+
+
+def check_design(rate: float) -> None:
+    """A rate whose default discrepancy (1% of min(keep, 1 - keep)) no sample size can test is
+    refused before any framework loads, with what to do (verify's discrepancy= is the way)."""
+    from ..design import SampleSizeTooLarge, min_num_samples_for_rate_test
+
+    keep = 1 - rate
+    try:
+        min_num_samples_for_rate_test(keep, 0.01 * min(keep, rate), false_fail_rate=1e-9, false_pass_rate=1e-3)
+    except SampleSizeTooLarge:
+        raise UsageError(
+            f"--rate ({rate!r}): testing keep {keep!r} for a discrepancy of 1% of min(rate, 1 - rate) would take "
+            "more than 1e15 draws; choose a rate further from 0 and 1"
+        ) from None

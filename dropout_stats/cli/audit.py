@@ -8,7 +8,16 @@ import json
 import sys
 import time
 
-from ._common import EXIT_FAILED, EXIT_OK, RUN, UsageError, quiet_imports, quiet_tensorflow, raise_if_stopped
+from ._common import (
+    EXIT_FAILED,
+    EXIT_OK,
+    RUN,
+    UsageError,
+    check_design,
+    quiet_imports,
+    quiet_tensorflow,
+    raise_if_stopped,
+)
 from .audit_text import attention_text, audit_table, exit_reason, layers_text, recompute_text, recurrent_text
 from .files import save_text
 from .plots import audit_plot
@@ -140,6 +149,7 @@ def _run_plan(args, plan, progress):
 
 def cmd_audit(args) -> int:
     frameworks = _audit_frameworks(args)  # not installed: refused before anything loads
+    check_design(args.rate)  # a rate no sample size can test: refused before a framework loads
     quiet_tensorflow()
     progress = _Progress()
     plan = _audit_plan(args, frameworks, progress)

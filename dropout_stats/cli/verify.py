@@ -6,7 +6,7 @@ import importlib
 import os
 import sys
 
-from ._common import EXIT_FAILED, EXIT_OK, RUN, UsageError, quiet_imports, quiet_tensorflow
+from ._common import EXIT_FAILED, EXIT_OK, RUN, UsageError, check_design, quiet_imports, quiet_tensorflow
 from .files import save_text
 
 
@@ -85,6 +85,8 @@ def _check_not_the_module(spec: str, json_path) -> None:
 def cmd_verify(args) -> int:
     _check_not_the_module(args.function, args.json)
     _check_backend_installed(args.backend)
+    if args.rate > 0:
+        check_design(args.rate)  # a rate no sample size can test: refused before the user's module loads
     quiet_tensorflow()  # before the user's module imports TensorFlow: its start-up lines stay away
     RUN.where = f"loading {args.function}"
     fn = _load_function(args.function)
