@@ -22,6 +22,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from contract_corpus import BROKEN, CORRECT, by_name
 
@@ -128,9 +129,18 @@ def _entry(name):
     return entry
 
 
+def _numpy_1_promotes(entry, dtype) -> None:
+    """numpy 1.x (tox's tf212 pins 1.24) promotes ``x / (1 - rate)`` for a 16-bit x to float64
+    (value-based casting, before NEP 50): the numpy entries then return another dtype, which is
+    not the code a numpy 2 user runs."""
+    if entry.framework == "numpy" and dtype in ("float16", "bfloat16") and int(np.__version__.split(".")[0]) < 2:
+        pytest.skip(f"numpy {np.__version__} promotes a 16-bit x divided by a Python float to float64")
+
+
 @pytest.mark.parametrize("name, dtype, rate", _correct_params())
 def test_correct_implementation_passes(name, dtype, rate, seed):
     entry = _entry(name)
+    _numpy_1_promotes(entry, dtype)
     r = entry.verify(rate=rate, dtype=dtype, seed=seed % 2**20, false_fail_rate=A)
     assert r.passed, f"{name} ({entry.code}) at {dtype}, rate {rate}: a false alarm\n{r}"
 
@@ -138,6 +148,7 @@ def test_correct_implementation_passes(name, dtype, rate, seed):
 @pytest.mark.parametrize("name, dtype, rate", _broken_params())
 def test_broken_implementation_fails(name, dtype, rate, seed):
     entry = _entry(name)
+    _numpy_1_promotes(entry, dtype)
     r = entry.verify(rate=rate, dtype=dtype, seed=seed % 2**20, false_fail_rate=A, false_pass_rate=B)
     assert not r.passed, f"{name} ({entry.reason}) at {dtype}, rate {rate} passed\n{r}"
 
