@@ -174,7 +174,8 @@ def _sources(x, rate, seed):
     keep = tf.random.stateless_uniform(x.shape, seed=s, dtype=x.dtype) >= rate  # TF's own keep
     return {
         "tensorflow": (x, tf_y),
-        "numpy x * mask / (1 - rate)": (xn, xn * mask / (1 - rate)),
+        # astype: numpy 1.x (tox tf212) would promote a 16-bit x divided by a Python float
+        "numpy x * mask / (1 - rate)": (xn, (xn * mask / (1 - rate)).astype(xn.dtype)),
         "tensorflow x * mask / (1 - rate)": (x, x * tf.cast(keep, x.dtype) / (1 - rate)),
         "tensorflow read back as numpy": (xn, tf_y.numpy()),
         "x numpy, y tensorflow": (xn, tf_y),
@@ -232,7 +233,7 @@ def test_numpy_keep_one_percent_off_fails_every_correct_keep(dtype, seed):
     keeps = _any_keeps(0.2, dtype)
     n = draws_to_catch(keeps, 0.792)
     x = _x([n], dtype, seed).numpy()
-    y = x * (np.random.default_rng([seed, 4]).random(n) >= 0.208) / 0.8
+    y = (x * (np.random.default_rng([seed, 4]).random(n) >= 0.208) / 0.8).astype(x.dtype)
     with pytest.raises(AssertionError) as info:
         assert_keep_fraction(x, y, 0.2, false_fail_rate=A)
     msg = str(info.value)
