@@ -153,7 +153,7 @@ def explain_text(
     if not dist.exact:
         lines += wrap100(
             f"  (beyond {EXACT_MAX:.0e} units these counts come from the {dist.method} approximation, "
-            "within about one count)"
+            "within a few counts)"
         )
     p_mode = dist.pmf(mode)
     lines += wrap100(
