@@ -231,10 +231,8 @@ def assert_mask_is_uniform_threshold(x, y, rate, seed, *, noise_shape=None, xla=
     and assert_scaled_by_inverse_keep, or verify(fn, backend=...), whose mechanism check compares
     the mask with that framework's own stream).  Needs TensorFlow for the reference."""
     __tracebackhide__ = True
-    from .reference import reference_keep
-
     rate = check_rate(rate)
-    for name, a in (("y", y), ("x", x)):
+    for name, a in (("y", y), ("x", x)):  # before TensorFlow loads: a JAX-only install has none
         owner = detect_backend(a)
         if owner in _STREAMS:
             raise TypeError(
@@ -243,6 +241,8 @@ def assert_mask_is_uniform_threshold(x, y, rate, seed, *, noise_shape=None, xla=
                 f"{_TITLE[owner]} use assert_keep_fraction and assert_scaled_by_inverse_keep, or "
                 f"verify(fn, backend={owner!r}), whose mechanism check compares the mask with {_STREAMS[owner][1]}"
             )
+    from .reference import reference_keep
+
     informative, kept = informative_and_kept(x, y)
     dt = to_numpy(y, "y").dtype.name
     pair = np.asarray(to_numpy(seed, "seed")).ravel()
