@@ -389,17 +389,17 @@ EQUIVALENT: dict[tuple[str, int, str], str] = {  # (module, line, mutation) -> w
     ): "at a displacement 0 slice(0, s) and slice(0, s + 0) are one slice",
     (
         "dropout_stats/battery/checks/correlation.py",
-        189,
+        194,
         "GtE -> Gt",
     ): "at p = 0.5 q^2 - p^2 = 0: both branches give the same v",
     (
         "dropout_stats/battery/checks/correlation.py",
-        199,
+        204,
         "LtE -> Lt",
     ): "at s = 0 Bennett's bound is exp(0) = 1, the value returned",
     (
         "dropout_stats/battery/checks/correlation.py",
-        200,
+        205,
         "1.0 -> 2.0",
     ): "lag_pvalue caps at 1, and s <= 0 reaches it only through abs(s) = 0",
     (

@@ -189,14 +189,20 @@ def probability(name):
     return parse
 
 
-def check_design(rate: float) -> None:
+def check_design(rate: float, false_fail_rate: float) -> None:
     """A rate whose default discrepancy (1% of min(keep, 1 - keep)) no sample size can test is
-    refused before any framework loads, with what to do (verify's discrepancy= is the way)."""
+    refused before any framework loads.  Tested at the run's whole false-fail rate: the battery's
+    keep check gets a share of it and needs more draws still, so what is refused here the battery
+    would refuse too, and nothing it accepts is refused."""
     from ..design import SampleSizeTooLarge, min_num_samples_for_rate_test
 
+    if rate == 0:  # keep 1: one call decides, no design
+        return
     keep = 1 - rate
     try:
-        min_num_samples_for_rate_test(keep, 0.01 * min(keep, rate), false_fail_rate=1e-9, false_pass_rate=1e-3)
+        min_num_samples_for_rate_test(
+            keep, 0.01 * min(keep, rate), false_fail_rate=false_fail_rate, false_pass_rate=1e-3
+        )
     except SampleSizeTooLarge:
         raise UsageError(
             f"--rate ({rate!r}): testing keep {keep!r} for a discrepancy of 1% of min(rate, 1 - rate) would take "

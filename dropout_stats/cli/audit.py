@@ -149,7 +149,7 @@ def _run_plan(args, plan, progress):
 
 def cmd_audit(args) -> int:
     frameworks = _audit_frameworks(args)  # not installed: refused before anything loads
-    check_design(args.rate)  # a rate no sample size can test: refused before a framework loads
+    check_design(args.rate, args.false_fail_rate)  # a rate no sample size can test: refused before a framework loads
     quiet_tensorflow()
     progress = _Progress()
     plan = _audit_plan(args, frameworks, progress)

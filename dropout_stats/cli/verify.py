@@ -85,8 +85,9 @@ def _check_not_the_module(spec: str, json_path) -> None:
 def cmd_verify(args) -> int:
     _check_not_the_module(args.function, args.json)
     _check_backend_installed(args.backend)
-    if args.rate > 0:
-        check_design(args.rate)  # a rate no sample size can test: refused before the user's module loads
+    check_design(
+        args.rate, args.false_fail_rate
+    )  # a rate no sample size can test: refused before the user's module loads
     quiet_tensorflow()  # before the user's module imports TensorFlow: its start-up lines stay away
     RUN.where = f"loading {args.function}"
     fn = _load_function(args.function)

@@ -147,12 +147,19 @@ def pieces(cell, shape):
     return [list(d) for d in itertools.product(*options)]
 
 
-def linear_sum(masks, d, p: float, within: bool) -> tuple[float, int]:
-    """sum of c[u] c'[u + d] over the positions where u + d stays inside the mask (no wrap),
-    c from mask i and c' from the same mask (within) or from mask i + 1; exact from counts."""
+def _pairs(masks, d, within: bool):
+    """The slices of a mask whose positions u and u + d both lie inside it (no wrap), and the
+    masks paired: each with itself (within a call) or with the next call's."""
     first = tuple(slice(0, s - v) if v >= 0 else slice(-v, s) for v, s in zip(d, masks[0].shape, strict=True))
     second = tuple(slice(v, s) if v >= 0 else slice(0, s + v) for v, s in zip(d, masks[0].shape, strict=True))
     partners = zip(masks, masks, strict=True) if within else zip(masks, masks[1:], strict=False)
+    return first, second, partners
+
+
+def linear_sum(masks, d, p: float, within: bool) -> tuple[float, int]:
+    """sum of c[u] c'[u + d] over the positions where u + d stays inside the mask (no wrap),
+    c from mask i and c' from the same mask (within) or from mask i + 1; exact from counts."""
+    first, second, partners = _pairs(masks, d, within)
     total, pairs = 0.0, 0
     for a, b in partners:
         x, y = a[first], b[second]
@@ -165,9 +172,7 @@ def linear_sum(masks, d, p: float, within: bool) -> tuple[float, int]:
 def pair_correlation(masks, d, within: bool) -> float | None:
     """The sample (Pearson, phi) correlation of the pairs at displacement d, in [-1, 1]; None when
     either side is constant (all kept or all dropped)."""
-    first = tuple(slice(0, s - v) if v >= 0 else slice(-v, s) for v, s in zip(d, masks[0].shape, strict=True))
-    second = tuple(slice(v, s) if v >= 0 else slice(0, s + v) for v, s in zip(d, masks[0].shape, strict=True))
-    partners = zip(masks, masks, strict=True) if within else zip(masks, masks[1:], strict=False)
+    first, second, partners = _pairs(masks, d, within)
     both = nx = ny = m = 0
     for a, b in partners:
         x, y = a[first], b[second]
