@@ -55,6 +55,8 @@ _EXPORTS = {
         "use_logical_cpus",
         "verify_recurrent",
         "verify_attention",
+        "verify_drop_path",
+        "verify_dropblock",
     ],
     "report": ["Report", "Check", "Finding"],
 }

@@ -10,7 +10,8 @@ framework is a module in ``dropout_stats/backends``):
 * ``api``     - verify(), verify_alpha_dropout(); ``gaussian`` - verify_gaussian_dropout();
 * ``layers``  - verify_layer(): a dropout layer as a model uses it (training flag, fit, replicas);
 * ``recurrent`` - verify_recurrent(): the input and recurrent masks inside SimpleRNN, GRU, LSTM;
-* ``attention`` - verify_attention(): the dropout on attention probabilities.
+* ``attention`` - verify_attention(): the dropout on attention probabilities;
+* ``drop_path``, ``dropblock`` - verify_drop_path(), verify_dropblock(): structured dropout.
 
 Every statistical check is sized from (false_fail_rate, false_pass_rate, discrepancy) and the
 run's false-fail budget is split across them: the sequential keep-fraction test gets alpha / m
@@ -23,6 +24,8 @@ from ..report import Check, Finding, Report
 from .api import verify, verify_alpha_dropout
 from .attention import verify_attention
 from .config import DEFAULT_SHAPE, check_shapes
+from .drop_path import verify_drop_path
+from .dropblock import verify_dropblock
 from .gaussian import verify_gaussian_dropout
 from .layers import use_logical_cpus, verify_layer
 from .recurrent import verify_recurrent
@@ -36,6 +39,8 @@ __all__ = [
     "use_logical_cpus",
     "verify_recurrent",
     "verify_attention",
+    "verify_drop_path",
+    "verify_dropblock",
     "Report",
     "Check",
     "Finding",

@@ -80,8 +80,10 @@ def _families():
     from .backward import Backward
     from .call_independence import CallIndependence
     from .correlation import Correlation
+    from .dispersion import CountDispersion
     from .homogeneity import Homogeneity
     from .keep_fraction import KeepFraction
+    from .long_range import LongRange
     from .mechanism import Mechanism
     from .noise_shape import NoiseShape
     from .pairs import Pairs
@@ -101,6 +103,8 @@ def _families():
         Homogeneity,
         ValueIndependence,
         CallIndependence,
+        CountDispersion,
+        LongRange,
         Correlation,
         NoiseShape,
     ]
