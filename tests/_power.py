@@ -104,6 +104,10 @@ def corpus_miss(level: float, false_pass_rate: float) -> dict:
         "batch rows share masks in pairs": ("certain", certain_identical(N // 2)),
         "neighbours share a draw": ("certain", certain_identical(N // 2)),
         "half the last axis tiled": ("floor", floor_miss(2 * 64 * 2048, 2 * 64 * 2048, 2, within, level)),
+        # every split of rows lands on its centre: Fisher's statistic over the 315 row splits is at
+        # most 2 sum -log(1 - r0) ~ 11 (r0 <= 0.022 the centre's probability), whatever the
+        # randomization, against chi2 on 630 df: its p-value is below 1e-300
+        "exactly round(keep x n) kept per row": ("certain", 0.0),
         "a buffer's draws reused by the next call": ("floor", floor_miss(N // 8, N // 2, 1, between, level)),
         # 16 bins along the last axis at keep 0.815 and 0.785: noncentrality sum n_b (p_b - p)^2 / pq
         "position-dependent rate": (
@@ -119,6 +123,7 @@ def corpus_miss(level: float, false_pass_rate: float) -> dict:
         "mask reused on every call": ("floor", floor_miss(N, N, 2, between, level)),
         "two masks in turn": ("noncentral", histogram_miss(alternating, CALLS, N, level)),
         "rate drifting with the call count": ("certain", 0.0),  # its scale (1-r)/(1-rate) is not exact
+        "masks cycle every 37 calls": ("certain", 0.0),  # every repeat: p <= 1e-30 x alpha (Markov)
         # two calls with their gradients: masks equal on every position of both only if the two
         # masks agree everywhere, (p^2 + q^2)^(2N); the scale is off at every kept position
         "backward mask from the next seed": ("certain", (P * P + q * q) ** (2 * N)),

@@ -128,7 +128,8 @@ def test_gradient_calls_draw_their_own_documented_seeds():
         return y
 
     r = ds.verify(recording, rate=0.3, seed=4, false_fail_rate=A)
-    assert {s for s, _, _, _ in seen} == {4, 5, 6, 7, 8, 9}
+    far = 7 ^ (1 << 30)  # seed_correlation's far seed: (s + 3, 0) with bit 30 of seed[0] flipped
+    assert {s for s, _, _, _ in seen} == {4, 5, 6, 7, 8, 9, far}
     grads = [(i, y) for s, i, _, y in seen if s == 9]
     assert [i for i, _ in grads] == [0, 1]
     kept = sum(int(np.count_nonzero(y.numpy())) for _, y in grads)

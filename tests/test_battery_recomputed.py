@@ -54,7 +54,12 @@ class Recorder:
         return y
 
     def by_offset(self, base, offset, rate=None):
-        return [c for c in self.calls if c["seed"][0] == base + offset and (rate is None or c["rate"] == rate)]
+        """The calls with seed (base + offset, i), but the far seeds (a bit 30 flipped: seed_far)."""
+        return [
+            c
+            for c in self.calls
+            if c["seed"][0] == base + offset and c["seed"][1] < 1 << 30 and (rate is None or c["rate"] == rate)
+        ]
 
 
 def _fisher(a, b):
@@ -114,7 +119,8 @@ def recorded(request):
 
 def test_every_fresh_draw_has_its_own_seed(recorded):
     """Seeds (s + offset, i): main 0, seed_other 1, probe 2, seed_repeat 3 (twice, on purpose),
-    threshold 4 (one seed across the rates); nothing else repeats a seed."""
+    threshold 4 (one seed across the rates), seed_far (s + 3, 0) with bit 30 of either component
+    flipped; nothing else repeats a seed."""
     rec, r, kw = recorded
     s = kw["seed"]
     seen = {}
@@ -123,7 +129,10 @@ def test_every_fresh_draw_has_its_own_seed(recorded):
     repeated = {k: len(v) for k, v in seen.items() if len(v) > 1}
     probed = r.config["noise_shape"] is None and any(c.name == "noise_shape_units" for c in r.checks)
     assert repeated == {((s + 3, 0), 0.3): 2}, repeated
-    assert {c["seed"][0] - s for c in rec.calls} == {0, 1, 3, 4} | ({2} if probed else set())
+    far = {((s + 3) ^ (1 << 30), 0), (s + 3, 1 << 30)}
+    assert far <= {c["seed"] for c in rec.calls}
+    offsets = {c["seed"][0] - s for c in rec.calls if c["seed"] not in far}
+    assert offsets == {0, 1, 3, 4} | ({2} if probed else set())
     # the first call is the plainest one, fn(x, rate, seed=(s, 0))
     assert rec.calls[0]["seed"] == (s, 0) and rec.calls[0]["kept"].shape == tuple(r.config["shape"])
 
@@ -1043,18 +1052,22 @@ def test_a_sweep_rate_that_keeps_all_or_nothing_leaves_one_rate_pair(rate):
     flips = r.check("threshold_flips")
     assert flips.pvalue == pytest.approx(stats.binomtest(flipped, 4096, share).pvalue, rel=REL, abs=0)
     assert flips.observed == "1 rate pair" and flips.level is not None and r.check("threshold_nesting").passed
-    # the pair is planned: ten entries share the budget (keep_fraction, threshold_flips,
-    # seed_independence, neighbour_independence, two homogeneity, value and call independence,
-    # auto- and cross-correlation), so the keep fraction's share is alpha / 10
+    # the pair is planned: thirteen entries share the budget (keep_fraction, threshold_flips,
+    # seed_independence and seed_correlation, neighbour_independence, two homogeneity, value and
+    # call independence, count_dispersion, repeats, auto- and cross-correlation), so the keep
+    # fraction's share is alpha / 13
     planned = [
         "keep_fraction",
         "threshold_flips",
         "seed_independence",
+        "seed_correlation",
         "neighbour_independence",
         "homogeneity_blocks",
         "homogeneity_strided",
         "value_independence",
         "call_independence",
+        "count_dispersion",
+        "repeats",
         "autocorrelation",
         "cross_correlation",
     ]

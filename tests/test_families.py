@@ -24,7 +24,18 @@ from dropout_stats.calibration.corpus import FAMILY_DEFECTS, STATEFUL, STATELESS
 
 RUN_FALSE_FAIL = 1e-30
 FALSE_PASS = 1e-9
-ENTRIES = 16  # statistical entries of a run at most (the budget's m)
+# failures a family's defect also causes, by design: a defect that repeats masks is a repeat at long
+# range too; wraps_seed1 (seed[1] % 4) ignores seed[1]'s high bits, which seed_correlation's far seeds
+# show; count_dispersion compares the two halves of every row (its largest blocks): a rate that
+# differs between them (position_dependent) and halves that repeat (tiled_half) are block-count defects
+OVERLAP = {
+    "call_independence": {"repeats", "seed_correlation"},
+    "seeds": {"repeats"},
+    "pairs": {"repeats"},  # rows shared in pairs are rows that repeat
+    "correlation": {"repeats", "count_dispersion"},
+    "homogeneity": {"count_dispersion"},
+}
+ENTRIES = 18  # statistical entries of a run at most (the budget's m; each run below asserts it)
 # another family fails only if its z, at most sqrt(2) x its null value (a defect that makes every
 # draw count twice), passes the threshold of one share of the run's budget: computed, not assumed
 Z_SHARE = -ndtri(RUN_FALSE_FAIL / ENTRIES / 2)  # one share's two-sided z threshold
@@ -65,6 +76,8 @@ def test_the_family_alone_catches_its_defect(family, seed):
         if family != "homogeneity"
         else [c.name for c in r.checks if c.name.startswith("homogeneity")]
     )
+    planned = [c for c in r.checks if c.kind == "statistical" and c.passed is not None]
+    assert len(planned) <= ENTRIES, [c.name for c in planned]  # the shares MISS was computed for
     failed = {c.name for c in r.failures}
     assert failed & own, f"{family} missed its defect\n{r}"
-    assert failed <= own, f"{family}'s defect also failed {sorted(failed - own)}\n{r}"
+    assert failed <= own | OVERLAP.get(family, set()), f"{family}'s defect also failed {sorted(failed - own)}\n{r}"

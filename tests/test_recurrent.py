@@ -4,6 +4,9 @@ on the recurrent corpus (Keras 3).
 Keras's own layers must pass (several seeds: the fixture's, and two more per class); each
 corpus layer, a SimpleRNN cell with one defect in its dropout, must fail the check made for
 that class of defect, and the same construction without the defect must pass.
+input_recurrent_independence: Keras SimpleRNN, LSTM and GRU whose cell derives the recurrent mask
+from the input mask (the same, rolled, permuted, complemented) and a recurrent layer written out
+(both masks from one seed; the previous sequence's mask) fail it alone.
 Budget: each verify_recurrent at false_fail_rate=1e-9.  A corpus defect fails an exact check
 or a statistical one where its effect is total (a whole batch on one mask row, identical masks
 on two calls, a keep rate of 0.8 tested against 0.6 over 42,240 draws: z > 80).
@@ -151,3 +154,173 @@ def test_a_layer_without_a_recurrent_layout_is_named():
     with pytest.raises(ValueError, match="not a Keras recurrent layout"):
         layout([np.zeros((4, 8)), np.zeros((4, 8)), np.zeros(8)], 4, 4)  # k = 2: no such layer
     assert layout([np.zeros((4, 12)), np.zeros((4, 12)), np.zeros((2, 12))], 4, 4) == 3  # GRU, reset_after
+
+
+# -- input_recurrent_independence: the two masks of one layer, one call ------------------------
+def _each(mask, f):
+    """f on a mask, or on each of a cell's per-gate masks (LSTM/GRU implementation 1)."""
+    return [f(m) for m in mask] if isinstance(mask, (list, tuple)) else f(mask)
+
+
+def _derived(base, derive):
+    """``base`` (a Keras 3 recurrent layer) whose cell's recurrent mask is derive(input mask, cell):
+    a deterministic function of the input mask of the same call, at the recurrent rate."""
+    cell_cls = {"LSTM": keras.layers.LSTMCell, "GRU": keras.layers.GRUCell, "SimpleRNN": keras.layers.SimpleRNNCell}
+
+    class Cell(cell_cls[base.__name__]):
+        def get_recurrent_dropout_mask(self, step_input):
+            if self.recurrent_dropout == 0:
+                return None
+            return _each(self.get_dropout_mask(step_input), lambda m: derive(m, self))
+
+    class Layer(base):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.cell.__class__ = Cell
+
+    Layer.__qualname__ = f"{base.__name__}({derive.__name__})"
+    return Layer
+
+
+def _same(m, cell):
+    return m
+
+
+def _units_rolled(m, cell):
+    return keras.ops.roll(m, 1, axis=-1)
+
+
+PERMUTATION = np.random.default_rng(29).permutation(64)
+
+
+def _units_permuted(m, cell):
+    return keras.ops.take(m, PERMUTATION, axis=-1)
+
+
+def _complement(m, cell):
+    """kept where the input mask dropped: keep 1 - (1 - dropout), right when recurrent_dropout = 1 - dropout"""
+    return keras.ops.cast(keras.ops.equal(m, 0), m.dtype) * np.float32(1 / (1 - cell.recurrent_dropout))
+
+
+def _scratch(same_seed: bool):
+    """SimpleRNN written out (h_t = tanh(x_t m_in K + (h_{t-1} m_rec) R + b)), one mask of each kind
+    per call.  same_seed: each mask has its own SeedGenerator, both made from the layer's seed, so
+    both draw the same uniforms (the masks are nested: kept at 0.4 implies kept at 0.2).  Else: the
+    recurrent mask is the input mask of the next sequence of the batch."""
+
+    class ScratchRNN(keras.layers.Layer):
+        def __init__(self, units, dropout, recurrent_dropout, seed, return_sequences, dtype=None):
+            super().__init__(dtype=dtype)
+            self.units, self.rates = units, (dropout, recurrent_dropout)
+            self.gens = [keras.random.SeedGenerator(seed), keras.random.SeedGenerator(seed if same_seed else seed + 1)]
+
+        def build(self, shape):
+            u = self.units
+            self.kernel = self.add_weight(shape=(shape[-1], u), initializer="glorot_uniform", name="kernel")
+            self.recurrent_kernel = self.add_weight(shape=(u, u), initializer="glorot_uniform", name="recurrent")
+            self.bias = self.add_weight(shape=(u,), initializer="zeros", name="bias")
+
+        def call(self, x, training=None):
+            ops = keras.ops
+            ones = ops.ones_like(x[:, 0])
+            m_in = m_rec = None
+            if training and self.rates[0] > 0:
+                m_in = keras.random.dropout(ones, self.rates[0], seed=self.gens[0])
+            if training and self.rates[1] > 0:
+                m_rec = keras.random.dropout(ones, self.rates[1], seed=self.gens[1])
+                if not same_seed:
+                    m_rec = ops.roll(m_in, 1, axis=0)
+            h, ys = ops.zeros_like(ones), []
+            for t in range(x.shape[1]):
+                xt = x[:, t] if m_in is None else x[:, t] * m_in
+                ht = h if m_rec is None else h * m_rec
+                h = ops.tanh(ops.matmul(xt, self.kernel) + ops.matmul(ht, self.recurrent_kernel) + self.bias)
+                ys.append(h)
+            return ops.stack(ys, axis=1)
+
+    ScratchRNN.__qualname__ = "ScratchRNN(same seed)" if same_seed else "ScratchRNN(next sequence's mask)"
+    return ScratchRNN
+
+
+DEPENDENT = (
+    {
+        # name: (layer_cls, dropout, recurrent_dropout, where the two masks meet: [d_batch, d_unit])
+        "SimpleRNN: recurrent mask = input mask": (_derived(keras.layers.SimpleRNN, _same), 0.3, 0.3, [0, 0]),
+        "LSTM: recurrent mask = input mask": (_derived(keras.layers.LSTM, _same), 0.3, 0.3, [0, 0]),
+        "GRU: input mask rolled by one unit": (_derived(keras.layers.GRU, _units_rolled), 0.3, 0.3, [0, -1]),
+        "SimpleRNN: units permuted": (_derived(keras.layers.SimpleRNN, _units_permuted), 0.3, 0.3, None),
+        "LSTM: complement of the input mask": (_derived(keras.layers.LSTM, _complement), 0.3, 0.7, [0, 0]),
+        "scratch: both masks from one seed (nested)": (_scratch(True), 0.2, 0.4, [0, 0]),
+        "scratch: the previous sequence's input mask": (_scratch(False), 0.3, 0.3, [-1, 0]),
+    }
+    if KERAS_3
+    else {}
+)
+
+
+@KERAS_3_ONLY
+@pytest.mark.statistical(false_fail_rate=A)
+@pytest.mark.parametrize("name", list(DEPENDENT))
+def test_a_recurrent_mask_that_depends_on_the_input_mask_fails(name, seed):
+    """Each layer keeps both masks at their rates, per sequence, independent across sequences and
+    calls: only input_recurrent_independence, which reads both masks from one call, fails, and it
+    names the displacement where they meet."""
+    layer_cls, r_in, r_rec, where = DEPENDENT[name]
+    r = verify_recurrent(layer_cls, dropout=r_in, recurrent_dropout=r_rec, seed=seed % 2**20, false_fail_rate=A)
+    assert {c.name for c in r.failures} == {"input_recurrent_independence"}, str(r)
+    c = r.check("input_recurrent_independence")
+    if where is None:  # no displacement: a pair of units over the sequences
+        i, j = c.values["units"]
+        assert PERMUTATION[j] == i, c
+    else:
+        assert c.values["displacement"] == where and not c.values["reflected"], c
+    assert c.values["agreement"] == (0.0 if "complement" in name else 1.0) or "nested" in name, c
+
+
+@pytest.mark.statistical(false_fail_rate=A)
+def test_input_recurrent_independence_is_run_and_skipped_when_a_rate_is_0(seed):
+    r = verify_recurrent(keras.layers.GRU, dropout=0.3, recurrent_dropout=0.3, seed=seed % 2**20, false_fail_rate=A)
+    c = r.check("input_recurrent_independence")
+    assert r.passed and c.passed and c.values["tests"] == (2 * r.config["batch"] * 64 + 64 * 64) * 3, str(r)
+    r = verify_recurrent(keras.layers.GRU, dropout=0.3, recurrent_dropout=0.0, seed=seed % 2**20, false_fail_rate=A)
+    assert r.check("input_recurrent_independence").passed is None
+
+
+def test_cross_check_counts_every_displacement_exactly():
+    """The FFT's counts are the pairs' counts: a recurrent mask built as the input mask moved by
+    (d_b, d_u), or with its units reversed, is found there with agreement 1, and its count equals
+    the direct one.  A single deterministic draw: no statistical risk."""
+    from dropout_stats.battery.recurrent import cross_check
+
+    rng = np.random.default_rng(29)
+    a = rng.random((40, 16)) < 0.7
+    for db, du, reverse in [(0, 0, False), (3, -5, False), (-1, 7, False), (2, 0, True)]:
+        src = a[:, ::-1] if reverse else a
+        moved = np.roll(np.roll(src, -db, axis=0), -du, axis=1)  # moved[b, j] = src[b + db, j + du]
+        c = cross_check(a, np.stack([rng.random((40, 16)) < 0.5, moved], axis=1), level=1e-9)
+        assert not c.passed and c.values["agreement"] == 1.0 and c.values["step"] == 2, c
+        assert c.values["displacement"] == [db, du] and c.values["reflected"] is reverse, c
+        assert c.values["kept_given_partner_kept"] == 1.0 and c.values["tests"] == (2 * 40 * 16 + 16 * 16) * 2
+    perm, a200 = rng.permutation(16), rng.random((200, 16)) < 0.7  # a fixed permutation: pairs of units
+    c = cross_check(a200, a200[:, None, perm], level=1e-9)
+    assert not c.passed and c.values["agreement"] == 1.0 and perm[c.values["units"][1]] == c.values["units"][0], c
+    assert c.values["pairs"] == 200 and "over the 200 sequences" in c.observed, c
+    c = cross_check(a, ~a[:, None, :], level=1e-9)  # the complement: agreement 0 at displacement 0
+    assert not c.passed and c.values["agreement"] == 0.0 and c.values["displacement"] == [0, 0], c
+    assert "input (b, j) at step 0" in c.observed, c.observed
+
+
+def test_cross_check_is_conservative_on_independent_masks():
+    """Calibration of input_recurrent_independence's p-value (exact tables, Bonferroni): over 300
+    fixed draws of independent masks, the share with p <= x stays within what a valid p-value
+    allows (the binomial's 1 - 1e-9 quantile of 300 draws at x).  Fixed draws: no statistical risk."""
+    from scipy.stats import binom
+
+    from dropout_stats.battery.recurrent import cross_check
+
+    rng = np.random.default_rng(2029)
+    ps = np.array(
+        [cross_check(rng.random((48, 16)) < 0.8, rng.random((48, 2, 16)) < 0.6, level=1e-9).pvalue for _ in range(300)]
+    )
+    for x in (0.05, 0.25, 0.5):
+        assert np.count_nonzero(ps <= x) <= binom.ppf(1 - 1e-9, 300, x), (x, np.sort(ps)[:10])

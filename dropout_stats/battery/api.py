@@ -30,6 +30,7 @@ def verify(
     exact_scale=False,
     mechanism="auto",
     call_timeout=300.0,
+    drift=None,
 ) -> Report:
     """Prove or refute a dropout implementation.
 
@@ -73,6 +74,10 @@ def verify(
     thread and fn returns to Python now and then).  A run that fn ends early, by raising or
     hanging, keeps what it measured: which call, what happened, and the keep fraction of the
     draws so far, decided by the exact test.
+    ``drift`` (long mode; default None: off): after the main sequence, call fn on the input's first
+    rows as many times as it takes to detect a change of the keep probability by ``drift`` after
+    any call in the middle half of that sequence (the ``drift`` check; a smaller drift makes more
+    calls, and the ``repeats`` check then sees masks that come back that many calls later).
     """
     cfg = configure(
         fn,
@@ -94,6 +99,7 @@ def verify(
         exact_scale=exact_scale,
         mechanism=mechanism,
         call_timeout=call_timeout,
+        drift=drift,
     )
     return run_battery(cfg, Dropout())
 

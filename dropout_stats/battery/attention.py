@@ -10,6 +10,10 @@ and weights so that every probability shows bit for bit:
 * the values are one-hot (value s is e_s), and MultiHeadAttention's value projection is the
   identity for every head and its output projection routes head h to outputs h*S .. h*S + S - 1,
   so output[b, q, h*S + s] is the dropped-or-kept probability of head h, query q, key s.
+  With one-hot values the output IS the probability matrix, so dropout on the output would look
+  exactly like dropout on the probabilities; a second set of values tells them apart (the site
+  probe): value s < S/2 is e_s + e_{s + S/2}, the others 0, so outputs s and s + S/2 are two
+  copies of P_s.
 
 The checks, each an entry of the report (statistical ones share the false-fail budget by
 Bonferroni; exact ones cannot fail a correct layer):
@@ -24,6 +28,15 @@ Bonferroni; exact ones cannot fail a correct layer):
   never advanced, Dao-AILab/flash-attention#314, fails here);
 * ``scale`` (exact): every kept probability equals (1/S) times the mask value fl(1/(1-rate)) (or
   another scale a correct implementation may use);
+* ``dropout_site`` (exact): through the site probe, outputs s and s + S/2 are dropped together.
+  Dropout on the probabilities zeroes P_s, so both copies; dropout on the attention output (or
+  on the values) draws each copy's mask apart, and all pairs agree with probability
+  (p^2 + q^2)^pairs, the batch of this one call chosen so that it is <= ``false_pass_rate``.  Only
+  this check catches dropout moved to the attention output, per element: its masks have the
+  rate, scale, independence and backward of a correct layer's (tests/test_attention.py, Keras
+  and torch).  Dropout on the values fails here and query_independence (one mask for every
+  query); dropout on the scores before the softmax changes nothing at zero scores and fails
+  keep_rate;
 * ``inference_identity`` (exact): ``training=False`` and ``training`` omitted give every
   probability exactly 1/S (PyTorch's scaled_dot_product_attention that dropped in eval mode,
   pytorch/pytorch#124464, is this class);
@@ -34,9 +47,10 @@ Bonferroni; exact ones cannot fail a correct layer):
 Sizes: the batch is chosen so that the keep test at its share detects a keep probability off by
 ``discrepancy`` (default: a tenth of min(rate, 1 - rate), absolute) with false-pass rate
 ``false_pass_rate``; the pair tests then compare at least a quarter of that many pairs.
-Layers: ``layer_cls(num_heads=, key_dim=, dropout=, seed=)`` called as ``layer(query, value,
-key=..., training=...)`` (Keras's MultiHeadAttention), or ``layer_cls(dropout=, seed=)`` called
-as ``layer([query, value, key], training=...)`` (Keras's Attention and AdditiveAttention).
+Layers (Keras 3 on any backend, or Keras 2): ``layer_cls(num_heads=, key_dim=, dropout=, seed=)``
+called as ``layer(query, value, key=..., training=...)`` (Keras's MultiHeadAttention), or
+``layer_cls(dropout=, seed=)`` called as ``layer([query, value, key], training=...)`` (Keras's
+Attention and AdditiveAttention).
 PyTorch: ``layer_cls(num_heads=, key_dim=, dropout=, seed=, dtype=)`` returns a torch module
 called as ``module(query, key, value)`` on (batch, length, num_heads * key_dim) inputs, its mode
 set by ``train()``/``eval()`` (inference: ``eval()``, with autograd on and under ``no_grad``):
@@ -97,6 +111,11 @@ class AttentionProbe:
         self.query = np.zeros((batch, queries, self.width), _np_dtype(dtype))
         one_hot = np.tile(np.eye(keys), (1, wide // keys))
         self.value = np.broadcast_to(one_hot, (batch, keys, wide)).astype(_np_dtype(dtype))
+        # the site probe's values: value s < S/2 is e_s + e_{s + S/2}, the others 0, so outputs s
+        # and s + S/2 both read P_s: copies under dropout on P, apart under dropout on the output
+        half, first = np.zeros((keys, keys)), np.arange(keys // 2)
+        half[first, first] = half[first, first + keys // 2] = 1
+        self.copies = np.broadcast_to(np.tile(half, (1, wide // keys)), (batch, keys, wide)).astype(_np_dtype(dtype))
         self.key = np.zeros((batch, keys, wide), _np_dtype(dtype))
         self.prepare(self.layer)
 
@@ -214,10 +233,12 @@ class AttentionProbe:
 
     query_e0 = False
 
-    def probabilities(self, layer, training=True, batch=None):
-        """Each attention probability as the layer computed it: (batch, heads, queries, keys)."""
+    def probabilities(self, layer, training=True, batch=None, value=None):
+        """Each attention probability as the layer computed it: (batch, heads, queries, keys)
+        (with ``value=self.copies``: outputs s and s + S/2 both read P_s, s < S/2)."""
         b = self.batch if batch is None else batch
-        y = self.backend.to_numpy(self.apply(layer, self.query[:b], self.value[:b], self.key[:b], training))
+        value = self.value if value is None else value
+        y = self.backend.to_numpy(self.apply(layer, self.query[:b], value[:b], self.key[:b], training))
         y = np.asarray(y, np.float64)
         self.samples += y.size
         return y.reshape(b, self.queries, self.heads, self.keys).transpose(0, 2, 1, 3)
@@ -303,6 +324,7 @@ def verify_attention(
     checks.append(_fisher_check("key_independence", m1[..., 0::2], m1[..., 1::2], level, "keys 2i and 2i+1", reproduce))
     checks.append(_fisher_check("call_independence", m1, m2, level, "two calls", reproduce))
     checks.append(_scale(probe, p1, m1, rate, uniform, exact_scale))
+    checks.append(_guard("dropout_site", lambda: _site(probe, keep, beta)))
     checks.append(_guard("inference_identity", lambda: _inference(probe, uniform)))
     checks.append(_guard("backward_mask", lambda: _backward(probe)))
     findings = [
@@ -374,6 +396,32 @@ def _scale(probe, p, kept, rate, uniform, exact_scale=False) -> Check:
     )
 
 
+def _site(probe, keep, beta) -> Check:
+    """dropout_site (exact): with the copy values, outputs s and s + S/2 are one probability times
+    the same value column, so dropout on the probabilities zeroes both or neither; dropout on the
+    output (or on the values) draws each apart, and all pairs agree with probability
+    (p^2 + q^2)^pairs, sized here to at most ``beta``."""
+    half = probe.keys // 2
+    per_sequence = probe.heads * probe.queries * half
+    need = math.log(beta) / math.log(keep**2 + (1 - keep) ** 2) if 0 < keep < 1 else 1
+    b = min(probe.batch, max(8, math.ceil(need / per_sequence)))
+    y = probe.probabilities(probe.layer, True, batch=b, value=probe.copies)
+    first, second = y[..., :half] != 0, y[..., half:] != 0
+    differ, pairs = int(np.count_nonzero(first != second)), int(first.size)
+    return Check(
+        "dropout_site",
+        differ == 0,
+        samples=pairs,
+        values={"differing": differ, "pairs": pairs, "dropped": int(pairs - np.count_nonzero(first))},
+        observed=f"{differ:,} of {pairs:,} output pairs (s, s + S/2) dropped apart",
+        expected="outputs s and s + S/2 (equal value columns: both read P_s) dropped together",
+        detail=""
+        if differ == 0
+        else "outputs that read one probability through equal value columns are dropped apart: a dropout acts "
+        "on the attention output or on the values, not only on the probabilities",
+    )
+
+
 def _inference(probe, uniform) -> Check:
     results = {}
     if probe.is_torch:  # eval() with autograd on, and under no_grad (torch's fast inference paths)
@@ -441,9 +489,10 @@ def _backward(probe) -> Check:
 
 
 def _is_torch(layer) -> bool:
+    """A torch module, not a Keras layer (Keras 3's layers on the torch backend are torch modules too)."""
     from .layer_probe import _is_torch as is_torch
 
-    return is_torch(layer)
+    return is_torch(layer) and not any(c.__module__.startswith(("keras.", "tf_keras.")) for c in type(layer).__mro__)
 
 
 def _is_torch_factory(layer_cls) -> bool:
@@ -451,6 +500,7 @@ def _is_torch_factory(layer_cls) -> bool:
     return getattr(layer_cls, "framework", None) == "torch" or (
         isinstance(layer_cls, type)
         and any(c.__module__ == "torch.nn.modules.module" and c.__name__ == "Module" for c in layer_cls.__mro__)
+        and not any(c.__module__.startswith(("keras.", "tf_keras.")) for c in layer_cls.__mro__)
     )
 
 

@@ -56,6 +56,7 @@ class Config:
     # "threshold": masks must nest across rates; None: reported only; "auto": required with a reference
     mechanism: str | None = "auto"
     call_timeout: float | None = 300.0  # seconds one call of fn may take (None: no limit)
+    drift: float | None = None  # long mode: the change of the keep probability to detect (None: off)
     samples: int = 0
     calls: int = 0
     extra: dict = field(default_factory=dict)
@@ -92,6 +93,8 @@ class Config:
             opts.append("exact_scale=True")
         if self.mechanism != "auto":
             opts.append(f"mechanism={self.mechanism!r}")
+        if self.drift is not None:
+            opts.append(f"drift={self.drift!r}")
         if self.alpha != 1e-6:  # the level decides the verdicts a replay must give
             opts.append(f"false_fail_rate={self.alpha!r}")
         if self.backend_name not in (None, "tensorflow"):
@@ -119,6 +122,7 @@ class Config:
             "recompute": self.recompute,
             "exact_scale": self.exact_scale,
             "mechanism": self.mechanism,
+            "drift": self.drift,
         }
         return d
 
@@ -186,6 +190,7 @@ def configure(
     exact_scale=False,
     mechanism="auto",
     call_timeout=300.0,
+    drift=None,
 ) -> Config:
     """Validate verify()'s arguments (errors name the argument and its value).  The keep
     probability and the reference stream are filled in once the backend is known."""
@@ -199,6 +204,8 @@ def configure(
     if call_timeout is not None:
         call_timeout = check_positive(call_timeout, "call_timeout")
     keep_dtype = None if keep_dtype is None else dtype_name(keep_dtype, "keep_dtype")
+    if drift is not None:
+        drift = check_open_unit(drift, "drift")
     seed = check_count(seed, "seed")
     max_calls = check_count(max_calls, "max_calls", minimum=MIN_CALLS)
     if seed >= 2**31 - 1:
@@ -255,6 +262,7 @@ def configure(
         takes_noise_shape=takes,
         mechanism=mechanism,
         call_timeout=call_timeout,
+        drift=drift,
         extra={"reference_arg": reference},
     )
 

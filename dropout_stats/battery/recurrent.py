@@ -11,7 +11,11 @@ bit for bit in the output:
   of -1000 (sigmoid exactly 0).  Then y_t is 0 exactly where x_t was dropped (x > 0 everywhere);
 * recurrent probe: kernel 0, recurrent kernel = identity into the same block, its bias 0.5,
   the same gate closed, inputs 0.  Then y_t (t >= 1) equals the layer's own constant output
-  for h_{t-1} = 0 exactly where h_{t-1} was dropped (h > 0 everywhere).
+  for h_{t-1} = 0 exactly where h_{t-1} was dropped (h > 0 everywhere);
+* cross probe (both masks of one call): kernel and recurrent kernel the identity into the block,
+  its bias 0.5, the gate closed, x_0 > 0 and x_t = 0 after.  y_0 = f(x_0 m_in + 0.5) reads the
+  input mask at step 0 (h_{-1} = 0), y_t = f(h_{t-1} m_rec + 0.5) the recurrent mask at each
+  step t >= 1 (no input, h > 0); a dropped unit gives f(0.5) exactly.
 
 The checks, each an entry of the report (the statistical ones share the false-fail budget by
 Bonferroni; the exact ones cannot fail a correct layer):
@@ -27,6 +31,12 @@ Bonferroni; the exact ones cannot fail a correct layer):
   batch draw independent masks (Fisher's exact test); one mask for the whole batch fails;
 * ``input_call_independence``, ``recurrent_call_independence``: two calls draw independent masks;
   a mask reused on every call (tensorflow/tensorflow#29391, #32543) fails;
+* ``input_recurrent_independence``: the two masks of one call are independent (the contract):
+  the cross probe's recurrent mask at each step t >= 1 against its input mask (step 0), at every
+  cyclic displacement over sequences and units (the input's units reversed or not) and for every
+  pair of units; exact tests, Bonferroni over the tables (``recurrent_cross``).  Only this check
+  catches a recurrent mask that is the input mask, its complement, the input mask rolled or
+  permuted, or both masks drawn from one seed;
 * ``batch_shape``: a call with another batch size works and draws a fresh mask
   (keras-team/keras#9031: a mask cached for one batch shape);
 * ``input_scale``, ``recurrent_scale`` (exact): kept positions equal the same layer at inference
@@ -41,9 +51,14 @@ Sizes: each mask's keep test uses 2 calls of ``batch x units`` draws at step 0 (
 recurrent mask), the batch chosen so that an exact binomial test at its budget share detects a
 keep probability off by ``discrepancy`` (default: a tenth of min(rate, 1 - rate), absolute) with
 false-pass rate ``false_pass_rate``.  The independence tests compare batch x units / 2 pairs or
-more (10,560 pairs at rates 0.2 and 0.4), where Fisher's test at its share (1.4e-7) detects a
+more (10,624 pairs at rates 0.2 and 0.4), where Fisher's test at its share (1.25e-7) detects a
 correlation of 0.081 between the masks with probability 1 - 1e-3 (normal approximation:
 (z_{alpha/2} + z_beta) / sqrt(pairs)); a shared or reused mask has correlation 1.
+input_recurrent_independence compares batch x units pairs per displacement (21,248 at 0.2 /
+0.4) and batch pairs per pair of units, at a share of 1.25e-7 split over 139,776 tables: it
+detects a correlation of 0.070 at one displacement or 0.56 between two units (same
+approximation); a copy, shift, permutation or complement of the other mask has correlation +-1,
+nested masks (one uniform, rates 0.2 and 0.4) 0.61.  Its extra cost is one call.
 Corpus: ``corpus.keras_recurrent_defects()``.  Tested in tests/test_recurrent.py.
 """
 
@@ -60,9 +75,10 @@ from ..binomial import rate_test
 from ..design import min_num_samples_for_rate_test
 from ..report import Check, Finding, Report
 from .checks._common import fisher
+from .recurrent_cross import cross_check
 from .recurrent_probe import RecurrentProbe, _cls_name, layout
 
-__all__ = ["verify_recurrent", "layout"]
+__all__ = ["verify_recurrent", "layout", "cross_check"]
 
 
 def verify_recurrent(
@@ -107,6 +123,8 @@ def verify_recurrent(
             names += [f"{part}_keep_rate", f"{part}_batch_independence", f"{part}_call_independence"]
             if per_step:
                 names.append(f"{part}_time_sharing")
+    if r_in > 0 and r_rec > 0:
+        names.append("input_recurrent_independence")
     level = alpha / len(names)
     rates = [r for r in (r_in, r_rec) if r > 0] or [0.5]
     d = discrepancy or float(f"{0.1 * min(min(r, 1 - r) for r in rates):.12g}")  # 0.02, not 0.020000000000000004
@@ -151,6 +169,8 @@ def verify_recurrent(
     checks.append(_guard("recurrent_scale", lambda: _recurrent_scale(probe, rec_layer, r_rec, base)))
     checks.append(_guard("inference_identity", lambda: _inference_identity(probe, layer, rec_layer)))
     checks.append(_guard("backward_input_mask", lambda: _backward(probe, layer, r_in)))
+    cross = _cross(probe, rec_layer, base, level, reproduce, r_in > 0 and r_rec > 0)  # last: others as they were
+    checks.insert([c.name for c in checks].index("batch_shape"), cross)
     blocks = f"{probe.k} gate block" + ("s" if probe.k > 1 else "")
     findings.insert(
         0,
@@ -332,6 +352,18 @@ def _mask_checks(part, rate, masks, keep, per_step, level, reproduce) -> list:
         ),
         _fisher_check(f"{part}_call_independence", masks[0][:, 0], masks[1][:, 0], level, "two calls", reproduce),
     ]
+
+
+def _cross(probe, layer, base, level, reproduce, both) -> Check:
+    """input_recurrent_independence on one call of the cross probe (``layer`` draws both masks)."""
+    if not both:
+        return Check("input_recurrent_independence", None, detail="a rate of 0: one of the two masks is not drawn")
+
+    def run():
+        probe.set(layer, "cross")
+        return cross_check(*probe.cross_masks(layer, base), level, reproduce)
+
+    return _guard("input_recurrent_independence", run)
 
 
 def _mask_values(probe, rate):

@@ -99,15 +99,18 @@ class RecurrentProbe:
         return self.backend.native(np.ascontiguousarray(a))
 
     def weights(self, probe: str, recurrent_scale: float = 1.0):
-        """The weights of the input probe or the recurrent probe (see the module docstring)."""
+        """The weights of the input, recurrent or cross probe (``recurrent`` module docstring)."""
         u, k = self.units, self.k
         shapes = [np.shape(w) for w in self.layer.get_weights()]
         kernel, rec, bias = (np.zeros(s, np.float64) for s in shapes)
         block = slice(BLOCK[k] * u, (BLOCK[k] + 1) * u)
         eye = np.eye(u)
-        if probe == "input":
+        if probe in ("input", "cross"):
             kernel[:, block] = eye
-        else:
+        if probe == "cross":
+            rec[:, block] = eye
+            (bias[0] if bias.ndim == 2 else bias)[block] = BETA
+        elif probe == "recurrent":
             rec[:, block] = eye * recurrent_scale
             (bias[0] if bias.ndim == 2 else bias)[block] = BETA
         if k in CLOSED_GATE:
@@ -164,6 +167,17 @@ class RecurrentProbe:
     def recurrent_mask(self, layer, base):
         y = self.call(layer, self.zeros, True)
         return (y != base)[:, 1:, :]
+
+    def cross_masks(self, layer, base):
+        """Both masks of one call of the cross probe (kernel and recurrent kernel the identity into
+        the candidate block, its bias 0.5, x_0 > 0 and x_t = 0 after): y_0 = f(x_0 * m_in + 0.5)
+        reads the input mask at step 0 (h_{-1} = 0), y_t = f(h_{t-1} * m_rec + 0.5) the recurrent
+        mask at step t >= 1 (h > 0, no input); a dropped unit gives f(0.5), ``base``.  Returns
+        (input mask (batch, units), recurrent masks (batch, steps - 1, units))."""
+        x = np.zeros_like(self.x)
+        x[:, 0] = self.x[:, 0]
+        kept = self.call(layer, x, True) != base
+        return kept[:, 0], kept[:, 1:]
 
 
 def construct(layer_cls, kwargs: dict, seed, form: str):

@@ -31,6 +31,11 @@ MAX_HELD = 64 << 20  # bytes of fn outputs those jobs may hold (one call's at le
 SEED_POSITIONS = 1 << 18  # positions of stored masks (the seed, correlation, mechanism checks)
 MAX_STORED = 64  # masks stored at most
 SMALL_ELEMENTS = 1 << 16  # elements of the small calls (rate sweep, determinism)
+# the bit of each seed component the far-seed calls flip: the highest one every backend's seed
+# form carries (TensorFlow's int32 pair: bit 30 keeps it non-negative); torch's generator seed
+# packs the pair into 32 bits, s0 * 2^24 + s1 (backends/torch.py): its bit 31 is bit 7 of s0
+FAR_BITS = {"torch": (7, 23)}
+FAR_BITS_DEFAULT = (30, 30)
 
 
 class ContractError(Exception):
@@ -65,7 +70,8 @@ def deadline(seconds):
 @dataclass
 class Call:
     """One call of fn as the checks see it.  ``purpose``: "main" (the sequence at the configured
-    rate and fresh seeds), "seed_repeat", "seed_other", "threshold", "probe" or "backward"."""
+    rate and fresh seeds), "seed_repeat", "seed_other", "seed_far", "threshold", "probe" or
+    "backward"."""
 
     purpose: str
     index: int
@@ -125,6 +131,18 @@ class Run:
     # -- calling fn -------------------------------------------------------------------------
     def seed_pair(self, i: int, offset: int = 0):
         return (self.cfg.seed + offset, i)
+
+    def far_seed_pair(self, component: int, offset: int = 0) -> tuple[tuple, int, str]:
+        """(seed_pair(0, offset) with a high bit of seed[component] flipped, that bit, where it
+        lands in the framework's seed): far from every other seed of the run, valid in every
+        backend's seed form."""
+        bit = FAR_BITS.get(self.backend.name, FAR_BITS_DEFAULT)[component]
+        pair = list(self.seed_pair(0, offset))
+        pair[component] ^= 1 << bit
+        where = f"bit {bit} of seed[{component}]"
+        if self.backend.name == "torch":
+            where += f" (bit {bit + 24 * (1 - component)} of the 32-bit generator seed the pair is packed into)"
+        return tuple(pair), bit, where
 
     def call(
         self,

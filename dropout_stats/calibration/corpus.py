@@ -154,6 +154,17 @@ def tiled_half(x, rate, seed, noise_shape=None):
     return _keep(x, tf.concat([u, u], axis=-1)[..., : shape[-1]], rate, rate)
 
 
+def fixed_count_per_row(x, rate, seed, noise_shape=None):
+    """exactly round(keep x n) units kept in every row, where an argsort of uniforms puts them (a
+    top-k of random scores): every unit is kept with probability keep, every row and position
+    alike, but no row's count ever varies"""
+    shape = list(noise_shape or x.shape)
+    u = tf.reshape(_uniform(x, seed, shape), [shape[0], -1])
+    k = round((1 - rate) * int(u.shape[1]))
+    ranks = tf.argsort(tf.argsort(u, axis=1), axis=1)
+    return _keep(x, tf.reshape(tf.cast(ranks < k, x.dtype), shape), tf.cast(0.5, x.dtype), rate)
+
+
 def position_dependent(x, rate, seed, noise_shape=None):
     """rate - 0.015 on the first half of the last axis, rate + 0.015 on the second: right on
     average, and each position's rate too close to the others' for the call histogram to see"""
@@ -246,6 +257,7 @@ STATELESS = [
     ("batch rows share masks in pairs", rows_in_pairs, {"row_independence"}, {"reference": None}),
     ("neighbours share a draw", correlated_neighbours, {"neighbour_independence"}, {"reference": None}),
     ("half the last axis tiled", tiled_half, {"autocorrelation"}, {"reference": None}),
+    ("exactly round(keep x n) kept per row", fixed_count_per_row, {"count_dispersion"}, {"reference": None}),
     ("a buffer's draws reused by the next call", tail_reused, {"cross_correlation"}, {"reference": None}),
     ("position-dependent rate", position_dependent, {"homogeneity_axis1"}, {"reference": None}),
     ("rate depends on the sign of x", sign_dependent, {"value_independence"}, {"reference": None}),
@@ -261,11 +273,23 @@ STATELESS = [
     ("backward scaled by the rate", backward_scaled_by_rate, {"backward_scale"}, {}),
 ]
 
+_cycle = {"calls": 0}
+
+
+def cycles_every_37_calls(x, rate, noise_shape=None):
+    """stateful: the uniform's seed is the call count mod 37 (a generator state that cycles): call i's
+    mask comes back at call i + 37, longer than a default run's main sequence"""
+    seed = tf.constant([_cycle["calls"] % 37, 1234])
+    _cycle["calls"] += 1
+    return _keep(x, _uniform(x, seed, noise_shape), rate, rate)
+
+
 STATEFUL = [
     ("mask reused on every call", reused_mask, {"cross_correlation", "call_independence"}, {}),
     ("two masks in turn", alternating_masks, {"call_independence"}, {}),
     ("rate drifting with the call count", drifting_rate, {"keep_fraction", "scale"}, {}),
     ("stateful dropout recomputed in the backward pass", recomputed_stateful, {"backward_mask"}, {}),
+    ("masks cycle every 37 calls", cycles_every_37_calls, {"repeats"}, {"reference": None, "drift": 0.01}),
 ]
 
 # the defect each family exists for: caught by it, not by the rest of the battery
@@ -280,6 +304,8 @@ FAMILY_DEFECTS = {
     "homogeneity": (position_dependent, False, {"reference": None}),
     "value_independence": (sign_dependent, False, {"reference": None}),
     "call_independence": (wraps_seed1, False, {}),
+    "count_dispersion": (fixed_count_per_row, False, {"reference": None}),
+    "long_range": (cycles_every_37_calls, True, {"reference": None, "drift": 0.01}),
     "correlation": (tiled_half, False, {"reference": None}),
     "noise_shape": (ignores_noise_shape, False, {"reference": None}),
 }

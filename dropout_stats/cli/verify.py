@@ -111,6 +111,7 @@ def cmd_verify(args) -> int:
             recompute=args.recompute,
             exact_scale=args.exact_scale,
             call_timeout=args.call_timeout,
+            drift=args.drift,
             mechanism=None if args.mechanism == "none" else args.mechanism,
         )
     except (TypeError, ValueError) as exc:

@@ -16,7 +16,7 @@ hook               thread          what it does
 ``conclude()``     worker          its ``Check`` entries (and findings), after those calls
 =================  ==============  =============================================================
 
-``observes`` names the call purposes it reads ("main", "seed_repeat", "seed_other",
+``observes`` names the call purposes it reads ("main", "seed_repeat", "seed_other", "seed_far", "long",
 "threshold", "probe", "backward"); a family that reads only "main" concludes while the calls after the
 main sequence run (unless ``late``: a family that makes its verdict in ``after_main``).
 

@@ -27,7 +27,7 @@ PROBE_UNITS = 1 << 16  # units the noise-shape probe draws
 class NoiseShape(Family):
     name = "noise_shape"
     names = ("noise_shape_consistency", "noise_shape_units")
-    observes = frozenset({"main", "probe", "seed_other", "seed_repeat", "threshold", "backward"})
+    observes = frozenset({"main", "probe", "seed_other", "seed_repeat", "seed_far", "threshold", "backward", "long"})
 
     def __init__(self, run):
         super().__init__(run)

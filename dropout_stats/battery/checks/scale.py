@@ -55,7 +55,7 @@ def formula_text(f) -> str:
 class Scale(Family):
     name = "scale"
     names = ("scale",)
-    observes = frozenset({"main", "seed_other", "seed_repeat", "threshold", "probe", "backward"})
+    observes = frozenset({"main", "seed_other", "seed_repeat", "seed_far", "threshold", "probe", "backward", "long"})
 
     def __init__(self, run):
         super().__init__(run)
