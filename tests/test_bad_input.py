@@ -68,6 +68,10 @@ def _keras_dropout(rate, seed):
     return keras.layers.Dropout(rate, seed=seed)
 
 
+def _identity(x, rate, seed):
+    return x
+
+
 def _keras_mha(**kwargs):
     import keras
 
@@ -310,6 +314,23 @@ TABLE = [
         lambda: ds.verify_recurrent(3, dropout=0.2, recurrent_dropout=0.2), TypeError, "layer_cls (3) must be callable"
     ),
     api(lambda: ds.verify_attention(3, rate=0.2), TypeError, "layer_cls (3) must be callable"),
+    api(lambda: ds.verify_drop_path(3, 0.2, (8, 4)), TypeError, "fn (3) must be callable"),
+    api(lambda: ds.verify_drop_path(_identity, 1.5, (8, 4)), ValueError, "rate (1.5) must be in [0, 1)"),
+    api(lambda: ds.verify_drop_path(_identity, 0.2, (8, 4), mode="rows"), ValueError, "mode ('rows') must be one of"),
+    api(lambda: ds.verify_dropblock(_identity, 1.5, 3, (2, 3, 14, 14)), ValueError, "rate (1.5) must be in [0, 1]"),
+    api(
+        lambda: ds.verify_dropblock(_identity, 0.1, 3, (2, 14, 14)),
+        ValueError,
+        "shape ([2, 14, 14]) must be (N, C, H, W) or (N, C, D, H, W)",
+    ),
+    api(
+        lambda: ds.verify_dropblock(_identity, 0.1, 4, (2, 3, 14, 14)), ValueError, "block_size (4) gives an even block"
+    ),
+    api(
+        lambda: ds.verify_dropblock(_identity, 0.1, 3, (2, 3, 14, 14), centres="some"),
+        ValueError,
+        "centres ('some') must be one of 'valid', 'all'",
+    ),
     api(lambda: ds.verify_attention(_keras_mha, rate=0.0), ValueError, "rate (0.0) must be > 0"),
     api(lambda: ds.verify_attention(_keras_mha, rate=1.5), ValueError, "rate (1.5) must be in [0, 1)"),
     api(lambda: ds.verify_attention(_keras_mha, rate=0.2, keys=12), ValueError, "keys (12) must be a power of two"),

@@ -1,7 +1,10 @@
 """Every dropout entry point of the installed frameworks, wrapped to verify()'s contract: one
 module per framework (``tensorflow``: TensorFlow and Keras on it; ``jax``: JAX and Flax;
-``keras-jax``: Keras 3 on JAX; ``torch``: PyTorch), each a list of ``Adapter``s.  A new framework's
-entry points go in a new module here and a line in ``FRAMEWORKS``.
+``keras-jax``: Keras 3 on JAX; ``torch``: PyTorch), each a list of ``Adapter``s.  The libraries
+that ship structured dropout of their own on torch (``timm``, ``torchvision``: DropPath, stochastic
+depth, DropBlock, verified by verify_drop_path and verify_dropblock) and ``transformers`` (its
+attention dropout, verified by verify_attention) are in ``LIBRARIES``: audited when named.  A new
+framework's entry points go in a new module here and a line in ``FRAMEWORKS``.
 """
 
 from __future__ import annotations
@@ -19,7 +22,12 @@ FRAMEWORKS = {
     "jax": (".jax", ("jax",)),
     "keras-jax": (".keras_jax", ("keras", "jax")),
     "torch": (".torch", ("torch",)),
+    "timm": (".timm", ("timm", "torch")),
+    "torchvision": (".torchvision", ("torchvision", "torch")),
+    "transformers": (".transformers", ("transformers", "torch")),
 }
+# libraries on a framework: audited when named (``--framework timm``), not by default
+LIBRARIES = ("timm", "torchvision", "transformers")
 
 
 @dataclass(frozen=True)
@@ -35,9 +43,12 @@ class Adapter:
     noise_shape: tuple | None = None  # the noise shape it applies by itself, if any
     dtypes: tuple = FLOAT_DTYPES
     notes: str = ""
-    kind: str = "dropout"  # "dropout", "alpha" or "gaussian"
+    kind: str = "dropout"  # "dropout", "alpha", "gaussian", "drop_path" or "dropblock"
     keep_dtype: str | None = None  # dtype of the uniform, when not the input's
     backend: str = "tensorflow"  # the framework it runs on (dropout_stats.backends)
+    # drop_path / dropblock: the declared variant, (name, value) pairs passed to
+    # verify_drop_path / verify_dropblock (block_size among them for dropblock)
+    options: tuple = ()
 
     def seed_framework(self, seed: int) -> None:
         """A stateful entry point's global generator, seeded before it is made."""
@@ -65,6 +76,8 @@ class Adapter:
         fn.__qualname__ = self.name
         kwargs.setdefault("shape", self.shape)
         kwargs.setdefault("backend", self.backend)
+        if self.kind in ("drop_path", "dropblock"):
+            return self._verify_structured(fn, rate=rate, dtype=dtype, seed=seed, **kwargs)
         if self.kind == "gaussian":
             kwargs.pop("noise_shape", None)
             return verify_gaussian_dropout(fn, rate=rate, dtype=dtype, seed=seed, **kwargs)
@@ -82,6 +95,20 @@ class Adapter:
             exact_scale=exact_scale,
             **kwargs,
         )
+
+    def _verify_structured(self, fn, *, rate, **kwargs):
+        """verify_drop_path / verify_dropblock with the declared variant (``options``)."""
+        from ..battery import verify_drop_path, verify_dropblock
+
+        kwargs.pop("noise_shape", None)
+        shape = kwargs.pop("shape")
+        options = dict(self.options, **kwargs)
+        if not options.get("layer"):  # a layer is stateful by itself
+            options.setdefault("stateful", self.stateful)
+        if self.kind == "drop_path":
+            return verify_drop_path(fn, rate, shape, **options)
+        block_size = options.pop("block_size")
+        return verify_dropblock(fn, rate, block_size, shape, **options)
 
 
 def installed_frameworks() -> list[str]:
@@ -181,4 +208,12 @@ def recompute_agreement(framework: str = "tensorflow", *, rate: float = 0.2, sha
     return out
 
 
-__all__ = ["Adapter", "FRAMEWORKS", "adapters", "installed_frameworks", "layer_factories", "recompute_agreement"]
+__all__ = [
+    "Adapter",
+    "FRAMEWORKS",
+    "LIBRARIES",
+    "adapters",
+    "installed_frameworks",
+    "layer_factories",
+    "recompute_agreement",
+]

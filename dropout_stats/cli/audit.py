@@ -1,5 +1,7 @@
 """dropout-stats audit: verify() on every dropout entry point of the installed frameworks, then
-verify_layer, verify_recurrent and verify_attention on their layers."""
+verify_layer, verify_recurrent and verify_attention on their layers.  The libraries on torch
+(``adapters.LIBRARIES``: timm, torchvision, transformers) only when named: their DropPath and
+DropBlock rows run verify_drop_path and verify_dropblock, BERT's attention verify_attention."""
 
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from ._common import (
     quiet_imports,
     quiet_tensorflow,
     raise_if_stopped,
+    wrap100,
 )
 from .audit_text import attention_text, audit_table, exit_reason, layers_text, recompute_text, recurrent_text
 from .files import save_text
@@ -25,19 +28,35 @@ from .plots import audit_plot
 
 def _framework_versions(frameworks) -> dict:
     """{framework: version} of the frameworks audited (imported by their adapters by now)."""
+    from ..adapters import LIBRARIES
+
     package = {"keras-jax": "keras"}
-    return {fw: sys.modules[package.get(fw, fw)].__version__ for fw in frameworks if package.get(fw, fw) in sys.modules}
+    # the libraries run on torch: its build (CPU or CUDA) is part of what was audited
+    named = list(frameworks) + (["torch"] if set(frameworks) & set(LIBRARIES) and "torch" not in frameworks else [])
+    return {fw: sys.modules[package.get(fw, fw)].__version__ for fw in named if package.get(fw, fw) in sys.modules}
+
+
+def _torchvision_note() -> str:
+    """A line where torchvision was imported through the workaround (its compiled ops not loaded)."""
+    if "torchvision" not in sys.modules:
+        return ""
+    from ..adapters._torchvision_import import WORKAROUND, workaround_applied
+
+    return f"note: {WORKAROUND}" if workaround_applied() else ""
 
 
 def _audit_frameworks(args) -> list:
     """The frameworks to audit (all installed unless named): a UsageError naming the extra to
     install for one that is not, before any framework loads."""
-    from ..adapters import installed_frameworks
+    from ..adapters import LIBRARIES, installed_frameworks
 
     installed = installed_frameworks()
     # Keras picks one backend per process: by default Keras is audited on TensorFlow where
-    # TensorFlow is installed, on JAX (keras-jax) only where it is not or when asked
-    frameworks = args.framework or [fw for fw in installed if fw != "keras-jax" or "tensorflow" not in installed]
+    # TensorFlow is installed, on JAX (keras-jax) only where it is not or when asked; the
+    # libraries on torch only when named (their structured rows take minutes)
+    frameworks = args.framework or [
+        fw for fw in installed if fw not in LIBRARIES and (fw != "keras-jax" or "tensorflow" not in installed)
+    ]
     if "keras-jax" in frameworks and "tensorflow" in frameworks:
         raise UsageError(
             "--framework tensorflow and keras-jax cannot run in one process: Keras picks its backend "
@@ -163,18 +182,23 @@ def cmd_audit(args) -> int:
     versions = _framework_versions(frameworks)
     results, seconds = _run_plan(args, plan, progress)
     print(audit_table(results, args.rate, versions))
+    if _torchvision_note():
+        print("\n".join(wrap100(_torchvision_note())))
     modes = dict.fromkeys(a.mode for a, _ in plan)
     by_mode = {m: sum(t for (a, _, _), t in zip(results, seconds, strict=True) if a.mode == m) for m in modes}
-    print("\ntime by mode: " + ", ".join(f"{m} {t:.1f} s" for m, t in by_mode.items()))
-    from ..adapters import recompute_agreement
+    if by_mode:
+        print("\ntime by mode: " + ", ".join(f"{m} {t:.1f} s" for m, t in by_mode.items()))
+    from ..adapters import LIBRARIES, recompute_agreement
 
     recompute = {}
-    with progress.section("recompute", len(frameworks)) as step:
-        for fw in frameworks:
+    plain = [fw for fw in frameworks if fw not in LIBRARIES]  # the libraries have no plain dropout
+    with progress.section("recompute", len(plain)) as step:
+        for fw in plain:
             recompute[fw] = recompute_agreement(fw, rate=args.rate)
             other = sum(1 for v in recompute[fw].values() if isinstance(v, dict) and v["p_vs_same_mask"] != 1.0)
             step(f"{fw} under activation checkpointing", f"{len(recompute[fw])} pairs, {other} with another mask")
-    print(recompute_text({k: v for fw in frameworks for k, v in recompute[fw].items()}, args.rate))
+    if plain:
+        print(recompute_text({k: v for fw in plain for k, v in recompute[fw].items()}, args.rate))
     layers = _audit_layers(args, frameworks, progress)
     if layers:
         print(layers_text(layers, args.rate))
@@ -288,8 +312,8 @@ def _audit_recurrent(args, frameworks, progress) -> list:
 
 def _audit_attention(args, frameworks, progress) -> list:
     """verify_attention on Keras's MultiHeadAttention, Attention and AdditiveAttention (on the
-    backend the audit runs Keras on), and on torch's MultiheadAttention and
-    scaled_dot_product_attention."""
+    backend the audit runs Keras on), on torch's MultiheadAttention and
+    scaled_dot_product_attention, and on BERT's self-attention (transformers: eager and sdpa)."""
     from ..battery.attention import verify_attention
 
     if args.rate == 0:
@@ -306,6 +330,10 @@ def _audit_attention(args, frameworks, progress) -> list:
         from ..adapters.torch import attention_factories
 
         todo += attention_factories()
+    if "transformers" in frameworks:
+        from ..adapters.transformers import attention_factories as bert_factories
+
+        todo += bert_factories()
     out = []
     with progress.section("attention", len(todo)) as step:
         for name, layer_cls in todo:

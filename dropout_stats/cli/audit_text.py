@@ -15,30 +15,16 @@ def audit_table(results, rate, versions: dict, width: int = 100) -> str:
     def wrap(text, indent="    "):
         return textwrap.wrap(text, width, subsequent_indent=indent, break_on_hyphens=False, break_long_words=False)
 
+    if not results:  # transformers: attention dropout only
+        return "\n".join(
+            [f"dropout-stats audit: {versions_text(versions)}, rate {rate}", "(no dropout entry point of its own)"]
+        )
+
     rows = [("entry point", "mode", "dtype", "verdict", "observed / expected", "draws")]
     failures = {}
     findings: dict[tuple, list] = {}
     for a, d, r in results:
-        k = next((c for c in r.checks if c.name == "keep_fraction" and c.values), None)
-        v = next((c for c in r.checks if c.name == "gaussian_variance" and c.pvalue is not None), None)
-        keep = (
-            f"{k.values['fraction']:.6f} / {k.values['expected']:.7g}"
-            if k
-            # keep fraction
-            else f"var {float(v.observed):.5g} / {float(v.expected.split(' ')[0]):.4g}"
-            if v
-            else ""
-        )  # noise
-        rows.append(
-            (
-                a.entry_point,
-                a.mode,
-                d,
-                "pass" if r.passed else "FAIL",
-                keep,
-                f"{k.values['n']:,}" if k else f"{v.samples:,}" if v else "",
-            )
-        )
+        rows.append((a.entry_point, a.mode, d, "pass" if r.passed else "FAIL", *_observed(a, r)))
         if not r.passed:
             failures[(a.name, d)] = r
         for f in r.findings:
@@ -50,8 +36,17 @@ def audit_table(results, rate, versions: dict, width: int = 100) -> str:
             findings.setdefault(key, []).append(f"{a.name} {d}")
     widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
     lines = [
-        f"dropout-stats audit: {versions_text(versions)}, rate {rate}",
-        "(observed / expected: the keep fraction; var: GaussianDropout's noise variance)",
+        *wrap(f"dropout-stats audit: {versions_text(versions)}, rate {rate}"),
+        *(
+            ["(observed / expected: the keep fraction; var: GaussianDropout's noise variance)"]
+            if not any(a.kind in ("drop_path", "dropblock") for a, _, _ in results)
+            else wrap(
+                "(observed / expected: the keep fraction; var: GaussianDropout's noise variance; drop: the "
+                "dropped share of a DropPath against the rate, of a DropBlock against its declared geometry's "
+                "exact share; draws: a DropBlock's are its maps)",
+                "",
+            )
+        ),
         "",
     ]
     for i, row in enumerate(rows):
@@ -64,12 +59,47 @@ def audit_table(results, rate, versions: dict, width: int = 100) -> str:
         lines += wrap(f"FAIL {name} {d}: {words}" + (f" (also failing: {', '.join(others)})" if others else ""))
         for c in r.failures:
             lines += wrap(check_numbers(c), "      ")
+    lines += _declared(results, wrap)
     if findings:
         lines += ["", "findings (each true of every configuration listed under it):"]
         for (name, text), where in sorted(findings.items()):
             lines += wrap(f"- {name}: {text}", "    ")
             lines += wrap(f"    in {len(where)}: {', '.join(where[:4])}{' ...' if len(where) > 4 else ''}", "      ")
     return "\n".join(lines)
+
+
+def _observed(adapter, report) -> tuple[str, str]:
+    """(observed / expected, draws) of a row: the keep fraction, GaussianDropout's noise variance,
+    or the dropped share of a DropPath (against the rate) or a DropBlock (against the exact share
+    of its declared geometry)."""
+    k = next((c for c in report.checks if c.name == "keep_fraction" and c.values), None)
+    if adapter.kind == "dropblock":
+        f = next((c for c in report.checks if c.name == "drop_fraction" and c.values), None)
+        if f is None:
+            return "", ""
+        return f"drop {f.values['fraction']:.4f} / {f.values['expected']:.4f}", f"{f.values['maps']:,}"
+    if adapter.kind == "drop_path" and k is not None:
+        return f"drop {1 - k.values['fraction']:.4f} / {1 - k.values['expected']:.4g}", f"{k.values['n']:,}"
+    if k is not None:
+        return f"{k.values['fraction']:.6f} / {k.values['expected']:.7g}", f"{k.values['n']:,}"
+    v = next((c for c in report.checks if c.name == "gaussian_variance" and c.pvalue is not None), None)
+    if v is not None:
+        return f"var {float(v.observed):.5g} / {float(v.expected.split(' ')[0]):.4g}", f"{v.samples:,}"
+    return "", ""
+
+
+def _declared(results, wrap) -> list[str]:
+    """The variant each DropPath and DropBlock row was verified against (verify_drop_path's and
+    verify_dropblock's parameters), once per entry point."""
+    lines = []
+    for a in dict.fromkeys(a for a, _, _ in results if a.kind in ("drop_path", "dropblock")):
+        shown = {k: v for k, v in a.options if k not in ("layer", "stateful")}
+        api = "verify_drop_path" if a.kind == "drop_path" else "verify_dropblock"
+        words = ", ".join(f"{k}={v!r}" for k, v in shown.items()) or "the default contract"
+        lines += wrap(
+            f"- {a.entry_point}: {api}, shape {list(a.shape)}, {words}" + (f" ({a.notes})" if a.notes else "")
+        )
+    return ["", "declared variants (the contract each structured row is verified against):", *lines] if lines else []
 
 
 def layers_text(layers, rate) -> str:
