@@ -1,7 +1,12 @@
 """Measured error rates and the corpus they are measured on (``dropout-stats calibrate``).
 
-* ``calibrate``: false alarms of ``verify()`` on correct dropout, and how often each defect of the
-  corpus is caught;
+* ``target``: what a calibration runs (``Spec``) and one run as a record (the Dask task);
+* ``distributed``: executing the runs, serially or on Dask distributed;
+* ``store``: the SQLite store a calibration resumes from;
+* ``analysis``: false alarms with their Clopper-Pearson bound, each check's p-values against
+  uniform;
+* ``calibrate``: false alarms of ``verify()`` on correct TensorFlow dropout (the original serial
+  measurement), and how often each defect of the corpus is caught;
 * ``corpus`` (imports TensorFlow) and ``corpus_torch`` (imports torch): deliberately broken dropout
   implementations, one per defect the battery exists to catch.
 

@@ -1,7 +1,10 @@
-"""Measured error rates of verify(): false alarms on correct TensorFlow dropout, and how often
-each defect of the corpus is caught (imports TensorFlow).
+"""Measured error rates of verify() on TensorFlow (imports TensorFlow): ``calibrate_null``, false
+alarms on correct stateless dropout in one process (the first, serial measurement, kept for
+tests/test_calibrate.py), and ``calibrate_power``, how often each defect of the corpus is caught
+(``dropout-stats calibrate --power-runs N``).
 
-``dropout-stats calibrate --runs 1000`` prints both.  At the default budget (1e-6) the expected
+``dropout-stats calibrate`` measures false alarms for any implementation with ``target``,
+``distributed``, ``store`` and ``analysis``.  At the default budget (1e-6) the expected
 false-alarm count in 1000 runs is 0.001, so calibration runs at a loose budget (0.05 by default)
 where the count is informative: it must sit inside, or below, the binomial interval of the
 designed rate.

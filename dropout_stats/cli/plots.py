@@ -197,3 +197,43 @@ def _edge(accepts, a: int, b: int, up: bool) -> int:
         else:
             outer = mid
     return inner
+
+
+def calibrate_plot(result: dict, pvalues: dict, path: str) -> None:
+    """Per check with p-values: their histogram (20 bins, the uniform's height dashed) and a QQ
+    plot against uniform (below the diagonal: more small p-values than uniform), three checks to
+    a row; the title says the false-alarm bound."""
+    import numpy as np
+
+    plt = require_matplotlib()
+    checks = [c for c in result["checks"] if c["pvalues"]]
+    if not checks:
+        raise UsageError("--plot: no check produced p-values")
+    cols = 3
+    rows = -(-len(checks) // cols)
+    fig, axes = plt.subplots(rows, 2 * cols, figsize=(4.2 * cols, 2.3 * rows + 0.8), squeeze=False)
+    probs = np.linspace(0, 1, 201)
+    for i, c in enumerate(checks):
+        a = pvalues[c["name"]]
+        hist, qq = axes[i // cols][2 * (i % cols)], axes[i // cols][2 * (i % cols) + 1]
+        hist.hist(a, bins=20, range=(0, 1), color="tab:blue", alpha=0.75)
+        hist.axhline(a.size / 20, color="k", ls="--", lw=0.8)
+        hist.set_title(f"{c['name']} ({c['verdict']})", fontsize=8, loc="left")
+        hist.tick_params(labelsize=7)
+        qq.plot(probs, np.quantile(a, probs), color="tab:blue" if c["verdict"] != "TOO MANY SMALL" else "tab:red")
+        qq.plot([0, 1], [0, 1], color="k", ls="--", lw=0.8)
+        qq.set_xlim(0, 1)
+        qq.set_ylim(0, 1)
+        qq.set_title(f"QQ, n = {a.size:,}", fontsize=8, loc="left")
+        qq.tick_params(labelsize=7)
+    for j in range(len(checks), rows * cols):
+        axes[j // cols][2 * (j % cols)].axis("off")
+        axes[j // cols][2 * (j % cols) + 1].axis("off")
+    fa = result["false_alarms"]
+    fig.suptitle(
+        f"{result['target']}: false alarms {fa['text']}; p-values per check (histogram; QQ against uniform)",
+        fontsize=10,
+    )
+    fig.tight_layout(rect=(0, 0, 1, 0.97))
+    _save_figure(fig, path)
+    plt.close(fig)
