@@ -212,18 +212,18 @@ def test_the_window_bound_holds():
 
 # -- the long mode --------------------------------------------------------------------------------
 @pytest.mark.parametrize(
-    "fn,kwargs,period",
+    "fn,kwargs,period,needs",
     [
-        (lambda: np_cycle(37), {"stateful": True, "drift": 0.01}, 37),
-        (lambda: torch_cycle(37), {"stateful": True, "drift": 0.01}, 37),
-        (lambda: torch_cycle(300), {"stateful": True, "drift": 0.005}, 300),
-        (lambda: np_seed_wraps_300, {"drift": 0.005, "backend": "numpy"}, 300),
+        (lambda: np_cycle(37), {"stateful": True, "drift": 0.01}, 37, None),
+        (lambda: torch_cycle(37), {"stateful": True, "drift": 0.01}, 37, "torch"),
+        (lambda: torch_cycle(300), {"stateful": True, "drift": 0.005}, 300, "torch"),
+        (lambda: np_seed_wraps_300, {"drift": 0.005, "backend": "numpy"}, 300, None),
     ],
     ids=["numpy-37", "torch-37", "torch-300", "numpy-seed-300"],
 )
-def test_the_long_mode_sees_long_cycles(fn, kwargs, period):
-    if "torch" in fn().__name__:
-        pytest.importorskip("torch")
+def test_the_long_mode_sees_long_cycles(fn, kwargs, period, needs):
+    if needs:
+        pytest.importorskip(needs)
     r = ds.verify(fn(), rate=0.2, **kwargs)
     c = r.check("repeats")
     assert c.passed is False and c.values["period_calls"] == period and c.values["stream"] == "long", r
@@ -257,6 +257,8 @@ def test_correct_implementations_pass_the_long_mode(name, dtype, rate, seed):
     entry = by_name(name)
     if not entry.available():
         pytest.skip(f"{name} needs a framework that is not installed")
+    if entry.framework == "numpy" and dtype in ("float16", "bfloat16") and int(np.__version__.split(".")[0]) < 2:
+        pytest.skip(f"numpy {np.__version__} promotes a 16-bit x divided by a Python float to float64")
     r = entry.verify(rate=rate, dtype=dtype, seed=seed % 2**30, drift=0.02, false_fail_rate=A)
     assert r.passed, r
     assert r.check("drift").passed and r.check("repeats").passed
