@@ -30,6 +30,7 @@ from ..report import Finding, Report
 from .api import run_battery
 from .config import _validate_shape, configure, name_of
 from .drop_path_checks import DropPathKind, takes_training
+from .layers import _after_call
 
 DEFAULT_DROP_PATH_SHAPE = (32, 16, 14, 14)  # a ResNet stage's activations: 32 samples
 PROBE_SAMPLES = 128  # samples per call of the layer checks (mode "row"): 2 calls show a rate of 0
@@ -247,17 +248,6 @@ def _reproduce_line(fn, rate, shape, mode, scale_by_keep, dtype, seed, stateful,
     if alpha != 1e-6:
         opts.append(f"false_fail_rate={alpha!r}")
     return f"verify_drop_path({name}, {', '.join(opts)})"
-
-
-def _after_call(line: str) -> str:
-    """What follows a reproduce line's verify(...) call ("; seeds [...]"), or ""."""
-    depth = 0
-    for i, ch in enumerate(line):
-        depth += ch in "([{"
-        depth -= ch in ")]}"
-        if ch == ")" and depth == 0:
-            return line[i + 1 :]
-    return ""
 
 
 __all__ = ["verify_drop_path", "DEFAULT_DROP_PATH_SHAPE"]
