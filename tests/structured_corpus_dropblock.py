@@ -367,8 +367,6 @@ def _bf16_scale(keep, rate):
 
 
 def broken() -> list:
-    import torch  # noqa: F401 - the scale lambdas use torch tensors' methods
-
     t = dict(stateful=True)
     return [
         Entry("gamma = rate", torch_valid(7, gamma=lambda r, h, w, k: r), _kw(**t), "drop_fraction"),
