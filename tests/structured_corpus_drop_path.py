@@ -317,9 +317,10 @@ def _by_index(x, rate, shape, pattern: str):
     return ((1 - rate) + m * step).reshape(shape)
 
 
-def _custom_backward(fresh_mask: bool):
+def _custom_backward(fresh_mask: bool, forward_scaled: bool = True):
     """An autograd Function: the forward is right; the backward draws a mask of its own
-    (``fresh_mask``) or forgets the scale."""
+    (``fresh_mask``) or forgets the scale.  ``forward_scaled=False``: the forward is right for
+    scale_by_keep=False (x * keep) and the backward scales by 1/(1 - rate) all the same."""
 
     def build():
         import torch
@@ -330,11 +331,13 @@ def _custom_backward(fresh_mask: bool):
                 keep = (torch.rand(_sample_shape(x)) >= rate).to(x.dtype)
                 ctx.rate = rate
                 ctx.save_for_backward(keep)
-                return _scaled(x, keep, rate)
+                return _scaled(x, keep, rate) if forward_scaled else x * keep
 
             @staticmethod
             def backward(ctx, grad):
                 (keep,) = ctx.saved_tensors
+                if not forward_scaled:  # F.dropout's own scale: * fl(1 / (1 - rate))
+                    return grad * keep * (1 / (1 - ctx.rate)), None
                 if fresh_mask:
                     return _scaled(grad, (torch.rand(keep.shape) >= ctx.rate).to(grad.dtype), ctx.rate), None
                 return grad * keep, None
@@ -500,6 +503,13 @@ BROKEN = [
         only=False,
     ),
     Entry("backward unscaled", T, _custom_backward(False), STATEFUL, fails=frozenset({"backward_scale"})),
+    Entry(
+        "backward scaled where scale_by_keep=False",
+        T,
+        _custom_backward(False, forward_scaled=False),
+        {**STATEFUL, "scale_by_keep": False},
+        fails=frozenset({"backward_scale"}),
+    ),
     # dropping at inference
     # (an inference call between training calls changes x: mode_transitions and fit say so too)
     Entry("module drops in eval()", T, _module(_eval_drops), {"layer": True}, fails=EVAL),

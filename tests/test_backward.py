@@ -128,8 +128,9 @@ def test_gradient_calls_draw_their_own_documented_seeds():
         return y
 
     r = ds.verify(recording, rate=0.3, seed=4, false_fail_rate=A)
-    far = 7 ^ (1 << 30)  # seed_correlation's far seed: (s + 3, 0) with bit 30 of seed[0] flipped
-    assert {s for s, _, _, _ in seen} == {4, 5, 6, 7, 8, 9, far}
+    # seed_correlation's far seeds: (s + 3, 0) with bit 30 of seed[0] flipped, and bit 0 too
+    far = {7 ^ (1 << 30), 7 ^ (1 << 30) ^ 1}
+    assert {s for s, _, _, _ in seen} == {4, 5, 6, 7, 8, 9} | far
     grads = [(i, y) for s, i, _, y in seen if s == 9]
     assert [i for i, _ in grads] == [0, 1]
     kept = sum(int(np.count_nonzero(y.numpy())) for _, y in grads)
@@ -243,3 +244,27 @@ def test_a_gradient_of_zeros_everywhere_leaves_no_scale_to_check():
     b = _backward(ds.verify(zero_backward, rate=0.3, seed=2, false_fail_rate=A))
     assert b["backward_mask"].passed is False and b["backward_mask"].values["kept_blocked"] > 0
     assert b["backward_scale"].passed is None and b["backward_scale"].detail == "no kept position passes a gradient"
+
+
+def test_alpha_dropout_gradient_scaled_as_plain_dropout_fails():
+    """Alpha dropout's gradient at a kept position is a times the upstream one; a backward that
+    scales by plain dropout's fl(1 / (1 - rate)), bit for bit as TensorFlow's own, must fail
+    backward_scale (the plain formulas are not the alpha contract's)."""
+    import keras
+
+    def scaled_like_dropout(x, rate, noise_shape=None):
+        @tf.custom_gradient
+        def f(t):
+            y = keras.layers.AlphaDropout(rate, dtype=t.dtype.name, noise_shape=noise_shape)(t, training=True)
+            kept = y > tf.reduce_min(y)  # inputs are positive: the dropped value is the smallest
+
+            def grad(dy):
+                return tf.where(kept, dy * tf.constant(1 / (1 - rate), t.dtype), tf.zeros_like(dy))
+
+            return y, grad
+
+        return f(x)
+
+    r = ds.verify_alpha_dropout(scaled_like_dropout, rate=0.2, false_fail_rate=A)
+    b = _backward(r)
+    assert b["backward_mask"].passed and b["backward_scale"].passed is False, str(r)

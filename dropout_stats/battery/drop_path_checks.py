@@ -389,6 +389,9 @@ class DropPathKind(Dropout):
             return super().gradient_formulas(run, rate)
         return [("unscaled (* 1)", lambda u: np.asarray(u).astype(np.float64))]
 
+    def gradient_bits(self, run, rate: float):
+        return super().gradient_bits(run, rate) if self.scale_by_keep else []
+
     def direct(self, run, rate: float, pair, training: bool):
         """(y as numpy, None) or (None, why): one call outside the runner's bookkeeping."""
         cfg = run.cfg

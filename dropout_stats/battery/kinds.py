@@ -49,6 +49,22 @@ class Dropout:
             for f in formulas
         ]
 
+    def gradient_bits(self, run, rate: float):
+        """The backend's multiply/divide formulas as (label, upstream in the dtype -> the gradient's
+        bits), computed in the dtype's own arithmetic: the same values as gradient_formulas' (one
+        correct rounding each), without the float64 round trip.  Empty for float64."""
+        from ..precision import _scaled_native
+
+        if run.cfg.dtype == "float64":
+            return []
+        symbol = {"multiply": "*", "divide": "/"}
+        uint = run.fmt.uint
+        return [
+            (f"{symbol[f.formula]} {f.factor!r}", lambda u, f=f: _scaled_native(u, f).view(uint))
+            for f in run.backend.scale_formulas(rate, run.cfg.dtype)
+            if f.formula in symbol
+        ]
+
     def degenerate(self, run) -> list[Check]:
         """Keep probability 1 (everything kept, unchanged) or 0 (everything dropped)."""
         cfg = run.cfg
@@ -108,6 +124,9 @@ class AlphaDropout(Dropout):
         self.dropped_values = np.unique(
             np.array([self.dropped_value, self.fused(np.array([self.ap_d]))[0], float(torch_form)], dtype=np.float64)
         )
+
+    def gradient_bits(self, run, rate: float):
+        return []  # the gradient is a times the upstream one (gradient_formulas)
 
     def make_input(self, shape, dtype, seed):
         return positive_input(shape, dtype, seed)

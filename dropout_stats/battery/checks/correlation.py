@@ -67,10 +67,22 @@ class Correlation(Family):
             out.add((1,) + (0,) * (len(shape) - 1))
         return out | {tuple(-v for v in d) for d in out}
 
+    early = None  # the entries, computed on the worker once the last stored mask exists
+
+    def on_call(self, call) -> None:
+        # every mask it reads is stored by then: it runs alongside the remaining main calls
+        # rather than after the last one (seeds.Seeds.on_call does the same)
+        if call.purpose == "main" and call.index == self.run.store_limit - 1:
+            masks = [*self.run.stored_masks, call.mask]
+            self.run.later(lambda: setattr(self, "early", self.entries(masks)))
+
     def conclude(self):
+        return self.early or self.entries(self.run.stored_masks)
+
+    def entries(self, stored):
         cfg, run = self.cfg, self.run
         shape = tuple(d for d in run.unit_shape if d > 1) or (1,)
-        masks = [m.reshape(shape) for m in run.stored_masks]
+        masks = [m.reshape(shape) for m in stored]
         p = cfg.keep
         axes = tuple(range(1, len(shape) + 1))
         spectra = sfft.rfftn(np.subtract(np.stack(masks), np.float32(p), dtype=np.float32), axes=axes)

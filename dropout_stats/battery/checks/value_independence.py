@@ -95,6 +95,10 @@ def value_groups(x: np.ndarray, fmt) -> tuple[np.ndarray, np.ndarray]:
     span = hi - lo + 1
     # bin b starts at the first m with VALUE_BINS (m - lo) >= b span: lo + ceil(b span / VALUE_BINS)
     starts = np.array([lo - (-b * span // VALUE_BINS) for b in range(1, VALUE_BINS)], dtype=bits.dtype)
-    groups = np.searchsorted(starts, magnitude, side="right") << 1
-    groups += (bits >> fmt.uint(8 * bits.dtype.itemsize - 1)).astype(groups.dtype)  # the sign
+    small = np.zeros(bits.shape, dtype=np.uint8)  # the starts at or below m (searchsorted, right)
+    for start in starts:  # 7 vector compares in bytes: several times faster than searchsorted here
+        small += magnitude >= start
+    small <<= 1
+    small |= (bits >> fmt.uint(8 * bits.dtype.itemsize - 1)).astype(np.uint8)  # the sign
+    groups = small.astype(np.intp)
     return groups, np.bincount(groups, minlength=2 * VALUE_BINS).astype(np.int64)
