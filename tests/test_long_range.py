@@ -172,6 +172,43 @@ def test_a_row_stream_that_wraps_across_calls_names_its_displacement(impl):
     assert c.values["displacement_rows"] == 150 and "across calls (2 calls and 22 rows later)" in c.observed, c
 
 
+@pytest.mark.statistical(false_fail_rate=A)  # the other checks of the run must pass
+def test_one_chance_collision_is_not_called_a_cycle():
+    """A small seed space (a key cut to 16 bits after hashing) shows as one pair of calls with one
+    mask: the words name the pair and say no period, where a cycle would be claimed falsely."""
+
+    def collides(x, rate, seed, noise_shape=None):
+        s0, s1 = int(seed[0]), int(seed[1])
+        keep = np.random.default_rng([s0, 1 if s1 == 3 else s1]).random(x.shape) >= rate
+        return np.where(keep, x / (1 - rate), 0).astype(x.dtype)
+
+    r = ds.verify(collides, rate=0.2, backend="numpy", false_fail_rate=A)
+    c = r.check("repeats")
+    assert c.passed is False and c.values["repeat_calls"] == [1, 3] and "period_calls" not in c.values, r
+    words = diagnose(r)[0]
+    assert "main calls 1 and 3 (seed[1] = 1 and 3) drew the same mask" in words and "cycle" not in words, words
+
+
+@pytest.mark.statistical(false_fail_rate=2 * A)  # two runs whose other checks must pass
+def test_a_key_cut_to_16_bits_after_hashing_collides_in_the_long_mode():
+    """No bit flip of the seed shows a seed space cut after hashing (docs/battery/seeds.md); the
+    long mode's thousand seeds do (birthday bound: ~8 colliding pairs expected among 1,054 calls
+    in 65,536 masks), named as chance collisions, not a cycle."""
+    jax = pytest.importorskip("jax")
+    jnp = jax.numpy
+
+    def small_key(x, rate, key, noise_shape=None):
+        small = int(jax.random.key_data(key)[-1]) & 0xFFFF
+        keep = jax.random.bernoulli(jax.random.key(small), 1.0 - rate, noise_shape or x.shape)
+        return jnp.where(keep, x / (1 - rate), 0).astype(x.dtype)
+
+    assert ds.verify(small_key, rate=0.2, backend="jax", reference=None, false_fail_rate=A).passed
+    r = ds.verify(small_key, rate=0.2, backend="jax", reference=None, drift=0.005, false_fail_rate=A)
+    assert [c.name for c in r.failures] == ["repeats"], r
+    words = diagnose(r)[0]
+    assert "drew the same mask" in words and "no fixed period" in words and "cycle" not in words, words
+
+
 @pytest.mark.parametrize("period", [2, 3])
 @pytest.mark.parametrize("make", [np_cycle, torch_cycle], ids=["numpy", "torch"])
 def test_a_state_cycle_is_reported_with_its_period_not_as_the_same_mask(make, period):

@@ -74,6 +74,12 @@ def np_seed1_20_bits(x, rate, seed, noise_shape=None):
     return _np_out(x, u, rate)
 
 
+def np_seed_through_float32(x, rate, seed, noise_shape=None):
+    """the seed stored in a float32 array on its way (24 significant bits)"""
+    s = np.asarray([int(v) for v in seed], dtype=np.float32).astype(np.int64)
+    return _np_out(x, np.random.default_rng(s.tolist()).random(noise_shape or x.shape), rate)
+
+
 def np_mixed_rolled(x, rate, seed, noise_shape=None):
     """seed[0] + seed[1] draws, seed[0] rolls: (s + 1, i) is (s, i + 1) shifted by one position"""
     shape = noise_shape or x.shape
@@ -132,6 +138,13 @@ def tf_seed_16_bits(x, rate, seed, noise_shape=None):
     tf = _tf()
     u = tf.random.stateless_uniform(list(noise_shape or x.shape), seed=tf.bitwise.bitwise_and(seed, 0xFFFF))
     return _tf_out(x, u, rate)
+
+
+def tf_seed_through_float32(x, rate, seed, noise_shape=None):
+    """the seed cast to float32 and back"""
+    tf = _tf()
+    s = tf.cast(tf.cast(seed, tf.float32), tf.int32)
+    return _tf_out(x, tf.random.stateless_uniform(list(noise_shape or x.shape), seed=s), rate)
 
 
 def tf_mixed_rolled(x, rate, seed, noise_shape=None):
@@ -214,6 +227,8 @@ BROKEN = [
     (tf_seed_16_bits, "tensorflow", ["draw the same mask", "bit 30 of seed["], set()),
     (torch_seed_31_bits, "torch", ["draw the same mask", "bit 31 of the 32-bit generator seed"], set()),
     (np_mixed_rolled, "numpy", ["seed[0] + 1 against seed[1] + 1", "shifted forward by 1 position"], set()),
+    (np_seed_through_float32, "numpy", ["draw the same mask", "bit 0 of seed[0] is lost once bit 30"], set()),
+    (tf_seed_through_float32, "tensorflow", ["draw the same mask", "as when the seed passes through float32"], set()),
     (tf_mixed_rolled, "tensorflow", ["seed[0] + 1 against seed[1] + 1", "shifted forward by 1 position"], set()),
 ]
 
@@ -271,7 +286,7 @@ def test_correct_implementations_pass(name, dtype, rate, seed):
     r = entry.verify(rate=rate, dtype=dtype, seed=seed % 2**20, false_fail_rate=A)
     c = r.check("seed_correlation")
     assert c.passed is True and r.passed, str(r)
-    assert c.values["tested"] == 3 * (2 * 262_144 - 2) + 3 * (2 * 65_536 - 1)
+    assert c.values["tested"] == 3 * (2 * 262_144 - 2) + 5 * (2 * 65_536 - 1)  # neighbours; far seeds
 
 
 # -- the statistics -------------------------------------------------------------------------------
@@ -352,12 +367,17 @@ def test_far_seeds_are_valid_in_every_backend_form(backend, base):
         return tuple(b.seed(pair))
 
     others = {ident((base + k, i)) for k in range(8) for i in range(64)}
+    far = set()
     for comp in (0, 1):
-        pair, bit, where = Run.far_seed_pair(run, comp, offset=3)
-        assert all(0 <= v < 2**31 for v in pair), pair
-        assert pair[1 - comp] == (base + 3, 0)[1 - comp] and pair[comp] != (base + 3, 0)[comp]
-        assert ident(pair) not in others, (backend, pair)
-        assert f"bit {bit} of seed[{comp}]" in where
+        for low in (False, True):
+            pair, bit, where = Run.far_seed_pair(run, comp, offset=3, low=low)
+            assert all(0 <= v < 2**31 for v in pair), pair
+            assert pair[1 - comp] == (base + 3, 0)[1 - comp] and pair[comp] != (base + 3, 0)[comp]
+            assert pair[comp] ^ (base + 3, 0)[comp] == (1 << bit) | low, (pair, bit, low)
+            assert ident(pair) not in others, (backend, pair)
+            assert f"bit {bit} of seed[{comp}]" in where
+            far.add(ident(pair))
+    assert len(far) == 4, far  # four framework seeds, each another
 
 
 def test_every_displacement_table_matches_counting():

@@ -132,13 +132,14 @@ class Run:
     def seed_pair(self, i: int, offset: int = 0):
         return (self.cfg.seed + offset, i)
 
-    def far_seed_pair(self, component: int, offset: int = 0) -> tuple[tuple, int, str]:
+    def far_seed_pair(self, component: int, offset: int = 0, low: bool = False) -> tuple[tuple, int, str]:
         """(seed_pair(0, offset) with a high bit of seed[component] flipped, that bit, where it
         lands in the framework's seed): far from every other seed of the run, valid in every
-        backend's seed form."""
+        backend's seed form.  ``low``: bit 0 of that component flipped as well (a neighbour of
+        the far seed, which a seed passed through float32 loses)."""
         bit = FAR_BITS.get(self.backend.name, FAR_BITS_DEFAULT)[component]
         pair = list(self.seed_pair(0, offset))
-        pair[component] ^= 1 << bit
+        pair[component] ^= (1 << bit) | int(low)
         where = f"bit {bit} of seed[{component}]"
         if self.backend.name == "torch":
             where += f" (bit {bit + 24 * (1 - component)} of the 32-bit generator seed the pair is packed into)"
@@ -237,6 +238,8 @@ class Run:
                 f"{where} modified its input x in place (call {self.cfg.calls + 1}): dropout must return a new array "
                 "and leave x as it was (torch: inplace=False, or call it on x.clone())"
             )
+        if not np.isnan(y_np).any():  # one pass on the common path; the positions only when needed
+            return
         with np.errstate(invalid="ignore"):
             nan = np.isnan(y_np) & ~np.isnan(x_np)
         if nan.any():

@@ -305,20 +305,39 @@ def describe(calls: dict, stream: str, d: int, stateful: bool) -> tuple[str, dic
     masks = np.stack([calls[i].ravel() for i in timed]) if len({calls[i].shape for i in timed}) == 1 else None
     if masks is not None and len(timed) > 1:
         ids = np.unique(masks.view(np.dtype((np.void, masks.shape[1]))).ravel(), return_inverse=True)[1].ravel()
-        last, gaps = {}, Counter()
+        last, gaps, first_pair = {}, Counter(), None
         for j, m in enumerate(ids):
             if m in last:
                 gaps[j - last[m]] += 1
+                first_pair = first_pair or (timed[last[m]], timed[j])
             last[m] = j
         if gaps:
             k, n = max(gaps.items(), key=lambda t: (t[1], -t[0]))
             seed = "" if stateful else f", seed[1] + {k}"
             if k == 1 and n == len(timed) - 1:
                 return f"the same mask on every {what} ({len(timed)} calls)", {"period_calls": 1}
+            if n == len(timed) - k:  # every call from the (k + 1)-th on: a cycle, as far as the calls go
+                return (
+                    f"the masks cycle with period {k} {what}s: {n} of {len(timed)} have the mask of the one {k} "
+                    f"before{seed}",
+                    {"period_calls": k},
+                )
+            if n >= 2:
+                return (
+                    f"masks come back {k} {what}s later: {n} of {len(timed)} have the mask of the one {k} before"
+                    f"{seed} (not every call: no fixed period)",
+                    {"period_calls": k},
+                )
+            # one repeat at each distance seen: a chance collision in a small space of masks
+            a, b = first_pair
+            total = sum(gaps.values())
+            seeds = "" if stateful or stream != "main" else f" (seed[1] = {a} and {b})"
             return (
-                f"the masks cycle with period {k} {what}s: {n} of {len(timed)} have the mask of the one {k} "
-                f"before{seed}",
-                {"period_calls": k},
+                f"{what}s {a} and {b}{seeds} drew the same mask"
+                + (f", and {total - 1} more pair(s) at other distances" if total > 1 else "")
+                + f", among {len(timed)} {what}s and no fixed period: as when the masks (or the seeds, after hashing) "
+                "come from a small space and collide by chance",
+                {"repeat_calls": [int(a), int(b)]},
             )
     stacked = np.concatenate([calls[i] for i in order])
     r0 = calls[order[0]].shape[0]  # rows per call

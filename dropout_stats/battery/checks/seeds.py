@@ -4,7 +4,8 @@ Detects a seed component ignored (every call with the same seed[0] draws one mas
 components mixed into one number ((s + 1, i) collides with (s, i + 1)), hidden state (the same
 seed gives another output on the second call), a seed that moves the mask instead of redrawing
 it (seed (s + 1, i) draws the mask of (s, i) shifted by one position, by k positions, by a row),
-and the high bits of a component ignored (a seed cut to 16 bits: seeds 2**16 apart collide).
+the high bits of a component ignored (a seed cut to 16 bits: seeds 2**16 apart collide), and its low
+bits lost far from 0 (a seed cast to float32: 2**30 + 2 and 2**30 + 3 collide).
 Only these catch: ``corpus.mixes_seed`` (seed[0] + seed[1] as one number: (s + 1, i) draws
 (s, i + 1)'s mask; each call alone is a good mask); only seed_correlation catches a mask shifted
 or rows rotated per seed[0] step, and seed[0] cut to 16 bits (tests/test_seed_shift.py).
@@ -16,7 +17,9 @@ three, in the run's Holm family.
 seed_correlation compares, on the flattened masks, B[u + d] with A[u] at every displacement d:
 the same pairs of neighbouring seeds at every d != 0, and the determinism call's mask with two
 calls on its input whose seed has a high bit of one component flipped (``runner.far_seed_pair``:
-bit 30, or where the backend's seed form puts it), and those two with each other, at every d.
+bit 30, or where the backend's seed form puts it), those two with each other, and each with a call
+whose seed also has bit 0 of that component flipped (lost by a seed passed through float32), at
+every d.
 One displacement's pairs use each unit once, so for independent masks of i.i.d. units its count
 of both-kept pairs is hypergeometric given the table's margins, whatever the keep probability;
 Hoeffding's Chernoff bound for sampling without replacement, over the table's four cells, bounds
@@ -46,6 +49,7 @@ from ._common import accumulate_table, fisher
 DIRECT = 1 << 12  # masks up to this many units: every displacement's table counted by FFT
 FOLDS = (1 << 12, 3**7)  # coprime moduli for larger masks: the two residues name the displacement
 CANDIDATES = 1  # displacements counted exactly per comparison (folded masks)
+FAR = ((0, False), (1, False), (0, True), (1, True))  # the far calls: (component, bit 0 flipped too)
 
 
 class Seeds(Family):
@@ -78,10 +82,11 @@ class Seeds(Family):
         x, x_np, ns = run.small_input()
         for i in range(2):
             run.call("seed_repeat", cfg.rate, run.seed_pair(0, offset=3), ns, x=x, x_np=x_np, index=i, fresh=i == 0)
-        if self.correlates:  # the high bit of each component flipped, on the determinism call's input
-            for comp in (0, 1):
-                pair = run.far_seed_pair(comp, offset=3)[0]
-                run.call("seed_far", cfg.rate, pair, ns, x=x, x_np=x_np, index=comp, fresh=True)
+        if self.correlates:  # the high bit of each component flipped (and with it bit 0), on the
+            # determinism call's input
+            for i, (comp, low) in enumerate(FAR):
+                pair = run.far_seed_pair(comp, offset=3, low=low)[0]
+                run.call("seed_far", cfg.rate, pair, ns, x=x, x_np=x_np, index=i, fresh=True)
 
     def more(self) -> bool:
         return self.run.main_calls < self.run.store_limit  # every seed_other call gets its partners
@@ -169,12 +174,17 @@ class Seeds(Family):
             ),
         ]
         out = [(sa, sb, what, pairs, True, row, "") for what, sa, sb, pairs in adjacent if pairs]
-        if len(self.far) == 2:
-            base, f0, f1 = (c.mask.reshape(-1) for c in (self.repeats[0], *self.far))
-            (p0, b0, w0), (p1, b1, w1) = run.far_seed_pair(0, offset=3), run.far_seed_pair(1, offset=3)
+        if len(self.far) == len(FAR):
+            base, f0, f1, g0, g1 = (c.mask.reshape(-1) for c in (self.repeats[0], *self.far))
+            (p0, b0, w0), (p1, b1, w1), (q0, _, _), (q1, _, _) = (
+                run.far_seed_pair(comp, offset=3, low=low) for comp, low in FAR
+            )
             sb, row = str(run.seed_pair(0, offset=3)), math.prod(self.far[0].mask.shape[1:])
             ignored = "{} is ignored (as by a seed cut to {} bits or fewer)"
+            lost = "bit 0 of seed[{}] is lost once {} is set (as when the seed passes through float32)"
             out += [
+                (str(p0), str(q0), f"bit 0 of seed[0], {w0} set", [(f0, g0)], False, row, lost.format(0, w0)),
+                (str(p1), str(q1), f"bit 0 of seed[1], {w1} set", [(f1, g1)], False, row, lost.format(1, w1)),
                 (sb, str(p0), w0, [(base, f0)], False, row, ignored.format(w0, b0)),
                 (sb, str(p1), w1, [(base, f1)], False, row, ignored.format(w1, b1)),
                 (
