@@ -30,6 +30,28 @@ _STRUCTURE = {
     "homogeneity_axis2",
     "homogeneity_axis3",
 }
+# verify_attention's and verify_recurrent's repeated mask rows -> the neighbour entries a repeat
+# can make fail too (rows repeated next door, or tiled: every pair counted twice)
+_MASK_REPEATS = {
+    "mask_repeats": {
+        "keep_rate",
+        "head_independence",
+        "batch_independence",
+        "query_independence",
+        "key_independence",
+        "call_independence",
+    },
+    **{
+        f"{part}_mask_repeats": {
+            f"{part}_keep_rate",
+            f"{part}_batch_independence",
+            f"{part}_call_independence",
+            "batch_shape",
+            "input_recurrent_independence",
+        }
+        for part in ("input", "recurrent")
+    },
+}
 # defect shown by a check -> the checks that defect makes fail too (what "follows from it")
 FOLLOWS = {
     "contract": {"*"},  # nothing else could be decided
@@ -74,6 +96,7 @@ FOLLOWS = {
     # a mask shared or repeated shows in every test of structure at once
     # (and moves the counts of the blocks it repeats in)
     **{name: _STRUCTURE | {"mechanism", "count_dispersion"} for name in _STRUCTURE},
+    **_MASK_REPEATS,
 }
 
 
@@ -209,6 +232,9 @@ def _shared_mask_rules(f: dict):
         yield "seed_correlation", f["seed_correlation"].values["finding"]  # names the seeds and the displacement
     if "repeats" in f and f["repeats"].values.get("words"):  # the period or the displacement, named
         yield "repeats", f["repeats"].values["words"]
+    for name in _MASK_REPEATS:  # verify_attention's and verify_recurrent's: which row is which
+        if name in f and f[name].values.get("words"):
+            yield name, f[name].values["words"]
     cross = f.get("cross_correlation")
     corr0 = cross.values.get("correlation") if cross is not None else None
     # a keep probability far from the one tested biases the sum at every displacement: with a small

@@ -7,6 +7,9 @@ that class of defect, and the same construction without the defect must pass.
 input_recurrent_independence: Keras SimpleRNN, LSTM and GRU whose cell derives the recurrent mask
 from the input mask (the same, rolled, permuted, complemented) and a recurrent layer written out
 (both masks from one seed; the previous sequence's mask) fail it alone.
+input_mask_repeats, recurrent_mask_repeats: Keras 3 LSTMs (TensorFlow and the torch backend) whose
+masks are drawn for part of the batch and tiled, and a recurrent layer written out whose masks move
+by a sequence per call, fail them alone.
 Budget: each verify_recurrent at false_fail_rate=1e-9.  A corpus defect fails an exact check
 or a statistical one where its effect is total (a whole batch on one mask row, identical masks
 on two calls, a keep rate of 0.8 tested against 0.6 over 42,240 draws: z > 80).
@@ -19,6 +22,7 @@ import pytest
 from dropout_stats import verify_recurrent
 from dropout_stats.battery.recurrent import layout
 from dropout_stats.calibration import corpus
+from dropout_stats.diagnosis import diagnose
 
 A = 1e-9
 KERAS_3 = int(keras.__version__.split(".")[0]) >= 3
@@ -324,3 +328,177 @@ def test_cross_check_is_conservative_on_independent_masks():
     )
     for x in (0.05, 0.25, 0.5):
         assert np.count_nonzero(ps <= x) <= binom.ppf(1 - 1e-9, 300, x), (x, np.sort(ps)[:10])
+
+
+# -- input_mask_repeats, recurrent_mask_repeats: a mask row that comes back at any distance -------
+# Each layer below keeps both rates, one mask per sequence, independent neighbours (sequences 2i
+# and 2i + 1, call 1 against call 0 at the same sequence) and independent input and recurrent
+# masks: before the repeats entries every entry passed it.  Its masks are tiled or shifted copies,
+# so the neighbour tables may hold pairs twice (variance doubled, p-values anti-conservative):
+# they run at false_fail_rate=1e-30 (entry levels 1.25e-31, z = 11.7; 8.3 on a doubled table's
+# scale; input_recurrent_independence's 408,576 tables at 3.1e-37 each, z = 12.8, 9.0 doubled), so
+# "every other entry passes" holds with probability > 1 - 1e-12, the marks' 1e-12.  The repeats
+# entries fail them with certainty (a repeated window is there by construction).
+T = 1e-30
+
+
+PERIODS = {"half": lambda n: -(-n // 2), "all but 64": lambda n: max(1, n - 64)}
+
+
+def _tiled_lstm(period):
+    """Keras LSTM whose cell draws its input and recurrent masks for the first k sequences and
+    tiles them over the batch: sequence b carries the masks of sequence b mod k.  ``period``:
+    "half" (k = half the batch: two micro-batches seeded the same) or "all but 64" (the last 64
+    sequences repeat the first 64)."""
+
+    class Cell(keras.layers.LSTMCell):
+        def _create_dropout_mask(self, step_input, dropout_rate):
+            n = step_input.shape[0]
+            k = PERIODS[period](n)
+            mask = super()._create_dropout_mask(step_input[:k], dropout_rate)
+            return _each(mask, lambda m: keras.ops.take(m, np.arange(n) % k, axis=0))
+
+    class Layer(keras.layers.LSTM):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.cell.__class__ = Cell
+
+    Layer.__qualname__ = f"LSTM(masks of the first k sequences tiled, k = {period})"
+    return Layer
+
+
+def _scratch_offset():
+    """SimpleRNN written out whose masks come from one fixed stream of mask rows per path, call i
+    of the layer reading rows i, i + 1, ...: an RNG offset advanced by one sequence per call
+    instead of by the batch (call 1's sequence b has call 0's sequence b + 1 masks)."""
+
+    class ScratchOffset(keras.layers.Layer):
+        def __init__(self, units, dropout, recurrent_dropout, seed, return_sequences, dtype=None):
+            super().__init__(dtype=dtype)
+            self.units, self.rates, self.seed = units, (dropout, recurrent_dropout), seed
+            self.calls, self.streams = 0, {}  # training calls so far; each path's stream of mask rows
+
+        def build(self, shape):
+            u = self.units
+            self.kernel = self.add_weight(shape=(shape[-1], u), initializer="glorot_uniform", name="kernel")
+            self.recurrent_kernel = self.add_weight(shape=(u, u), initializer="glorot_uniform", name="recurrent")
+            self.bias = self.add_weight(shape=(u,), initializer="zeros", name="bias")
+
+        def mask(self, path, n):
+            rate = self.rates[path]
+            if path not in self.streams:
+                ones = keras.ops.ones((4096, self.units), self.compute_dtype)
+                self.streams[path] = keras.random.dropout(ones, rate, seed=self.seed + path)
+            return keras.ops.take(self.streams[path], (np.arange(n) + self.calls) % 4096, axis=0)
+
+        def call(self, x, training=None):
+            ops, n = keras.ops, x.shape[0]
+            m_in = self.mask(0, n) if training and self.rates[0] > 0 else None
+            m_rec = self.mask(1, n) if training and self.rates[1] > 0 else None
+            self.calls += bool(training)
+            h, ys = ops.zeros((n, self.units), x.dtype), []
+            for t in range(x.shape[1]):
+                xt = x[:, t] if m_in is None else x[:, t] * m_in
+                ht = h if m_rec is None else h * m_rec
+                h = ops.tanh(ops.matmul(xt, self.kernel) + ops.matmul(ht, self.recurrent_kernel) + self.bias)
+                ys.append(h)
+            return ops.stack(ys, axis=1)
+
+    ScratchOffset.__qualname__ = "ScratchRNN(offset by one sequence per call)"
+    return ScratchOffset
+
+
+@KERAS_3_ONLY
+@pytest.mark.statistical(false_fail_rate=1e-12)
+@pytest.mark.parametrize("period", list(PERIODS))
+def test_lstm_masks_tiled_over_the_batch_fail_the_repeats_entries_alone(period, seed):
+    """Keras 3 LSTM whose masks are drawn for part of the batch and tiled (the batch halves on
+    one mask; the last 64 sequences on the first 64's): both repeats entries fail, naming the
+    sequences, and nothing else does.  (Masks of a few sequences tiled over many, each row ten
+    times, already fail input_recurrent_independence: its tables count each pair ten times.)"""
+    r = verify_recurrent(_tiled_lstm(period), dropout=0.2, recurrent_dropout=0.4, seed=seed % 2**20, false_fail_rate=T)
+    assert {c.name for c in r.failures} == {"input_mask_repeats", "recurrent_mask_repeats"}, str(r)
+    k = PERIODS[period](r.config["batch"])
+    for part in ("input", "recurrent"):
+        c = r.check(f"{part}_mask_repeats")
+        assert c.values["displacement"] == {"sequence": k} and c.pvalue <= c.level <= 1e-30, c
+        assert f"sequence {k}'s {part} mask is sequence 0's ({k} sequences apart) in 2 of 2 calls" in c.observed, c
+    assert diagnose(r)[0] == r.check("input_mask_repeats").values["words"], diagnose(r)
+    assert diagnose(r)[2] == ["recurrent_mask_repeats"], diagnose(r)  # its own defect, named apart
+
+
+@KERAS_3_ONLY
+@pytest.mark.statistical(false_fail_rate=1e-12)
+def test_masks_offset_by_a_sequence_per_call_fail_the_repeats_entries_alone(seed):
+    """A recurrent layer written out whose calls read one stream of mask rows, each call one
+    sequence further: call 1's masks are call 0's moved by a sequence.  Neighbours and the same
+    sequence of two calls are independent; the repeats entries find the displacement."""
+    r = verify_recurrent(_scratch_offset(), dropout=0.2, recurrent_dropout=0.4, seed=seed % 2**20, false_fail_rate=T)
+    assert {c.name for c in r.failures} == {"input_mask_repeats", "recurrent_mask_repeats"}, str(r)
+    for part in ("input", "recurrent"):
+        c = r.check(f"{part}_mask_repeats")
+        assert c.values["displacement"] == {"call": 1, "sequence": -1}, c
+        assert c.values["equal_rows"] == c.values["compared_rows"] == r.config["batch"] - 1, c
+        assert f"(call 1, sequence 0)'s {part} mask is (call 0, sequence 1)'s" in c.observed, c
+
+
+@KERAS_3_ONLY
+@pytest.mark.statistical(false_fail_rate=1e-12)
+def test_lstm_masks_tiled_over_the_batch_fail_on_the_torch_backend_too(seed):
+    """The tiled LSTM of Keras 3 on the torch backend (a torch module: verify_recurrent takes Keras
+    recurrent layers, on any backend): the same two entries fail, and only they."""
+    import os
+    import subprocess
+    import sys
+    import textwrap
+
+    pytest.importorskip("torch")
+    code = textwrap.dedent(
+        f"""
+        import keras, numpy as np, dropout_stats as ds
+        from dropout_stats.diagnosis import diagnose
+        assert keras.backend.backend() == "torch"
+
+        class Cell(keras.layers.LSTMCell):
+            def _create_dropout_mask(self, step_input, rate):
+                n = step_input.shape[0]
+                k = -(-n // 2)
+                mask = super()._create_dropout_mask(step_input[:k], rate)
+                take = lambda m: keras.ops.take(m, np.arange(n) % k, axis=0)
+                return [take(m) for m in mask] if isinstance(mask, list) else take(mask)  # per gate, or one
+
+        class Layer(keras.layers.LSTM):
+            def __init__(self, *args, **kwargs):
+                super().__init__(*args, **kwargs)
+                self.cell.__class__ = Cell
+
+        r = ds.verify_recurrent(Layer, dropout=0.2, recurrent_dropout=0.4, seed={seed % 2**20}, false_fail_rate={T})
+        assert r.config["backend"] == "torch", str(r)
+        assert {{c.name for c in r.failures}} == {{"input_mask_repeats", "recurrent_mask_repeats"}}, str(r)
+        k = r.config["batch"] // 2
+        assert f"sequence {{k}}'s input mask is sequence 0's" in diagnose(r)[0], diagnose(r)
+        """
+    )
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, KERAS_BACKEND="torch", PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+
+def test_repeats_entry_reads_per_step_rows():
+    """per_step=True: rows are (call, step, sequence); fresh masks at every step pass, a step
+    that repeats step 0 is named.  Fixed draws: no statistical risk (a chance repeat <= 1e-30)."""
+    from dropout_stats.battery.recurrent import _repeats_check
+
+    rng = np.random.default_rng(7)
+    masks = [rng.random((300, 3, 64)) < 0.8 for _ in range(2)]
+    c = _repeats_check("input", 0.2, masks, 0.8, True, 1e-30, "")
+    assert c.passed and c.values["rows"] == 2 * 3 * 300 and c.values["window_rows"] == 4, c
+    masks[1][:, 2] = masks[1][:, 0]  # call 1: step 2 carries step 0's mask
+    c = _repeats_check("input", 0.2, masks, 0.8, True, 1e-30, "")
+    assert not c.passed and c.values["displacement"] == {"step": 2}, c
+    assert "step 2's input mask is step 0's (2 steps apart) in 300 of 600 (call, sequence) rows" in c.observed, c
+    c = _repeats_check("recurrent", 0.2, masks, 0.8, True, 1e-30, "")  # the recurrent mask: read from step 1
+    assert "step 3's recurrent mask is step 1's (2 steps apart)" in c.observed, c
+    c = _repeats_check("input", 0.2, [m[:3, :, :8] for m in masks], 0.8, True, 1e-30, "")  # 18 rows of 8 units
+    assert c.passed is None and "windows of 25 rows, and fewer than two fit" in c.detail, c

@@ -195,6 +195,8 @@ def test_torch_attention_defects_fail_their_check(layer_cls, check, seed):
     r = verify_attention(layer_cls, rate=0.2, seed=seed % 2**20, false_fail_rate=A)
     if check is None:
         assert r.passed, r.text()
+    elif check in ("head_independence", "call_independence"):  # whole rows repeat: mask_repeats sees it too
+        assert [c.name for c in r.failures] in ([check], [check, "mask_repeats"]), r.text()
     else:
         assert [c.name for c in r.failures] == [check], r.text()
 

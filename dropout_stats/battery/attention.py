@@ -16,7 +16,7 @@ and weights so that every probability shows bit for bit:
   copies of P_s.
 
 The checks, each an entry of the report (statistical ones share the false-fail budget by
-Bonferroni; exact ones cannot fail a correct layer):
+Bonferroni, mask_repeats taking 1e-30 of it; exact ones cannot fail a correct layer):
 
 * ``keep_rate``: the kept share of the probabilities against the backend's keep model (exact
   binomial test; 2 calls of batch x heads x queries x keys draws);
@@ -26,6 +26,15 @@ Bonferroni; exact ones cannot fail a correct layer):
   over the keys fails;
 * ``call_independence``: two calls draw independent masks (flash-attention's RNG offset that
   never advanced, Dao-AILab/flash-attention#314, fails here);
+* ``mask_repeats``: no mask row (call, sequence, head, query: the row over the keys) equals
+  another at any distance, across the batch, the heads, the queries and the two calls (the pairs
+  above are neighbours only).  Exact comparison in windows of g consecutive rows, along the batch
+  and along each sequence's rows, g such that a correct layer repeats a window with chance <=
+  1e-30, the entry's level (p = E / repeats, Markov: ``mask_repeats`` module; 14 rows of 16 keys
+  at the defaults).  Only this entry fails a mask drawn for 4 queries and tiled over 8, batch
+  halves on one mask (micro-batches seeded the same), heads h and h + 2 on one mask, or call 1's
+  mask equal to call 0's moved by a sequence; its diagnosis names the rows ("query 4's mask is
+  query 0's (4 queries apart) in 224 of 224 (call, sequence, head) rows");
 * ``scale`` (exact): every kept probability equals (1/S) times the mask value fl(1/(1-rate)) (or
   another scale a correct implementation may use);
 * ``dropout_site`` (exact): through the site probe, outputs s and s + S/2 are dropped together.
@@ -72,6 +81,7 @@ from .._checks import check_count, check_dtype, check_open_unit, check_rate
 from ..binomial import rate_test
 from ..design import min_num_samples_for_rate_test
 from ..report import Check, Finding, Report
+from .mask_repeats import mask_repeats, repeat_bound
 from .recurrent import _fisher_check
 from .recurrent_probe import _cls_name, _framework_of, _np_dtype, construct
 
@@ -82,7 +92,10 @@ CHECKS_STATISTICAL = (
     "query_independence",
     "key_independence",
     "call_independence",
-)
+)  # and mask_repeats, whose share is repeat_bound(alpha) (mask_repeats module docstring)
+AXES = ("call", "sequence", "head", "query")  # the rows of mask_repeats, each over the keys
+# its windows: along the batch (repeats over calls, heads, queries), along each sequence's rows
+ORDERS = (("call", "head", "query", "sequence"), ("call", "sequence", "head", "query"))
 
 
 class AttentionProbe:
@@ -280,7 +293,8 @@ def verify_attention(
         d = check_open_unit(discrepancy, "discrepancy")
     else:
         d = float(f"{0.1 * min(rate, 1 - rate):.12g}")  # 0.02, not 0.020000000000000004
-    level = alpha / len(CHECKS_STATISTICAL)
+    repeats_level = repeat_bound(alpha)  # mask_repeats' share: its chance of failing a correct layer
+    level = (alpha - repeats_level) / len(CHECKS_STATISTICAL)  # alpha / 6 in floating point
     need = min_num_samples_for_rate_test(1 - rate, d, false_fail_rate=level, false_pass_rate=beta)
     per_sequence = num_heads * queries * keys
     batch = max(8, 2 * math.ceil(need / (2 * 2 * per_sequence)))
@@ -323,6 +337,17 @@ def verify_attention(
     )
     checks.append(_fisher_check("key_independence", m1[..., 0::2], m1[..., 1::2], level, "keys 2i and 2i+1", reproduce))
     checks.append(_fisher_check("call_independence", m1, m2, level, "two calls", reproduce))
+    checks.append(
+        mask_repeats(
+            "mask_repeats",
+            np.stack([m1, m2]),
+            AXES,
+            ORDERS,
+            [keep, 1 - rate],
+            repeats_level,
+            reproduce=reproduce,
+        )
+    )
     checks.append(_scale(probe, p1, m1, rate, uniform, exact_scale))
     checks.append(_guard("dropout_site", lambda: _site(probe, keep, beta)))
     checks.append(_guard("inference_identity", lambda: _inference(probe, uniform)))

@@ -18,7 +18,7 @@ bit for bit in the output:
   step t >= 1 (no input, h > 0); a dropped unit gives f(0.5) exactly.
 
 The checks, each an entry of the report (the statistical ones share the false-fail budget by
-Bonferroni; the exact ones cannot fail a correct layer):
+Bonferroni, each repeats entry taking 1e-30 of it; the exact ones cannot fail a correct layer):
 
 * ``input_keep_rate``, ``recurrent_keep_rate``: each mask's keep rate against its own rate
   (exact binomial test against the backend's keep model; a rate of 0 must keep everything).  A
@@ -31,6 +31,14 @@ Bonferroni; the exact ones cannot fail a correct layer):
   batch draw independent masks (Fisher's exact test); one mask for the whole batch fails;
 * ``input_call_independence``, ``recurrent_call_independence``: two calls draw independent masks;
   a mask reused on every call (tensorflow/tensorflow#29391, #32543) fails;
+* ``input_mask_repeats``, ``recurrent_mask_repeats``: no (call, sequence) row of the mask (its
+  first step read; with ``per_step=True`` each (call, step, sequence) row) equals another at any
+  distance, across the batch and the two calls (the pairs above are neighbours only).  Exact
+  comparison in windows of g consecutive sequences, g such that a correct layer repeats a window
+  with chance <= 1e-30, the entry's level (p = E / repeats, Markov: ``mask_repeats`` module;
+  windows of 4 sequences for the input mask at 0.2, 2 for the recurrent mask at 0.4).  Only
+  these fail masks drawn for part of the batch and tiled (sequence b's masks are sequence b +
+  166's) or moved by a sequence from one call to the next; the diagnosis names the sequences;
 * ``input_recurrent_independence``: the two masks of one call are independent (the contract):
   the cross probe's recurrent mask at each step t >= 1 against its input mask (step 0), at every
   cyclic displacement over sequences and units (the input's units reversed or not) and for every
@@ -75,6 +83,7 @@ from ..binomial import rate_test
 from ..design import min_num_samples_for_rate_test
 from ..report import Check, Finding, Report
 from .checks._common import fisher
+from .mask_repeats import mask_repeats, repeat_bound
 from .recurrent_cross import cross_check
 from .recurrent_probe import RecurrentProbe, _cls_name, layout
 
@@ -125,7 +134,10 @@ def verify_recurrent(
                 names.append(f"{part}_time_sharing")
     if r_in > 0 and r_rec > 0:
         names.append("input_recurrent_independence")
-    level = alpha / len(names)
+    # {part}_mask_repeats (each rate > 0) take repeat_bound(alpha) each, their chance of failing a
+    # correct layer (mask_repeats module docstring); the entries above share the rest
+    repeats_level = repeat_bound(alpha)
+    level = (alpha - repeats_level * sum(r > 0 for r in (r_in, r_rec))) / len(names)  # alpha / m in floats
     rates = [r for r in (r_in, r_rec) if r > 0] or [0.5]
     d = discrepancy or float(f"{0.1 * min(min(r, 1 - r) for r in rates):.12g}")  # 0.02, not 0.020000000000000004
     need = max(min_num_samples_for_rate_test(1 - r, d, false_fail_rate=level, false_pass_rate=beta) for r in rates)
@@ -154,7 +166,7 @@ def verify_recurrent(
     rec_masks = [probe.recurrent_mask(rec_layer, base) for _ in range(2)]
 
     for part, rate, masks in (("input", r_in, in_masks), ("recurrent", r_rec, rec_masks)):
-        checks += _mask_checks(part, rate, masks, keep_of(rate), per_step, level, reproduce)
+        checks += _mask_checks(part, rate, masks, keep_of(rate), per_step, level, reproduce, repeats_level)
         if rate > 0:
             findings.append(Finding("time_semantics", f"{part} mask: " + _semantics(masks), _semantics(masks)))
     checks.append(
@@ -333,9 +345,11 @@ def _batch_shape(probe, layer, last, level, r_in, r_rec, rec_layer, base, rec_la
     )
 
 
-def _mask_checks(part, rate, masks, keep, per_step, level, reproduce) -> list:
+def _mask_checks(part, rate, masks, keep, per_step, level, reproduce, repeats_level) -> list:
     """One path's masks (input or recurrent, two calls): its keep rate at the first step, and
-    (rate > 0) its sharing across time steps and its independence across sequences and calls."""
+    (rate > 0) its sharing across time steps, its independence across sequences and calls, and
+    no mask row repeated at any distance (``{part}_mask_repeats``: each (call, sequence) row, or
+    with ``per_step`` each (call, step, sequence) row, at level ``repeats_level``)."""
     first = np.stack([m[:, 0, :] for m in masks])
     checks = [_keep_check(f"{part}_keep_rate", first, rate, keep, level, reproduce)]
     if rate == 0:
@@ -351,7 +365,24 @@ def _mask_checks(part, rate, masks, keep, per_step, level, reproduce) -> list:
             reproduce,
         ),
         _fisher_check(f"{part}_call_independence", masks[0][:, 0], masks[1][:, 0], level, "two calls", reproduce),
+        _repeats_check(part, rate, masks, keep, per_step, repeats_level, reproduce),
     ]
+
+
+def _repeats_check(part, rate, masks, keep, per_step, level, reproduce) -> Check:
+    """{part}_mask_repeats: the rows (call, sequence) of the mask (one per sequence: its first
+    step read), or (call, step, sequence) with ``per_step``, compared exactly at any distance,
+    windows along the batch (mask_repeats module docstring)."""
+    if per_step:
+        rows = np.stack([m.transpose(1, 0, 2) for m in masks])  # (call, step, sequence, units)
+        axes = ("call", "step", "sequence")
+    else:
+        rows = np.stack([m[:, 0] for m in masks])  # (call, sequence, units)
+        axes = ("call", "sequence")
+    first = {"step": 1 if part == "recurrent" else 0}  # the recurrent mask is read from step 1 on
+    return mask_repeats(
+        f"{part}_mask_repeats", rows, axes, (axes,), [keep, 1 - rate], level, f"{part} mask", reproduce, first
+    )
 
 
 def _cross(probe, layer, base, level, reproduce, both) -> Check:
