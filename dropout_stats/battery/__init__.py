@@ -11,6 +11,7 @@ framework is a module in ``dropout_stats/backends``):
 * ``layers``  - verify_layer(): a dropout layer as a model uses it (training flag, fit, replicas);
 * ``recurrent`` - verify_recurrent(): the input and recurrent masks inside SimpleRNN, GRU, LSTM;
 * ``attention`` - verify_attention(): the dropout on attention probabilities;
+* ``mask_repeats`` - exact repeats of mask rows at any distance, for attention and recurrent layers;
 * ``drop_path``, ``dropblock`` - verify_drop_path(), verify_dropblock(): structured dropout.
 
 Every statistical check is sized from (false_fail_rate, false_pass_rate, discrepancy) and the

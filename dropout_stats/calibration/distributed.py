@@ -114,7 +114,9 @@ def run_dask(
             if error:
                 raise ValueError(f"loading the target on a worker: {error}")
         threads = sum(nthreads.values())
-        size = chunk or max(1, min(50, -(-len(seeds) // (8 * threads))))
+        # about a 32nd of a thread's share, at most 50: the last chunks finish close together
+        # (a thread idles at most one chunk while another ends) at a few ms of Dask per task
+        size = chunk or max(1, min(50, -(-len(seeds) // (32 * threads))))
         todo = chunks(seeds, size)
         flow = as_completed()
 
