@@ -337,17 +337,8 @@ def verify_attention(
     )
     checks.append(_fisher_check("key_independence", m1[..., 0::2], m1[..., 1::2], level, "keys 2i and 2i+1", reproduce))
     checks.append(_fisher_check("call_independence", m1, m2, level, "two calls", reproduce))
-    checks.append(
-        mask_repeats(
-            "mask_repeats",
-            np.stack([m1, m2]),
-            AXES,
-            ORDERS,
-            [keep, 1 - rate],
-            repeats_level,
-            reproduce=reproduce,
-        )
-    )
+    checks.append(mask_repeats("mask_repeats", np.stack([m1, m2]), AXES, ORDERS, [keep, 1 - rate], repeats_level))
+    checks[-1].reproduce = reproduce
     checks.append(_scale(probe, p1, m1, rate, uniform, exact_scale))
     checks.append(_guard("dropout_site", lambda: _site(probe, keep, beta)))
     checks.append(_guard("inference_identity", lambda: _inference(probe, uniform)))

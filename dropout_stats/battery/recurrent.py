@@ -134,10 +134,7 @@ def verify_recurrent(
                 names.append(f"{part}_time_sharing")
     if r_in > 0 and r_rec > 0:
         names.append("input_recurrent_independence")
-    # {part}_mask_repeats (each rate > 0) take repeat_bound(alpha) each, their chance of failing a
-    # correct layer (mask_repeats module docstring); the entries above share the rest
-    repeats_level = repeat_bound(alpha)
-    level = (alpha - repeats_level * sum(r > 0 for r in (r_in, r_rec))) / len(names)  # alpha / m in floats
+    level, repeats_level = _levels(alpha, len(names), sum(r > 0 for r in (r_in, r_rec)))
     rates = [r for r in (r_in, r_rec) if r > 0] or [0.5]
     d = discrepancy or float(f"{0.1 * min(min(r, 1 - r) for r in rates):.12g}")  # 0.02, not 0.020000000000000004
     need = max(min_num_samples_for_rate_test(1 - r, d, false_fail_rate=level, false_pass_rate=beta) for r in rates)
@@ -343,6 +340,14 @@ def _batch_shape(probe, layer, last, level, r_in, r_rec, rec_layer, base, rec_la
         detail=f"a call with batch {small} after batch {probe.batch}, then batch {probe.batch} again",
         reproduce=reproduce,
     )
+
+
+def _levels(alpha: float, entries: int, repeats: int) -> tuple[float, float]:
+    """(level of each entry, level of each {part}_mask_repeats): the repeats entries take
+    repeat_bound(alpha) each, their chance of failing a correct layer (mask_repeats module
+    docstring); the other entries share the rest (alpha / m in floating point)."""
+    repeats_level = repeat_bound(alpha)
+    return (alpha - repeats_level * repeats) / entries, repeats_level
 
 
 def _mask_checks(part, rate, masks, keep, per_step, level, reproduce, repeats_level) -> list:
