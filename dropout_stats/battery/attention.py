@@ -337,8 +337,7 @@ def verify_attention(
     )
     checks.append(_fisher_check("key_independence", m1[..., 0::2], m1[..., 1::2], level, "keys 2i and 2i+1", reproduce))
     checks.append(_fisher_check("call_independence", m1, m2, level, "two calls", reproduce))
-    checks.append(mask_repeats("mask_repeats", np.stack([m1, m2]), AXES, ORDERS, [keep, 1 - rate], repeats_level))
-    checks[-1].reproduce = reproduce
+    checks.append(_repeats(m1, m2, [keep, 1 - rate], repeats_level, reproduce))
     checks.append(_scale(probe, p1, m1, rate, uniform, exact_scale))
     checks.append(_guard("dropout_site", lambda: _site(probe, keep, beta)))
     checks.append(_guard("inference_identity", lambda: _inference(probe, uniform)))
@@ -369,6 +368,11 @@ def verify_attention(
         "backend": probe.framework,
     }
     return Report(passed, checks, findings, probe.samples, seed, config)
+
+
+def _repeats(m1, m2, keeps, level, reproduce) -> Check:
+    """mask_repeats on the two calls' masks (the mask_repeats module)."""
+    return mask_repeats("mask_repeats", np.stack([m1, m2]), AXES, ORDERS, keeps, level, reproduce=reproduce)
 
 
 def _scale(probe, p, kept, rate, uniform, exact_scale=False) -> Check:

@@ -387,10 +387,7 @@ class DropPathKind(Dropout):
     def gradient_formulas(self, run, rate: float):
         if self.scale_by_keep:
             return super().gradient_formulas(run, rate)
-        return [("unscaled (* 1)", lambda u: np.asarray(u).astype(np.float64))]
-
-    def gradient_bits(self, run, rate: float):
-        return super().gradient_bits(run, rate) if self.scale_by_keep else []
+        return [("unscaled (* 1)", lambda u: np.asarray(u).astype(np.float64), None)]
 
     def direct(self, run, rate: float, pair, training: bool):
         """(y as numpy, None) or (None, why): one call outside the runner's bookkeeping."""

@@ -36,7 +36,9 @@ class Dropout:
         return y_np != 0  # -0.0 == 0; NaN != 0
 
     def gradient_formulas(self, run, rate: float):
-        """(label, upstream -> the gradient a correct implementation gives at a kept position)."""
+        """(label, upstream -> the gradient a correct implementation gives at a kept position, the
+        ScaleFormula it applies or None): the backward check decides a multiply/divide formula in
+        the dtype's own arithmetic first."""
         from ..precision import apply_scale, exact_scale
 
         formulas = run.backend.scale_formulas(rate, run.cfg.dtype) + [exact_scale(rate, run.cfg.dtype)]
@@ -45,24 +47,9 @@ class Dropout:
             (
                 f"{symbol[f.formula]} {f.factor!r}" if f.formula in symbol else "/ (1 - rate) correctly rounded",
                 lambda u, f=f: apply_scale(u, f),
+                f,
             )
             for f in formulas
-        ]
-
-    def gradient_bits(self, run, rate: float):
-        """The backend's multiply/divide formulas as (label, upstream in the dtype -> the gradient's
-        bits), computed in the dtype's own arithmetic: the same values as gradient_formulas' (one
-        correct rounding each), without the float64 round trip.  Empty for float64."""
-        from ..precision import _scaled_native
-
-        if run.cfg.dtype == "float64":
-            return []
-        symbol = {"multiply": "*", "divide": "/"}
-        uint = run.fmt.uint
-        return [
-            (f"{symbol[f.formula]} {f.factor!r}", lambda u, f=f: _scaled_native(u, f).view(uint))
-            for f in run.backend.scale_formulas(rate, run.cfg.dtype)
-            if f.formula in symbol
         ]
 
     def degenerate(self, run) -> list[Check]:
@@ -125,9 +112,6 @@ class AlphaDropout(Dropout):
             np.array([self.dropped_value, self.fused(np.array([self.ap_d]))[0], float(torch_form)], dtype=np.float64)
         )
 
-    def gradient_bits(self, run, rate: float):
-        return []  # the gradient is a times the upstream one (gradient_formulas)
-
     def make_input(self, shape, dtype, seed):
         return positive_input(shape, dtype, seed)
 
@@ -136,7 +120,7 @@ class AlphaDropout(Dropout):
 
     def gradient_formulas(self, run, rate: float):
         """d(a x + b)/dx = a: the upstream gradient times a, rounded once."""
-        return [(f"* a ({self.a_d!r})", lambda u: round_to(as_float64(u) * self.a_d, self.dtype))]
+        return [(f"* a ({self.a_d!r})", lambda u: round_to(as_float64(u) * self.a_d, self.dtype), None)]
 
     def affine(self, xv: np.ndarray) -> np.ndarray:
         """fl(fl(a * x) + b) in the dtype, as Keras computes ``a * x + b``."""
