@@ -339,6 +339,9 @@ class Run:
         c = self.call("main", cfg.rate, self.seed_pair(i), cfg.noise_shape, index=i, fresh=True)
         if len(self.stored_masks) < self.store_limit:
             self.stored_masks.append(c.mask)
+            if len(self.stored_masks) == self.store_limit:
+                for f in self.families:
+                    f.stored(list(self.stored_masks))
         self.main_calls = i + 1
 
     def holm(self, checks: list[Check]) -> None:

@@ -11,6 +11,8 @@ hook               thread          what it does
 ``before_main()``  caller          calls it needs that do not depend on a main mask (``run.call``)
 ``more()``         caller          whether the main sequence needs another call (minimum sizes)
 ``on_call(call)``  caller          after every call; cheap (the sequential test lives here)
+``stored(masks)``  caller          the stored main masks are complete: work on them goes to
+                                   ``run.later`` and runs alongside the remaining main calls
 ``after_main()``   caller          calls or reference draws that need the main masks
 ``observe(call)``  worker          each call whose purpose is in ``observes``: accumulate
 ``conclude()``     worker          its ``Check`` entries (and findings), after those calls
@@ -64,6 +66,9 @@ class Family:
         return False
 
     def on_call(self, call) -> None:
+        pass
+
+    def stored(self, masks: list) -> None:
         pass
 
     def after_main(self) -> None:

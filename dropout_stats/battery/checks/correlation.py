@@ -69,12 +69,9 @@ class Correlation(Family):
 
     early = None  # the entries, computed on the worker once the last stored mask exists
 
-    def on_call(self, call) -> None:
-        # every mask it reads is stored by then: it runs alongside the remaining main calls
-        # rather than after the last one (seeds.Seeds.on_call does the same)
-        if call.purpose == "main" and call.index == self.run.store_limit - 1:
-            masks = [*self.run.stored_masks, call.mask]
-            self.run.later(lambda: setattr(self, "early", self.entries(masks)))
+    def stored(self, masks) -> None:
+        # alongside the remaining main calls rather than after the last one
+        self.run.later(lambda: setattr(self, "early", self.entries(masks)))
 
     def conclude(self):
         return self.early or self.entries(self.run.stored_masks)

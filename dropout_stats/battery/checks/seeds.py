@@ -91,11 +91,9 @@ class Seeds(Family):
     def more(self) -> bool:
         return self.run.main_calls < self.run.store_limit  # every seed_other call gets its partners
 
-    def on_call(self, call) -> None:
-        # the last stored main mask: every mask seed_correlation reads exists (the seed calls came
-        # before the main sequence), so it runs on the worker alongside the remaining main calls
-        if self.correlates and call.purpose == "main" and call.index == self.run.store_limit - 1:
-            masks = [*self.run.stored_masks, call.mask]
+    def stored(self, masks) -> None:
+        # every mask seed_correlation reads exists (the seed calls came before the main sequence)
+        if self.correlates:
             self.run.later(lambda: setattr(self, "correlated", self.correlation(masks)))
 
     def observe(self, call) -> None:
